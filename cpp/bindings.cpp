@@ -1,0 +1,282 @@
+// pybind11 bindings: the private module rnnkit._core.
+//
+// The Python layer (python/rnnkit/) validates every argument and passes C-contiguous arrays
+// of one float dtype; this file only allocates outputs, re-checks the sizes it relies on
+// (so a misuse of the private module raises instead of crashing), releases the GIL and calls
+// the driver. Each function exists for float32 and float64 (two overloads).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "blas.hpp"
+#include "cells.hpp"
+#include "driver.hpp"
+#include "loss.hpp"
+
+namespace py = pybind11;
+using namespace rnnkit;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+template <class T>
+using OptArray = std::optional<Array<T>>;
+using Lengths = std::optional<py::array_t<std::int64_t, py::array::c_style>>;
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+template <class T>
+void require_shape(const Array<T>& a, std::initializer_list<index_t> shape, const char* name) {
+  bool ok = a.ndim() == index_t(shape.size());
+  index_t k = 0;
+  for (index_t d : shape) ok = ok && a.shape(k++) == d;
+  require(ok, std::string(name) + ": wrong shape");
+}
+
+template <class T>
+const T* ptr(const OptArray<T>& a) {
+  return a ? a->data() : nullptr;
+}
+
+// Sizes of a call, read from x (T, B, I) and W_hh (G*H, H); checks every other argument.
+template <class Cell, class T>
+SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const Lengths& lengths,
+                  bool reverse) {
+  require(x.ndim() == 3, "x: expected 3 dimensions (T, B, I)");
+  require(W_hh.ndim() == 2, "W_hh: expected 2 dimensions");
+  const index_t H = W_hh.shape(1);
+  SeqShape s{x.shape(0), x.shape(1), x.shape(2), H, reverse, nullptr};
+  require_shape(W_ih, {Cell::G * H, s.I}, "W_ih");
+  require_shape(W_hh, {Cell::G * H, H}, "W_hh");
+  if (lengths) {
+    require(lengths->ndim() == 1 && lengths->shape(0) == s.B, "lengths: expected shape (B,)");
+    s.lengths = lengths->data();
+    for (index_t b = 0; b < s.B; ++b)
+      require(s.lengths[b] >= 1 && s.lengths[b] <= s.T, "lengths: values must be in [1, T]");
+  }
+  return s;
+}
+
+template <class Cell, class T>
+py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
+                  const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+                  const Lengths& lengths, bool reverse, bool training) {
+  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, lengths, reverse);
+  const index_t T_ = s.T, B = s.B, H = s.H, GH = Cell::G * H;
+  if (h0) require_shape(*h0, {B, H}, "h0");
+  if (c0) require_shape(*c0, {B, H}, "c0");
+  if (b_ih) require_shape(*b_ih, {GH}, "b_ih");
+  if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
+
+  Array<T> y({T_, B, H}), h_T({B, H});
+  std::optional<Array<T>> c_T, hprev, cprev, gates, extra;
+  if (Cell::kHasCellState) c_T.emplace(std::vector<index_t>{B, H});
+  if (training) {
+    // Rows past a sequence's length are never written; they must be zero because backward's
+    // whole-sequence GEMMs read them (multiplied by zero gradients).
+    auto make = [&](std::vector<index_t> shape) {
+      Array<T> a(shape);
+      if (s.lengths) std::fill_n(a.mutable_data(), a.size(), T(0));
+      return a;
+    };
+    hprev = make({T_, B, H});
+    gates = make({T_, B, GH});
+    if (Cell::kHasCellState) cprev = make({T_, B, H});
+    if (Cell::kHasExtra) extra = make({T_, B, H});
+  }
+  auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
+  ForwardArgs<T> p{x.data(), ptr(h0), ptr(c0), W_ih.data(), W_hh.data(), ptr(b_ih), ptr(b_hh),
+                   y.mutable_data(), h_T.mutable_data(), out(c_T), out(hprev), out(cprev),
+                   out(gates), out(extra)};
+  {
+    py::gil_scoped_release release;
+    sequence_forward<Cell>(s, p);
+  }
+  py::object ws = py::none();
+  if (training) {
+    py::dict d;
+    d["hprev"] = *hprev;
+    d["gates"] = *gates;
+    if (cprev) d["cprev"] = *cprev;
+    if (extra) d["extra"] = *extra;
+    ws = d;
+  }
+  py::object cT = c_T ? py::object(*c_T) : py::none();
+  return py::make_tuple(y, h_T, cT, ws);
+}
+
+template <class Cell, class T>
+py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
+                   const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
+                   const OptArray<T>& cprev, const Array<T>& gates, const OptArray<T>& extra,
+                   const Lengths& lengths, bool has_b_ih, bool has_b_hh, bool reverse) {
+  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, lengths, reverse);
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = Cell::G * H;
+  if (dy) require_shape(*dy, {T_, B, H}, "dy");
+  if (dh_T) require_shape(*dh_T, {B, H}, "dh_T");
+  if (dc_T) require_shape(*dc_T, {B, H}, "dc_T");
+  require_shape(hprev, {T_, B, H}, "workspace hprev");
+  require_shape(gates, {T_, B, GH}, "workspace gates");
+  if (Cell::kHasCellState) {
+    require(bool(cprev), "workspace: cprev missing");
+    require_shape(*cprev, {T_, B, H}, "workspace cprev");
+  }
+  if (Cell::kHasExtra) {
+    require(bool(extra), "workspace: extra missing");
+    require_shape(*extra, {T_, B, H}, "workspace extra");
+  }
+
+  Array<T> dx({T_, B, I}), dh0({B, H}), dW_ih({GH, I}), dW_hh({GH, H});
+  std::optional<Array<T>> dc0, db_ih, db_hh;
+  if (Cell::kHasCellState) dc0.emplace(std::vector<index_t>{B, H});
+  if (has_b_ih) db_ih.emplace(std::vector<index_t>{GH});
+  if (has_b_hh) db_hh.emplace(std::vector<index_t>{GH});
+  auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
+  BackwardArgs<T> p{ptr(dy),          ptr(dh_T),         ptr(dc_T),          x.data(),
+                    W_ih.data(),      W_hh.data(),       hprev.data(),       ptr(cprev),
+                    gates.data(),     ptr(extra),        dx.mutable_data(),  dh0.mutable_data(),
+                    out(dc0),         dW_ih.mutable_data(), dW_hh.mutable_data(), out(db_ih),
+                    out(db_hh)};
+  {
+    py::gil_scoped_release release;
+    sequence_backward<Cell>(s, p);
+  }
+  auto obj = [](std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
+  return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh));
+}
+
+// The public kernels, one per cell family, named as in rnnkit and rnnkit.reference.
+template <class T>
+py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
+                      const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
+                      const std::string& nonlinearity, bool reverse, bool training) {
+  require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
+  if (nonlinearity == "relu")
+    return forward<RnnCell<true>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+  return forward<RnnCell<false>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+}
+
+template <class T>
+py::tuple rnn_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
+                       const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
+                       const Array<T>& gates, const Lengths& lengths, bool has_b_ih, bool has_b_hh,
+                       const std::string& nonlinearity, bool reverse) {
+  require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
+  if (nonlinearity == "relu")
+    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
+                                      std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
+                                     std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+}
+
+template <class T>
+py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
+                       const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+                       const Lengths& lengths, bool reverse, bool training) {
+  return forward<LstmCell, T>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+}
+
+template <class T>
+py::tuple lstm_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
+                        const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
+                        const Array<T>& hprev, const Array<T>& cprev, const Array<T>& gates,
+                        const Array<T>& extra, const Lengths& lengths, bool has_b_ih, bool has_b_hh,
+                        bool reverse) {
+  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, hprev, cprev, gates, extra, lengths,
+                               has_b_ih, has_b_hh, reverse);
+}
+
+template <class T>
+py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
+                      const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
+                      bool reset_after, bool reverse, bool training) {
+  if (reset_after)
+    return forward<GruResetAfterCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+  return forward<GruResetBeforeCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+}
+
+template <class T>
+py::tuple gru_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
+                       const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
+                       const Array<T>& gates, const Array<T>& extra, const Lengths& lengths,
+                       bool has_b_ih, bool has_b_hh, bool reset_after, bool reverse) {
+  if (reset_after)
+    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
+                                          extra, lengths, has_b_ih, has_b_hh, reverse);
+  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
+                                         extra, lengths, has_b_ih, has_b_hh, reverse);
+}
+
+template <class T>
+Array<T> softmax_kernel(const Array<T>& logits) {
+  require(logits.ndim() == 2, "logits: expected 2 dimensions (N, C)");
+  const index_t N = logits.shape(0), C = logits.shape(1);
+  Array<T> probs({N, C});
+  T* out = probs.mutable_data();
+  {
+    py::gil_scoped_release release;
+    softmax(N, C, logits.data(), out);
+  }
+  return probs;
+}
+
+// Returns (row_loss (N), dlogits (N, C)); the Python layer reduces row_loss.
+template <class T>
+py::tuple softmax_cross_entropy_kernel(const Array<T>& logits, const py::array_t<std::int64_t, py::array::c_style>& targets,
+                                       std::int64_t ignore_index, double scale) {
+  require(logits.ndim() == 2, "logits: expected 2 dimensions (N, C)");
+  const index_t N = logits.shape(0), C = logits.shape(1);
+  require(targets.ndim() == 1 && targets.shape(0) == N, "targets: expected shape (N,)");
+  const std::int64_t* y = targets.data();
+  for (index_t i = 0; i < N; ++i)
+    require(y[i] == ignore_index || (y[i] >= 0 && y[i] < C), "targets: class index out of range");
+  Array<T> row_loss({N}), dlogits({N, C});
+  T* loss_out = row_loss.mutable_data();
+  T* d_out = dlogits.mutable_data();
+  {
+    py::gil_scoped_release release;
+    softmax_cross_entropy(N, C, logits.data(), y, ignore_index, T(scale), loss_out, d_out);
+  }
+  return py::make_tuple(row_loss, dlogits);
+}
+
+template <class T>
+void bind_dtype(py::module_& m) {
+  using namespace py::literals;
+  m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
+        "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a);
+  m.def("rnn_backward", &rnn_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
+        "hprev"_a, "gates"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "nonlinearity"_a,
+        "reverse"_a);
+  m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
+        "b_ih"_a.none(), "b_hh"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a);
+  m.def("lstm_backward", &lstm_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "x"_a,
+        "W_ih"_a, "W_hh"_a, "hprev"_a, "cprev"_a, "gates"_a, "extra"_a, "lengths"_a.none(),
+        "has_b_ih"_a, "has_b_hh"_a, "reverse"_a);
+  m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
+        "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
+  m.def("gru_backward", &gru_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
+        "hprev"_a, "gates"_a, "extra"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
+        "reset_after"_a, "reverse"_a);
+  m.def("softmax", &softmax_kernel<T>, "logits"_a);
+  m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a,
+        "ignore_index"_a, "scale"_a);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnnkit's compiled kernels (private: use the rnnkit package).";
+  bind_dtype<float>(m);
+  bind_dtype<double>(m);
+  m.def("set_num_threads", &blas_set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &blas_get_num_threads);
+}

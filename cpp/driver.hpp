@@ -1,0 +1,313 @@
+// The one sequence driver: forward and backprop-through-time for any cell of cells.hpp.
+//
+// Forward:  gx = X W_ih^T for all T*B rows in one GEMM; then per step one recurrent GEMM
+//           (two for the split cell) and the cell's fused elementwise part.
+// Backward: per step (in reverse order) the cell's elementwise part and one GEMM for
+//           dh_{t-1}; after the loop dx, dW_ih, dW_hh and the bias gradients come from
+//           whole-sequence GEMMs and sums over the saved gate gradients.
+//
+// Variable lengths: batch rows are visited in order of decreasing length (`rows`), so the
+// rows active at time t are always the first n_active[t] of that order and each step's GEMM
+// works on those rows only: the cost follows the number of valid steps. A row's state is
+// simply left alone while it is inactive, which gives PyTorch's packed-sequence semantics in
+// both directions: forward stops at each row's last step; reverse starts there from h0.
+//
+// Memory: every buffer is allocated before the time loop; nothing is allocated inside it.
+// Layout of saved arrays is by time index t and original batch row b, so the whole-sequence
+// GEMMs see plain (T*B, .) matrices whichever the direction.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "blas.hpp"
+#include "cells.hpp"
+
+namespace rnnkit {
+
+// Hot elementwise loops are compiled for three ISA levels and picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RNNKIT_NO_CLONES)
+#define RNNKIT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RNNKIT_CLONES
+#endif
+
+using index_t = std::ptrdiff_t;
+
+// Sizes and options of one sequence call (letters as in cells.hpp).
+struct SeqShape {
+  index_t T, B, I, H;
+  bool reverse;
+  const std::int64_t* lengths;  // (B) or nullptr: every row runs all T steps
+};
+
+// Visiting order of batch rows and the number of active rows at each time index.
+struct RowSchedule {
+  std::vector<index_t> rows;       // (B) original row index of the r-th visited row
+  std::vector<index_t> n_active;   // (T) rows with length > t
+
+  explicit RowSchedule(const SeqShape& s) : rows(s.B), n_active(s.T, s.B) {
+    std::iota(rows.begin(), rows.end(), index_t(0));
+    if (!s.lengths) return;
+    std::stable_sort(rows.begin(), rows.end(),
+                     [&](index_t a, index_t b) { return s.lengths[a] > s.lengths[b]; });
+    for (index_t t = 0; t < s.T; ++t) {
+      index_t n = 0;
+      while (n < s.B && s.lengths[rows[n]] > t) ++n;
+      n_active[t] = n;
+    }
+  }
+  // Time index of processing step k (forward order).
+  static index_t time_of(const SeqShape& s, index_t k) { return s.reverse ? s.T - 1 - k : k; }
+};
+
+template <class T>
+inline T* offset(T* p, index_t n) { return p ? p + n : nullptr; }
+
+// Pointers of a forward call. Saved arrays (hprev, cprev, gates, extra) are null in
+// inference mode; the driver then uses one step's scratch instead.
+template <class T>
+struct ForwardArgs {
+  const T* x;      // (T, B, I)
+  const T* h0;     // (B, H) or null (zeros)
+  const T* c0;     // (B, H) or null; LSTM only
+  const T* W_ih;   // (G*H, I)
+  const T* W_hh;   // (G*H, H)
+  const T* b_ih;   // (G*H) or null
+  const T* b_hh;   // (G*H) or null
+  T* y;            // (T, B, H) out
+  T* h_T;          // (B, H) out
+  T* c_T;          // (B, H) out; LSTM only
+  T* hprev;        // (T, B, H) saved h_{t-1} per time index, or null
+  T* cprev;        // (T, B, H) saved c_{t-1}, or null
+  T* gates;        // (T, B, G*H) saved activated gates, or null
+  T* extra;        // (T, B, H) saved cell-specific row, or null
+};
+
+template <class Cell, class T>
+RNNKIT_CLONES void forward_rows(index_t n, index_t H, const index_t* rows, const RowForward<T>& base,
+                                int part) {
+  const index_t GH = Cell::G * H;
+  for (index_t r = 0; r < n; ++r) {
+    const index_t b = rows[r];
+    RowForward<T> a{base.gx + b * GH,       base.gh + r * GH,           base.b_ih,
+                    base.b_hh,              base.h + r * H,             offset(base.c, r * H),
+                    base.y + b * H,         base.gates + b * GH,        offset(base.extra, b * H),
+                    offset(base.reset_h, r * H)};
+    if constexpr (Cell::kSplitRecurrent) {
+      if (part == 1) Cell::forward_part1(int(H), a);
+      else Cell::forward_part2(int(H), a);
+    } else {
+      (void)part;
+      Cell::forward(int(H), a);
+    }
+  }
+}
+
+template <class Cell, class T>
+void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
+  constexpr int G = Cell::G;
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = G * H;
+  const bool training = p.gates != nullptr;
+  const RowSchedule sched(s);
+  const index_t* rows = sched.rows.data();
+
+  // Buffers: input projection for all steps, one step's recurrent projection, the state in
+  // visiting order, zero biases when a bias is absent, and inference-mode scratch.
+  std::vector<T> gx(std::size_t(T_ * B * GH));
+  std::vector<T> gh(std::size_t(B * GH));
+  std::vector<T> h(std::size_t(B * H), T(0)), c(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
+  std::vector<T> zero_bias(std::size_t(GH), T(0));
+  std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
+  std::vector<T> gates_scratch(training ? 0 : std::size_t(B * GH));
+  std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
+  const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
+  const T* b_hh = p.b_hh ? p.b_hh : zero_bias.data();
+
+  for (index_t r = 0; r < B; ++r) {
+    const index_t b = rows[r];
+    if (p.h0) std::copy_n(p.h0 + b * H, H, h.data() + r * H);
+    if (Cell::kHasCellState && p.c0) std::copy_n(p.c0 + b * H, H, c.data() + r * H);
+  }
+  std::fill_n(p.y, T_ * B * H, T(0));  // padded steps of short rows stay zero
+
+  gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx.data(),
+       int(GH));
+
+  for (index_t k = 0; k < T_; ++k) {
+    const index_t t = RowSchedule::time_of(s, k);
+    const index_t n = sched.n_active[t];
+    const index_t tBH = t * B * H;
+    if (training) {  // h_{t-1} (and c_{t-1}) of active rows, for backward
+      for (index_t r = 0; r < n; ++r) {
+        std::copy_n(h.data() + r * H, H, p.hprev + tBH + rows[r] * H);
+        if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.cprev + tBH + rows[r] * H);
+      }
+    }
+    RowForward<T> base{gx.data() + t * B * GH,
+                       gh.data(),
+                       b_ih,
+                       b_hh,
+                       h.data(),
+                       Cell::kHasCellState ? c.data() : nullptr,
+                       p.y + tBH,
+                       training ? p.gates + t * B * GH : gates_scratch.data(),
+                       Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
+                       Cell::kSplitRecurrent ? reset_h.data() : nullptr};
+    if constexpr (Cell::kSplitRecurrent) {
+      const index_t GH1 = (G - 1) * H;  // blocks whose GEMM takes h_{t-1}
+      gemm(false, true, int(n), int(GH1), int(H), T(1), h.data(), int(H), p.W_hh, int(H), T(0),
+           gh.data(), int(GH));
+      forward_rows<Cell>(n, H, rows, base, 1);
+      gemm(false, true, int(n), int(H), int(H), T(1), reset_h.data(), int(H), p.W_hh + GH1 * H,
+           int(H), T(0), gh.data() + GH1, int(GH));
+      forward_rows<Cell>(n, H, rows, base, 2);
+    } else {
+      gemm(false, true, int(n), int(GH), int(H), T(1), h.data(), int(H), p.W_hh, int(H), T(0),
+           gh.data(), int(GH));
+      forward_rows<Cell>(n, H, rows, base, 0);
+    }
+  }
+
+  for (index_t r = 0; r < B; ++r) {
+    std::copy_n(h.data() + r * H, H, p.h_T + rows[r] * H);
+    if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.c_T + rows[r] * H);
+  }
+}
+
+// Pointers of a backward call: the forward's inputs and saved arrays, the incoming
+// gradients and the outputs. Gradient outputs are overwritten (not accumulated).
+template <class T>
+struct BackwardArgs {
+  const T* dy;     // (T, B, H) or null (zero)
+  const T* dh_T;   // (B, H) or null
+  const T* dc_T;   // (B, H) or null; LSTM only
+  const T* x;      // (T, B, I)
+  const T* W_ih;   // (G*H, I)
+  const T* W_hh;   // (G*H, H)
+  const T* hprev;  // (T, B, H)
+  const T* cprev;  // (T, B, H) LSTM only
+  const T* gates;  // (T, B, G*H)
+  const T* extra;  // (T, B, H) or null
+  T* dx;           // (T, B, I)
+  T* dh0;          // (B, H)
+  T* dc0;          // (B, H) LSTM only
+  T* dW_ih;        // (G*H, I)
+  T* dW_hh;        // (G*H, H)
+  T* db_ih;        // (G*H) or null (no bias)
+  T* db_hh;        // (G*H) or null
+};
+
+template <class Cell, class T>
+RNNKIT_CLONES void backward_rows(index_t n, index_t H, const index_t* rows, const RowBackward<T>& base,
+                                 int part) {
+  const index_t GH = Cell::G * H;
+  for (index_t r = 0; r < n; ++r) {
+    const index_t b = rows[r];
+    RowBackward<T> a{base.dy + b * H,           base.gates + b * GH,   offset(base.extra, b * H),
+                     base.h_prev + b * H,       offset(base.c_prev, b * H),
+                     base.dh + r * H,           offset(base.dc, r * H),
+                     base.dgx + b * GH,         base.dg + r * GH,      offset(base.d_reset_h, r * H)};
+    if constexpr (Cell::kSplitRecurrent) {
+      if (part == 1) Cell::backward_part1(int(H), a);
+      else Cell::backward_part2(int(H), a);
+    } else {
+      (void)part;
+      Cell::backward(int(H), a);
+    }
+  }
+}
+
+// out (N) = sum over the M rows of A (M, N); accumulated in the working precision, row by row
+// so the inner loop vectorises.
+template <class T>
+RNNKIT_CLONES void sum_rows(index_t M, index_t N, const T* A, T* out) {
+  std::fill_n(out, N, T(0));
+  for (index_t i = 0; i < M; ++i)
+    for (index_t j = 0; j < N; ++j) out[j] += A[i * N + j];
+}
+
+template <class Cell, class T>
+void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
+  constexpr int G = Cell::G;
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = G * H, TB = s.T * s.B;
+  const RowSchedule sched(s);
+  const index_t* rows = sched.rows.data();
+
+  // Gate gradients for all steps (input side; recurrent side too when they differ), one
+  // step's recurrent gate gradient in visiting order, carried state gradients.
+  std::vector<T> dgx(std::size_t(TB * GH), T(0));
+  std::vector<T> dgh(Cell::kSeparateRecurrentGrad ? std::size_t(TB * GH) : 0, T(0));
+  std::vector<T> dg(std::size_t(B * GH));
+  std::vector<T> dh(std::size_t(B * H), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
+  std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
+  std::vector<T> zero_dy(p.dy ? 0 : std::size_t(B * H), T(0));
+
+  for (index_t r = 0; r < B; ++r) {
+    const index_t b = rows[r];
+    if (p.dh_T) std::copy_n(p.dh_T + b * H, H, dh.data() + r * H);
+    if (Cell::kHasCellState && p.dc_T) std::copy_n(p.dc_T + b * H, H, dc.data() + r * H);
+  }
+
+  for (index_t k = T_ - 1; k >= 0; --k) {
+    const index_t t = RowSchedule::time_of(s, k);
+    const index_t n = sched.n_active[t];
+    const index_t tBH = t * B * H;
+    RowBackward<T> base{p.dy ? p.dy + tBH : zero_dy.data(),
+                        p.gates + t * B * GH,
+                        Cell::kHasExtra ? p.extra + tBH : nullptr,
+                        p.hprev + tBH,
+                        Cell::kHasCellState ? p.cprev + tBH : nullptr,
+                        dh.data(),
+                        Cell::kHasCellState ? dc.data() : nullptr,
+                        dgx.data() + t * B * GH,
+                        dg.data(),
+                        Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
+    if constexpr (Cell::kSplitRecurrent) {
+      const index_t GH1 = (G - 1) * H;
+      backward_rows<Cell>(n, H, rows, base, 1);
+      gemm(false, false, int(n), int(H), int(H), T(1), dg.data() + GH1, int(GH), p.W_hh + GH1 * H,
+           int(H), T(0), d_reset_h.data(), int(H));
+      backward_rows<Cell>(n, H, rows, base, 2);
+      gemm(false, false, int(n), int(H), int(GH1), T(1), dg.data(), int(GH), p.W_hh, int(H), T(1),
+           dh.data(), int(H));
+    } else {
+      backward_rows<Cell>(n, H, rows, base, 0);
+      gemm(false, false, int(n), int(H), int(GH), T(1), dg.data(), int(GH), p.W_hh, int(H),
+           Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), int(H));
+    }
+    if constexpr (Cell::kSeparateRecurrentGrad) {
+      for (index_t r = 0; r < n; ++r)
+        std::copy_n(dg.data() + r * GH, GH, dgh.data() + t * B * GH + rows[r] * GH);
+    }
+  }
+
+  for (index_t r = 0; r < B; ++r) {
+    std::copy_n(dh.data() + r * H, H, p.dh0 + rows[r] * H);
+    if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
+  }
+
+  // Whole-sequence GEMMs over the T*B rows.
+  const T* dG_rec = Cell::kSeparateRecurrentGrad ? dgh.data() : dgx.data();
+  gemm(false, false, int(TB), int(I), int(GH), T(1), dgx.data(), int(GH), p.W_ih, int(I), T(0), p.dx,
+       int(I));
+  gemm(true, false, int(GH), int(I), int(TB), T(1), dgx.data(), int(GH), p.x, int(I), T(0), p.dW_ih,
+       int(I));
+  if constexpr (Cell::kSplitRecurrent) {
+    const index_t GH1 = (G - 1) * H;  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
+    gemm(true, false, int(GH1), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0),
+         p.dW_hh, int(H));
+    gemm(true, false, int(H), int(H), int(TB), T(1), dG_rec + GH1, int(GH), p.extra, int(H), T(0),
+         p.dW_hh + GH1 * H, int(H));
+  } else {
+    gemm(true, false, int(GH), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0), p.dW_hh,
+         int(H));
+  }
+  if (p.db_ih) sum_rows(TB, GH, dgx.data(), p.db_ih);
+  if (p.db_hh) sum_rows(TB, GH, dG_rec, p.db_hh);
+}
+
+}  // namespace rnnkit

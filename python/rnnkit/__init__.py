@@ -1,0 +1,71 @@
+"""rnnkit: fast, exact recurrent neural network kernels for NumPy.
+
+Vanilla RNN (tanh, relu), LSTM and GRU (PyTorch's reset-after form and the textbook
+reset-before form): fused C++ forward and backprop through time over whole sequences, with
+PyTorch's weight layout, float32 and float64. ``rnnkit.reference`` holds plain NumPy
+implementations of every kernel with the same signatures.
+
+Shape letters: T time steps, B batch, I input size, H hidden size, G gate blocks.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# Idle OpenBLAS workers spin before sleeping; with NumPy's own OpenBLAS in the same process the
+# two pools fight over the cores when calls interleave. A short spin avoids that (see
+# bench/RESULTS.md); a value the user set wins. Read once, when the library loads.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+# Load the shared OpenBLAS (RTLD_GLOBAL) before the extension that links it.
+import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401
+
+from . import _core  # noqa: E402
+from ._types import (  # noqa: E402
+    CellGrads,
+    CrossEntropyResult,
+    LSTMCellGrads,
+    LSTMSequenceGrads,
+    SequenceGrads,
+)
+from .losses import softmax, softmax_cross_entropy  # noqa: E402
+from .recurrent import (  # noqa: E402
+    Workspace,
+    gru_backward,
+    gru_cell_backward,
+    gru_cell_forward,
+    gru_forward,
+    lstm_backward,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    lstm_forward,
+    rnn_backward,
+    rnn_cell_backward,
+    rnn_cell_forward,
+    rnn_forward,
+)
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n):
+    """Set the number of threads rnnkit's kernels use (its BLAS pool). n >= 1."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n: expected at least 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads rnnkit's kernels use."""
+    return _core.get_num_threads()
+
+
+__all__ = [
+    "CellGrads", "CrossEntropyResult", "LSTMCellGrads", "LSTMSequenceGrads", "SequenceGrads",
+    "Workspace", "get_num_threads", "gru_backward", "gru_cell_backward", "gru_cell_forward",
+    "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
+    "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_num_threads",
+    "softmax", "softmax_cross_entropy",
+]

@@ -1,0 +1,86 @@
+"""Result types shared by the C++-backed API and the NumPy reference.
+
+Shape letters, used in every docstring of the package:
+
+    T   time steps
+    B   batch size
+    I   input size
+    H   hidden size
+    G   gates per cell: 1 for the plain RNN, 4 for the LSTM (i, f, g, o),
+        3 for the GRU (r, z, n)
+
+Weights use PyTorch's layout: ``W_ih`` is (G*H, I), ``W_hh`` is (G*H, H) and the
+biases ``b_ih``, ``b_hh`` are (G*H,), gate blocks stacked in the order above.
+
+Every gradient field has the shape of the argument it is the gradient of.
+Bias gradients are ``None`` when the forward pass was run without that bias.
+"""
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+__all__ = [
+    "CellGrads",
+    "SequenceGrads",
+    "LSTMCellGrads",
+    "LSTMSequenceGrads",
+    "CrossEntropyResult",
+]
+
+
+class CellGrads(NamedTuple):
+    """Gradients of one RNN or GRU cell step (``rnn_cell_backward``, ``gru_cell_backward``)."""
+
+    dx: np.ndarray  # (B, I)
+    dh: np.ndarray  # (B, H)      gradient w.r.t. the incoming state h
+    dW_ih: np.ndarray  # (G*H, I)
+    dW_hh: np.ndarray  # (G*H, H)
+    db_ih: Optional[np.ndarray]  # (G*H,) or None
+    db_hh: Optional[np.ndarray]  # (G*H,) or None
+
+
+class SequenceGrads(NamedTuple):
+    """Gradients of a whole RNN or GRU sequence (``rnn_backward``, ``gru_backward``)."""
+
+    dx: np.ndarray  # (T, B, I)   zero at padded positions
+    dh0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (G*H, I)
+    dW_hh: np.ndarray  # (G*H, H)
+    db_ih: Optional[np.ndarray]  # (G*H,) or None
+    db_hh: Optional[np.ndarray]  # (G*H,) or None
+
+
+class LSTMCellGrads(NamedTuple):
+    """Gradients of one LSTM cell step (``lstm_cell_backward``)."""
+
+    dx: np.ndarray  # (B, I)
+    dh: np.ndarray  # (B, H)      gradient w.r.t. the incoming hidden state h
+    dc: np.ndarray  # (B, H)      gradient w.r.t. the incoming cell state c
+    dW_ih: np.ndarray  # (4*H, I)
+    dW_hh: np.ndarray  # (4*H, H)
+    db_ih: Optional[np.ndarray]  # (4*H,) or None
+    db_hh: Optional[np.ndarray]  # (4*H,) or None
+
+
+class LSTMSequenceGrads(NamedTuple):
+    """Gradients of a whole LSTM sequence (``lstm_backward``)."""
+
+    dx: np.ndarray  # (T, B, I)   zero at padded positions
+    dh0: np.ndarray  # (B, H)
+    dc0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (4*H, I)
+    dW_hh: np.ndarray  # (4*H, H)
+    db_ih: Optional[np.ndarray]  # (4*H,) or None
+    db_hh: Optional[np.ndarray]  # (4*H,) or None
+
+
+class CrossEntropyResult(NamedTuple):
+    """Softmax cross-entropy loss and its gradient (``softmax_cross_entropy``).
+
+    ``loss`` is a scalar for ``reduction="mean"`` / ``"sum"`` and (N,) for ``"none"``;
+    ``dlogits`` (N, C) is the gradient of the returned loss (of ``loss.sum()`` for "none").
+    """
+
+    loss: np.ndarray  # () or (N,)
+    dlogits: np.ndarray  # (N, C)

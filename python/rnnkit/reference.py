@@ -1,0 +1,587 @@
+"""Plain NumPy reference implementations ("oracles") of every rnnkit kernel.
+
+The tests trust these functions, so they are written the textbook way: one Python
+loop over time, per-step matmuls ``x @ W.T``, and each line readable next to the
+equations in ``rnn-equations.md`` sections 2.1-2.6. Speed is not a goal. They use
+only NumPy and never import the compiled module.
+
+Shape letters (defined once in ``rnnkit._types``): T time steps, B batch, I input
+size, H hidden size, G gates (1 rnn, 4 lstm, 3 gru). Weights use PyTorch's layout:
+``W_ih`` (G*H, I), ``W_hh`` (G*H, H), ``b_ih`` / ``b_hh`` (G*H,), gate blocks
+stacked in PyTorch's order: LSTM ``i, f, g, o``; GRU ``r, z, n``.
+
+Equations (row-vector form, sigma = logistic sigmoid, * = elementwise):
+
+    RNN    h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh),       act = tanh or relu
+    LSTM   [a_i|a_f|a_g|a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
+           i, f, g, o = sigma(a_i), sigma(a_f), tanh(a_g), sigma(a_o)
+           c' = f * c + i * g          h' = o * tanh(c')
+    GRU    [gi_r|gi_z|gi_n] = x W_ih^T + b_ih
+           r = sigma(gi_r + h W_hr^T + b_hr)      z = sigma(gi_z + h W_hz^T + b_hz)
+           reset_after=True  (PyTorch): n = tanh(gi_n + r * (h W_hn^T + b_hn))
+           reset_after=False (textbook): n = tanh(gi_n + (r * h) W_hn^T + b_hn)
+           h' = (1 - z) * n + z * h
+
+Conventions shared by every function here and by the C++-backed API:
+
+* Outputs have the dtype of the inputs (float32 or float64); the maths runs in it.
+* ``h0`` / ``c0`` may be None (zeros); ``b_ih`` / ``b_hh`` may be None (no bias,
+  and the matching ``db_*`` is None); ``dy``, ``dh_T``, ``dc_T`` may be None (zeros).
+* ``reverse=True`` processes t = T-1 .. 0; ``y[t]`` is still indexed by time.
+* ``lengths`` (B,) integers with 1 <= L_b <= T: sequence b runs only its own first
+  L_b time steps, as a PyTorch packed sequence does. ``y[t, b] = 0`` for t >= L_b,
+  the final state is the state after b's own last step, and with ``reverse=True``
+  sequence b starts from h0 at t = L_b - 1. Padded x never influences anything,
+  padded dy is ignored and dx is zero there.
+* Forward returns ``(outputs, cache)``; backward takes ``(d_outputs, cache)`` and
+  returns fresh gradient arrays. The cache / workspace is a plain dict with a
+  ``"cell"`` key; ``training=False`` returns workspace None, and a backward given
+  None or another cell's workspace raises ValueError.
+"""
+
+import numpy as np
+
+from ._types import (
+    CellGrads,
+    CrossEntropyResult,
+    LSTMCellGrads,
+    LSTMSequenceGrads,
+    SequenceGrads,
+)
+
+__all__ = [
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+
+# ----------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------
+
+
+def _sigmoid(a):
+    # 1 / (1 + exp(-a)) is exact to the last bit for a >= 0 and correct for a < 0
+    # too: exp(-a) overflows to inf for very negative a and 1 / inf = 0 is the
+    # right limit, so the overflow warning is silenced rather than worked around.
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-a))
+
+
+def _dsigmoid(s):
+    """sigma'(a) written with the saved output s = sigma(a)."""
+    return s * (1 - s)
+
+
+def _dtanh(t):
+    """tanh'(a) written with the saved output t = tanh(a)."""
+    return 1 - t * t
+
+
+def _affine(x, W, b):
+    """x @ W.T (+ b): the PyTorch row-vector layout, W stored (out, in)."""
+    out = x @ W.T
+    if b is not None:
+        out = out + b
+    return out
+
+
+def _zeros_state(state, batch, hidden, dtype):
+    """Return ``state``, or zeros (B, H) when it is None."""
+    if state is None:
+        return np.zeros((batch, hidden), dtype=dtype)
+    return state
+
+
+def _bias_grad(d_gates, bias):
+    """Gradient of a bias added to every row: the batch sum; None when there is no bias."""
+    return None if bias is None else d_gates.sum(axis=0)
+
+
+def _check_cache(cache, cell, kind):
+    """Make sure a backward got the cache of its own forward (cell and kind)."""
+    if cache is None:
+        raise ValueError(
+            f"{cell} backward got workspace None: run the forward with training=True "
+            "to keep what the backward needs"
+        )
+    if not isinstance(cache, dict) or cache.get("cell") != cell or cache.get("kind") != kind:
+        got = (cache.get("cell"), cache.get("kind")) if isinstance(cache, dict) else type(cache)
+        raise ValueError(f"{cell} {kind} backward got a cache/workspace from {got}")
+    return cache
+
+
+# ----------------------------------------------------------------------------------
+# Cells: one time step, x (B, I), h and c (B, H)
+# ----------------------------------------------------------------------------------
+
+
+def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
+    """One vanilla RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
+
+    x (B, I); h (B, H) or None (zeros); W_ih (H, I); W_hh (H, H);
+    b_ih, b_hh (H,) or None; nonlinearity "tanh" or "relu".
+    Returns (h_next (B, H), cache).
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    h = _zeros_state(h, x.shape[0], W_hh.shape[1], x.dtype)
+    a = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, H) pre-activation
+    h_next = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+    cache = {
+        "cell": "rnn", "kind": "cell", "nonlinearity": nonlinearity,
+        "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
+        "a": a, "h_next": h_next,
+    }
+    return h_next, cache
+
+
+def rnn_cell_backward(dh_next, cache):
+    """Backward of ``rnn_cell_forward``.
+
+    dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
+    Returns CellGrads(dx (B, I), dh (B, H), dW_ih (H, I), dW_hh (H, H), db_ih, db_hh (H,) or None).
+    """
+    c = _check_cache(cache, "rnn", "cell")
+    x, h, W_ih, W_hh = c["x"], c["h"], c["W_ih"], c["W_hh"]
+    if dh_next is None:
+        dh_next = np.zeros_like(c["h_next"])
+    if c["nonlinearity"] == "tanh":
+        da = dh_next * _dtanh(c["h_next"])
+    else:
+        # relu'(a) = 1 for a > 0 and 0 otherwise (0 at the kink, as PyTorch does)
+        da = dh_next * (c["a"] > 0)
+    return CellGrads(
+        dx=da @ W_ih,
+        dh=da @ W_hh,
+        dW_ih=da.T @ x,
+        dW_hh=da.T @ h,
+        db_ih=_bias_grad(da, c["b_ih"]),
+        db_hh=_bias_grad(da, c["b_hh"]),
+    )
+
+
+def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
+    """One LSTM step, PyTorch gate order i, f, g, o.
+
+    x (B, I); h, c (B, H) or None (zeros); W_ih (4H, I); W_hh (4H, H);
+    b_ih, b_hh (4H,) or None.
+    Returns ((h_next (B, H), c_next (B, H)), cache).
+    """
+    B, H = x.shape[0], W_hh.shape[1]
+    h = _zeros_state(h, B, H, x.dtype)
+    c = _zeros_state(c, B, H, x.dtype)
+    gates = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, 4H) = [a_i|a_f|a_g|a_o]
+    a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
+    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+    c_next = f * c + i * g
+    tc = np.tanh(c_next)
+    h_next = o * tc
+    cache = {
+        "cell": "lstm", "kind": "cell",
+        "x": x, "h": h, "c": c, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
+        "i": i, "f": f, "g": g, "o": o, "tc": tc,
+    }
+    return (h_next, c_next), cache
+
+
+def lstm_cell_backward(dh_next, dc_next, cache):
+    """Backward of ``lstm_cell_forward`` (equations of section 2.5).
+
+    dh_next, dc_next (B, H) or None (zeros): gradients w.r.t. h_next and c_next.
+    Returns LSTMCellGrads(dx (B, I), dh (B, H), dc (B, H), dW_ih (4H, I), dW_hh (4H, H),
+    db_ih, db_hh (4H,) or None).
+    """
+    k = _check_cache(cache, "lstm", "cell")
+    x, h, c, W_ih, W_hh = k["x"], k["h"], k["c"], k["W_ih"], k["W_hh"]
+    i, f, g, o, tc = k["i"], k["f"], k["g"], k["o"], k["tc"]
+    if dh_next is None:
+        dh_next = np.zeros_like(tc)
+    if dc_next is None:
+        dc_next = np.zeros_like(tc)
+    do = dh_next * tc
+    # c_next reaches the loss directly (dc_next) and through h_next = o * tanh(c_next)
+    dc_total = dc_next + dh_next * o * _dtanh(tc)
+    di = dc_total * g
+    df = dc_total * c
+    dg = dc_total * i
+    dc = dc_total * f
+    # back through the gate nonlinearities, blocks kept in the i, f, g, o order
+    dA = np.concatenate(
+        [di * _dsigmoid(i), df * _dsigmoid(f), dg * _dtanh(g), do * _dsigmoid(o)], axis=1
+    )  # (B, 4H)
+    return LSTMCellGrads(
+        dx=dA @ W_ih,
+        dh=dA @ W_hh,
+        dc=dc,
+        dW_ih=dA.T @ x,
+        dW_hh=dA.T @ h,
+        db_ih=_bias_grad(dA, k["b_ih"]),
+        db_hh=_bias_grad(dA, k["b_hh"]),
+    )
+
+
+def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
+    """One GRU step, PyTorch gate order r, z, n.
+
+    reset_after=True is PyTorch's form  n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn));
+    reset_after=False is the textbook form n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn).
+    Both then take h' = (1 - z) * n + z * h.
+
+    x (B, I); h (B, H) or None (zeros); W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None.
+    Returns (h_next (B, H), cache).
+    """
+    H = W_hh.shape[1]
+    h = _zeros_state(h, x.shape[0], H, x.dtype)
+    gi_r, gi_z, gi_n = np.split(_affine(x, W_ih, b_ih), 3, axis=1)  # each (B, H)
+    if reset_after:
+        # one matmul of h for all three gates; r then scales the whole n-block incl. b_hn
+        gh_r, gh_z, gh_n = np.split(_affine(h, W_hh, b_hh), 3, axis=1)
+        r = _sigmoid(gi_r + gh_r)
+        z = _sigmoid(gi_z + gh_z)
+        rh = None
+        n = np.tanh(gi_n + r * gh_n)
+    else:
+        # r has to be known before the n-block matmul, because r scales h itself
+        b_rz = None if b_hh is None else b_hh[: 2 * H]
+        b_hn = None if b_hh is None else b_hh[2 * H:]
+        gh_r, gh_z = np.split(_affine(h, W_hh[: 2 * H], b_rz), 2, axis=1)
+        r = _sigmoid(gi_r + gh_r)
+        z = _sigmoid(gi_z + gh_z)
+        rh = r * h
+        gh_n = _affine(rh, W_hh[2 * H:], b_hn)
+        n = np.tanh(gi_n + gh_n)
+    h_next = (1 - z) * n + z * h
+    cache = {
+        "cell": "gru", "kind": "cell", "reset_after": reset_after,
+        "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
+        "r": r, "z": z, "n": n, "gh_n": gh_n, "rh": rh,
+    }
+    return h_next, cache
+
+
+def gru_cell_backward(dh_next, cache):
+    """Backward of ``gru_cell_forward`` (section 2.5 for reset_after=True).
+
+    dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
+    Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H), db_ih, db_hh (3H,) or None).
+    """
+    k = _check_cache(cache, "gru", "cell")
+    x, h, W_ih, W_hh = k["x"], k["h"], k["W_ih"], k["W_hh"]
+    r, z, n = k["r"], k["z"], k["n"]
+    H = W_hh.shape[1]
+    if dh_next is None:
+        dh_next = np.zeros_like(n)
+    # h' = (1 - z) * n + z * h
+    dn = dh_next * (1 - z)
+    dz = dh_next * (h - n)
+    dh = dh_next * z
+    da_n = dn * _dtanh(n)  # gradient w.r.t. the argument of tanh in n
+    da_z = dz * _dsigmoid(z)
+    if k["reset_after"]:
+        # n = tanh(gi_n + r * gh_n), gh_n = h W_hn^T + b_hn
+        da_r = da_n * k["gh_n"] * _dsigmoid(r)
+        d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
+        d_gh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (B, 3H)
+        dh = dh + d_gh @ W_hh
+        dW_hh = d_gh.T @ h
+        db_hh = _bias_grad(d_gh, k["b_hh"])
+    else:
+        # n = tanh(gi_n + (r * h) W_hn^T + b_hn): r and h meet before the matmul
+        d_rh = da_n @ W_hh[2 * H:]  # gradient w.r.t. r * h
+        da_r = d_rh * h * _dsigmoid(r)
+        dh = dh + d_rh * r
+        d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
+        d_gh_rz = d_gi[:, : 2 * H]  # the r and z blocks multiply h itself
+        dh = dh + d_gh_rz @ W_hh[: 2 * H]
+        dW_hh = np.concatenate([d_gh_rz.T @ h, da_n.T @ k["rh"]], axis=0)
+        # b_hr, b_hz, b_hn sit next to gi_r, gi_z, gi_n: same gradient as b_ih
+        db_hh = _bias_grad(d_gi, k["b_hh"])
+    return CellGrads(
+        dx=d_gi @ W_ih,
+        dh=dh,
+        dW_ih=d_gi.T @ x,
+        dW_hh=dW_hh,
+        db_ih=_bias_grad(d_gi, k["b_ih"]),
+        db_hh=db_hh,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Sequences: one driver for the time loop, the cells above as plug-ins
+# ----------------------------------------------------------------------------------
+
+
+def _check_lengths(lengths, T, B):
+    """None, or an integer (B,) array with 1 <= L_b <= T."""
+    if lengths is None:
+        return None
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be an integer array of shape ({B},), got {lengths!r}")
+    if lengths.size and (lengths.min() < 1 or lengths.max() > T):
+        raise ValueError(f"lengths must lie in [1, T={T}], got {lengths!r}")
+    return lengths
+
+
+def _time_order(T, reverse):
+    """The time steps in the order the forward pass processes them."""
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _active_rows(t, lengths, B):
+    """Indices of the sequences that run at time t (those with t < L_b).
+
+    Always an integer index array, never a slice, so ``state[rows]`` is a copy: the
+    cache of a step must not change when the driver later updates the state in place.
+    Running the cell on these rows only (instead of masking afterwards) means padded
+    x can hold anything, even inf/nan, without touching the results.
+    """
+    if lengths is None:
+        return np.arange(B)
+    return np.flatnonzero(t < lengths)
+
+
+def _forward_driver(cell, step, x, init_states, W_ih, W_hh, b_ih, b_hh,
+                    lengths, reverse, training):
+    """Run ``step`` over time; shared by rnn_forward, lstm_forward and gru_forward.
+
+    step(x_t (b, I), *states (b, H)) -> (new_states tuple, cache) runs one cell on the
+    active rows. y[t] is the first state (h) after step t. A sequence's state stays
+    put at the steps where it is not active, which gives PyTorch's packed-sequence
+    semantics in both directions: forward, sequence b stops after t = L_b - 1;
+    reverse, it still holds h0 when the loop reaches t = L_b - 1.
+    Returns (y (T, B, H), final states list, workspace or None).
+    """
+    T, B = x.shape[0], x.shape[1]
+    lengths = _check_lengths(lengths, T, B)
+    states = [s.astype(x.dtype, copy=True) for s in init_states]  # updated row-wise below
+    y = np.zeros((T, B, W_hh.shape[1]), dtype=x.dtype)
+    caches, rows_at = [None] * T, [None] * T
+    for t in _time_order(T, reverse):
+        rows = _active_rows(t, lengths, B)
+        new_states, caches[t] = step(x[t, rows], *(s[rows] for s in states))
+        for state, new in zip(states, new_states):
+            state[rows] = new
+        y[t, rows] = new_states[0]
+        rows_at[t] = rows
+    if not training:
+        return y, states, None
+    workspace = {
+        "cell": cell, "kind": "sequence", "reverse": reverse,
+        "x_shape": x.shape, "dtype": x.dtype,
+        "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
+        "caches": caches,  # caches[t]: the cell cache of step t (its active rows only)
+        "rows": rows_at,  # rows[t]: which batch rows ran at step t
+    }
+    return y, states, workspace
+
+
+def _backward_driver(cell, step_backward, dy, d_final_states, workspace):
+    """Backpropagation through time; shared by rnn_backward, lstm_backward and gru_backward.
+
+    step_backward(*d_states (b, H), cache) -> CellGrads / LSTMCellGrads of one step.
+    d_final_states: gradients w.r.t. the final states (each (B, H) or None).
+    Returns (dx (T, B, I), list of d initial states, dW_ih, dW_hh, db_ih, db_hh).
+    """
+    ws = _check_cache(workspace, cell, "sequence")
+    T, B, I = ws["x_shape"]
+    dtype = ws["dtype"]
+    H = ws["W_hh"].shape[1]
+    if dy is None:
+        dy = np.zeros((T, B, H), dtype=dtype)
+    # d_states[k][b] = gradient w.r.t. state k of sequence b as it leaves the current step
+    d_states = [
+        np.zeros((B, H), dtype=dtype) if d is None else np.array(d, dtype=dtype, copy=True)
+        for d in d_final_states
+    ]
+    dx = np.zeros((T, B, I), dtype=dtype)
+    dW_ih = np.zeros_like(ws["W_ih"])
+    dW_hh = np.zeros_like(ws["W_hh"])
+    db_ih = None if ws["b_ih"] is None else np.zeros_like(ws["b_ih"])
+    db_hh = None if ws["b_hh"] is None else np.zeros_like(ws["b_hh"])
+    # visit the steps in the opposite order of the forward pass
+    for t in reversed(_time_order(T, ws["reverse"])):
+        rows = ws["rows"][t]
+        d_here = [d[rows] for d in d_states]
+        d_here[0] = d_here[0] + dy[t, rows]  # y[t] is h after step t: both gradients add up
+        g = step_backward(*d_here, ws["caches"][t])
+        dx[t, rows] = g.dx
+        # g = (dx, dh[, dc], ...): the gradients w.r.t. the states this step started from
+        for d_state, d_prev in zip(d_states, g[1:1 + len(d_states)]):
+            d_state[rows] = d_prev
+        dW_ih += g.dW_ih
+        dW_hh += g.dW_hh
+        if db_ih is not None:
+            db_ih += g.db_ih
+        if db_hh is not None:
+            db_hh += g.db_hh
+    return dx, d_states, dW_ih, dW_hh, db_ih, db_hh
+
+
+def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False,
+                lengths=None, training=True):
+    """Vanilla RNN over a sequence: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
+
+    x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
+    nonlinearity "tanh" or "relu"; lengths (B,) or None.
+    Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
+    """
+    h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
+
+    def step(x_t, h):
+        h_next, cache = rnn_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh,
+                                         nonlinearity=nonlinearity)
+        return (h_next,), cache
+
+    y, (h_T,), ws = _forward_driver("rnn", step, x, [h0], W_ih, W_hh, b_ih, b_hh,
+                                    lengths, reverse, training)
+    return y, h_T, ws
+
+
+def rnn_backward(dy, dh_T, workspace):
+    """Backward of ``rnn_forward``.
+
+    dy (T, B, H) or None; dh_T (B, H) or None; workspace from rnn_forward(training=True).
+    Returns SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (H, I), dW_hh (H, H),
+    db_ih, db_hh (H,) or None).
+    """
+    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
+        "rnn", rnn_cell_backward, dy, [dh_T], workspace)
+    return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, reverse=False, lengths=None,
+                 training=True):
+    """LSTM over a sequence (gate order i, f, g, o).
+
+    x (T, B, I); h0, c0 (B, H) or None; W_ih (4H, I); W_hh (4H, H); b_ih, b_hh (4H,) or None;
+    lengths (B,) or None.
+    Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
+    """
+    B, H = x.shape[1], W_hh.shape[1]
+    h0 = _zeros_state(h0, B, H, x.dtype)
+    c0 = _zeros_state(c0, B, H, x.dtype)
+
+    def step(x_t, h, c):
+        return lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh)
+
+    y, (h_T, c_T), ws = _forward_driver("lstm", step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh,
+                                        lengths, reverse, training)
+    return y, (h_T, c_T), ws
+
+
+def lstm_backward(dy, dh_T, dc_T, workspace):
+    """Backward of ``lstm_forward``.
+
+    dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from lstm_forward(training=True).
+    Returns LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
+    dW_hh (4H, H), db_ih, db_hh (4H,) or None).
+    """
+    dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
+        "lstm", lstm_cell_backward, dy, [dh_T, dc_T], workspace)
+    return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False,
+                lengths=None, training=True):
+    """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after).
+
+    x (T, B, I); h0 (B, H) or None; W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
+    lengths (B,) or None.
+    Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
+    """
+    h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
+
+    def step(x_t, h):
+        h_next, cache = gru_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh,
+                                         reset_after=reset_after)
+        return (h_next,), cache
+
+    y, (h_T,), ws = _forward_driver("gru", step, x, [h0], W_ih, W_hh, b_ih, b_hh,
+                                    lengths, reverse, training)
+    return y, h_T, ws
+
+
+def gru_backward(dy, dh_T, workspace):
+    """Backward of ``gru_forward``.
+
+    dy (T, B, H) or None; dh_T (B, H) or None; workspace from gru_forward(training=True).
+    Returns SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (3H, I), dW_hh (3H, H),
+    db_ih, db_hh (3H,) or None).
+    """
+    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
+        "gru", gru_cell_backward, dy, [dh_T], workspace)
+    return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+# ----------------------------------------------------------------------------------
+# Softmax and cross-entropy
+# ----------------------------------------------------------------------------------
+
+
+def softmax(logits):
+    """Softmax over the last axis; logits (..., C) -> probabilities (..., C).
+
+    Subtracting the row maximum first keeps exp() from overflowing; it does not
+    change the result because softmax is invariant to adding a constant per row.
+    """
+    logits = np.asarray(logits)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
+    """Cross-entropy of softmax(logits) against integer class targets, with its gradient.
+
+    logits (N, C); targets (N,) integers in [0, C) or ``ignore_index``. A row whose target
+    is ``ignore_index`` contributes 0 loss and 0 gradient. reduction:
+      "mean" - divide the summed loss by the number of non-ignored rows (if there are
+               none: loss nan and dlogits zeros, as PyTorch does);
+      "sum"  - the summed loss;
+      "none" - loss (N,) per row; dlogits is then the gradient of loss.sum().
+    Returns CrossEntropyResult(loss: scalar of the logits dtype, or (N,); dlogits (N, C)),
+    dlogits being the gradient of the returned loss.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    logits = np.asarray(logits)
+    targets = np.asarray(targets)
+    N, C = logits.shape
+    dtype = logits.dtype
+    valid = targets != ignore_index
+    if np.any((targets[valid] < 0) | (targets[valid] >= C)):
+        raise ValueError(f"targets must lie in [0, {C}) or equal ignore_index={ignore_index}")
+    rows, cls = np.flatnonzero(valid), targets[valid].astype(np.intp)
+
+    # log softmax with the usual max shift: log p = s - log(sum(exp(s))), s = logits - max
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    row_loss = np.zeros(N, dtype=dtype)
+    row_loss[rows] = -log_probs[rows, cls]
+
+    # d(-log p_target)/d logits = softmax - one_hot(target), for kept rows only
+    dlogits = np.zeros_like(logits)
+    dlogits[rows] = np.exp(log_probs[rows])
+    dlogits[rows, cls] -= 1
+
+    if reduction == "none":
+        return CrossEntropyResult(row_loss, dlogits)
+    if reduction == "sum":
+        return CrossEntropyResult(dtype.type(row_loss.sum()), dlogits)
+    n_valid = rows.size
+    if n_valid == 0:
+        return CrossEntropyResult(dtype.type(np.nan), np.zeros_like(logits))
+    return CrossEntropyResult(dtype.type(row_loss.sum() / n_valid), dlogits / dtype.type(n_valid))
