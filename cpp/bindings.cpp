@@ -46,16 +46,22 @@ const T* ptr(const OptArray<T>& a) {
   return a ? a->data() : nullptr;
 }
 
-// Sizes of a call, read from x (T, B, I) and W_hh (G*H, H); checks every other argument.
+// Sizes of a call, read from x (T, B, I), W_hh (G*H, S) and W_hr (P, H) when projecting;
+// checks every other argument.
 template <class Cell, class T>
-SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const Lengths& lengths,
-                  bool reverse) {
+SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& W_hr,
+                  const Lengths& lengths, bool reverse) {
   require(x.ndim() == 3, "x: expected 3 dimensions (T, B, I)");
   require(W_hh.ndim() == 2, "W_hh: expected 2 dimensions");
-  const index_t H = W_hh.shape(1);
-  SeqShape s{x.shape(0), x.shape(1), x.shape(2), H, reverse, nullptr};
+  index_t H = W_hh.shape(1), S = H;
+  if (W_hr) {
+    require(W_hr->ndim() == 2, "W_hr: expected 2 dimensions (P, H)");
+    H = W_hr->shape(1);
+    S = W_hr->shape(0);
+  }
+  SeqShape s{x.shape(0), x.shape(1), x.shape(2), H, S, reverse, nullptr};
   require_shape(W_ih, {Cell::G * H, s.I}, "W_ih");
-  require_shape(W_hh, {Cell::G * H, H}, "W_hh");
+  require_shape(W_hh, {Cell::G * H, S}, "W_hh");
   if (lengths) {
     require(lengths->ndim() == 1 && lengths->shape(0) == s.B, "lengths: expected shape (B,)");
     s.lengths = lengths->data();
@@ -68,16 +74,16 @@ SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
 template <class Cell, class T>
 py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                   const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-                  const Lengths& lengths, bool reverse, bool training) {
-  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, lengths, reverse);
-  const index_t T_ = s.T, B = s.B, H = s.H, GH = Cell::G * H;
-  if (h0) require_shape(*h0, {B, H}, "h0");
+                  const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training) {
+  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
+  const index_t T_ = s.T, B = s.B, H = s.H, S = s.S, GH = Cell::G * H;
+  if (h0) require_shape(*h0, {B, S}, "h0");
   if (c0) require_shape(*c0, {B, H}, "c0");
   if (b_ih) require_shape(*b_ih, {GH}, "b_ih");
   if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
 
-  Array<T> y({T_, B, H}), h_T({B, H});
-  std::optional<Array<T>> c_T, hprev, cprev, gates, extra;
+  Array<T> y({T_, B, S}), h_T({B, S});
+  std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m;
   if (Cell::kHasCellState) c_T.emplace(std::vector<index_t>{B, H});
   if (training) {
     // Rows past a sequence's length are never written; they must be zero because backward's
@@ -87,15 +93,17 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
       if (s.lengths) std::fill_n(a.mutable_data(), a.size(), T(0));
       return a;
     };
-    hprev = make({T_, B, H});
+    hprev = make({T_, B, S});
     gates = make({T_, B, GH});
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
+    if (W_hr) m = make({T_, B, H});
   }
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
-  ForwardArgs<T> p{x.data(), ptr(h0), ptr(c0), W_ih.data(), W_hh.data(), ptr(b_ih), ptr(b_hh),
-                   y.mutable_data(), h_T.mutable_data(), out(c_T), out(hprev), out(cprev),
-                   out(gates), out(extra)};
+  ForwardArgs<T> p{x.data(),          ptr(h0),           ptr(c0),         W_ih.data(),
+                   W_hh.data(),       ptr(b_ih),         ptr(b_hh),       ptr(W_hr),
+                   y.mutable_data(),  h_T.mutable_data(), out(c_T),       out(hprev),
+                   out(cprev),        out(gates),        out(extra),      out(m)};
   {
     py::gil_scoped_release release;
     sequence_forward<Cell>(s, p);
@@ -107,6 +115,7 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
     d["gates"] = *gates;
     if (cprev) d["cprev"] = *cprev;
     if (extra) d["extra"] = *extra;
+    if (m) d["m"] = *m;
     ws = d;
   }
   py::object cT = c_T ? py::object(*c_T) : py::none();
@@ -115,15 +124,20 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
 
 template <class Cell, class T>
 py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
-                   const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
-                   const OptArray<T>& cprev, const Array<T>& gates, const OptArray<T>& extra,
-                   const Lengths& lengths, bool has_b_ih, bool has_b_hh, bool reverse) {
-  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, lengths, reverse);
-  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = Cell::G * H;
-  if (dy) require_shape(*dy, {T_, B, H}, "dy");
-  if (dh_T) require_shape(*dh_T, {B, H}, "dh_T");
+                   const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& W_hr,
+                   const Array<T>& hprev, const OptArray<T>& cprev, const Array<T>& gates,
+                   const OptArray<T>& extra, const OptArray<T>& m, const Lengths& lengths, bool has_b_ih,
+                   bool has_b_hh, bool reverse) {
+  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = Cell::G * H;
+  if (dy) require_shape(*dy, {T_, B, S}, "dy");
+  if (dh_T) require_shape(*dh_T, {B, S}, "dh_T");
   if (dc_T) require_shape(*dc_T, {B, H}, "dc_T");
-  require_shape(hprev, {T_, B, H}, "workspace hprev");
+  require_shape(hprev, {T_, B, S}, "workspace hprev");
+  if (W_hr) {
+    require(bool(m), "workspace: m missing");
+    require_shape(*m, {T_, B, H}, "workspace m");
+  }
   require_shape(gates, {T_, B, GH}, "workspace gates");
   if (Cell::kHasCellState) {
     require(bool(cprev), "workspace: cprev missing");
@@ -134,23 +148,24 @@ py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArra
     require_shape(*extra, {T_, B, H}, "workspace extra");
   }
 
-  Array<T> dx({T_, B, I}), dh0({B, H}), dW_ih({GH, I}), dW_hh({GH, H});
-  std::optional<Array<T>> dc0, db_ih, db_hh;
+  Array<T> dx({T_, B, I}), dh0({B, S}), dW_ih({GH, I}), dW_hh({GH, S});
+  std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr;
+  if (W_hr) dW_hr.emplace(std::vector<index_t>{S, H});
   if (Cell::kHasCellState) dc0.emplace(std::vector<index_t>{B, H});
   if (has_b_ih) db_ih.emplace(std::vector<index_t>{GH});
   if (has_b_hh) db_hh.emplace(std::vector<index_t>{GH});
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
-  BackwardArgs<T> p{ptr(dy),          ptr(dh_T),         ptr(dc_T),          x.data(),
-                    W_ih.data(),      W_hh.data(),       hprev.data(),       ptr(cprev),
-                    gates.data(),     ptr(extra),        dx.mutable_data(),  dh0.mutable_data(),
-                    out(dc0),         dW_ih.mutable_data(), dW_hh.mutable_data(), out(db_ih),
-                    out(db_hh)};
+  BackwardArgs<T> p{ptr(dy),             ptr(dh_T),         ptr(dc_T),        x.data(),
+                    W_ih.data(),         W_hh.data(),       ptr(W_hr),        hprev.data(),
+                    ptr(cprev),          gates.data(),      ptr(extra),       ptr(m),
+                    dx.mutable_data(),   dh0.mutable_data(), out(dc0),        dW_ih.mutable_data(),
+                    dW_hh.mutable_data(), out(db_ih),       out(db_hh),       out(dW_hr)};
   {
     py::gil_scoped_release release;
     sequence_backward<Cell>(s, p);
   }
   auto obj = [](std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
-  return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh));
+  return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh), obj(dW_hr));
 }
 
 // The public kernels, one per cell family, named as in rnnkit and rnnkit.reference.
@@ -160,8 +175,8 @@ py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
                       const std::string& nonlinearity, bool reverse, bool training) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
   if (nonlinearity == "relu")
-    return forward<RnnCell<true>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
-  return forward<RnnCell<false>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+    return forward<RnnCell<true>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
+  return forward<RnnCell<false>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
 }
 
 template <class T>
@@ -171,27 +186,27 @@ py::tuple rnn_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Arr
                        const std::string& nonlinearity, bool reverse) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
   if (nonlinearity == "relu")
-    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
-                                      std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
-  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
-                                     std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
+                                      gates, std::nullopt, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
+                                     gates, std::nullopt, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
 }
 
 template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-                       const Lengths& lengths, bool reverse, bool training) {
-  return forward<LstmCell, T>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+                       const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training) {
+  return forward<LstmCell, T>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, training);
 }
 
 template <class T>
 py::tuple lstm_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
                         const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
-                        const Array<T>& hprev, const Array<T>& cprev, const Array<T>& gates,
-                        const Array<T>& extra, const Lengths& lengths, bool has_b_ih, bool has_b_hh,
-                        bool reverse) {
-  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, hprev, cprev, gates, extra, lengths,
-                               has_b_ih, has_b_hh, reverse);
+                        const OptArray<T>& W_hr, const Array<T>& hprev, const Array<T>& cprev,
+                        const Array<T>& gates, const Array<T>& extra, const OptArray<T>& m,
+                        const Lengths& lengths, bool has_b_ih, bool has_b_hh, bool reverse) {
+  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, W_hr, hprev, cprev, gates, extra, m,
+                               lengths, has_b_ih, has_b_hh, reverse);
 }
 
 template <class T>
@@ -199,8 +214,8 @@ py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
                       bool reset_after, bool reverse, bool training) {
   if (reset_after)
-    return forward<GruResetAfterCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
-  return forward<GruResetBeforeCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training);
+    return forward<GruResetAfterCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
+  return forward<GruResetBeforeCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
 }
 
 template <class T>
@@ -209,10 +224,10 @@ py::tuple gru_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Arr
                        const Array<T>& gates, const Array<T>& extra, const Lengths& lengths,
                        bool has_b_ih, bool has_b_hh, bool reset_after, bool reverse) {
   if (reset_after)
-    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
-                                          extra, lengths, has_b_ih, has_b_hh, reverse);
-  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, hprev, std::nullopt, gates,
-                                         extra, lengths, has_b_ih, has_b_hh, reverse);
+    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
+                                          gates, extra, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
+                                         gates, extra, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
 }
 
 template <class T>
@@ -257,10 +272,11 @@ void bind_dtype(py::module_& m) {
         "hprev"_a, "gates"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "nonlinearity"_a,
         "reverse"_a);
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
-        "b_ih"_a.none(), "b_hh"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a);
+        "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a,
+        "training"_a);
   m.def("lstm_backward", &lstm_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "x"_a,
-        "W_ih"_a, "W_hh"_a, "hprev"_a, "cprev"_a, "gates"_a, "extra"_a, "lengths"_a.none(),
-        "has_b_ih"_a, "has_b_hh"_a, "reverse"_a);
+        "W_ih"_a, "W_hh"_a, "W_hr"_a.none(), "hprev"_a, "cprev"_a, "gates"_a, "extra"_a, "m"_a.none(),
+        "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "reverse"_a);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
   m.def("gru_backward", &gru_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,

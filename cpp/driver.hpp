@@ -6,6 +6,10 @@
 //           dh_{t-1}; after the loop dx, dW_ih, dW_hh and the bias gradients come from
 //           whole-sequence GEMMs and sums over the saved gate gradients.
 //
+// Projection (LSTM with proj_size P, PyTorch's LSTMP): the cell's output m_t (H) is mapped to
+// the recurrent state h_t = m_t W_hr^T (P) by one more GEMM per step; W_hh is then (G*H, P).
+// Backward maps dh_t to dm_t = dh_t W_hr before the cell, and dW_hr = sum_t dh_t^T m_t.
+//
 // Variable lengths: batch rows are visited in order of decreasing length (`rows`), so the
 // rows active at time t are always the first n_active[t] of that order and each step's GEMM
 // works on those rows only: the cost follows the number of valid steps. A row's state is
@@ -40,6 +44,7 @@ using index_t = std::ptrdiff_t;
 // Sizes and options of one sequence call (letters as in cells.hpp).
 struct SeqShape {
   index_t T, B, I, H;
+  index_t S;  // size of the recurrent state h: H, or P with an LSTM projection
   bool reverse;
   const std::int64_t* lengths;  // (B) or nullptr: every row runs all T steps
 };
@@ -78,13 +83,15 @@ struct ForwardArgs {
   const T* W_hh;   // (G*H, H)
   const T* b_ih;   // (G*H) or null
   const T* b_hh;   // (G*H) or null
-  T* y;            // (T, B, H) out
-  T* h_T;          // (B, H) out
+  const T* W_hr;   // (P, H) projection or null
+  T* y;            // (T, B, S) out
+  T* h_T;          // (B, S) out
   T* c_T;          // (B, H) out; LSTM only
-  T* hprev;        // (T, B, H) saved h_{t-1} per time index, or null
+  T* hprev;        // (T, B, S) saved h_{t-1} per time index, or null
   T* cprev;        // (T, B, H) saved c_{t-1}, or null
   T* gates;        // (T, B, G*H) saved activated gates, or null
   T* extra;        // (T, B, H) saved cell-specific row, or null
+  T* m;            // (T, B, H) saved unprojected output (projection only), or null
 };
 
 template <class Cell, class T>
@@ -110,8 +117,9 @@ RNNKIT_CLONES void forward_rows(index_t n, index_t H, const index_t* rows, const
 template <class Cell, class T>
 void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   constexpr int G = Cell::G;
-  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = G * H;
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = G * H;
   const bool training = p.gates != nullptr;
+  const bool project = p.W_hr != nullptr;
   const RowSchedule sched(s);
   const index_t* rows = sched.rows.data();
 
@@ -119,20 +127,22 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   // visiting order, zero biases when a bias is absent, and inference-mode scratch.
   std::vector<T> gx(std::size_t(T_ * B * GH));
   std::vector<T> gh(std::size_t(B * GH));
-  std::vector<T> h(std::size_t(B * H), T(0)), c(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
+  std::vector<T> h(std::size_t(B * S), T(0)), c(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> zero_bias(std::size_t(GH), T(0));
   std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> gates_scratch(training ? 0 : std::size_t(B * GH));
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
+  std::vector<T> m_rows(project ? std::size_t(B * H) : 0);            // cell output, visiting order
+  std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
   const T* b_hh = p.b_hh ? p.b_hh : zero_bias.data();
 
   for (index_t r = 0; r < B; ++r) {
     const index_t b = rows[r];
-    if (p.h0) std::copy_n(p.h0 + b * H, H, h.data() + r * H);
+    if (p.h0) std::copy_n(p.h0 + b * S, S, h.data() + r * S);
     if (Cell::kHasCellState && p.c0) std::copy_n(p.c0 + b * H, H, c.data() + r * H);
   }
-  std::fill_n(p.y, T_ * B * H, T(0));  // padded steps of short rows stay zero
+  std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
 
   gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx.data(),
        int(GH));
@@ -140,20 +150,22 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   for (index_t k = 0; k < T_; ++k) {
     const index_t t = RowSchedule::time_of(s, k);
     const index_t n = sched.n_active[t];
-    const index_t tBH = t * B * H;
+    const index_t tBH = t * B * H, tBS = t * B * S;
     if (training) {  // h_{t-1} (and c_{t-1}) of active rows, for backward
       for (index_t r = 0; r < n; ++r) {
-        std::copy_n(h.data() + r * H, H, p.hprev + tBH + rows[r] * H);
+        std::copy_n(h.data() + r * S, S, p.hprev + tBS + rows[r] * S);
         if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.cprev + tBH + rows[r] * H);
       }
     }
+    // Without projection the cell writes the new state in place and y directly; with it the
+    // cell writes m_t (visiting order, plus the saved copy) and the GEMM below makes h_t.
     RowForward<T> base{gx.data() + t * B * GH,
                        gh.data(),
                        b_ih,
                        b_hh,
-                       h.data(),
+                       project ? m_rows.data() : h.data(),
                        Cell::kHasCellState ? c.data() : nullptr,
-                       p.y + tBH,
+                       project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
                        training ? p.gates + t * B * GH : gates_scratch.data(),
                        Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
                        Cell::kSplitRecurrent ? reset_h.data() : nullptr};
@@ -166,14 +178,19 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
            int(H), T(0), gh.data() + GH1, int(GH));
       forward_rows<Cell>(n, H, rows, base, 2);
     } else {
-      gemm(false, true, int(n), int(GH), int(H), T(1), h.data(), int(H), p.W_hh, int(H), T(0),
+      gemm(false, true, int(n), int(GH), int(S), T(1), h.data(), int(S), p.W_hh, int(S), T(0),
            gh.data(), int(GH));
       forward_rows<Cell>(n, H, rows, base, 0);
+    }
+    if (project) {
+      gemm(false, true, int(n), int(S), int(H), T(1), m_rows.data(), int(H), p.W_hr, int(H), T(0),
+           h.data(), int(S));
+      for (index_t r = 0; r < n; ++r) std::copy_n(h.data() + r * S, S, p.y + tBS + rows[r] * S);
     }
   }
 
   for (index_t r = 0; r < B; ++r) {
-    std::copy_n(h.data() + r * H, H, p.h_T + rows[r] * H);
+    std::copy_n(h.data() + r * S, S, p.h_T + rows[r] * S);
     if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.c_T + rows[r] * H);
   }
 }
@@ -182,23 +199,26 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
 // gradients and the outputs. Gradient outputs are overwritten (not accumulated).
 template <class T>
 struct BackwardArgs {
-  const T* dy;     // (T, B, H) or null (zero)
-  const T* dh_T;   // (B, H) or null
+  const T* dy;     // (T, B, S) or null (zero)
+  const T* dh_T;   // (B, S) or null
   const T* dc_T;   // (B, H) or null; LSTM only
   const T* x;      // (T, B, I)
   const T* W_ih;   // (G*H, I)
-  const T* W_hh;   // (G*H, H)
-  const T* hprev;  // (T, B, H)
+  const T* W_hh;   // (G*H, S)
+  const T* W_hr;   // (P, H) or null
+  const T* hprev;  // (T, B, S)
   const T* cprev;  // (T, B, H) LSTM only
   const T* gates;  // (T, B, G*H)
   const T* extra;  // (T, B, H) or null
+  const T* m;      // (T, B, H) projection only
   T* dx;           // (T, B, I)
-  T* dh0;          // (B, H)
+  T* dh0;          // (B, S)
   T* dc0;          // (B, H) LSTM only
   T* dW_ih;        // (G*H, I)
-  T* dW_hh;        // (G*H, H)
+  T* dW_hh;        // (G*H, S)
   T* db_ih;        // (G*H) or null (no bias)
   T* db_hh;        // (G*H) or null
+  T* dW_hr;        // (P, H) projection only
 };
 
 template <class Cell, class T>
@@ -208,7 +228,7 @@ RNNKIT_CLONES void backward_rows(index_t n, index_t H, const index_t* rows, cons
   for (index_t r = 0; r < n; ++r) {
     const index_t b = rows[r];
     RowBackward<T> a{base.dy + b * H,           base.gates + b * GH,   offset(base.extra, b * H),
-                     base.h_prev + b * H,       offset(base.c_prev, b * H),
+                     offset(base.h_prev, b * H), offset(base.c_prev, b * H),
                      base.dh + r * H,           offset(base.dc, r * H),
                      base.dgx + b * GH,         base.dg + r * GH,      offset(base.d_reset_h, r * H)};
     if constexpr (Cell::kSplitRecurrent) {
@@ -233,7 +253,8 @@ RNNKIT_CLONES void sum_rows(index_t M, index_t N, const T* A, T* out) {
 template <class Cell, class T>
 void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   constexpr int G = Cell::G;
-  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, GH = G * H, TB = s.T * s.B;
+  const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = G * H, TB = s.T * s.B;
+  const bool project = p.W_hr != nullptr;
   const RowSchedule sched(s);
   const index_t* rows = sched.rows.data();
 
@@ -242,26 +263,40 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   std::vector<T> dgx(std::size_t(TB * GH), T(0));
   std::vector<T> dgh(Cell::kSeparateRecurrentGrad ? std::size_t(TB * GH) : 0, T(0));
   std::vector<T> dg(std::size_t(B * GH));
-  std::vector<T> dh(std::size_t(B * H), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
+  std::vector<T> dh(std::size_t(B * S), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
-  std::vector<T> zero_dy(p.dy ? 0 : std::size_t(B * H), T(0));
+  std::vector<T> zero_dy(p.dy && !project ? 0 : std::size_t(B * H), T(0));
+  std::vector<T> dm(project ? std::size_t(B * H) : 0);         // dL/dm_t, visiting order
+  std::vector<T> dh_seq(project ? std::size_t(TB * S) : 0, T(0));  // dL/dh_t for dW_hr
 
   for (index_t r = 0; r < B; ++r) {
     const index_t b = rows[r];
-    if (p.dh_T) std::copy_n(p.dh_T + b * H, H, dh.data() + r * H);
+    if (p.dh_T) std::copy_n(p.dh_T + b * S, S, dh.data() + r * S);
     if (Cell::kHasCellState && p.dc_T) std::copy_n(p.dc_T + b * H, H, dc.data() + r * H);
   }
 
   for (index_t k = T_ - 1; k >= 0; --k) {
     const index_t t = RowSchedule::time_of(s, k);
     const index_t n = sched.n_active[t];
-    const index_t tBH = t * B * H;
-    RowBackward<T> base{p.dy ? p.dy + tBH : zero_dy.data(),
+    const index_t tBH = t * B * H, tBS = t * B * S;
+    if (project) {  // dh_t = carried + dy_t; dm_t = dh_t W_hr; the cell then sees dm_t only
+      for (index_t r = 0; r < n; ++r) {
+        T* d = dh.data() + r * S;
+        if (p.dy) {
+          const T* dyr = p.dy + tBS + rows[r] * S;
+          for (index_t j = 0; j < S; ++j) d[j] += dyr[j];
+        }
+        std::copy_n(d, S, dh_seq.data() + tBS + rows[r] * S);
+      }
+      gemm(false, false, int(n), int(H), int(S), T(1), dh.data(), int(S), p.W_hr, int(H), T(0),
+           dm.data(), int(H));
+    }
+    RowBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
                         p.gates + t * B * GH,
                         Cell::kHasExtra ? p.extra + tBH : nullptr,
-                        p.hprev + tBH,
+                        project ? nullptr : p.hprev + tBS,
                         Cell::kHasCellState ? p.cprev + tBH : nullptr,
-                        dh.data(),
+                        project ? dm.data() : dh.data(),
                         Cell::kHasCellState ? dc.data() : nullptr,
                         dgx.data() + t * B * GH,
                         dg.data(),
@@ -276,8 +311,8 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
            dh.data(), int(H));
     } else {
       backward_rows<Cell>(n, H, rows, base, 0);
-      gemm(false, false, int(n), int(H), int(GH), T(1), dg.data(), int(GH), p.W_hh, int(H),
-           Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), int(H));
+      gemm(false, false, int(n), int(S), int(GH), T(1), dg.data(), int(GH), p.W_hh, int(S),
+           Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), int(S));
     }
     if constexpr (Cell::kSeparateRecurrentGrad) {
       for (index_t r = 0; r < n; ++r)
@@ -286,7 +321,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   }
 
   for (index_t r = 0; r < B; ++r) {
-    std::copy_n(dh.data() + r * H, H, p.dh0 + rows[r] * H);
+    std::copy_n(dh.data() + r * S, S, p.dh0 + rows[r] * S);
     if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
   }
 
@@ -303,9 +338,12 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     gemm(true, false, int(H), int(H), int(TB), T(1), dG_rec + GH1, int(GH), p.extra, int(H), T(0),
          p.dW_hh + GH1 * H, int(H));
   } else {
-    gemm(true, false, int(GH), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0), p.dW_hh,
-         int(H));
+    gemm(true, false, int(GH), int(S), int(TB), T(1), dG_rec, int(GH), p.hprev, int(S), T(0), p.dW_hh,
+         int(S));
   }
+  if (project)
+    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq.data(), int(S), p.m, int(H), T(0), p.dW_hr,
+         int(H));
   if (p.db_ih) sum_rows(TB, GH, dgx.data(), p.db_ih);
   if (p.db_hh) sum_rows(TB, GH, dG_rec, p.db_hh);
 }

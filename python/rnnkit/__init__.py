@@ -25,6 +25,7 @@ from ._types import (  # noqa: E402
     CellGrads,
     CrossEntropyResult,
     LSTMCellGrads,
+    LSTMProjSequenceGrads,
     LSTMSequenceGrads,
     SequenceGrads,
 )
@@ -63,7 +64,7 @@ def get_num_threads():
 
 
 __all__ = [
-    "CellGrads", "CrossEntropyResult", "LSTMCellGrads", "LSTMSequenceGrads", "SequenceGrads",
+    "CellGrads", "CrossEntropyResult", "LSTMCellGrads", "LSTMProjSequenceGrads", "LSTMSequenceGrads", "SequenceGrads",
     "Workspace", "get_num_threads", "gru_backward", "gru_cell_backward", "gru_cell_forward",
     "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
     "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_num_threads",

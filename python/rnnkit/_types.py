@@ -25,6 +25,7 @@ __all__ = [
     "SequenceGrads",
     "LSTMCellGrads",
     "LSTMSequenceGrads",
+    "LSTMProjSequenceGrads",
     "CrossEntropyResult",
 ]
 
@@ -73,6 +74,20 @@ class LSTMSequenceGrads(NamedTuple):
     dW_hh: np.ndarray  # (4*H, H)
     db_ih: Optional[np.ndarray]  # (4*H,) or None
     db_hh: Optional[np.ndarray]  # (4*H,) or None
+
+
+class LSTMProjSequenceGrads(NamedTuple):
+    """Gradients of a whole LSTM sequence with a projection (``lstm_backward`` after
+    ``lstm_forward(..., W_hr=...)``); P is the projection size, the state h is (B, P)."""
+
+    dx: np.ndarray  # (T, B, I)   zero at padded positions
+    dh0: np.ndarray  # (B, P)
+    dc0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (4*H, I)
+    dW_hh: np.ndarray  # (4*H, P)
+    db_ih: Optional[np.ndarray]  # (4*H,) or None
+    db_hh: Optional[np.ndarray]  # (4*H,) or None
+    dW_hr: np.ndarray  # (P, H)
 
 
 class CrossEntropyResult(NamedTuple):

@@ -28,7 +28,8 @@ import numpy as np
 
 from . import _core
 from . import _validate as v
-from ._types import CellGrads, LSTMCellGrads, LSTMSequenceGrads, SequenceGrads
+from ._types import (CellGrads, LSTMCellGrads, LSTMProjSequenceGrads, LSTMSequenceGrads,
+                     SequenceGrads)
 
 # Gate blocks per cell family.
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -61,6 +62,14 @@ class Workspace:
         return self.x.dtype
 
     @property
+    def projected(self):
+        return "W_hr" in self.options
+
+    @property
+    def hidden_size(self):
+        return self.options["W_hr"].shape[1] if self.projected else self.W_hh.shape[1]
+
+    @property
     def nbytes(self):
         """Bytes held by the saved per-step arrays (the inputs are references)."""
         return sum(a.nbytes for a in self.saved.values())
@@ -71,18 +80,29 @@ class Workspace:
                 f"H={self.W_hh.shape[1]}, dtype={self.dtype.name}, reverse={self.reverse})")
 
 
-def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training):
-    """Validate a sequence forward's arguments; return them as contiguous arrays."""
+def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training,
+                         W_hr=None):
+    """Validate a sequence forward's arguments; return them as contiguous arrays.
+
+    ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
+    one (h0) is (B, P) and the recurrent weight W_hh is (G*H, P).
+    """
     G = _GATES[cell]
+    gh = f"{G}*H" if G > 1 else "H"
     x = v.float_array("x", x)
     dtype = x.dtype
     v.check_ndim("x", x, 3, "(T, B, I)")
     T, B, I = x.shape
     W_hh = v.float_array("W_hh", W_hh, dtype)
-    v.check_ndim("W_hh", W_hh, 2, f"({G}*H, H)" if G > 1 else "(H, H)")
-    H = W_hh.shape[1]
-    gh = f"{G}*H" if G > 1 else "H"
-    v.check_shape("W_hh", W_hh, (G * H, H), f"({gh}, H)")
+    if W_hr is not None:
+        W_hr = v.float_array("W_hr", W_hr, dtype)
+        v.check_ndim("W_hr", W_hr, 2, "(P, H)")
+        P, H = W_hr.shape
+        v.check_shape("W_hh", W_hh, (G * H, P), f"({gh}, P)")
+    else:
+        v.check_ndim("W_hh", W_hh, 2, f"({gh}, H)")
+        H = P = W_hh.shape[1]
+        v.check_shape("W_hh", W_hh, (G * H, H), f"({gh}, H)")
     W_ih = v.float_array("W_ih", W_ih, dtype)
     v.check_shape("W_ih", W_ih, (G * H, I), f"({gh}, I)")
     b_ih = v.optional_float_array("b_ih", b_ih, dtype)
@@ -91,16 +111,18 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
         if b is not None:
             v.check_shape(name, b, (G * H,), f"({gh},)")
     checked_states = []
-    for name, s in states:
+    for k, (name, s) in enumerate(states):
         s = v.optional_float_array(name, s, dtype)
         if s is not None:
-            v.check_shape(name, s, (B, H), "(B, H)")
+            projected = k == 0 and W_hr is not None
+            v.check_shape(name, s, (B, P if projected else H), "(B, P)" if projected else "(B, H)")
         checked_states.append(s)
     lengths = v.lengths_array(lengths, T, B)
     v.flag("reverse", reverse)
     v.flag("training", training)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
-    return x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths
+    out = (x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths)
+    return out + (W_hr,) if W_hr is not None else out
 
 
 def _workspace(cell, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved, single_step=False):
@@ -129,15 +151,18 @@ def _check_workspace(workspace, cell, fn, single_step):
 def _check_grads(ws, named):
     """Incoming gradients: None or arrays of the workspace's dtype and the matching shape."""
     T, B, _ = ws.x.shape
-    H = ws.W_hh.shape[1]
+    S = ws.W_hh.shape[1]  # state size: H, or P with a projection
+    H = ws.hidden_size
     out = []
     for name, g, single in named:
         g = v.optional_float_array(name, g, ws.dtype)
         if g is not None:
+            n = S if name != "dc_T" else H
+            sym = "P" if (n == S and ws.projected) else "H"
             if single:
-                v.check_shape(name, g, (B, H), "(B, H)")
+                v.check_shape(name, g, (B, n), f"(B, {sym})")
             else:
-                v.check_shape(name, g, (T, B, H), "(T, B, H)")
+                v.check_shape(name, g, (T, B, n), f"(T, B, {sym})")
         out.append(g)
     return out
 
@@ -179,7 +204,7 @@ def rnn_backward(dy, dh_T, workspace):
 def _rnn_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     s = ws.saved
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh = _core.rnn_backward(
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(
         dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["gates"], ws.lengths, ws.has_b_ih,
         ws.has_b_hh, ws.options["nonlinearity"], ws.reverse)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
@@ -211,22 +236,28 @@ def rnn_cell_backward(dh_next, cache):
 
 # ----------------------------------------------------------------------------- LSTM
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, reverse=False, lengths=None,
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None,
                  training=True):
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
     ``[i f g o] = [σ σ tanh σ](x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``,
     ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
 
+    With a projection ``W_hr (P, H)`` (PyTorch's ``proj_size``): ``h_t = (o tanh(c_t)) W_hr^T``,
+    so h0, y and h_T have P columns instead of H, and W_hh is (4*H, P).
+
     Args: x (T, B, I); h0, c0 (B, H) or None; W_ih (4*H, I); W_hh (4*H, H);
-    b_ih, b_hh (4*H,) or None; reverse; lengths (B,) or None; training.
+    b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training.
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
     """
-    x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
-        "lstm", x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
-    y, h_T, c_T, saved = _core.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths,
+    checked = _check_sequence_args("lstm", x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh,
+                                   lengths, reverse, training, W_hr)
+    x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths = checked[:7]
+    W_hr = checked[7] if W_hr is not None else None
+    y, h_T, c_T, saved = _core.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
                                             bool(reverse), bool(training))
-    ws = _workspace("lstm", {}, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
+    options = {} if W_hr is None else {"W_hr": W_hr}
+    ws = _workspace("lstm", options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
     return y, (h_T, c_T), ws
 
 
@@ -235,7 +266,8 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 
     Args: dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from a training forward.
     Returns ``LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4*H, I),
-    dW_hh (4*H, H), db_ih, db_hh)``.
+    dW_hh (4*H, H), db_ih, db_hh)``; with a projection, ``LSTMProjSequenceGrads`` with the
+    same fields (h-sized ones P wide) plus ``dW_hr (P, H)``.
     """
     _check_workspace(workspace, "lstm", "lstm_backward", single_step=False)
     return _lstm_backward(dy, dh_T, dc_T, workspace)
@@ -245,9 +277,12 @@ def _lstm_backward(dy, dh_T, dc_T, ws):
     dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True),
                                        ("dc_T", dc_T, True)])
     s = ws.saved
-    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh = _core.lstm_backward(
-        dy, dh_T, dc_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["cprev"], s["gates"], s["extra"],
-        ws.lengths, ws.has_b_ih, ws.has_b_hh, ws.reverse)
+    W_hr = ws.options.get("W_hr")
+    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(
+        dy, dh_T, dc_T, ws.x, ws.W_ih, ws.W_hh, W_hr, s["hprev"], s["cprev"], s["gates"],
+        s["extra"], s.get("m"), ws.lengths, ws.has_b_ih, ws.has_b_hh, ws.reverse)
+    if W_hr is not None:
+        return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -315,7 +350,7 @@ def gru_backward(dy, dh_T, workspace):
 def _gru_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     s = ws.saved
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh = _core.gru_backward(
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(
         dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["gates"], s["extra"], ws.lengths,
         ws.has_b_ih, ws.has_b_hh, ws.options["reset_after"], ws.reverse)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)

@@ -1,0 +1,58 @@
+"""Shared fixtures and helpers for the rnnkit test suite (kept small and generic)."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+# Gate blocks per cell family (PyTorch layout: W_ih (G*H, I), W_hh (G*H, H)).
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+# Tolerances of kernel-vs-oracle comparisons, per dtype.
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test id: reproducible, yet different per parametrisation."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def make_params(cell, I, H, dtype, rng, bias=True):
+    """Random (W_ih (G*H, I), W_hh (G*H, H), b_ih, b_hh (G*H,)) of ``dtype``.
+
+    ``cell`` is "rnn", "lstm" or "gru" (a suffix such as "rnn_relu" is ignored). ``bias`` is a
+    bool or a pair (b_ih?, b_hh?); a missing bias is None. Values follow PyTorch's default
+    init U(-1/sqrt(H), 1/sqrt(H)), which keeps the gates out of saturation.
+    """
+    G = GATES[cell.split("_")[0].split("-")[0]]
+    b_ih_on, b_hh_on = (bias, bias) if isinstance(bias, bool) else bias
+    k = 1.0 / np.sqrt(H)
+
+    def draw(*shape):
+        return rng.uniform(-k, k, size=shape).astype(dtype)
+
+    W_ih, W_hh = draw(G * H, I), draw(G * H, H)
+    b_ih = draw(G * H) if b_ih_on else None
+    b_hh = draw(G * H) if b_hh_on else None
+    return W_ih, W_hh, b_ih, b_hh
+
+
+def assert_close(actual, expected, dtype=None, err_msg=""):
+    """Assert that ``actual`` matches ``expected`` to the tolerance of ``dtype``.
+
+    rtol is 1e-5 for float32 and 1e-12 for float64, with an absolute floor of
+    rtol * max(1, max|expected|) so that entries near zero (cancellations) are judged on
+    the scale of the whole array. Shapes and dtypes must match exactly; None matches None.
+    """
+    if expected is None or actual is None:
+        assert actual is None and expected is None, f"{err_msg}: {actual!r} vs {expected!r}"
+        return
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    dtype = np.dtype(dtype if dtype is not None else expected.dtype)
+    assert actual.shape == expected.shape, f"{err_msg}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{err_msg}: dtype {actual.dtype} != {expected.dtype}"
+    rtol = RTOL[dtype]
+    finite = expected[np.isfinite(expected)]
+    scale = max(1.0, float(np.abs(finite).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
