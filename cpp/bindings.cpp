@@ -94,7 +94,7 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
       return a;
     };
     hprev = make({T_, B, S});
-    gates = make({T_, B, GH});
+    gates.emplace(std::vector<index_t>{T_, B, GH});  // fully written (it first holds x W_ih^T)
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
     if (W_hr) m = make({T_, B, H});
@@ -295,4 +295,8 @@ PYBIND11_MODULE(_core, m) {
   bind_dtype<double>(m);
   m.def("set_num_threads", &blas_set_num_threads, py::arg("n"));
   m.def("get_num_threads", &blas_get_num_threads);
+  // Private: the batch size up to which per-step products skip the BLAS (tests use it to cover
+  // both paths on the same shapes; benchmarks to compare them).
+  m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));
+  m.def("_get_small_batch_limit", [] { return small_batch_limit().load(); });
 }

@@ -72,7 +72,7 @@ struct RnnCell {
   static inline void forward(int H, const RowForward<T>& a) {
     for (int j = 0; j < H; ++j) {
       const T pre = a.gx[j] + a.b_ih[j] + a.gh[j] + a.b_hh[j];
-      const T h = Relu ? (pre > T(0) ? pre : T(0)) : tanh_(pre);
+      const T h = Relu ? (pre < T(0) ? T(0) : pre) : tanh_(pre);  // relu(NaN) = NaN
       a.h[j] = h;
       a.y[j] = h;
       a.gates[j] = h;  // the derivative of act is a function of its output

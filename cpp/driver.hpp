@@ -22,6 +22,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
@@ -29,17 +30,10 @@
 
 #include "blas.hpp"
 #include "cells.hpp"
+#include "common.hpp"
+#include "small_gemm.hpp"
 
 namespace rnnkit {
-
-// Hot elementwise loops are compiled for three ISA levels and picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RNNKIT_NO_CLONES)
-#define RNNKIT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define RNNKIT_CLONES
-#endif
-
-using index_t = std::ptrdiff_t;
 
 // Sizes and options of one sequence call (letters as in cells.hpp).
 struct SeqShape {
@@ -69,8 +63,62 @@ struct RowSchedule {
   static index_t time_of(const SeqShape& s, index_t k) { return s.reverse ? s.T - 1 - k : k; }
 };
 
+// Large per-call buffers come from a per-thread pool that is kept between calls: fresh
+// multi-megabyte allocations cost a page fault per 4 KiB on first touch, which measured at
+// about a tenth of a training step. Buffers grow as needed and are not zeroed.
 template <class T>
-inline T* offset(T* p, index_t n) { return p ? p + n : nullptr; }
+T* scratch(int slot, index_t n) {
+  thread_local std::vector<T> pool[5];
+  std::vector<T>& buf = pool[slot];
+  if (buf.size() < std::size_t(n)) {
+    buf.clear();
+    buf.shrink_to_fit();
+    buf.resize(std::size_t(n));
+  }
+  return buf.data();
+}
+
+// Up to this many batch rows, the per-step products use small_gemm (see small_gemm.hpp) instead
+// of the BLAS. Settable (for tests and benchmarks) through a private binding.
+inline std::atomic<index_t>& small_batch_limit() {
+  static std::atomic<index_t> limit{8};
+  return limit;
+}
+
+// The forward's recurrent products X (n, K) @ W^T with W (N, K) row-major (W_hh, W_hr). For small
+// batches W is transposed once per call into (K, N), the layout small_gemm streams.
+template <class T>
+struct StepWeights {
+  const T* W;
+  index_t N, K;
+  std::vector<T> Wk;  // (K, N), only on the small-batch path
+
+  StepWeights(const T* W_, index_t N_, index_t K_, index_t batch) : W(W_), N(N_), K(K_) {
+    if (!W || batch > small_batch_limit().load()) return;
+    Wk.resize(std::size_t(K * N));
+    for (index_t i = 0; i < N; ++i)
+      for (index_t k = 0; k < K; ++k) Wk[std::size_t(k * N + i)] = W[i * K + k];
+  }
+
+  // C[:, 0:cols] (ldc) = X (n, K; ldx) @ W[col0 : col0 + cols, :]^T
+  void apply(index_t n, const T* X, index_t ldx, index_t col0, index_t cols, T* C, index_t ldc) const {
+    if (!Wk.empty())
+      small_gemm(n, cols, K, X, ldx, Wk.data() + col0, N, T(0), C, ldc);
+    else
+      gemm(false, true, int(n), int(cols), int(K), T(1), X, int(ldx), W + col0 * K, int(K), T(0), C,
+           int(ldc));
+  }
+};
+
+// The backward's per-step products C (n, N) = A (n, K) @ Bm (K, N) (+ beta C), Bm row-major.
+template <class T>
+void step_gemm_nn(bool small, index_t n, index_t N, index_t K, const T* A, index_t lda, const T* Bm,
+                  index_t ldb, T beta, T* C, index_t ldc) {
+  if (small)
+    small_gemm(n, N, K, A, lda, Bm, ldb, beta, C, ldc);
+  else
+    gemm(false, false, int(n), int(N), int(K), T(1), A, int(lda), Bm, int(ldb), beta, C, int(ldc));
+}
 
 // Pointers of a forward call. Saved arrays (hprev, cprev, gates, extra) are null in
 // inference mode; the driver then uses one step's scratch instead.
@@ -123,15 +171,18 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   const RowSchedule sched(s);
   const index_t* rows = sched.rows.data();
 
-  // Buffers: input projection for all steps, one step's recurrent projection, the state in
-  // visiting order, zero biases when a bias is absent, and inference-mode scratch.
-  std::vector<T> gx(std::size_t(T_ * B * GH));
+  // Buffers: the input projection for all steps (in training it lives in the gates array: each
+  // cell row reads its pre-activations and overwrites them with the activated gates), one
+  // step's recurrent projection, the state in visiting order, zero biases when a bias is
+  // absent, and inference-mode scratch.
+  T* gx = training ? p.gates : scratch<T>(0, T_ * B * GH);
   std::vector<T> gh(std::size_t(B * GH));
   std::vector<T> h(std::size_t(B * S), T(0)), c(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> zero_bias(std::size_t(GH), T(0));
   std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
-  std::vector<T> gates_scratch(training ? 0 : std::size_t(B * GH));
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
+  const StepWeights<T> W_hh(p.W_hh, GH, Cell::kSplitRecurrent ? H : S, B);
+  const StepWeights<T> W_hr(p.W_hr, S, H, B);
   std::vector<T> m_rows(project ? std::size_t(B * H) : 0);            // cell output, visiting order
   std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
@@ -144,7 +195,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   }
   std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
 
-  gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx.data(),
+  gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx,
        int(GH));
 
   for (index_t k = 0; k < T_; ++k) {
@@ -159,32 +210,28 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
     }
     // Without projection the cell writes the new state in place and y directly; with it the
     // cell writes m_t (visiting order, plus the saved copy) and the GEMM below makes h_t.
-    RowForward<T> base{gx.data() + t * B * GH,
+    RowForward<T> base{gx + t * B * GH,
                        gh.data(),
                        b_ih,
                        b_hh,
                        project ? m_rows.data() : h.data(),
                        Cell::kHasCellState ? c.data() : nullptr,
                        project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
-                       training ? p.gates + t * B * GH : gates_scratch.data(),
+                       gx + t * B * GH,
                        Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
                        Cell::kSplitRecurrent ? reset_h.data() : nullptr};
     if constexpr (Cell::kSplitRecurrent) {
       const index_t GH1 = (G - 1) * H;  // blocks whose GEMM takes h_{t-1}
-      gemm(false, true, int(n), int(GH1), int(H), T(1), h.data(), int(H), p.W_hh, int(H), T(0),
-           gh.data(), int(GH));
+      W_hh.apply(n, h.data(), H, 0, GH1, gh.data(), GH);
       forward_rows<Cell>(n, H, rows, base, 1);
-      gemm(false, true, int(n), int(H), int(H), T(1), reset_h.data(), int(H), p.W_hh + GH1 * H,
-           int(H), T(0), gh.data() + GH1, int(GH));
+      W_hh.apply(n, reset_h.data(), H, GH1, H, gh.data() + GH1, GH);
       forward_rows<Cell>(n, H, rows, base, 2);
     } else {
-      gemm(false, true, int(n), int(GH), int(S), T(1), h.data(), int(S), p.W_hh, int(S), T(0),
-           gh.data(), int(GH));
+      W_hh.apply(n, h.data(), S, 0, GH, gh.data(), GH);
       forward_rows<Cell>(n, H, rows, base, 0);
     }
     if (project) {
-      gemm(false, true, int(n), int(S), int(H), T(1), m_rows.data(), int(H), p.W_hr, int(H), T(0),
-           h.data(), int(S));
+      W_hr.apply(n, m_rows.data(), H, 0, S, h.data(), S);
       for (index_t r = 0; r < n; ++r) std::copy_n(h.data() + r * S, S, p.y + tBS + rows[r] * S);
     }
   }
@@ -260,14 +307,36 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
 
   // Gate gradients for all steps (input side; recurrent side too when they differ), one
   // step's recurrent gate gradient in visiting order, carried state gradients.
-  std::vector<T> dgx(std::size_t(TB * GH), T(0));
-  std::vector<T> dgh(Cell::kSeparateRecurrentGrad ? std::size_t(TB * GH) : 0, T(0));
+  // (Rows past a sequence's length are never written but are read by the whole-sequence GEMMs,
+  // so with lengths the pooled buffers are zeroed first.)
+  T* dgx = scratch<T>(1, TB * GH);
+  T* dgh = Cell::kSeparateRecurrentGrad ? scratch<T>(2, TB * GH) : nullptr;
   std::vector<T> dg(std::size_t(B * GH));
   std::vector<T> dh(std::size_t(B * S), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> zero_dy(p.dy && !project ? 0 : std::size_t(B * H), T(0));
   std::vector<T> dm(project ? std::size_t(B * H) : 0);         // dL/dm_t, visiting order
-  std::vector<T> dh_seq(project ? std::size_t(TB * S) : 0, T(0));  // dL/dh_t for dW_hr
+  T* dh_seq = project ? scratch<T>(3, TB * S) : nullptr;  // dL/dh_t for dW_hr
+  if (s.lengths) {
+    std::fill_n(dgx, TB * GH, T(0));
+    if (dgh) std::fill_n(dgh, TB * GH, T(0));
+    if (dh_seq) std::fill_n(dh_seq, TB * S, T(0));
+  }
+  const bool small = B <= small_batch_limit().load();
+  // x as the weight-gradient GEMM sees it: padded steps must not reach dW_ih, and a zero gate
+  // gradient does not cancel a NaN or inf there, so with lengths they are zeroed in a copy.
+  const T* x_valid = p.x;
+  if (s.lengths) {
+    T* xv = scratch<T>(4, TB * I);
+    for (index_t t = 0; t < T_; ++t)
+      for (index_t b = 0; b < B; ++b) {
+        const T* src = p.x + (t * B + b) * I;
+        T* dst = xv + (t * B + b) * I;
+        if (s.lengths[b] > t) std::copy_n(src, I, dst);
+        else std::fill_n(dst, I, T(0));
+      }
+    x_valid = xv;
+  }
 
   for (index_t r = 0; r < B; ++r) {
     const index_t b = rows[r];
@@ -286,10 +355,9 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
           const T* dyr = p.dy + tBS + rows[r] * S;
           for (index_t j = 0; j < S; ++j) d[j] += dyr[j];
         }
-        std::copy_n(d, S, dh_seq.data() + tBS + rows[r] * S);
+        std::copy_n(d, S, dh_seq + tBS + rows[r] * S);
       }
-      gemm(false, false, int(n), int(H), int(S), T(1), dh.data(), int(S), p.W_hr, int(H), T(0),
-           dm.data(), int(H));
+      step_gemm_nn(small, n, H, S, dh.data(), S, p.W_hr, H, T(0), dm.data(), H);
     }
     RowBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
                         p.gates + t * B * GH,
@@ -298,25 +366,23 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
                         Cell::kHasCellState ? p.cprev + tBH : nullptr,
                         project ? dm.data() : dh.data(),
                         Cell::kHasCellState ? dc.data() : nullptr,
-                        dgx.data() + t * B * GH,
+                        dgx + t * B * GH,
                         dg.data(),
                         Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
     if constexpr (Cell::kSplitRecurrent) {
       const index_t GH1 = (G - 1) * H;
       backward_rows<Cell>(n, H, rows, base, 1);
-      gemm(false, false, int(n), int(H), int(H), T(1), dg.data() + GH1, int(GH), p.W_hh + GH1 * H,
-           int(H), T(0), d_reset_h.data(), int(H));
+      step_gemm_nn(small, n, H, H, dg.data() + GH1, GH, p.W_hh + GH1 * H, H, T(0), d_reset_h.data(), H);
       backward_rows<Cell>(n, H, rows, base, 2);
-      gemm(false, false, int(n), int(H), int(GH1), T(1), dg.data(), int(GH), p.W_hh, int(H), T(1),
-           dh.data(), int(H));
+      step_gemm_nn(small, n, H, GH1, dg.data(), GH, p.W_hh, H, T(1), dh.data(), H);
     } else {
       backward_rows<Cell>(n, H, rows, base, 0);
-      gemm(false, false, int(n), int(S), int(GH), T(1), dg.data(), int(GH), p.W_hh, int(S),
-           Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), int(S));
+      step_gemm_nn(small, n, S, GH, dg.data(), GH, p.W_hh, S, Cell::kDirectStateGrad ? T(1) : T(0),
+                   dh.data(), S);
     }
     if constexpr (Cell::kSeparateRecurrentGrad) {
       for (index_t r = 0; r < n; ++r)
-        std::copy_n(dg.data() + r * GH, GH, dgh.data() + t * B * GH + rows[r] * GH);
+        std::copy_n(dg.data() + r * GH, GH, dgh + t * B * GH + rows[r] * GH);
     }
   }
 
@@ -326,11 +392,9 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   }
 
   // Whole-sequence GEMMs over the T*B rows.
-  const T* dG_rec = Cell::kSeparateRecurrentGrad ? dgh.data() : dgx.data();
-  gemm(false, false, int(TB), int(I), int(GH), T(1), dgx.data(), int(GH), p.W_ih, int(I), T(0), p.dx,
-       int(I));
-  gemm(true, false, int(GH), int(I), int(TB), T(1), dgx.data(), int(GH), p.x, int(I), T(0), p.dW_ih,
-       int(I));
+  const T* dG_rec = Cell::kSeparateRecurrentGrad ? dgh : dgx;
+  gemm(false, false, int(TB), int(I), int(GH), T(1), dgx, int(GH), p.W_ih, int(I), T(0), p.dx, int(I));
+  gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
   if constexpr (Cell::kSplitRecurrent) {
     const index_t GH1 = (G - 1) * H;  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
     gemm(true, false, int(GH1), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0),
@@ -342,9 +406,9 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
          int(S));
   }
   if (project)
-    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq.data(), int(S), p.m, int(H), T(0), p.dW_hr,
+    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr,
          int(H));
-  if (p.db_ih) sum_rows(TB, GH, dgx.data(), p.db_ih);
+  if (p.db_ih) sum_rows(TB, GH, dgx, p.db_ih);
   if (p.db_hh) sum_rows(TB, GH, dG_rec, p.db_hh);
 }
 

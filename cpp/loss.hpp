@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "driver.hpp"  // RNNKIT_CLONES, index_t
+#include "common.hpp"
 #include "vecmath.hpp"
 
 namespace rnnkit {
@@ -52,7 +52,7 @@ RNNKIT_CLONES void softmax_cross_entropy(index_t N, index_t C, const T* logits,
       d[j] = exp_(o[j] - m);
       sum += d[j];
     }
-    row_loss[i] = std::log(sum) + m - o[y];
+    row_loss[i] = (m - o[y]) + std::log(sum);  // small terms first: m can be large
     const T inv = scale / sum;
     for (index_t j = 0; j < C; ++j) d[j] *= inv;
     d[y] -= scale;

@@ -173,7 +173,8 @@ def check_sequence_gradients(kind, seed, run_opts, **make_opts):
         if p[name] is None:
             q = dict(p, **{n: np.zeros((B, H)) for n in state_names(kind)})
             _, _, ws0 = run_forward(kind, q, **run_opts)
-            np.testing.assert_array_equal(analytic[name], run_backward(kind, dy, d_finals, ws0)[name])
+            from_zeros = run_backward(kind, dy, d_finals, ws0)[name]
+            np.testing.assert_array_equal(analytic[name], from_zeros)
     # padded time steps get exactly zero input gradient
     if run_opts.get("lengths") is not None:
         for b, L in enumerate(run_opts["lengths"]):
@@ -398,6 +399,21 @@ def test_float32_in_float32_out(kind, reverse):
         assert rel_error(a32, a64, floor=1e-8) < 1e-5
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_cells_compute_in_float32(kind):
+    # The sequence driver stores into float32 buffers, which would hide a silent
+    # float64 upcast inside a cell; the cells return their arrays as computed.
+    rng = np.random.default_rng(16)
+    p = {k: None if v is None else v.astype(np.float32)
+         for k, v in make_params(kind, rng, T=1).items()}
+    p["x"] = p["x"][0]
+    _, d_next = random_cotangents(kind, rng)
+    states, cache = run_cell(kind, p)
+    grads = run_cell_backward(kind, tuple(d.astype(np.float32) for d in d_next), cache)
+    for a in (*states, *grads.values()):
+        assert a.dtype == np.float32
+
+
 # ----------------------------------------------------------------------------------
 # Softmax and cross-entropy
 # ----------------------------------------------------------------------------------
@@ -427,7 +443,8 @@ def test_cross_entropy_gradient_matches_finite_differences(reduction, ignore_ind
     res = ref.softmax_cross_entropy(logits, targets, ignore_index=ignore_index,
                                     reduction=reduction)
     # loss value from its definition: -log softmax at the target, kept rows only
-    row_loss = np.where(kept, -np.log(ref.softmax(logits)[np.arange(N), np.where(kept, targets, 0)]), 0)
+    p_target = ref.softmax(logits)[np.arange(N), np.where(kept, targets, 0)]
+    row_loss = np.where(kept, -np.log(p_target), 0)
     expected = {"mean": row_loss.sum() / kept.sum(), "sum": row_loss.sum(), "none": row_loss}
     np.testing.assert_allclose(res.loss, expected[reduction], rtol=1e-14)
     assert not res.dlogits[~kept].any(), "ignored rows must get zero gradient"

@@ -33,7 +33,7 @@ def float_array(name, a, dtype=None):
             f"{name}: expected dtype {np.dtype(dtype).name} (all arrays of one call share a dtype),"
             f" got {arr.dtype.name}"
         )
-    return np.ascontiguousarray(arr)
+    return np.asarray(arr, order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
 
 
 def optional_float_array(name, a, dtype):

@@ -163,8 +163,12 @@ class _RNNBase:
 
     def _weights(self, layer, direction):
         """kind -> array for the kernels; absent biases / projection are None."""
-        return {kind: (p.data if (p := self._params.get(self._name(kind, layer, direction)))
-                       is not None else None) for kind in _KINDS}
+        names = {kind: self._name(kind, layer, direction) for kind in _KINDS}
+        return {kind: self._params[n].data if n in self._params else None
+                for kind, n in names.items()}
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     def __getattr__(self, name):  # torch-style access: lstm.weight_hh_l0
         params = self.__dict__.get("_params", {})
@@ -242,6 +246,7 @@ class _RNNBase:
         self._check_parameters()
         x = np.asarray(x)
         self._check_dtype("x", x)
+        user_shape = x.shape
         if x.ndim not in (2, 3):
             raise ValueError(f"x: expected 3 dimensions {self._x_symbolic()} or 2 (T, I) "
                              f"(unbatched), got shape {x.shape}")
@@ -256,7 +261,7 @@ class _RNNBase:
         T, B, I = x.shape
         if I != self.input_size:
             raise ValueError(f"x: expected input size I = {self.input_size} (last dimension), "
-                             f"got shape {x.shape if unbatched else x.shape}")
+                             f"got shape {user_shape}")
         lengths = v.lengths_array(lengths, T, B)
         states = [self._check_state(n + "0", s, size, B, unbatched)
                   for n, s, size in zip(self._state_names, states, self._state_sizes())]
@@ -431,8 +436,6 @@ class RNN(_RNNBase):
         out, (h_n,) = self._forward(x, (h0,), lengths)
         return out, h_n
 
-    __call__ = forward
-
     def backward(self, dout, dh_n=None):
         """dout like out, or None; dh_n (L*D, B, H) or None. Adds into every .grad.
         Returns ``(dx like x, dh0 (L*D, B, H))``."""
@@ -474,8 +477,6 @@ class LSTM(_RNNBase):
         Returns ``(out (T, B, D*H_out), (h_n (L*D, B, H_out), c_n (L*D, B, H)))``."""
         out, (h_n, c_n) = self._forward(x, _pair("hx", hx), lengths)
         return out, (h_n, c_n)
-
-    __call__ = forward
 
     def backward(self, dout, dhx=None):
         """dout like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n), either may be
@@ -527,8 +528,6 @@ class GRU(_RNNBase):
         """As :meth:`RNN.forward`: returns ``(out (T, B, D*H), h_n (L*D, B, H))``."""
         out, (h_n,) = self._forward(x, (h0,), lengths)
         return out, h_n
-
-    __call__ = forward
 
     def backward(self, dout, dh_n=None):
         """As :meth:`RNN.backward`: returns ``(dx like x, dh0 (L*D, B, H))``."""

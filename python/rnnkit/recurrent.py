@@ -217,7 +217,7 @@ def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
     Returns ``(h_next (B, H), cache)``; pass the cache to :func:`rnn_cell_backward`.
     """
     x = _cell_input(x)
-    h = _cell_state("h", h, x)
+    h = _cell_state("h", h, x, W_hh, "rnn")
     y, h_next, ws = rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
     return h_next, _as_cell_cache(ws)
 
@@ -292,8 +292,8 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     Returns ``((h_next (B, H), c_next (B, H)), cache)``.
     """
     x = _cell_input(x)
-    h = _cell_state("h", h, x)
-    c = _cell_state("c", c, x)
+    h = _cell_state("h", h, x, W_hh, "lstm")
+    c = _cell_state("c", c, x, W_hh, "lstm")
     y, (h_next, c_next), ws = lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh)
     return (h_next, c_next), _as_cell_cache(ws)
 
@@ -362,7 +362,7 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
     Returns ``(h_next (B, H), cache)``.
     """
     x = _cell_input(x)
-    h = _cell_state("h", h, x)
+    h = _cell_state("h", h, x, W_hh, "gru")
     y, h_next, ws = gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
     return h_next, _as_cell_cache(ws)
 
@@ -388,11 +388,15 @@ def _cell_input(x):
     return x[None]
 
 
-def _cell_state(name, s, x):
+def _cell_state(name, s, x, W_hh, cell):
+    """A cell's incoming state: (B, H), checked here so the message names the cell argument."""
     if s is None:
         return None
     s = v.float_array(name, s, x.dtype)
-    v.check_ndim(name, s, 2, "(B, H)")
+    W_hh = np.asarray(W_hh)
+    # H comes from W_hh; if W_hh itself is malformed the sequence forward reports it.
+    if W_hh.ndim == 2 and W_hh.shape[0] == _GATES[cell] * W_hh.shape[1]:
+        v.check_shape(name, s, (x.shape[1], W_hh.shape[1]), "(B, H)")
     return s
 
 

@@ -276,7 +276,8 @@ def gru_cell_backward(dh_next, cache):
     """Backward of ``gru_cell_forward`` (section 2.5 for reset_after=True).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
-    Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H), db_ih, db_hh (3H,) or None).
+    Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H),
+    db_ih, db_hh (3H,) or None).
     """
     k = _check_cache(cache, "gru", "cell")
     x, h, W_ih, W_hh = k["x"], k["h"], k["W_ih"], k["W_hh"]
