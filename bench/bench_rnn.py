@@ -389,26 +389,30 @@ _roofline_cache = {}
 
 
 def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
-    """GFLOP/s of np.matmul at the two GEMM shapes of the forward pass, measured now, with the
-    current thread count: whole-sequence (T*B, I) @ (I, G*H) and per-step (B, H) @ (H, G*H).
-    np.matmul runs NumPy's own OpenBLAS (rnnkit's BLAS is not exposed to Python); both report
-    the same kernel family (see the environment block). The per-step rate includes NumPy's
-    per-call overhead (about a microsecond), which is large next to a tiny GEMM: for B=1 the
-    roofline is pessimistic and a fraction above 100% is possible."""
+    """GFLOP/s of np.matmul at the two GEMM shapes of the forward pass, measured now, at the
+    current thread count:
+      whole-sequence  (T*B, I) @ (I, G*H), one call;
+      per-step        (B, H) @ (H, G*H), T of them in one stacked call (T, B, H) @ (H, G*H),
+                      so NumPy's per-call overhead (about a microsecond, as much as a tiny
+                      GEMM) is paid once, not T times; NumPy loops over the T matrices in C.
+    np.matmul runs NumPy's own OpenBLAS (rnnkit's BLAS is not exposed to Python); the header
+    shows both libraries and their kernels. NumPy may route a B=1 product to gemv, which can
+    beat a general sgemm with M=1, so for B=1 this is "what NumPy's BLAS does", not a bound:
+    a fraction above 100% is possible."""
     key = (T, B, I, H, G, np.dtype(dtype).name, n_threads)
     if key not in _roofline_cache:
         rng = np.random.default_rng(2)
         X = rng.standard_normal((T * B, I)).astype(dtype)
-        h = rng.standard_normal((B, H)).astype(dtype)
+        hs = rng.standard_normal((T, B, H)).astype(dtype)
         W_ih = rng.standard_normal((G * H, I)).astype(dtype)
         W_hh = rng.standard_normal((G * H, H)).astype(dtype)
-        out_seq, out_step = np.empty((T * B, G * H), dtype), np.empty((B, G * H), dtype)
+        out_seq, out_step = np.empty((T * B, G * H), dtype), np.empty((T, B, G * H), dtype)
         # W.T: the same transposed operand the kernel passes to its BLAS
         t = time_alternating({"seq": lambda: np.matmul(X, W_ih.T, out=out_seq),
-                              "step": lambda: np.matmul(h, W_hh.T, out=out_step)},
+                              "step": lambda: np.matmul(hs, W_hh.T, out=out_step)},
                              max_samples=5 if quick else 7, budget_s=0.3 if quick else 0.6)
         _roofline_cache[key] = (2 * T * B * I * G * H / t["seq"][0] / 1e9,
-                                2 * B * H * G * H / t["step"][0] / 1e9)
+                                2 * T * B * H * G * H / t["step"][0] / 1e9)
     return _roofline_cache[key]
 
 
@@ -604,9 +608,13 @@ def print_header(args):
           f"(NumPy is imported first)")
     print("BLAS / OpenMP pools (threadpoolctl):")
     for lib in threadpool_info():
-        print(f"  {os.path.basename(lib['filepath'])}: {lib.get('internal_api')} "
-              f"{lib.get('version') or ''}, kernel {lib.get('architecture', '-')}, "
-              f"threading {lib.get('threading_layer', '-')}, {lib['num_threads']} threads")
+        parts = [f"{lib.get('internal_api')} {lib.get('version') or ''}".strip()]
+        if "architecture" in lib:
+            parts.append(f"kernel {lib['architecture']}")
+        if "threading_layer" in lib:
+            parts.append(f"threading {lib['threading_layer']}")
+        parts.append(f"{lib['num_threads']} threads")
+        print(f"  {os.path.basename(lib['filepath'])}: {', '.join(parts)}")
     if torch is not None:
         print(f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
               f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}")

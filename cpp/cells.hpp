@@ -20,45 +20,41 @@
 //   kHasExtra              saves one more (H) row per step for backward
 #pragma once
 
+#include "common.hpp"
 #include "vecmath.hpp"
 
 namespace rnnkit {
 
-// One batch row of a forward step. Inputs: gx = x_t W_ih^T (G*H), gh = h_{t-1} W_hh^T (G*H),
-// the biases (G*H, zeros when absent). h (and c) hold the previous state on entry and the new
-// state on exit. y receives h_t. gates and extra receive what backward needs.
-template <class T>
-struct RowForward {
-  const T* gx;
-  const T* gh;
-  const T* b_ih;
-  const T* b_hh;
-  T* h;
-  T* c;
-  T* y;
-  T* gates;    // (G*H) activated gates
-  T* extra;    // (H) cell-specific saved row
-  T* reset_h;  // (H) input of the split recurrent GEMM (reset-before GRU: r * h_{t-1})
-};
+// The per-row signatures, shared by every cell (a cell ignores what it does not use; every
+// pointer is __restrict so the loops vectorise, and none of them alias):
+//
+//   forward(H, gates, gh, b_ih, b_hh, h, c, y, extra, reset_h)
+//     gates (G*H)  in: x_t W_ih^T; out: the activated gates (saved for backward)
+//     gh (G*H)     h_{t-1} W_hh^T;  b_ih, b_hh (G*H) biases (zeros when absent)
+//     h, c (H)     in: the previous state; out: the new state.  y (H) out: h_t
+//     extra (H)    out: a cell-specific row saved for backward
+//     reset_h (H)  out: the input of the split recurrent GEMM (reset-before GRU: r * h_{t-1})
+//
+//   backward(H, dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h)
+//     dy (H) gradient of y_t; gates, extra, h_prev, c_prev as saved by forward
+//     dh (H)       in: the carried gradient of h_t; out: the direct part of dL/dh_{t-1}
+//                  (the driver then adds dg @ W_hh);  dc (H) likewise for c
+//     dgx (G*H)    out: input-side gate gradient (for dx, dW_ih, db_ih)
+//     dg (G*H)     out: recurrent-side gate gradient (for dh_{t-1}, dW_hh, db_hh)
+//     d_reset_h (H) in (split cell, part two): the gradient of reset_h
 
-// One batch row of a backward step. dh holds the carried gradient of h_t on entry (dy_t is
-// added here) and the direct part of the gradient of h_{t-1} on exit (the driver then adds
-// dg @ W_hh). dc likewise for c. dgx receives the input-side gate gradient (for dx, dW_ih,
-// db_ih), dg the recurrent-side one (for dh_{t-1}, dW_hh, db_hh). For the split cell,
-// d_reset_h is the gradient of reset_h (from the second GEMM), read in part two.
-template <class T>
-struct RowBackward {
-  const T* dy;
-  const T* gates;
-  const T* extra;
-  const T* h_prev;
-  const T* c_prev;
-  T* dh;
-  T* dc;
-  T* dgx;
-  T* dg;
-  const T* d_reset_h;
-};
+// Gate blocks of one row are H apart: iteration j touches only index j of each block, so no
+// iteration depends on another. The compiler cannot prove that for a runtime H; tell it.
+#define RNNKIT_IVDEP _Pragma("GCC ivdep")
+
+#define RNNKIT_FORWARD_ARGS(T)                                                                \
+  int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih,              \
+      const T *__restrict b_hh, T *__restrict h, T *__restrict c, T *__restrict y,           \
+      T *__restrict extra, T *__restrict reset_h
+#define RNNKIT_BACKWARD_ARGS(T)                                                               \
+  int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,       \
+      const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh,              \
+      T *__restrict dc, T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h
 
 // Vanilla RNN: h_t = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 template <bool Relu>
@@ -69,24 +65,26 @@ struct RnnCell {
                         kHasExtra = false;
 
   template <class T>
-  static inline void forward(int H, const RowForward<T>& a) {
+  RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T pre = a.gx[j] + a.b_ih[j] + a.gh[j] + a.b_hh[j];
-      const T h = Relu ? (pre < T(0) ? T(0) : pre) : tanh_(pre);  // relu(NaN) = NaN
-      a.h[j] = h;
-      a.y[j] = h;
-      a.gates[j] = h;  // the derivative of act is a function of its output
+      const T pre = gates[j] + b_ih[j] + gh[j] + b_hh[j];
+      const T h_new = Relu ? (pre < T(0) ? T(0) : pre) : tanh_(pre);  // relu(NaN) = NaN
+      h[j] = h_new;
+      y[j] = h_new;
+      gates[j] = h_new;  // the derivative of act is a function of its output
     }
   }
 
   template <class T>
-  static inline void backward(int H, const RowBackward<T>& a) {
+  RNNKIT_INLINE static void backward(RNNKIT_BACKWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T dh = a.dh[j] + a.dy[j];
-      const T h = a.gates[j];
-      const T da = Relu ? (h > T(0) ? dh : T(0)) : dh * (T(1) - h * h);
-      a.dgx[j] = da;
-      a.dg[j] = da;
+      const T dh_t = dh[j] + dy[j];
+      const T h = gates[j];
+      const T da = Relu ? (h > T(0) ? dh_t : T(0)) : dh_t * (T(1) - h * h);
+      dgx[j] = da;
+      dg[j] = da;
     }
   }
 };
@@ -100,42 +98,44 @@ struct LstmCell {
                         kHasExtra = true;
 
   template <class T>
-  static inline void forward(int H, const RowForward<T>& a) {
+  RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = sigmoid_(a.gx[j] + a.b_ih[j] + a.gh[j] + a.b_hh[j]);
-      const T f = sigmoid_(a.gx[H + j] + a.b_ih[H + j] + a.gh[H + j] + a.b_hh[H + j]);
-      const T g = tanh_(a.gx[2 * H + j] + a.b_ih[2 * H + j] + a.gh[2 * H + j] + a.b_hh[2 * H + j]);
-      const T o = sigmoid_(a.gx[3 * H + j] + a.b_ih[3 * H + j] + a.gh[3 * H + j] + a.b_hh[3 * H + j]);
-      const T c = f * a.c[j] + i * g;
-      const T tc = tanh_(c);
-      const T h = o * tc;
-      a.c[j] = c;
-      a.h[j] = h;
-      a.y[j] = h;
-      a.gates[j] = i;
-      a.gates[H + j] = f;
-      a.gates[2 * H + j] = g;
-      a.gates[3 * H + j] = o;
-      a.extra[j] = tc;
+      const T i = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
+      const T f = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
+      const T g = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]);
+      const T o = sigmoid_(gates[3 * H + j] + b_ih[3 * H + j] + gh[3 * H + j] + b_hh[3 * H + j]);
+      const T c_new = f * c[j] + i * g;
+      const T tc = tanh_(c_new);
+      const T h_new = o * tc;
+      c[j] = c_new;
+      h[j] = h_new;
+      y[j] = h_new;
+      gates[j] = i;
+      gates[H + j] = f;
+      gates[2 * H + j] = g;
+      gates[3 * H + j] = o;
+      extra[j] = tc;
     }
   }
 
   template <class T>
-  static inline void backward(int H, const RowBackward<T>& a) {
+  RNNKIT_INLINE static void backward(RNNKIT_BACKWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = a.gates[j], f = a.gates[H + j], g = a.gates[2 * H + j], o = a.gates[3 * H + j];
-      const T tc = a.extra[j];
-      const T dh = a.dh[j] + a.dy[j];
-      const T dc = a.dc[j] + dh * o * (T(1) - tc * tc);
-      const T di = dc * g * i * (T(1) - i);
-      const T df = dc * a.c_prev[j] * f * (T(1) - f);
-      const T dgg = dc * i * (T(1) - g * g);
-      const T dout = dh * tc * o * (T(1) - o);
-      a.dc[j] = dc * f;
-      a.dgx[j] = a.dg[j] = di;
-      a.dgx[H + j] = a.dg[H + j] = df;
-      a.dgx[2 * H + j] = a.dg[2 * H + j] = dgg;
-      a.dgx[3 * H + j] = a.dg[3 * H + j] = dout;
+      const T i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
+      const T tc = extra[j];
+      const T dh_t = dh[j] + dy[j];
+      const T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
+      const T di = dc_t * g * i * (T(1) - i);
+      const T df = dc_t * c_prev[j] * f * (T(1) - f);
+      const T dgg = dc_t * i * (T(1) - g * g);
+      const T dout = dh_t * tc * o * (T(1) - o);
+      dc[j] = dc_t * f;
+      dgx[j] = dg[j] = di;
+      dgx[H + j] = dg[H + j] = df;
+      dgx[2 * H + j] = dg[2 * H + j] = dgg;
+      dgx[3 * H + j] = dg[3 * H + j] = dout;
     }
   }
 };
@@ -151,35 +151,37 @@ struct GruResetAfterCell {
                         kHasExtra = true;
 
   template <class T>
-  static inline void forward(int H, const RowForward<T>& a) {
+  RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(a.gx[j] + a.b_ih[j] + a.gh[j] + a.b_hh[j]);
-      const T z = sigmoid_(a.gx[H + j] + a.b_ih[H + j] + a.gh[H + j] + a.b_hh[H + j]);
-      const T ghn = a.gh[2 * H + j] + a.b_hh[2 * H + j];
-      const T n = tanh_(a.gx[2 * H + j] + a.b_ih[2 * H + j] + r * ghn);
-      const T h = (T(1) - z) * n + z * a.h[j];
-      a.h[j] = h;
-      a.y[j] = h;
-      a.gates[j] = r;
-      a.gates[H + j] = z;
-      a.gates[2 * H + j] = n;
-      a.extra[j] = ghn;
+      const T r = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
+      const T z = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
+      const T ghn = gh[2 * H + j] + b_hh[2 * H + j];
+      const T n = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + r * ghn);
+      const T h_new = (T(1) - z) * n + z * h[j];
+      h[j] = h_new;
+      y[j] = h_new;
+      gates[j] = r;
+      gates[H + j] = z;
+      gates[2 * H + j] = n;
+      extra[j] = ghn;
     }
   }
 
   template <class T>
-  static inline void backward(int H, const RowBackward<T>& a) {
+  RNNKIT_INLINE static void backward(RNNKIT_BACKWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = a.gates[j], z = a.gates[H + j], n = a.gates[2 * H + j];
-      const T dh = a.dh[j] + a.dy[j];
-      const T dan = dh * (T(1) - z) * (T(1) - n * n);
-      const T daz = dh * (a.h_prev[j] - n) * z * (T(1) - z);
-      const T dar = dan * a.extra[j] * r * (T(1) - r);
-      a.dh[j] = dh * z;
-      a.dgx[j] = a.dg[j] = dar;
-      a.dgx[H + j] = a.dg[H + j] = daz;
-      a.dgx[2 * H + j] = dan;
-      a.dg[2 * H + j] = dan * r;
+      const T r = gates[j], z = gates[H + j], n = gates[2 * H + j];
+      const T dh_t = dh[j] + dy[j];
+      const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
+      const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
+      const T dar = dan * extra[j] * r * (T(1) - r);
+      dh[j] = dh_t * z;
+      dgx[j] = dg[j] = dar;
+      dgx[H + j] = dg[H + j] = daz;
+      dgx[2 * H + j] = dan;
+      dg[2 * H + j] = dan * r;
     }
   }
 };
@@ -195,53 +197,57 @@ struct GruResetBeforeCell {
                         kHasExtra = true;
 
   template <class T>
-  static inline void forward_part1(int H, const RowForward<T>& a) {
+  RNNKIT_INLINE static void forward_part1(RNNKIT_FORWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(a.gx[j] + a.b_ih[j] + a.gh[j] + a.b_hh[j]);
-      const T z = sigmoid_(a.gx[H + j] + a.b_ih[H + j] + a.gh[H + j] + a.b_hh[H + j]);
-      const T rh = r * a.h[j];
-      a.gates[j] = r;
-      a.gates[H + j] = z;
-      a.reset_h[j] = rh;
-      a.extra[j] = rh;
+      const T r = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
+      const T z = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
+      const T rh = r * h[j];
+      gates[j] = r;
+      gates[H + j] = z;
+      reset_h[j] = rh;
+      extra[j] = rh;
     }
   }
 
   template <class T>
-  static inline void forward_part2(int H, const RowForward<T>& a) {
+  RNNKIT_INLINE static void forward_part2(RNNKIT_FORWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T z = a.gates[H + j];
-      const T n = tanh_(a.gx[2 * H + j] + a.b_ih[2 * H + j] + a.gh[2 * H + j] + a.b_hh[2 * H + j]);
-      const T h = (T(1) - z) * n + z * a.h[j];
-      a.h[j] = h;
-      a.y[j] = h;
-      a.gates[2 * H + j] = n;
+      const T z = gates[H + j];
+      const T n = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]);
+      const T h_new = (T(1) - z) * n + z * h[j];
+      h[j] = h_new;
+      y[j] = h_new;
+      gates[2 * H + j] = n;
     }
   }
 
   // Part one: everything that does not need d(r*h): the z and n blocks and the z*dh term.
   template <class T>
-  static inline void backward_part1(int H, const RowBackward<T>& a) {
+  RNNKIT_INLINE static void backward_part1(RNNKIT_BACKWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T z = a.gates[H + j], n = a.gates[2 * H + j];
-      const T dh = a.dh[j] + a.dy[j];
-      const T dan = dh * (T(1) - z) * (T(1) - n * n);
-      const T daz = dh * (a.h_prev[j] - n) * z * (T(1) - z);
-      a.dh[j] = dh * z;
-      a.dgx[H + j] = a.dg[H + j] = daz;
-      a.dgx[2 * H + j] = a.dg[2 * H + j] = dan;
+      const T z = gates[H + j], n = gates[2 * H + j];
+      const T dh_t = dh[j] + dy[j];
+      const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
+      const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
+      dh[j] = dh_t * z;
+      dgx[H + j] = dg[H + j] = daz;
+      dgx[2 * H + j] = dg[2 * H + j] = dan;
     }
   }
 
   // Part two: d(r*h) = dan W_hn is known; it feeds r's gradient and h_{t-1}'s.
   template <class T>
-  static inline void backward_part2(int H, const RowBackward<T>& a) {
+  RNNKIT_INLINE static void backward_part2(RNNKIT_BACKWARD_ARGS(T)) {
+    RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = a.gates[j];
-      const T drh = a.d_reset_h[j];
-      const T dar = drh * a.h_prev[j] * r * (T(1) - r);
-      a.dh[j] += drh * r;
-      a.dgx[j] = a.dg[j] = dar;
+      const T r = gates[j];
+      const T drh = d_reset_h[j];
+      const T dar = drh * h_prev[j] * r * (T(1) - r);
+      dh[j] += drh * r;
+      dgx[j] = dg[j] = dar;
     }
   }
 };

@@ -14,6 +14,10 @@ using index_t = std::ptrdiff_t;
 #define RNNKIT_CLONES
 #endif
 
+// Elementwise code must be inlined into the target-cloned loops that call it, so that it is
+// compiled (and vectorised) for each clone's ISA rather than once for the baseline.
+#define RNNKIT_INLINE __attribute__((always_inline)) inline
+
 // p + n, or null when p is null (arithmetic on a null pointer is undefined).
 template <class T>
 inline T* offset(T* p, index_t n) { return p ? p + n : nullptr; }

@@ -85,40 +85,31 @@ inline std::atomic<index_t>& small_batch_limit() {
   return limit;
 }
 
-// The forward's recurrent products X (n, K) @ W^T with W (N, K) row-major (W_hh, W_hr). For small
-// batches W is transposed once per call into (K, N), the layout small_gemm streams.
+// One per-step product C (n, N) = A (n, K) @ M (+ beta C), where M is a weight matrix W or its
+// transpose (W^T for the forward's h W_hh^T, W itself for the backward's dg W_hh). For small
+// batches M is packed once per call for small_gemm; otherwise the BLAS reads W directly.
 template <class T>
-struct StepWeights {
+struct StepOperand {
   const T* W;
-  index_t N, K;
-  std::vector<T> Wk;  // (K, N), only on the small-batch path
+  index_t K, N, ldw;
+  bool transposed;  // M = W^T with W (N, K); else M = W (K, N)
+  PackedPanels<T> packed;
 
-  StepWeights(const T* W_, index_t N_, index_t K_, index_t batch) : W(W_), N(N_), K(K_) {
-    if (!W || batch > small_batch_limit().load()) return;
-    Wk.resize(std::size_t(K * N));
-    for (index_t i = 0; i < N; ++i)
-      for (index_t k = 0; k < K; ++k) Wk[std::size_t(k * N + i)] = W[i * K + k];
+  StepOperand(const T* W_, index_t K_, index_t N_, index_t ldw_, bool transposed_, index_t batch,
+              index_t steps)
+      : W(W_), K(K_), N(N_), ldw(ldw_), transposed(transposed_) {
+    // Packing costs about one product; it pays off over a few steps.
+    if (W && batch <= small_batch_limit().load() && steps >= 4)
+      packed.pack(W, ldw, transposed, K, N, batch);
   }
 
-  // C[:, 0:cols] (ldc) = X (n, K; ldx) @ W[col0 : col0 + cols, :]^T
-  void apply(index_t n, const T* X, index_t ldx, index_t col0, index_t cols, T* C, index_t ldc) const {
-    if (!Wk.empty())
-      small_gemm(n, cols, K, X, ldx, Wk.data() + col0, N, T(0), C, ldc);
+  void apply(index_t n, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
+    if (!packed.data.empty())
+      small_gemm(n, A, lda, packed, beta, C, ldc);
     else
-      gemm(false, true, int(n), int(cols), int(K), T(1), X, int(ldx), W + col0 * K, int(K), T(0), C,
-           int(ldc));
+      gemm(false, transposed, int(n), int(N), int(K), T(1), A, int(lda), W, int(ldw), beta, C, int(ldc));
   }
 };
-
-// The backward's per-step products C (n, N) = A (n, K) @ Bm (K, N) (+ beta C), Bm row-major.
-template <class T>
-void step_gemm_nn(bool small, index_t n, index_t N, index_t K, const T* A, index_t lda, const T* Bm,
-                  index_t ldb, T beta, T* C, index_t ldc) {
-  if (small)
-    small_gemm(n, N, K, A, lda, Bm, ldb, beta, C, ldc);
-  else
-    gemm(false, false, int(n), int(N), int(K), T(1), A, int(lda), Bm, int(ldb), beta, C, int(ldc));
-}
 
 // Pointers of a forward call. Saved arrays (hprev, cprev, gates, extra) are null in
 // inference mode; the driver then uses one step's scratch instead.
@@ -142,22 +133,39 @@ struct ForwardArgs {
   T* m;            // (T, B, H) saved unprojected output (projection only), or null
 };
 
+// One step's buffers, each at its time index: gates and y are indexed by original batch row b,
+// gh, h, c and reset_h by visiting position r (see RowSchedule). extra/c/reset_h may be null.
+template <class T>
+struct StepForward {
+  T* gates;         // (B, G*H)
+  const T* gh;      // (n, G*H)
+  const T* b_ih;    // (G*H)
+  const T* b_hh;    // (G*H)
+  T* h;             // (B, H) (the cell's output m with a projection)
+  T* c;             // (B, H)
+  T* y;             // (B, H)
+  T* extra;         // (B, H)
+  T* reset_h;       // (B, H)
+};
+
 template <class Cell, class T>
-RNNKIT_CLONES void forward_rows(index_t n, index_t H, const index_t* rows, const RowForward<T>& base,
-                                int part) {
+RNNKIT_CLONES void forward_rows(index_t n, index_t H, const index_t* rows, const StepForward<T>& s, int part) {
   const index_t GH = Cell::G * H;
   for (index_t r = 0; r < n; ++r) {
     const index_t b = rows[r];
-    RowForward<T> a{base.gx + b * GH,       base.gh + r * GH,           base.b_ih,
-                    base.b_hh,              base.h + r * H,             offset(base.c, r * H),
-                    base.y + b * H,         base.gates + b * GH,        offset(base.extra, b * H),
-                    offset(base.reset_h, r * H)};
+    T* gates = s.gates + b * GH;
+    const T* gh = s.gh + r * GH;
+    T* h = s.h + r * H;
+    T* c = offset(s.c, r * H);
+    T* y = s.y + b * H;
+    T* extra = offset(s.extra, b * H);
+    T* reset_h = offset(s.reset_h, r * H);
     if constexpr (Cell::kSplitRecurrent) {
-      if (part == 1) Cell::forward_part1(int(H), a);
-      else Cell::forward_part2(int(H), a);
+      if (part == 1) Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+      else Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
     } else {
       (void)part;
-      Cell::forward(int(H), a);
+      Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
     }
   }
 }
@@ -181,8 +189,13 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   std::vector<T> zero_bias(std::size_t(GH), T(0));
   std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
-  const StepWeights<T> W_hh(p.W_hh, GH, Cell::kSplitRecurrent ? H : S, B);
-  const StepWeights<T> W_hr(p.W_hr, S, H, B);
+  // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
+  // projection m W_hr^T.
+  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
+  const index_t GH1 = GH - kSplit * H;  // columns whose product takes h_{t-1}
+  const StepOperand<T> rec(p.W_hh, S, GH1, S, true, B, T_);
+  const StepOperand<T> rec_n(kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B, T_);
+  const StepOperand<T> proj(p.W_hr, H, S, H, true, B, T_);
   std::vector<T> m_rows(project ? std::size_t(B * H) : 0);            // cell output, visiting order
   std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
@@ -210,28 +223,26 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
     }
     // Without projection the cell writes the new state in place and y directly; with it the
     // cell writes m_t (visiting order, plus the saved copy) and the GEMM below makes h_t.
-    RowForward<T> base{gx + t * B * GH,
+    StepForward<T> base{gx + t * B * GH,
                        gh.data(),
                        b_ih,
                        b_hh,
                        project ? m_rows.data() : h.data(),
                        Cell::kHasCellState ? c.data() : nullptr,
                        project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
-                       gx + t * B * GH,
                        Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
                        Cell::kSplitRecurrent ? reset_h.data() : nullptr};
     if constexpr (Cell::kSplitRecurrent) {
-      const index_t GH1 = (G - 1) * H;  // blocks whose GEMM takes h_{t-1}
-      W_hh.apply(n, h.data(), H, 0, GH1, gh.data(), GH);
+      rec.apply(n, h.data(), S, T(0), gh.data(), GH);
       forward_rows<Cell>(n, H, rows, base, 1);
-      W_hh.apply(n, reset_h.data(), H, GH1, H, gh.data() + GH1, GH);
+      rec_n.apply(n, reset_h.data(), H, T(0), gh.data() + GH1, GH);
       forward_rows<Cell>(n, H, rows, base, 2);
     } else {
-      W_hh.apply(n, h.data(), S, 0, GH, gh.data(), GH);
+      rec.apply(n, h.data(), S, T(0), gh.data(), GH);
       forward_rows<Cell>(n, H, rows, base, 0);
     }
     if (project) {
-      W_hr.apply(n, m_rows.data(), H, 0, S, h.data(), S);
+      proj.apply(n, m_rows.data(), H, T(0), h.data(), S);
       for (index_t r = 0; r < n; ++r) std::copy_n(h.data() + r * S, S, p.y + tBS + rows[r] * S);
     }
   }
@@ -268,22 +279,44 @@ struct BackwardArgs {
   T* dW_hr;        // (P, H) projection only
 };
 
+// One backward step's buffers: dy, gates, extra, h_prev, c_prev and dgx by original row b;
+// dh, dc, dg and d_reset_h by visiting position r.
+template <class T>
+struct StepBackward {
+  const T* dy;         // (B, H)
+  const T* gates;      // (B, G*H)
+  const T* extra;      // (B, H)
+  const T* h_prev;     // (B, H)
+  const T* c_prev;     // (B, H)
+  T* dh;               // (B, H)
+  T* dc;               // (B, H)
+  T* dgx;              // (B, G*H)
+  T* dg;               // (n, G*H)
+  const T* d_reset_h;  // (n, H)
+};
+
 template <class Cell, class T>
-RNNKIT_CLONES void backward_rows(index_t n, index_t H, const index_t* rows, const RowBackward<T>& base,
+RNNKIT_CLONES void backward_rows(index_t n, index_t H, const index_t* rows, const StepBackward<T>& s,
                                  int part) {
   const index_t GH = Cell::G * H;
   for (index_t r = 0; r < n; ++r) {
     const index_t b = rows[r];
-    RowBackward<T> a{base.dy + b * H,           base.gates + b * GH,   offset(base.extra, b * H),
-                     offset(base.h_prev, b * H), offset(base.c_prev, b * H),
-                     base.dh + r * H,           offset(base.dc, r * H),
-                     base.dgx + b * GH,         base.dg + r * GH,      offset(base.d_reset_h, r * H)};
+    const T* dy = s.dy + b * H;
+    const T* gates = s.gates + b * GH;
+    const T* extra = offset(s.extra, b * H);
+    const T* h_prev = offset(s.h_prev, b * H);
+    const T* c_prev = offset(s.c_prev, b * H);
+    T* dh = s.dh + r * H;
+    T* dc = offset(s.dc, r * H);
+    T* dgx = s.dgx + b * GH;
+    T* dg = s.dg + r * GH;
+    const T* d_reset_h = offset(s.d_reset_h, r * H);
     if constexpr (Cell::kSplitRecurrent) {
-      if (part == 1) Cell::backward_part1(int(H), a);
-      else Cell::backward_part2(int(H), a);
+      if (part == 1) Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+      else Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
     } else {
       (void)part;
-      Cell::backward(int(H), a);
+      Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
     }
   }
 }
@@ -322,7 +355,13 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if (dgh) std::fill_n(dgh, TB * GH, T(0));
     if (dh_seq) std::fill_n(dh_seq, TB * S, T(0));
   }
-  const bool small = B <= small_batch_limit().load();
+  // Per-step products: dh_{t-1} = dg W_hh (the split cell: d(r*h) = dg_n W_hn first, then the
+  // r,z blocks), and dm = dh W_hr.
+  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
+  const index_t GH1 = GH - kSplit * H;
+  const StepOperand<T> rec(p.W_hh, GH1, S, S, false, B, T_);
+  const StepOperand<T> rec_n(kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B, T_);
+  const StepOperand<T> proj(p.W_hr, S, H, H, false, B, T_);
   // x as the weight-gradient GEMM sees it: padded steps must not reach dW_ih, and a zero gate
   // gradient does not cancel a NaN or inf there, so with lengths they are zeroed in a copy.
   const T* x_valid = p.x;
@@ -357,9 +396,9 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
         }
         std::copy_n(d, S, dh_seq + tBS + rows[r] * S);
       }
-      step_gemm_nn(small, n, H, S, dh.data(), S, p.W_hr, H, T(0), dm.data(), H);
+      proj.apply(n, dh.data(), S, T(0), dm.data(), H);
     }
-    RowBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
+    StepBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
                         p.gates + t * B * GH,
                         Cell::kHasExtra ? p.extra + tBH : nullptr,
                         project ? nullptr : p.hprev + tBS,
@@ -370,15 +409,13 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
                         dg.data(),
                         Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
     if constexpr (Cell::kSplitRecurrent) {
-      const index_t GH1 = (G - 1) * H;
       backward_rows<Cell>(n, H, rows, base, 1);
-      step_gemm_nn(small, n, H, H, dg.data() + GH1, GH, p.W_hh + GH1 * H, H, T(0), d_reset_h.data(), H);
+      rec_n.apply(n, dg.data() + GH1, GH, T(0), d_reset_h.data(), H);
       backward_rows<Cell>(n, H, rows, base, 2);
-      step_gemm_nn(small, n, H, GH1, dg.data(), GH, p.W_hh, H, T(1), dh.data(), H);
+      rec.apply(n, dg.data(), GH, T(1), dh.data(), S);
     } else {
       backward_rows<Cell>(n, H, rows, base, 0);
-      step_gemm_nn(small, n, S, GH, dg.data(), GH, p.W_hh, S, Cell::kDirectStateGrad ? T(1) : T(0),
-                   dh.data(), S);
+      rec.apply(n, dg.data(), GH, Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), S);
     }
     if constexpr (Cell::kSeparateRecurrentGrad) {
       for (index_t r = 0; r < n; ++r)
@@ -395,8 +432,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   const T* dG_rec = Cell::kSeparateRecurrentGrad ? dgh : dgx;
   gemm(false, false, int(TB), int(I), int(GH), T(1), dgx, int(GH), p.W_ih, int(I), T(0), p.dx, int(I));
   gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
-  if constexpr (Cell::kSplitRecurrent) {
-    const index_t GH1 = (G - 1) * H;  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
+  if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
     gemm(true, false, int(GH1), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0),
          p.dW_hh, int(H));
     gemm(true, false, int(H), int(H), int(TB), T(1), dG_rec + GH1, int(GH), p.extra, int(H), T(0),

@@ -1,15 +1,18 @@
-// A register-blocked GEMM for the recurrent step at small batch: C (n, N) = A (n, K) @ Bk (K, N)
-// (+ beta * C), every matrix row-major with a leading dimension.
+// A register-blocked GEMM for the recurrent step at small batch: C (n, N) = A (n, K) @ M (K, N)
+// (+ beta * C), A and C row-major with leading dimensions, M packed (PackedPanels).
 //
 // Why: at batch 1..8 a BLAS call per time step spends most of its time packing the weight
 // matrix and on call overhead; the product itself is a few microseconds. Here the weights are
-// read straight from a (K, N) layout that the driver prepares once per sequence (and that stays
-// in cache across steps), and each K step updates a tile of rows x 2 vectors held in registers.
-// GCC vector extensions give SIMD code at every ISA level of the target clones.
+// packed once per sequence into column panels whose K rows are contiguous, so a tile streams
+// its panel front to back (and the panels stay in cache across steps), and each k updates a
+// tile of R rows x V vectors held in registers. GCC vector extensions give SIMD code at every
+// ISA level of the target clones.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
 #include "common.hpp"
 
@@ -21,68 +24,120 @@ struct SimdTraits {
   typedef T Vec __attribute__((vector_size(64)));
 };
 
+// M (K, N) as panels of `width` columns (a multiple of the vector length): panel p holds columns
+// [p*width, (p+1)*width) as K contiguous rows of `width`; the last panel holds what is left
+// (narrower). The width matches the tile: 8 accumulators are R rows x V vectors, so a batch of
+// one uses 8-vector panels and a batch of four or more 2-vector panels.
+template <class T>
+struct PackedPanels {
+  static constexpr index_t L = SimdTraits<T>::kLanes;
+  index_t K = 0, N = 0, width = 2 * L;
+  std::vector<T> data;
+
+  // Pack M = W^T (transposed) or M = W, W row-major with leading dimension ldw.
+  void pack(const T* W, index_t ldw, bool transposed, index_t K_, index_t N_, index_t batch) {
+    K = K_;
+    N = N_;
+    width = (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * L;
+    data.resize(std::size_t(K * N));
+    for (index_t j0 = 0; j0 < N; j0 += width) {
+      const index_t w = std::min(width, N - j0);
+      T* panel = data.data() + j0 * K;
+      if (!transposed) {
+        for (index_t k = 0; k < K; ++k) std::copy_n(W + k * ldw + j0, w, panel + k * w);
+        continue;
+      }
+      // M's column j is W's row j: transpose in blocks of 16 rows so that both the 16 rows
+      // being read and the panel rows being written stay in L1.
+      for (index_t jb = 0; jb < w; jb += 16) {
+        const index_t jn = std::min<index_t>(16, w - jb);
+        for (index_t k = 0; k < K; ++k)
+          for (index_t j = 0; j < jn; ++j) panel[k * w + jb + j] = W[(j0 + jb + j) * ldw + k];
+      }
+    }
+  }
+};
+
 template <class V, class T>
-inline V load_vec(const T* p) {
+RNNKIT_INLINE V load_vec(const T* p) {
   V v;
   std::memcpy(&v, p, sizeof(V));
   return v;
 }
 
 template <class V, class T>
-inline void store_vec(T* p, const V& v) {
+RNNKIT_INLINE void store_vec(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// Rows i0..i0+R-1, columns j0..j0+2*L-1 (L lanes), full tile.
-template <int R, class T>
-inline void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A, index_t lda, const T* Bk,
-                            index_t ldb, T beta, T* C, index_t ldc) {
+// C[i0 : i0+R, j0 : j0+V*L] (+)= A[i0 : i0+R, :] @ panel, where `panel` points at column j0 of a
+// panel whose rows are `stride` apart. R*V accumulators stay in registers.
+template <int R, int V, class T>
+RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A,
+                                                           index_t lda, const T* panel, index_t stride,
+                                                           T beta, T* C, index_t ldc) {
   using Vec = typename SimdTraits<T>::Vec;
   constexpr int L = SimdTraits<T>::kLanes;
-  Vec acc0[R], acc1[R];
-  for (int r = 0; r < R; ++r) {
-    acc0[r] = Vec{} ;
-    acc1[r] = Vec{};
-    if (beta != T(0)) {
-      acc0[r] = beta * load_vec<Vec>(C + (i0 + r) * ldc + j0);
-      acc1[r] = beta * load_vec<Vec>(C + (i0 + r) * ldc + j0 + L);
-    }
-  }
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = beta == T(0) ? Vec{} : beta * load_vec<Vec>(C + (i0 + r) * ldc + j0 + v * L);
   for (index_t k = 0; k < K; ++k) {
-    const Vec b0 = load_vec<Vec>(Bk + k * ldb + j0);
-    const Vec b1 = load_vec<Vec>(Bk + k * ldb + j0 + L);
+    const T* row = panel + k * stride;
+    Vec b[V];
+    for (int v = 0; v < V; ++v) b[v] = load_vec<Vec>(row + v * L);
     for (int r = 0; r < R; ++r) {
       const T a = A[(i0 + r) * lda + k];
-      acc0[r] += a * b0;
-      acc1[r] += a * b1;
+      for (int v = 0; v < V; ++v) acc[r][v] += a * b[v];
     }
   }
-  for (int r = 0; r < R; ++r) {
-    store_vec(C + (i0 + r) * ldc + j0, acc0[r]);
-    store_vec(C + (i0 + r) * ldc + j0 + L, acc1[r]);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) store_vec(C + (i0 + r) * ldc + j0 + v * L, acc[r][v]);
+}
+
+// Rows [i0, i0 + R) times all of M: full panels with V-vector tiles, then the last, narrower
+// panel one vector at a time and its last columns (fewer than one vector) by a plain loop.
+template <int R, int V, class T>
+RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda,
+                                                           const PackedPanels<T>& M, T beta, T* C,
+                                                           index_t ldc) {
+  constexpr int L = SimdTraits<T>::kLanes;
+  const index_t K = M.K, N = M.N, W = V * L;
+  index_t j0 = 0;
+  for (; j0 + W <= N; j0 += W) small_gemm_tile<R, V>(i0, j0, K, A, lda, M.data.data() + j0 * K, W, beta, C, ldc);
+  if (j0 == N) return;
+  const index_t w = N - j0;  // the last panel's width
+  const T* panel = M.data.data() + j0 * K;
+  index_t j = 0;
+  for (; j + L <= w; j += L) small_gemm_tile<R, 1>(i0, j0 + j, K, A, lda, panel + j, w, beta, C, ldc);
+  if (j == w) return;
+  for (index_t i = i0; i < i0 + R; ++i) {
+    T* c = C + i * ldc + j0;
+    for (index_t jj = j; jj < w; ++jj) c[jj] = beta == T(0) ? T(0) : beta * c[jj];
+    for (index_t k = 0; k < K; ++k) {
+      const T a = A[i * lda + k];
+      for (index_t jj = j; jj < w; ++jj) c[jj] += a * panel[k * w + jj];
+    }
   }
 }
 
+template <int V, class T>
+RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda,
+                                                        const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
+  constexpr int R = 8 / V;
+  index_t i = 0;
+  for (; i + R <= n; i += R) small_gemm_rows<R, V>(i, A, lda, M, beta, C, ldc);
+  for (; i < n; ++i) small_gemm_rows<1, V>(i, A, lda, M, beta, C, ldc);
+}
+
+// C (n, M.N) = A (n, M.K) @ M (+ beta C).
 template <class T>
-RNNKIT_CLONES void small_gemm(index_t n, index_t N, index_t K, const T* A, index_t lda, const T* Bk,
-                              index_t ldb, T beta, T* C, index_t ldc) {
-  constexpr int L = SimdTraits<T>::kLanes;
-  const index_t N_full = N - N % (2 * L);
-  for (index_t j0 = 0; j0 < N_full; j0 += 2 * L) {
-    index_t i = 0;
-    for (; i + 4 <= n; i += 4) small_gemm_tile<4>(i, j0, K, A, lda, Bk, ldb, beta, C, ldc);
-    for (; i < n; ++i) small_gemm_tile<1>(i, j0, K, A, lda, Bk, ldb, beta, C, ldc);
-  }
-  if (N_full == N) return;
-  // Remaining columns (fewer than two vectors): plain loops, vectorised by the compiler.
-  for (index_t i = 0; i < n; ++i) {
-    T* c = C + i * ldc;
-    for (index_t j = N_full; j < N; ++j) c[j] = beta == T(0) ? T(0) : beta * c[j];
-    for (index_t k = 0; k < K; ++k) {
-      const T a = A[i * lda + k];
-      const T* b = Bk + k * ldb;
-      for (index_t j = N_full; j < N; ++j) c[j] += a * b[j];
-    }
+RNNKIT_CLONES void small_gemm(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
+                              index_t ldc) {
+  switch (M.width / SimdTraits<T>::kLanes) {
+    case 8: return small_gemm_v<8>(n, A, lda, M, beta, C, ldc);
+    case 4: return small_gemm_v<4>(n, A, lda, M, beta, C, ldc);
+    default: return small_gemm_v<2>(n, A, lda, M, beta, C, ldc);
   }
 }
 

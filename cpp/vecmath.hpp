@@ -10,10 +10,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common.hpp"
+
 namespace rnnkit {
 
 template <class To, class From>
-inline To bit_cast_(From from) {
+RNNKIT_INLINE To bit_cast_(From from) {
   static_assert(sizeof(To) == sizeof(From));
   To to;
   std::memcpy(&to, &from, sizeof(To));
@@ -24,7 +26,7 @@ inline To bit_cast_(From from) {
 // (degree 13 for double, 7 for float: truncation error below half an ulp on that interval).
 // 2^n is built in the exponent bits; n is read off the bits of x/ln2 + 1.5*2^52 so no
 // float-to-int conversion is needed (that conversion is undefined for NaN).
-inline double exp_(double x_in) {
+RNNKIT_INLINE double exp_(double x_in) {
   // Clamp so 2^n stays a normal number (NaN fails both tests and passes through), then
   // underflow to 0 and overflow to inf as IEEE exp does.
   double x = x_in < -708.0 ? -708.0 : x_in;
@@ -53,7 +55,7 @@ inline double exp_(double x_in) {
   return x_in < -708.0 ? 0.0 : (x_in > 709.0 ? HUGE_VAL : e);
 }
 
-inline float exp_(float x_in) {
+RNNKIT_INLINE float exp_(float x_in) {
   float x = x_in < -87.0f ? -87.0f : x_in;
   x = x > 88.0f ? 88.0f : x;
   const float shift = 0x1.8p23f;
@@ -75,13 +77,13 @@ inline float exp_(float x_in) {
 }
 
 template <class T>
-inline T sigmoid_(T x) {
+RNNKIT_INLINE T sigmoid_(T x) {
   return T(1) / (T(1) + exp_(-x));
 }
 
 // tanh for |x| < 0.625 by the Cephes rational/polynomial forms (no cancellation near 0),
 // otherwise 1 - 2 / (exp(2|x|) + 1) with the sign restored.
-inline double tanh_(double x) {
+RNNKIT_INLINE double tanh_(double x) {
   const double a = x < 0 ? -x : x;
   const double z = x * x;
   const double num = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z -
@@ -94,7 +96,7 @@ inline double tanh_(double x) {
   return a < 0.625 ? small : large;
 }
 
-inline float tanh_(float x) {
+RNNKIT_INLINE float tanh_(float x) {
   const float a = x < 0 ? -x : x;
   const float z = x * x;
   const float poly = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
