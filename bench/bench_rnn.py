@@ -437,9 +437,11 @@ def run_grid(args, shapes, cells, threads, dtype):
     print(header)
     print("-" * len(header))
     max_samples = args.repeats
-    budget = 1.5 if args.quick else 2.5
+    budget = 1.5 if args.quick else 2.0
+    cores = os.cpu_count() or 1
     for n_threads in threads:
         set_threads(n_threads)
+        t_block = time.perf_counter()
         for shape_name in shapes:
             T, B, I = SHAPES[shape_name]
             H = I
@@ -470,8 +472,13 @@ def run_grid(args, shapes, cells, threads, dtype):
                         "ws_mib": ws_bytes / 2**20 if mode == "training" else None,
                         "n": f"{rk_n}/{base_n if base_s is not None else '-'}", "bg": bg,
                     }
+                    # oversubscribed: other processes took more than the cores this row left free
+                    row["busy"] = bg > max(0.5, cores - n_threads + 0.25)
                     rows.append(row)
                     print(format_row(row), flush=True)
+        print(f"({n_threads} thread{'s' if n_threads > 1 else ''}: {time.perf_counter() - t_block:.0f} s)")
+    print(f"bg marked *: other processes kept more cores busy than the row's threads left free; "
+          f"its times are inflated and its ratio is less reliable")
     print()
     return rows
 
@@ -485,7 +492,7 @@ def format_row(r):
             f"{_f(r['rnnkit_ms'], '.3f', 10)} {_f(r['base_ms'], '.3f', 10)} "
             f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
             f"{_f(100 * r['frac'], '.0f', 5)}% {_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
-            f"{r['bg']:4.1f}")
+            f"{r['bg']:4.1f}{'*' if r['busy'] else ''}")
 
 
 def markdown_table(rows, base_name):
@@ -499,7 +506,7 @@ def markdown_table(rows, base_name):
                    f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
                    f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
                    f"{c(100 * r['frac'], '.0f')}% | {c(r['ws_mib'], '.2f')} | {r['n']} | "
-                   f"{r['bg']:.1f} |")
+                   f"{r['bg']:.1f}{'*' if r['busy'] else ''} |")
     return "\n".join(out)
 
 

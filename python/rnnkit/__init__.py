@@ -46,6 +46,9 @@ from .recurrent import (  # noqa: E402
     rnn_forward,
 )
 
+from . import diagnostics, models, nn, optim, reference  # noqa: E402
+from .training import clip_grad_norm, clip_grad_value  # noqa: E402
+
 __version__ = "0.1.0"
 
 
@@ -68,5 +71,6 @@ __all__ = [
     "Workspace", "get_num_threads", "gru_backward", "gru_cell_backward", "gru_cell_forward",
     "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
     "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_num_threads",
-    "softmax", "softmax_cross_entropy",
+    "softmax", "softmax_cross_entropy", "nn", "optim", "models", "diagnostics", "reference",
+    "clip_grad_norm", "clip_grad_value",
 ]

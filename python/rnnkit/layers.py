@@ -180,8 +180,8 @@ class Linear(Module):
         v.flag("bias", bias)
         rng = np.random.default_rng(seed)
         k = 1 / np.sqrt(self.in_features)
-        self.weight = self._param("weight", rng.uniform(-k, k, (self.out_features,
-                                                                self.in_features)).astype(self.dtype))
+        shape = (self.out_features, self.in_features)
+        self.weight = self._param("weight", rng.uniform(-k, k, shape).astype(self.dtype))
         self.bias = (self._param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
                      if bias else None)
         self._cache = None

@@ -545,3 +545,10 @@ class GRU(_RNNBase):
 
     def _extra_repr(self):
         return [] if self.reset_after else ["reset_after=False"]
+
+
+# The feed-forward building blocks live in layers.py (they need Parameter from here); they are
+# part of rnnkit.nn too.
+from .layers import CrossEntropyLoss, Dropout, Embedding, Linear, MSELoss  # noqa: E402
+
+__all__ += ["Linear", "Embedding", "Dropout", "CrossEntropyLoss", "MSELoss"]
