@@ -17,9 +17,12 @@
 #include "cells.hpp"
 #include "driver.hpp"
 #include "loss.hpp"
+#include "memory.hpp"
 
 namespace py = pybind11;
 using namespace rnnkit;
+
+void bind_attention(pybind11::module_& m);  // attention_bindings.cpp
 
 namespace {
 
@@ -82,19 +85,19 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
   if (b_ih) require_shape(*b_ih, {GH}, "b_ih");
   if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
 
-  Array<T> y({T_, B, S}), h_T({B, S});
+  Array<T> y = cached_array<T>({T_, B, S}), h_T = cached_array<T>({B, S});
   std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m;
-  if (Cell::kHasCellState) c_T.emplace(std::vector<index_t>{B, H});
+  if (Cell::kHasCellState) c_T = cached_array<T>({B, H});
   if (training) {
     // Rows past a sequence's length are never written; they must be zero because backward's
     // whole-sequence GEMMs read them (multiplied by zero gradients).
     auto make = [&](std::vector<index_t> shape) {
-      Array<T> a(shape);
+      Array<T> a = cached_array<T>(shape);
       if (s.lengths) std::fill_n(a.mutable_data(), a.size(), T(0));
       return a;
     };
     hprev = make({T_, B, S});
-    gates.emplace(std::vector<index_t>{T_, B, GH});  // fully written (it first holds x W_ih^T)
+    gates = cached_array<T>({T_, B, GH});  // fully written (it first holds x W_ih^T)
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
     if (W_hr) m = make({T_, B, H});
@@ -148,12 +151,13 @@ py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArra
     require_shape(*extra, {T_, B, H}, "workspace extra");
   }
 
-  Array<T> dx({T_, B, I}), dh0({B, S}), dW_ih({GH, I}), dW_hh({GH, S});
+  Array<T> dx = cached_array<T>({T_, B, I}), dh0 = cached_array<T>({B, S}),
+           dW_ih = cached_array<T>({GH, I}), dW_hh = cached_array<T>({GH, S});
   std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr;
-  if (W_hr) dW_hr.emplace(std::vector<index_t>{S, H});
-  if (Cell::kHasCellState) dc0.emplace(std::vector<index_t>{B, H});
-  if (has_b_ih) db_ih.emplace(std::vector<index_t>{GH});
-  if (has_b_hh) db_hh.emplace(std::vector<index_t>{GH});
+  if (W_hr) dW_hr = cached_array<T>({S, H});
+  if (Cell::kHasCellState) dc0 = cached_array<T>({B, H});
+  if (has_b_ih) db_ih = cached_array<T>({GH});
+  if (has_b_hh) db_hh = cached_array<T>({GH});
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
   BackwardArgs<T> p{ptr(dy),             ptr(dh_T),         ptr(dc_T),        x.data(),
                     W_ih.data(),         W_hh.data(),       ptr(W_hr),        hprev.data(),
@@ -299,4 +303,7 @@ PYBIND11_MODULE(_core, m) {
   // both paths on the same shapes; benchmarks to compare them).
   m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));
   m.def("_get_small_batch_limit", [] { return small_batch_limit().load(); });
+  // Private: bytes held by the cache of freed output blocks, and emptying it.
+  m.def("_cached_bytes", [] { return BlockCache::instance().cached_bytes(); });
+  m.def("_release_cached_memory", [] { BlockCache::instance().release(); });
 }

@@ -69,7 +69,8 @@ VARIANTS = {
 
 
 def make_data(m, rng, dtype=np.float64):
-    y = rng.integers(0, V, (T, B)) if m.discrete else rng.standard_normal((T, B, O)).astype(dtype)
+    y = rng.integers(0, m.vocab_size, (T, B)) if m.discrete else \
+        rng.standard_normal((T, B, O)).astype(dtype)
     x = rng.standard_normal((T, B, I)).astype(dtype) if m.input_size else None
     return y, x
 
@@ -91,9 +92,14 @@ def test_output_recurrent_forward_oracle(variant, dtype, rng):
     np.testing.assert_allclose(o, loop_oracle(m, y_prev, x), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(VARIANTS) + ["tokens_E_x_large_V"])
 def test_output_recurrent_gradients(variant, rng):
-    m = models.OutputRecurrentRNN(H, dtype=np.float64, seed=1, **VARIANTS[variant])
+    kw = dict(VARIANTS[variant.replace("_large_V", "")])
+    if variant.endswith("large_V"):  # V > T*B: the per-row path instead of the table
+        kw["vocab_size"] = 2 * T * B
+    m = models.OutputRecurrentRNN(H, dtype=np.float64, seed=1, **kw)
+    if m.discrete:
+        assert m._use_table(T * B) != variant.endswith("large_V")
     y, x = make_data(m, rng)
     y_prev = m.teacher_inputs(y, start=1 if m.discrete else 0.5)
     lf = loss_of(m)
@@ -244,10 +250,13 @@ def test_p0_is_open_loop_and_p1_is_teacher_forcing(rng):
     np.testing.assert_array_equal(tape.fed[1:], gen[:-1])
 
 
-@pytest.mark.parametrize("kind", ["or_tokens", "or_real", "dec_gru_real", "dec_lstm_tokens"])
+@pytest.mark.parametrize("kind", ["or_tokens", "or_tokens_E", "or_real", "dec_gru_real",
+                                  "dec_lstm_tokens"])
 def test_scheduled_sampling_backward_is_exact(kind, rng):
     if kind.startswith("or"):
-        kw = dict(vocab_size=V) if kind.endswith("tokens") else dict(output_size=O)
+        # or_tokens_E: with B = 3 < V rows a step takes the per-row path, not the table
+        kw = dict(vocab_size=V, embedding_dim=E) if kind.endswith("_E") else \
+            dict(vocab_size=V) if kind.endswith("tokens") else dict(output_size=O)
         m = models.OutputRecurrentRNN(H, input_size=I, dtype=np.float64, seed=5, **kw)
     else:
         cell = kind.split("_")[1]

@@ -263,19 +263,22 @@ class OutputRecurrentRNN(_AutoregressiveBase):
     # One code path for any leading shape: (T, B) for a whole sequence, (B,) for one step.
 
     def _core(self, prev, x):
-        e = None
-        if self.discrete:
-            if self.U is not None and self._use_table(prev.size):
-                # y_{t-1} U^T for a token is a row of the table (V, H) = embed U^T: one small
-                # GEMM instead of one over every row when V <= T*B (exact, same sums)
-                e = "table"
-                a = (self.embed.weight.data @ self.U.weight.data.T)[prev]
-            else:
-                e = self.embed.weight.data[prev]  # (..., E)
-                a = self.U.apply(e) if self.U is not None else e.copy()
+        if self.discrete and (self.U is None or self._use_table(prev.size)):
+            # For a token, b + y_{t-1} U^T is a row of the table (V, H) = b + embed U^T (or
+            # b + embed without U): one small GEMM instead of one over all T*B rows when
+            # V <= T*B, and one gather. Exact: the same sums.
+            e = "table"
+            table = (self.embed.weight.data @ self.U.weight.data.T if self.U is not None
+                     else self.embed.weight.data) + self.b.data
+            a = table[prev]  # (..., H), a fresh array
+        elif self.discrete:
+            e = self.embed.weight.data[prev]  # (..., E)
+            a = self.U.apply(e)
+            a += self.b.data
         else:
+            e = None
             a = self.U.apply(prev)
-        a += self.b.data
+            a += self.b.data
         if self.W is not None:
             a += self.W.apply(x)
         h = np.tanh(a, out=a)  # (..., H)
@@ -287,22 +290,25 @@ class OutputRecurrentRNN(_AutoregressiveBase):
 
     def _core_backward(self, do, cache):
         prev, x, e, h = cache
+        H = self.hidden_size
         dh = self.out.accumulate(h, do)
         da = np.multiply(h, h)  # da = dh * (1 - h^2), in place
         np.subtract(1, da, out=da)
         da *= dh
-        H = self.hidden_size
-        self.b.grad += da.reshape(-1, H).sum(axis=0)
         dx = self.W.accumulate(x, da) if self.W is not None else None
-        if self.discrete:
-            if isinstance(e, str):  # the table path: scatter into (V, H), then two GEMMs
-                dtable = scatter_add_rows(np.zeros((self.vocab_size, H), da.dtype),
-                                          prev.reshape(-1), da.reshape(-1, H))
+        if isinstance(e, str):  # the table path: scatter da into (V, H); every row lands there
+            dtable = scatter_add_rows(np.zeros((self.vocab_size, H), da.dtype),
+                                      prev.reshape(-1), da.reshape(-1, H))
+            self.b.grad += dtable.sum(axis=0)
+            if self.U is not None:
                 self.U.weight.grad += dtable.T @ self.embed.weight.data
                 self.embed.weight.grad += dtable @ self.U.weight.data
-                return dx, None
-            de = self.U.accumulate(e, da) if self.U is not None else da
-            self.embed.accumulate(prev, de)
+            else:
+                self.embed.weight.grad += dtable
+            return dx, None
+        self.b.grad += da.reshape(-1, H).sum(axis=0)
+        if self.discrete:
+            self.embed.accumulate(prev, self.U.accumulate(e, da))
             return dx, None
         return dx, self.U.accumulate(prev, da)
 
