@@ -197,7 +197,7 @@ struct AdditiveArgs {
 template <class T>
 RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
-  std::vector<T> e(std::size_t(S)), tmp(std::size_t(A));
+  std::vector<T> e(static_cast<std::size_t>(S)), tmp(static_cast<std::size_t>(A));
   for (index_t b = 0; b < p.B; ++b) {
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* kp = p.kp + b * S * A;
@@ -216,7 +216,7 @@ template <class T>
 RNNKIT_CLONES void additive_attention_backward(const AdditiveArgs<T>& p, const T* dctx, const T* dw,
                                                const T* w, T* dqp, T* dkp, T* dv, T* dvalues) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
-  std::vector<T> dw_total(std::size_t(T_ * S)), de(std::size_t(S));
+  std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(S));
   std::fill_n(dv, A, T(0));
   for (index_t b = 0; b < p.B; ++b) {
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
@@ -265,7 +265,7 @@ struct DotArgs {
 template <class T>
 RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
-  std::vector<T> e(std::size_t(T_ * S));
+  std::vector<T> e(static_cast<std::size_t>(T_ * S));
   for (index_t b = 0; b < p.B; ++b) {
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* qb = p.q + b * T_ * H;
@@ -288,7 +288,7 @@ template <class T>
 RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, const T* dw, const T* w,
                                           T* dq, T* dk, T* dvalues) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
-  std::vector<T> dw_total(std::size_t(T_ * S)), de(std::size_t(T_ * S));
+  std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(T_ * S));
   for (index_t b = 0; b < p.B; ++b) {
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* wb = w + b * T_ * S;

@@ -297,8 +297,15 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use the rnnkit package).";
   bind_dtype<float>(m);
   bind_dtype<double>(m);
-  m.def("set_num_threads", &blas_set_num_threads, py::arg("n"));
-  m.def("get_num_threads", &blas_get_num_threads);
+  // rnnkit's threads: its team (the per-step loop) and its BLAS pool (whole-sequence GEMMs)
+  // always have the same size. The default follows the BLAS, which honours
+  // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS.
+  Team::instance().set_size(blas_get_num_threads());
+  m.def("set_num_threads", [](int n) {
+    blas_set_num_threads(n);
+    Team::instance().set_size(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", [] { return Team::instance().size(); });
   // Private: the batch size up to which per-step products skip the BLAS (tests use it to cover
   // both paths on the same shapes; benchmarks to compare them).
   m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));
@@ -306,4 +313,5 @@ PYBIND11_MODULE(_core, m) {
   // Private: bytes held by the cache of freed output blocks, and emptying it.
   m.def("_cached_bytes", [] { return BlockCache::instance().cached_bytes(); });
   m.def("_release_cached_memory", [] { BlockCache::instance().release(); });
+  bind_attention(m);
 }

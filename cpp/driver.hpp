@@ -16,6 +16,13 @@
 // simply left alone while it is inactive, which gives PyTorch's packed-sequence semantics in
 // both directions: forward stops at each row's last step; reverse starts there from h0.
 //
+// Threads: below a batch size limit the per-step products use rnnkit's packed kernel
+// (small_gemm.hpp) and the whole time loop runs on rnnkit's team (team.hpp): each thread owns
+// a slice of the product's output columns (and of the packed weights) and a slice of the batch
+// rows for the elementwise part, with a barrier between phases. Above the limit, the per-step
+// products go to the BLAS (with its own threads) and the elementwise part runs on the caller.
+// The whole-sequence GEMMs always go to the BLAS, outside the team.
+//
 // Memory: every buffer is allocated before the time loop; nothing is allocated inside it.
 // Layout of saved arrays is by time index t and original batch row b, so the whole-sequence
 // GEMMs see plain (T*B, .) matrices whichever the direction.
@@ -26,12 +33,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <tuple>
 #include <vector>
 
 #include "blas.hpp"
 #include "cells.hpp"
 #include "common.hpp"
 #include "small_gemm.hpp"
+#include "team.hpp"
 
 namespace rnnkit {
 
@@ -78,37 +87,88 @@ T* scratch(int slot, index_t n) {
   return buf.data();
 }
 
-// Up to this many batch rows, the per-step products use small_gemm (see small_gemm.hpp) instead
-// of the BLAS. Settable (for tests and benchmarks) through a private binding.
+// Up to this many batch rows, the per-step products use rnnkit's packed kernel on rnnkit's team
+// instead of the BLAS. Settable (for tests and benchmarks) through a private binding.
 inline std::atomic<index_t>& small_batch_limit() {
-  static std::atomic<index_t> limit{8};
+  static std::atomic<index_t> limit{128};
   return limit;
 }
 
-// One per-step product C (n, N) = A (n, K) @ M (+ beta C), where M is a weight matrix W or its
-// transpose (W^T for the forward's h W_hh^T, W itself for the backward's dg W_hh). For small
-// batches M is packed once per call for small_gemm; otherwise the BLAS reads W directly.
+// One thread's share of a per-step product C (n, N) = A (n, K) @ M (+ beta C), where M is a
+// weight matrix W or its transpose (W^T for the forward's h W_hh^T, W itself for the
+// backward's dg W_hh). Packed mode: this thread computes columns [c0, c1) from its own packed
+// copy of those columns of M. BLAS mode: one thread computes everything with the BLAS.
 template <class T>
-struct StepOperand {
-  const T* W;
-  index_t K, N, ldw;
-  bool transposed;  // M = W^T with W (N, K); else M = W (K, N)
-  PackedPanels<T> packed;
+struct StepProduct {
+  const T* W = nullptr;
+  index_t K = 0, N = 0, ldw = 0, c0 = 0, c1 = 0;
+  bool transposed = false, packed_mode = false;
+  PackedPanels<T> panels;
 
-  StepOperand(const T* W_, index_t K_, index_t N_, index_t ldw_, bool transposed_, index_t batch,
-              index_t steps)
-      : W(W_), K(K_), N(N_), ldw(ldw_), transposed(transposed_) {
-    // Packing costs about one product; it pays off over a few steps.
-    if (W && batch <= small_batch_limit().load() && steps >= 4)
-      packed.pack(W, ldw, transposed, K, N, batch);
+  // Called by the caller for each thread before the run: sizes the slice's storage.
+  void prepare(const T* W_, index_t K_, index_t N_, index_t ldw_, bool transposed_, bool packed,
+               index_t batch, int tid, int nthreads) {
+    W = W_;
+    K = K_;
+    N = N_;
+    ldw = ldw_;
+    transposed = transposed_;
+    packed_mode = packed;
+    if (!W) return;
+    if (!packed_mode) {
+      c0 = 0;
+      c1 = N;
+      return;
+    }
+    const TeamContext ctx{tid, nthreads, nullptr};
+    std::tie(c0, c1) = ctx.part(N, PackedPanels<T>::width_for(batch));
+    panels.allocate(K, c1 - c0, batch);
   }
-
+  // Called by the owning thread inside the run.
+  void pack() {
+    if (W && packed_mode) panels.fill(W, ldw, transposed, c0);
+  }
   void apply(index_t n, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
-    if (!packed.data.empty())
-      small_gemm(n, A, lda, packed, beta, C, ldc);
-    else
+    if (!W) return;
+    if (packed_mode) {
+      if (c1 > c0) small_gemm(n, A, lda, panels, beta, C + c0, ldc);
+    } else {
       gemm(false, transposed, int(n), int(N), int(K), T(1), A, int(lda), W, int(ldw), beta, C, int(ldc));
+    }
   }
+};
+
+// How a call runs: on the team with packed products, or on the caller with BLAS products.
+struct RunPlan {
+  bool packed;
+  int nthreads;
+
+  RunPlan(index_t B, index_t work_per_step) {
+    packed = B <= small_batch_limit().load();
+    // Below this much work per step a second thread costs more in barriers than it saves.
+    nthreads = packed && work_per_step >= 32 * 1024 ? Team::instance().size() : 1;
+  }
+
+  template <class F>
+  void run(const F& body) const {
+    if (nthreads > 1)
+      Team::instance().run(nthreads, body);
+    else
+      body(TeamContext{0, 1, nullptr});
+  }
+};
+
+// Per-thread products for one weight operand.
+template <class T>
+struct StepProducts {
+  std::vector<StepProduct<T>> parts;
+  StepProducts(const RunPlan& plan, const T* W, index_t K, index_t N, index_t ldw, bool transposed,
+               index_t batch)
+      : parts(std::size_t(plan.nthreads)) {
+    for (int t = 0; t < plan.nthreads; ++t)
+      parts[std::size_t(t)].prepare(W, K, N, ldw, transposed, plan.packed, batch, t, plan.nthreads);
+  }
+  StepProduct<T>& operator[](int tid) { return parts[std::size_t(tid)]; }
 };
 
 // Pointers of a forward call. Saved arrays (hprev, cprev, gates, extra) are null in
@@ -148,10 +208,12 @@ struct StepForward {
   T* reset_h;       // (B, H)
 };
 
+// Visiting positions [r0, r1) of one step.
 template <class Cell, class T>
-RNNKIT_CLONES void forward_rows(index_t n, index_t H, const index_t* rows, const StepForward<T>& s, int part) {
+RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t* rows, const StepForward<T>& s,
+                                int part) {
   const index_t GH = Cell::G * H;
-  for (index_t r = 0; r < n; ++r) {
+  for (index_t r = r0; r < r1; ++r) {
     const index_t b = rows[r];
     T* gates = s.gates + b * GH;
     const T* gh = s.gh + r * GH;
@@ -189,13 +251,6 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   std::vector<T> zero_bias(std::size_t(GH), T(0));
   std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
-  // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
-  // projection m W_hr^T.
-  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
-  const index_t GH1 = GH - kSplit * H;  // columns whose product takes h_{t-1}
-  const StepOperand<T> rec(p.W_hh, S, GH1, S, true, B, T_);
-  const StepOperand<T> rec_n(kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B, T_);
-  const StepOperand<T> proj(p.W_hr, H, S, H, true, B, T_);
   std::vector<T> m_rows(project ? std::size_t(B * H) : 0);            // cell output, visiting order
   std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
@@ -211,41 +266,61 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx,
        int(GH));
 
-  for (index_t k = 0; k < T_; ++k) {
-    const index_t t = RowSchedule::time_of(s, k);
-    const index_t n = sched.n_active[t];
-    const index_t tBH = t * B * H, tBS = t * B * S;
-    if (training) {  // h_{t-1} (and c_{t-1}) of active rows, for backward
-      for (index_t r = 0; r < n; ++r) {
-        std::copy_n(h.data() + r * S, S, p.hprev + tBS + rows[r] * S);
-        if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.cprev + tBH + rows[r] * H);
+  // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
+  // projection m W_hr^T, each split by output columns over the threads.
+  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
+  const index_t GH1 = GH - kSplit * H;  // columns whose product takes h_{t-1}
+  const RunPlan plan(B, B * GH * S);
+  StepProducts<T> rec(plan, p.W_hh, S, GH1, S, true, B);
+  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B);
+  StepProducts<T> proj(plan, p.W_hr, H, S, H, true, B);
+
+  plan.run([&](const TeamContext& ctx) {
+    const int tid = ctx.tid;
+    rec[tid].pack();
+    rec_n[tid].pack();
+    proj[tid].pack();
+    for (index_t k = 0; k < T_; ++k) {
+      const index_t t = RowSchedule::time_of(s, k);
+      const index_t n = sched.n_active[t];
+      const auto [r0, r1] = ctx.part(n);  // this thread's rows for the elementwise phases
+      const index_t tBH = t * B * H, tBS = t * B * S;
+      // Without projection the cell writes the new state in place and y directly; with it the
+      // cell writes m_t (visiting order, plus the saved copy) and the product below makes h_t.
+      StepForward<T> base{gx + t * B * GH,
+                          gh.data(),
+                          b_ih,
+                          b_hh,
+                          project ? m_rows.data() : h.data(),
+                          Cell::kHasCellState ? c.data() : nullptr,
+                          project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
+                          Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
+                          Cell::kSplitRecurrent ? reset_h.data() : nullptr};
+      rec[tid].apply(n, h.data(), S, T(0), gh.data(), GH);
+      ctx.barrier();
+      if (training) {  // h_{t-1} (and c_{t-1}) of this thread's rows, for backward
+        for (index_t r = r0; r < r1; ++r) {
+          std::copy_n(h.data() + r * S, S, p.hprev + tBS + rows[r] * S);
+          if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.cprev + tBH + rows[r] * H);
+        }
+      }
+      if constexpr (Cell::kSplitRecurrent) {
+        forward_rows<Cell>(r0, r1, H, rows, base, 1);
+        ctx.barrier();
+        rec_n[tid].apply(n, reset_h.data(), H, T(0), gh.data() + GH1, GH);
+        ctx.barrier();
+        forward_rows<Cell>(r0, r1, H, rows, base, 2);
+      } else {
+        forward_rows<Cell>(r0, r1, H, rows, base, 0);
+      }
+      ctx.barrier();
+      if (project) {
+        proj[tid].apply(n, m_rows.data(), H, T(0), h.data(), S);
+        ctx.barrier();
+        for (index_t r = r0; r < r1; ++r) std::copy_n(h.data() + r * S, S, p.y + tBS + rows[r] * S);
       }
     }
-    // Without projection the cell writes the new state in place and y directly; with it the
-    // cell writes m_t (visiting order, plus the saved copy) and the GEMM below makes h_t.
-    StepForward<T> base{gx + t * B * GH,
-                       gh.data(),
-                       b_ih,
-                       b_hh,
-                       project ? m_rows.data() : h.data(),
-                       Cell::kHasCellState ? c.data() : nullptr,
-                       project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
-                       Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
-                       Cell::kSplitRecurrent ? reset_h.data() : nullptr};
-    if constexpr (Cell::kSplitRecurrent) {
-      rec.apply(n, h.data(), S, T(0), gh.data(), GH);
-      forward_rows<Cell>(n, H, rows, base, 1);
-      rec_n.apply(n, reset_h.data(), H, T(0), gh.data() + GH1, GH);
-      forward_rows<Cell>(n, H, rows, base, 2);
-    } else {
-      rec.apply(n, h.data(), S, T(0), gh.data(), GH);
-      forward_rows<Cell>(n, H, rows, base, 0);
-    }
-    if (project) {
-      proj.apply(n, m_rows.data(), H, T(0), h.data(), S);
-      for (index_t r = 0; r < n; ++r) std::copy_n(h.data() + r * S, S, p.y + tBS + rows[r] * S);
-    }
-  }
+  });
 
   for (index_t r = 0; r < B; ++r) {
     std::copy_n(h.data() + r * S, S, p.h_T + rows[r] * S);
@@ -296,10 +371,10 @@ struct StepBackward {
 };
 
 template <class Cell, class T>
-RNNKIT_CLONES void backward_rows(index_t n, index_t H, const index_t* rows, const StepBackward<T>& s,
-                                 int part) {
+RNNKIT_CLONES void backward_rows(index_t r0, index_t r1, index_t H, const index_t* rows,
+                                 const StepBackward<T>& s, int part) {
   const index_t GH = Cell::G * H;
-  for (index_t r = 0; r < n; ++r) {
+  for (index_t r = r0; r < r1; ++r) {
     const index_t b = rows[r];
     const T* dy = s.dy + b * H;
     const T* gates = s.gates + b * GH;
@@ -355,13 +430,6 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if (dgh) std::fill_n(dgh, TB * GH, T(0));
     if (dh_seq) std::fill_n(dh_seq, TB * S, T(0));
   }
-  // Per-step products: dh_{t-1} = dg W_hh (the split cell: d(r*h) = dg_n W_hn first, then the
-  // r,z blocks), and dm = dh W_hr.
-  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
-  const index_t GH1 = GH - kSplit * H;
-  const StepOperand<T> rec(p.W_hh, GH1, S, S, false, B, T_);
-  const StepOperand<T> rec_n(kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B, T_);
-  const StepOperand<T> proj(p.W_hr, S, H, H, false, B, T_);
   // x as the weight-gradient GEMM sees it: padded steps must not reach dW_ih, and a zero gate
   // gradient does not cancel a NaN or inf there, so with lengths they are zeroed in a copy.
   const T* x_valid = p.x;
@@ -383,45 +451,68 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if (Cell::kHasCellState && p.dc_T) std::copy_n(p.dc_T + b * H, H, dc.data() + r * H);
   }
 
-  for (index_t k = T_ - 1; k >= 0; --k) {
-    const index_t t = RowSchedule::time_of(s, k);
-    const index_t n = sched.n_active[t];
-    const index_t tBH = t * B * H, tBS = t * B * S;
-    if (project) {  // dh_t = carried + dy_t; dm_t = dh_t W_hr; the cell then sees dm_t only
-      for (index_t r = 0; r < n; ++r) {
-        T* d = dh.data() + r * S;
-        if (p.dy) {
-          const T* dyr = p.dy + tBS + rows[r] * S;
-          for (index_t j = 0; j < S; ++j) d[j] += dyr[j];
+  // Per-step products: dh_{t-1} = dg W_hh (the split cell: d(r*h) = dg_n W_hn first, then the
+  // r,z blocks), and dm = dh W_hr, each split by output columns over the threads.
+  constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
+  const index_t GH1 = GH - kSplit * H;
+  const RunPlan plan(B, B * GH * S);
+  StepProducts<T> rec(plan, p.W_hh, GH1, S, S, false, B);
+  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B);
+  StepProducts<T> proj(plan, p.W_hr, S, H, H, false, B);
+
+  plan.run([&](const TeamContext& ctx) {
+    const int tid = ctx.tid;
+    rec[tid].pack();
+    rec_n[tid].pack();
+    proj[tid].pack();
+    for (index_t k = T_ - 1; k >= 0; --k) {
+      const index_t t = RowSchedule::time_of(s, k);
+      const index_t n = sched.n_active[t];
+      const auto [r0, r1] = ctx.part(n);
+      const index_t tBH = t * B * H, tBS = t * B * S;
+      if (project) {  // dh_t = carried + dy_t; dm_t = dh_t W_hr; the cell then sees dm_t only
+        for (index_t r = r0; r < r1; ++r) {
+          T* d = dh.data() + r * S;
+          if (p.dy) {
+            const T* dyr = p.dy + tBS + rows[r] * S;
+            for (index_t j = 0; j < S; ++j) d[j] += dyr[j];
+          }
+          std::copy_n(d, S, dh_seq + tBS + rows[r] * S);
         }
-        std::copy_n(d, S, dh_seq + tBS + rows[r] * S);
+        ctx.barrier();
+        proj[tid].apply(n, dh.data(), S, T(0), dm.data(), H);
+        ctx.barrier();
       }
-      proj.apply(n, dh.data(), S, T(0), dm.data(), H);
+      StepBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
+                           p.gates + t * B * GH,
+                           Cell::kHasExtra ? p.extra + tBH : nullptr,
+                           project ? nullptr : p.hprev + tBS,
+                           Cell::kHasCellState ? p.cprev + tBH : nullptr,
+                           project ? dm.data() : dh.data(),
+                           Cell::kHasCellState ? dc.data() : nullptr,
+                           dgx + t * B * GH,
+                           dg.data(),
+                           Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
+      if constexpr (Cell::kSplitRecurrent) {
+        backward_rows<Cell>(r0, r1, H, rows, base, 1);
+        ctx.barrier();
+        rec_n[tid].apply(n, dg.data() + GH1, GH, T(0), d_reset_h.data(), H);
+        ctx.barrier();
+        backward_rows<Cell>(r0, r1, H, rows, base, 2);
+        ctx.barrier();
+        rec[tid].apply(n, dg.data(), GH, T(1), dh.data(), S);
+      } else {
+        backward_rows<Cell>(r0, r1, H, rows, base, 0);
+        if constexpr (Cell::kSeparateRecurrentGrad) {
+          for (index_t r = r0; r < r1; ++r)
+            std::copy_n(dg.data() + r * GH, GH, dgh + t * B * GH + rows[r] * GH);
+        }
+        ctx.barrier();
+        rec[tid].apply(n, dg.data(), GH, Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), S);
+      }
+      ctx.barrier();
     }
-    StepBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
-                        p.gates + t * B * GH,
-                        Cell::kHasExtra ? p.extra + tBH : nullptr,
-                        project ? nullptr : p.hprev + tBS,
-                        Cell::kHasCellState ? p.cprev + tBH : nullptr,
-                        project ? dm.data() : dh.data(),
-                        Cell::kHasCellState ? dc.data() : nullptr,
-                        dgx + t * B * GH,
-                        dg.data(),
-                        Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
-    if constexpr (Cell::kSplitRecurrent) {
-      backward_rows<Cell>(n, H, rows, base, 1);
-      rec_n.apply(n, dg.data() + GH1, GH, T(0), d_reset_h.data(), H);
-      backward_rows<Cell>(n, H, rows, base, 2);
-      rec.apply(n, dg.data(), GH, T(1), dh.data(), S);
-    } else {
-      backward_rows<Cell>(n, H, rows, base, 0);
-      rec.apply(n, dg.data(), GH, Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), S);
-    }
-    if constexpr (Cell::kSeparateRecurrentGrad) {
-      for (index_t r = 0; r < n; ++r)
-        std::copy_n(dg.data() + r * GH, GH, dgh + t * B * GH + rows[r] * GH);
-    }
-  }
+  });
 
   for (index_t r = 0; r < B; ++r) {
     std::copy_n(dh.data() + r * S, S, p.dh0 + rows[r] * S);

@@ -34,17 +34,26 @@ struct PackedPanels {
   index_t K = 0, N = 0, width = 2 * L;
   std::vector<T> data;
 
-  // Pack M = W^T (transposed) or M = W, W row-major with leading dimension ldw.
-  void pack(const T* W, index_t ldw, bool transposed, index_t K_, index_t N_, index_t batch) {
+  // The panel width for a batch of this many rows (8 accumulators = rows x vectors).
+  static index_t width_for(index_t batch) { return (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * L; }
+
+  // Sizes the storage for K x N (done by the caller, so an allocation failure is reported).
+  void allocate(index_t K_, index_t N_, index_t batch) {
     K = K_;
     N = N_;
-    width = (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * L;
+    width = width_for(batch);
     data.resize(std::size_t(K * N));
+  }
+
+  // Fills in columns [col0, col0 + N) of M = W^T (transposed) or M = W, W row-major with
+  // leading dimension ldw. Run by the thread that will use the panels, so they land in its
+  // cache.
+  void fill(const T* W, index_t ldw, bool transposed, index_t col0) {
     for (index_t j0 = 0; j0 < N; j0 += width) {
       const index_t w = std::min(width, N - j0);
       T* panel = data.data() + j0 * K;
       if (!transposed) {
-        for (index_t k = 0; k < K; ++k) std::copy_n(W + k * ldw + j0, w, panel + k * w);
+        for (index_t k = 0; k < K; ++k) std::copy_n(W + k * ldw + col0 + j0, w, panel + k * w);
         continue;
       }
       // M's column j is W's row j: transpose in blocks of 16 rows so that both the 16 rows
@@ -52,7 +61,7 @@ struct PackedPanels {
       for (index_t jb = 0; jb < w; jb += 16) {
         const index_t jn = std::min<index_t>(16, w - jb);
         for (index_t k = 0; k < K; ++k)
-          for (index_t j = 0; j < jn; ++j) panel[k * w + jb + j] = W[(j0 + jb + j) * ldw + k];
+          for (index_t j = 0; j < jn; ++j) panel[k * w + jb + j] = W[(col0 + j0 + jb + j) * ldw + k];
       }
     }
   }

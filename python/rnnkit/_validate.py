@@ -8,32 +8,43 @@ copy only when needed), so the compiled kernels can rely on plain row-major memo
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def float_array(name, a, dtype=None):
-    """Return ``a`` as a C-contiguous float32/float64 array.
+    """Return ``a`` as a C-contiguous, native-byte-order float32/float64 array.
 
     ``dtype`` is the dtype of the call (set by its first array); every other array must match
     it exactly, since silently converting would hide a user's mistake and cost a copy.
-    float16 is rejected rather than computed in another precision.
+    float16 is rejected rather than computed in another precision. Integer, bool, complex,
+    object, string and structured arrays are rejected (TypeError). A copy is made only when
+    needed (non-contiguous, negative strides, Fortran order, other byte order), and refused
+    (MemoryError) when it could not fit in memory, e.g. for a huge broadcast view.
     """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     arr = np.asarray(a)
-    if arr.dtype not in FLOAT_DTYPES:
+    # float32/float64 stored in the other byte order hold the same values: accepted, made native
+    native = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" else arr.dtype
+    if native not in FLOAT_DTYPES:
         raise TypeError(
             f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}"
-            + (" (float16 is not supported: convert to float32)" if arr.dtype == np.float16 else "")
+            + (" (float16 is not supported: convert to float32)" if native == np.float16 else "")
         )
-    if dtype is not None and arr.dtype != dtype:
+    if dtype is not None and native != dtype:
         raise TypeError(
             f"{name}: expected dtype {np.dtype(dtype).name} (all arrays of one call share a dtype),"
-            f" got {arr.dtype.name}"
+            f" got {native.name}"
         )
-    return np.asarray(arr, order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
+    if not arr.flags.c_contiguous or native != arr.dtype:
+        check_alloc(name, native, arr.size, "a C-contiguous copy")
+    # (np.ascontiguousarray would turn 0-d into 1-d)
+    return np.asarray(arr, dtype=native, order="C")
 
 
 def optional_float_array(name, a, dtype):
@@ -80,9 +91,103 @@ def flag(name, value):
 
 # The BLAS takes 32-bit sizes; the whole-sequence GEMMs have T*B rows.
 INT32_MAX = 2**31 - 1
+# The largest byte count an array (and a C++ buffer) can have: NumPy's and ptrdiff_t's limit.
+INTP_MAX = int(np.iinfo(np.intp).max)
 
 
-def check_gemm_sizes(**dims):
-    for name, value in dims.items():
+# The argument a too-large GEMM size is reported on (the one whose shape carries it).
+_GEMM_ARG = {"T*B": "x", "I": "x", "G*H": "W_hh"}
+
+
+def check_gemm_sizes(arg=None, **dims):
+    """Each GEMM dimension must fit the BLAS's 32-bit integers, else ValueError.
+
+    ``dims`` maps a symbolic size to its value; the message names ``arg`` (by default the
+    sequence argument carrying that size), e.g.
+    ``x: T*B = 2147483648 exceeds the BLAS's 32-bit size limit 2147483647``.
+    """
+    for sym, value in dims.items():
         if value > INT32_MAX:
-            raise ValueError(f"{name} = {value} exceeds the BLAS limit of {INT32_MAX}")
+            name = arg or _GEMM_ARG.get(sym, sym)
+            raise ValueError(f"{name}: {sym} = {value} exceeds the BLAS's 32-bit size limit "
+                             f"{INT32_MAX}")
+
+
+@functools.lru_cache(maxsize=None)
+def memory_limit():
+    """Bytes this process could ever hold: physical memory plus swap; None where unknown.
+
+    A buffer larger than this cannot be backed even with every other process gone; with
+    memory overcommit the allocation itself might still succeed and the process would then be
+    killed on first touch, so such sizes are refused up front with MemoryError.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return total if total > 0 else None
+
+
+def _human(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if nbytes < 1024 or unit == "EiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+
+
+def check_alloc(arg, dtype, n_elements, what):
+    """Refuse, before allocating, ``n_elements`` values of ``dtype`` that cannot exist.
+
+    ValueError when the byte count does not fit a 64-bit size (it would overflow);
+    MemoryError when it exceeds :func:`memory_limit`. ``what`` names the buffers, e.g.
+    ``x: y and the gate buffer (T*B*(H + G*H) values) would take 32.0 TiB of float64, more
+    than this machine's memory (23.4 GiB, RAM + swap)``.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(n_elements) * dtype.itemsize  # Python ints: no overflow here
+    if nbytes > INTP_MAX:
+        raise ValueError(f"{arg}: {what} would take {nbytes} bytes of {dtype.name}, more than a "
+                         f"64-bit size can hold ({INTP_MAX})")
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{arg}: {what} would take {_human(nbytes)} of {dtype.name}, more than "
+                          f"this machine's memory ({_human(limit)}, RAM + swap)")
+
+
+def check_rnn_module_sizes(module, gates, input_size, hidden_size, num_layers, num_directions,
+                           proj_size, bias, dtype):
+    """Sizes of a multi-layer recurrent module (rnnkit.nn), checked before any allocation.
+
+    ``G*hidden_size`` and ``input_size`` must fit the BLAS's 32-bit sizes (ValueError); all the
+    parameters together must fit in memory (MemoryError), computed without a loop over layers.
+    """
+    G, H, L, D = gates, hidden_size, num_layers, num_directions
+    H_out = proj_size or H
+    check_gemm_sizes("hidden_size", **{f"{G}*hidden_size": G * H})
+    check_gemm_sizes("input_size", input_size=input_size)
+    fixed = G * H * H_out + (2 * G * H if bias else 0) + proj_size * H  # per layer, per direction
+    n = D * (G * H * input_size + fixed + (L - 1) * (G * H * D * H_out + fixed))
+    check_alloc(module, dtype, n, f"the parameters ({n} values)")
+
+
+def check_workspace_arrays(ws):
+    """A workspace's arrays must be as its forward left them: ndarrays of one dtype (x's),
+    C-contiguous. A workspace edited by hand (``dataclasses.replace``, ``ws.saved[...] = ...``)
+    would otherwise be converted silently by the compiled module; reject it (TypeError)."""
+    arrays = [("x", ws.x), ("W_ih", ws.W_ih), ("W_hh", ws.W_hh)]
+    arrays += [(k, a) for k, a in ws.options.items() if k.startswith("W_")]
+    arrays += [(f"saved {k!r}", a) for k, a in ws.saved.items()]
+    dtype = getattr(ws.x, "dtype", None)
+    for name, a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+            got = (f"a {type(a).__name__}" if not isinstance(a, np.ndarray) else
+                   f"dtype {a.dtype}" if a.dtype != dtype else "a non-contiguous array")
+            raise TypeError(f"workspace: its {name} is {got}, but a workspace must come unmodified "
+                            f"from its forward (x is {dtype})")

@@ -241,7 +241,7 @@ def _index_array(name, idx, V):
     return idx
 
 
-def scatter_add_rows(target, idx, rows):
+def scatter_add_rows(target, idx, rows, work=None):
     """``target[idx[n]] += rows[n]`` for every n, duplicates summed: target (V, E), idx (N,)
     integers, rows (N, E). Returns target.
 
@@ -249,7 +249,8 @@ def scatter_add_rows(target, idx, rows):
     ``np.add.at``, which is slow): sort the indices once, sum each run of equal indices, add
     once per distinct index. A run is summed with one contiguous ``sum`` when the runs are long
     (few distinct indices: the usual case for a vocabulary), else with ``np.add.reduceat`` over
-    column blocks (reduceat along rows is cache-hostile for wide rows).
+    column blocks (reduceat along rows is cache-hostile for wide rows). ``work``: an optional
+    scratch array shaped like rows (overwritten) for the sorted copy.
     """
     n = idx.size
     if n == 0:
@@ -257,7 +258,10 @@ def scatter_add_rows(target, idx, rows):
     order = np.argsort(idx, kind="stable")
     sorted_idx = idx[order]
     starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
-    ro = rows[order]  # (N, E), runs of equal indices contiguous
+    if work is not None and work.shape == rows.shape and work.dtype == rows.dtype:
+        ro = np.take(rows, order, axis=0, out=work)  # (N, E), runs of equal indices contiguous
+    else:
+        ro = rows[order]
     uniq = sorted_idx[starts]
     if len(starts) * 8 <= n:  # long runs: one contiguous reduction per distinct index
         ends = np.r_[starts[1:], n]

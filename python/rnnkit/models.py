@@ -25,6 +25,17 @@ temperature)`` -> the next input made from an output.
 Shape letters: T time steps, B batch, I input size (of the optional extra input x), H hidden
 size, V vocabulary size (token targets), O output size (real-valued targets), E embedding
 size. Token targets are integer arrays (T, B); real-valued targets are (T, B, O).
+
+Teacher-forced training and open-loop generation::
+
+    model = OutputRecurrentRNN(256, vocab_size=V, embedding_dim=64, seed=0)
+    ce, opt = rnnkit.nn.CrossEntropyLoss(), rnnkit.optim.Adam(model, lr=1e-3)
+    opt.zero_grad()
+    logits = model(model.teacher_inputs(y))    # y (T, B) -> logits (T, B, V), no time loop
+    loss = ce(logits, y)
+    model.backward(ce.backward())
+    opt.step()
+    tokens = model.generate(50, batch_size=4, greedy=False, temperature=0.8, seed=1)
 """
 
 from __future__ import annotations
@@ -262,7 +273,20 @@ class OutputRecurrentRNN(_AutoregressiveBase):
     # ------------------------------------------------------------------ the step maths
     # One code path for any leading shape: (T, B) for a whole sequence, (B,) for one step.
 
-    def _core(self, prev, x):
+    def _buf(self, name, shape, dtype, reuse):
+        """A scratch array: a fresh one, or (reuse) one kept in the module across calls of the
+        whole-sequence forward/backward, so that training does not fault in megabytes of new
+        pages every step. Never handed to the caller."""
+        if not reuse:
+            return np.empty(shape, dtype)
+        bufs = self.__dict__.setdefault("_buffers", {})
+        b = bufs.get(name)
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = bufs[name] = np.empty(shape, dtype)
+        return b
+
+    def _core(self, prev, x, reuse=False):
+        H = self.hidden_size
         if self.discrete and (self.U is None or self._use_table(prev.size)):
             # For a token, b + y_{t-1} U^T is a row of the table (V, H) = b + embed U^T (or
             # b + embed without U): one small GEMM instead of one over all T*B rows when
@@ -270,7 +294,8 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             e = "table"
             table = (self.embed.weight.data @ self.U.weight.data.T if self.U is not None
                      else self.embed.weight.data) + self.b.data
-            a = table[prev]  # (..., H), a fresh array
+            a = self._buf("a", prev.shape + (H,), self.dtype, reuse)
+            np.take(table, prev, axis=0, out=a)
         elif self.discrete:
             e = self.embed.weight.data[prev]  # (..., E)
             a = self.U.apply(e)
@@ -288,17 +313,26 @@ class OutputRecurrentRNN(_AutoregressiveBase):
     def _use_table(self, n_rows):
         return self.vocab_size <= n_rows
 
-    def _core_backward(self, do, cache):
+    def _core_backward(self, do, cache, reuse=False):
         prev, x, e, h = cache
         H = self.hidden_size
-        dh = self.out.accumulate(h, do)
-        da = np.multiply(h, h)  # da = dh * (1 - h^2), in place
-        np.subtract(1, da, out=da)
-        da *= dh
-        dx = self.W.accumulate(x, da) if self.W is not None else None
+        n = h.size // H
+        W_out = self.out.weight.data
+        do2 = do.reshape(n, -1)
+        h2 = h.reshape(n, H)
+        self.out.weight.grad += do2.T @ h2
+        self.out.bias.grad += do2.sum(axis=0)
+        da = self._buf("da", (n, H), h.dtype, reuse)
+        np.matmul(do2, W_out, out=da)  # dh
+        tmp = self._buf("tmp", (n, H), h.dtype, reuse)
+        np.multiply(h2, h2, out=tmp)  # da = dh * (1 - h^2)
+        np.subtract(1, tmp, out=tmp)
+        da *= tmp
+        lead = h.shape[:-1]
+        dx = self.W.accumulate(x, da.reshape(lead + (H,))) if self.W is not None else None
         if isinstance(e, str):  # the table path: scatter da into (V, H); every row lands there
             dtable = scatter_add_rows(np.zeros((self.vocab_size, H), da.dtype),
-                                      prev.reshape(-1), da.reshape(-1, H))
+                                      prev.reshape(-1), da, work=tmp)
             self.b.grad += dtable.sum(axis=0)
             if self.U is not None:
                 self.U.weight.grad += dtable.T @ self.embed.weight.data
@@ -306,7 +340,8 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             else:
                 self.embed.weight.grad += dtable
             return dx, None
-        self.b.grad += da.reshape(-1, H).sum(axis=0)
+        self.b.grad += da.sum(axis=0)
+        da = da.reshape(lead + (H,))
         if self.discrete:
             self.embed.accumulate(prev, self.U.accumulate(e, da))
             return dx, None
@@ -326,7 +361,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             raise ValueError(f"y_prev: expected shape "
                              f"{'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}")
         x = self._check_x("x", x, y_prev.shape[:2])
-        o, cache = self._core(y_prev, x)
+        o, cache = self._core(y_prev, x, reuse=True)
         if self.training:
             self._cache = cache
         return o
@@ -339,7 +374,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         lead = cache[3].shape[:-1]
         v.check_shape("dout", dout, lead + (self.n_out,), "(T, B, V)" if self.discrete
                       else "(T, B, O)")
-        return self._core_backward(dout, cache)
+        return self._core_backward(dout, cache, reuse=True)
 
     # ------------------------------------------------------------------ step protocol
 

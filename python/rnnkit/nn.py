@@ -110,6 +110,9 @@ class _RNNBase:
         self.dtype = np.dtype(dtype)
         if self.dtype not in v.FLOAT_DTYPES:
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        v.check_rnn_module_sizes(type(self).__name__, self._gates, self.input_size,
+                                 self.hidden_size, self.num_layers, self.num_directions,
+                                 self.proj_size, self.bias, self.dtype)
         self.training = True
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
         self._cache = None  # what the last training forward saved for backward

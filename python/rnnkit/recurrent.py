@@ -121,6 +121,7 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
     v.flag("reverse", reverse)
     v.flag("training", training)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
+    v.check_alloc("x", dtype, T * B * (P + G * H), "y and the gate buffer (T*B*(H + G*H) values)")
     out = (x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths)
     return out + (W_hr,) if W_hr is not None else out
 
@@ -146,6 +147,7 @@ def _check_workspace(workspace, cell, fn, single_step):
     if workspace.single_step != single_step:
         made_by = f"{cell}_cell_forward" if workspace.single_step else f"{cell}_forward"
         raise ValueError(f"workspace: it comes from {made_by} and cannot be used by {fn}")
+    v.check_workspace_arrays(workspace)
 
 
 def _check_grads(ws, named):

@@ -19,6 +19,18 @@ Schedules (``schedule(i)`` -> probability of teacher forcing at training step i 
     ExponentialDecay(k, minimum)         eps_i = max(minimum, k ** i),            0 < k < 1
     InverseSigmoidDecay(k)               eps_i = k / (k + exp(i / k)),            k >= 1
 
+Usage (y (T, B) token targets)::
+
+    model = rnnkit.models.OutputRecurrentRNN(128, vocab_size=V, seed=0)
+    sampler = ScheduledSampler(model, InverseSigmoidDecay(k=200), seed=0)
+    ce, opt = rnnkit.nn.CrossEntropyLoss(), rnnkit.optim.Adam(model, lr=1e-3)
+    for y in batches:
+        opt.zero_grad()
+        logits = sampler(y)                    # (T, B, V), inputs mixed by per-(t, b) coins
+        loss = ce(logits, y)
+        sampler.backward(ce.backward())        # exact for the path taken
+        opt.step()
+
 Shape letters: T time steps, B batch, I input size, V vocabulary size, O output size.
 """
 
@@ -209,14 +221,20 @@ class ScheduledSampler:
     """Scheduled sampling over training: ``outputs = sampler.forward(y, x)`` uses the
     probability ``schedule(i)`` and coins from a generator seeded by ``(seed, i)`` for the
     i-th call (or the step given), then ``dx = sampler.backward(dout)``.
+
+    y (T, B) tokens or (T, B, O) values; x (T, B, I) or None; outputs (T, B, V) or (T, B, O).
     """
 
     def __init__(self, model, schedule, *, seed=0, greedy=True, temperature=1.0):
         if not callable(schedule):
             raise TypeError(f"schedule: expected a callable i -> probability, got "
                             f"{type(schedule).__name__}")
-        self.model, self.schedule, self.seed = model, schedule, seed
-        self.greedy, self.temperature = v.flag("greedy", greedy), temperature
+        from .models import _check_sampling_opts
+        _check_sampling_opts(greedy, temperature)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+        self.model, self.schedule, self.seed = model, schedule, int(seed)
+        self.greedy, self.temperature = bool(greedy), float(temperature)
         self.step_count = 0
         self._tape = None
 

@@ -1,0 +1,165 @@
+// rnnkit's own threads: a team that runs one sequence call together, with barriers between the
+// phases of each time step.
+//
+// Why a team of our own: a time step is a short product followed by elementwise work, repeated
+// T times; handing each phase to a pool (or to the BLAS's threads) costs a wake-up per phase.
+// The team stays together for the whole sequence, each thread owning a slice of the recurrent
+// weights (kept hot in its cache) and a slice of the batch rows, and meets the others at a
+// spinning barrier. Between calls the workers sleep on a condition variable, so they never
+// compete with NumPy's or the BLAS's threads for the cores. One call runs the team at a time;
+// a concurrent call (from another Python thread) runs alone on its own thread, with bitwise the
+// same results, because every output element is computed by the same code in the same order
+// whatever the number of threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define RNNKIT_PAUSE() _mm_pause()
+#else
+#define RNNKIT_PAUSE() std::this_thread::yield()
+#endif
+
+namespace rnnkit {
+
+class Team;
+
+// What one thread of a run sees: its index, the team size, and the barrier.
+struct TeamContext {
+  int tid = 0;
+  int nthreads = 1;
+  Team* team = nullptr;
+
+  void barrier() const;
+
+  // This thread's part [begin, end) of n items split into nthreads contiguous parts whose
+  // boundaries are multiples of `align` (except n itself).
+  std::pair<index_t, index_t> part(index_t n, index_t align = 1) const {
+    const index_t blocks = (n + align - 1) / align;
+    const index_t b0 = blocks * tid / nthreads, b1 = blocks * (tid + 1) / nthreads;
+    return {std::min(n, b0 * align), std::min(n, b1 * align)};
+  }
+};
+
+class Team {
+ public:
+  static Team& instance() {
+    static Team* team = new Team();  // never destroyed: workers may be running at exit
+    return *team;
+  }
+
+  void set_size(int n) { size_.store(n < 1 ? 1 : n); }
+  int size() const { return size_.load(); }
+
+  // Runs fn on min(size, max_threads) threads, the caller being thread 0, and returns when all
+  // have finished. If the team is busy with another call, runs fn on the caller alone.
+  void run(int max_threads, const std::function<void(const TeamContext&)>& fn) {
+    int n = std::min(size(), max_threads);
+    std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+    if (n <= 1 || !busy.owns_lock()) {
+      fn(TeamContext{0, 1, this});
+      return;
+    }
+    ensure_workers(n - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_threads_ = n;
+      pending_ = n - 1;
+      barrier_count_.store(0);
+      ++generation_;
+    }
+    start_.notify_all();
+    std::exception_ptr error;
+    try {
+      fn(TeamContext{0, n, this});
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    if (error) std::rethrow_exception(error);
+  }
+
+  // Sense-reversing barrier over the threads of the current run. Spins briefly, then yields,
+  // so an oversubscribed machine still makes progress.
+  void barrier(int nthreads) {
+    const std::uint32_t gen = barrier_gen_.load(std::memory_order_acquire);
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nthreads - 1) {
+      barrier_count_.store(0, std::memory_order_relaxed);
+      barrier_gen_.store(gen + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins < 4000) RNNKIT_PAUSE();
+      else std::this_thread::yield();
+    }
+  }
+
+ private:
+  Team() {
+    const unsigned hw = std::thread::hardware_concurrency();
+    size_.store(hw == 0 ? 1 : int(hw));
+  }
+
+  void ensure_workers(int count) {
+    while (int(workers_.size()) < count) {
+      const int tid = int(workers_.size()) + 1;
+      workers_.emplace_back([this, tid] { work(tid); });
+      workers_.back().detach();
+    }
+  }
+
+  void work(int tid) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(const TeamContext&)>* job;
+      int n;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        start_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        job = job_;
+        n = job_threads_;
+      }
+      if (job && tid < n) {
+        // Exceptions cannot cross threads here; kernels do not throw inside a run (allocation
+        // happens before it), but stay safe: swallow and let the caller's result stand.
+        try {
+          (*job)(TeamContext{tid, n, this});
+        } catch (...) {
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::atomic<int> size_{1};
+  std::mutex run_mutex_;  // one run at a time
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  const std::function<void(const TeamContext&)>* job_ = nullptr;
+  int job_threads_ = 0;
+  int pending_ = 0;
+  std::uint64_t generation_ = 0;
+  std::vector<std::thread> workers_;
+  std::atomic<int> barrier_count_{0};
+  std::atomic<std::uint32_t> barrier_gen_{0};
+};
+
+inline void TeamContext::barrier() const {
+  if (nthreads > 1) team->barrier(nthreads);
+}
+
+}  // namespace rnnkit

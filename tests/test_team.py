@@ -1,0 +1,108 @@
+"""The per-step loop on rnnkit's thread team and its two product paths.
+
+Below a batch limit the per-step products run on rnnkit's packed kernel, split by columns over
+the team's threads; above it they go to the BLAS. Every output element is computed by the same
+code in the same order whatever the thread count, so results must be bitwise identical for 1
+and 2 threads; both paths must agree with the NumPy oracle.
+"""
+
+import numpy as np
+import pytest
+
+import rnnkit
+from rnnkit import _core
+from rnnkit import reference as ref
+
+VARIANTS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {}),
+            ("gru", {"reset_after": False})]
+
+
+@pytest.fixture
+def restore_settings():
+    threads, limit = rnnkit.get_num_threads(), _core._get_small_batch_limit()
+    yield
+    rnnkit.set_num_threads(threads)
+    _core._set_small_batch_limit(limit)
+
+
+def run(mod, cell, kw, args, grads, W_hr=None):
+    x, h0, c0, W = args
+    dy, dh, dc = grads
+    if cell == "lstm":
+        extra = {} if W_hr is None else {"W_hr": W_hr}
+        y, (h_T, c_T), ws = mod.lstm_forward(x, h0, c0, *W, **kw, **extra)
+        return [y, h_T, c_T, *mod.lstm_backward(dy, dh, dc, ws)]
+    y, h_T, ws = getattr(mod, f"{cell}_forward")(x, h0, *W, **kw)
+    return [y, h_T, *getattr(mod, f"{cell}_backward")(dy, dh, ws)]
+
+
+def make(cell, T, B, I, H, rng, P=None):
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    S = P or H
+    W = [0.2 * rng.standard_normal(s) for s in [(G * H, I), (G * H, S), (G * H,), (G * H,)]]
+    args = (rng.standard_normal((T, B, I)), rng.standard_normal((B, S)),
+            rng.standard_normal((B, H)), W)
+    grads = (rng.standard_normal((T, B, S)), rng.standard_normal((B, S)),
+             rng.standard_normal((B, H)))
+    return args, grads
+
+
+@pytest.mark.parametrize("cell,kw", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_team_threads_are_bitwise_equal_and_match_oracle(cell, kw, reverse, with_lengths,
+                                                         restore_settings):
+    rng = np.random.default_rng(7)
+    T, B, I, H = 6, 12, 20, 64  # enough work per step for the team to use both threads
+    args, grads = make(cell, T, B, I, H, rng)
+    lengths = rng.integers(1, T + 1, B) if with_lengths else None
+    kw = dict(kw, reverse=reverse, lengths=lengths)
+    results = {}
+    for n in (1, 2):
+        rnnkit.set_num_threads(n)
+        results[n] = run(rnnkit, cell, kw, args, grads)
+    for a, b in zip(results[1], results[2]):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    expected = run(ref, cell, kw, args, grads)
+    for got, want in zip(results[2], expected):
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("cell,kw", VARIANTS, ids=lambda v: str(v))
+def test_packed_and_blas_paths_agree(cell, kw, restore_settings):
+    rng = np.random.default_rng(3)
+    args, grads = make(cell, 5, 9, 13, 37, rng)  # odd sizes: partial panels and tails
+    kw = dict(kw, lengths=np.array([5, 1, 3, 5, 2, 4, 5, 1, 3]))
+    results = {}
+    for limit in (0, 1000):  # 0: BLAS products; 1000: packed products
+        _core._set_small_batch_limit(limit)
+        results[limit] = run(rnnkit, cell, kw, args, grads)
+    for a, b in zip(results[0], results[1000]):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_projection_on_the_team_is_bitwise_equal(restore_settings):
+    rng = np.random.default_rng(11)
+    args, grads = make("lstm", 5, 12, 16, 64, rng, P=24)
+    W_hr = 0.2 * rng.standard_normal((24, 64))
+    results = {}
+    for n in (1, 2):
+        rnnkit.set_num_threads(n)
+        results[n] = run(rnnkit, "lstm", {"reverse": True}, args, grads, W_hr=W_hr)
+    for a, b in zip(results[1], results[2]):
+        assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_thread_count_controls():
+    n = rnnkit.get_num_threads()
+    try:
+        rnnkit.set_num_threads(1)
+        assert rnnkit.get_num_threads() == 1
+        with pytest.raises(ValueError, match="n"):
+            rnnkit.set_num_threads(0)
+        with pytest.raises(TypeError, match="n"):
+            rnnkit.set_num_threads(1.5)
+    finally:
+        rnnkit.set_num_threads(n)
