@@ -163,7 +163,8 @@ def _run_for(fn, inner):
 def time_alternating(contenders, max_samples, budget_s):
     """Median seconds per call of each contender, sampled in alternation.
 
-    contenders: {name: fn or None}. Each is first called once (warm-up, and to size it). A
+    contenders: {name: fn or None}. Each is first called once (warm-up, and to size it; a
+    call of 0.5 s or more counts as the first sample). A
     sample loops over `inner` calls so that it lasts >= MIN_SAMPLE_S; a contender gets
     min(max_samples, budget_s / sample) samples but at least MIN_SAMPLES, so a slow baseline
     (the NumPy oracle on big shapes) gets fewer repeats. The samples of all contenders are
@@ -180,13 +181,14 @@ def time_alternating(contenders, max_samples, budget_s):
         inner = max(1, math.ceil(MIN_SAMPLE_S / max(t1, 1e-7)))
         sample_s = t1 * inner
         n = int(min(max_samples, max(MIN_SAMPLES, budget_s // max(sample_s, 1e-9))))
-        plan[name] = (fn, inner, n, t1 < 0.05)
+        # a call of half a second or more is its own warm-up: the sizing call is sample 0
+        plan[name] = (fn, inner, n, t1 < 0.05, [t1] if t1 >= 0.5 else [])
     rounds = max((p[2] for p in plan.values()), default=0)
-    samples = {name: [] for name in plan}
+    samples = {name: p[4] for name, p in plan.items()}
     for r in range(rounds):
         names = list(plan) if r % 2 == 0 else list(reversed(plan))
         for name in names:
-            fn, inner, n, warm = plan[name]
+            fn, inner, n, warm, _ = plan[name]
             # sample j of n runs in round floor(j * rounds / n): run here if one maps to r
             if len(samples[name]) < n and (len(samples[name]) * rounds) // n <= r:
                 if warm:

@@ -16,9 +16,11 @@ embedding (V, E) of the previous token, an input map E -> H, hidden size H, a he
 
 One training step = zero_grad, forward, softmax cross-entropy (fused C++), backward, SGD
 update. The two contenders alternate sample by sample in the same process (the machine may be
-shared), each time is the median of ``--repeats`` samples, and the ratio is
-hidden-recurrent time / output-recurrent time. Thread counts apply to every BLAS pool
-(rnnkit's and NumPy's) via threadpoolctl.
+shared), each time is the median of ``--repeats`` samples, and the speed-up is
+hidden-recurrent time / output-recurrent time. The CPU columns are the process CPU time per
+step (median): with one thread they are robust to other processes on the machine, with two
+they include the BLAS workers' spinning. Thread counts apply to every BLAS pool (rnnkit's and
+NumPy's) via threadpoolctl.
 """
 
 import argparse
@@ -63,18 +65,20 @@ def make_step(model, y, lr=0.01):
 
 
 def time_pair(step_a, step_b, repeats, warmup=3):
+    """Median wall time and median process CPU time of each step, samples alternating."""
     for _ in range(warmup):
         step_a()
         step_b()
-    ta, tb = [], []
+    wall = ([], [])
+    cpu = ([], [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step_a()
-        ta.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        step_b()
-        tb.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+        for k, step in enumerate((step_a, step_b)):
+            c0, t0 = time.process_time(), time.perf_counter()
+            step()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return (statistics.median(wall[0]), statistics.median(wall[1]),
+            statistics.median(cpu[0]), statistics.median(cpu[1]))
 
 
 def main(argv=None):
@@ -94,9 +98,11 @@ def main(argv=None):
     print(f"# teacher-forced training step, T={T} B={B} V={V} E={E} {dtype.name}, "
           f"median of {args.repeats}; {datetime.datetime.now().isoformat(timespec='seconds')}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"rnnkit {rnnkit.__version__}, numpy {np.__version__}")
-    print("| H | threads | output-recurrent ms | hidden-recurrent ms | speed-up |")
-    print("|---|---|---|---|---|")
+          f"rnnkit {rnnkit.__version__}, numpy {np.__version__}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| H | threads | output-recurrent ms | hidden-recurrent ms | speed-up | "
+          "CPU ms (out / hid) | CPU ratio |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     before = rnnkit.get_num_threads()
     try:
@@ -109,10 +115,13 @@ def main(argv=None):
                                              seed=0)
                     hrr = RecurrentDecoder(H, cell="rnn", vocab_size=V, embedding_dim=E,
                                            dtype=dtype, seed=0)
-                    t_o, t_h = time_pair(make_step(orr, y), make_step(hrr, y), args.repeats)
+                    t_o, t_h, c_o, c_h = time_pair(make_step(orr, y), make_step(hrr, y),
+                                                   args.repeats)
                     rows.append((H, n, t_o, t_h))
+                    cpu_ratio = f"{c_h / c_o:.1f}x" if c_o > 0 else "-"
                     print(f"| {H} | {n} | {t_o * 1e3:.2f} | {t_h * 1e3:.2f} | "
-                          f"{t_h / t_o:.1f}x |", flush=True)
+                          f"{t_h / t_o:.1f}x | {c_o * 1e3:.2f} / {c_h * 1e3:.2f} | {cpu_ratio} |",
+                          flush=True)
             finally:
                 if limits is not None:
                     limits.restore_original_limits()

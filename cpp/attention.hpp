@@ -183,6 +183,22 @@ RNNKIT_INLINE void additive_scores_row(index_t S, index_t A, const T* __restrict
   }
 }
 
+// One (t, j) pair's backward: th = tanh(qp + k), g = de * v * (1 - th^2);
+// dq += g, dk += g, dv += de * th. (A function with restrict parameters, so that the loop
+// vectorises: restrict on block-scope pointers is not used by GCC's alias analysis.)
+template <class T>
+RNNKIT_INLINE void additive_backward_row(index_t A, T de, const T* __restrict qp, const T* __restrict k,
+                                         const T* __restrict v, T* __restrict dq, T* __restrict dk,
+                                         T* __restrict dv) {
+  for (index_t a = 0; a < A; ++a) {
+    const T th = tanh_(qp[a] + k[a]);
+    const T g = de * v[a] * (T(1) - th * th);
+    dq[a] += g;
+    dk[a] += g;
+    dv[a] += de * th;
+  }
+}
+
 template <class T>
 struct AdditiveArgs {
   index_t B, T_, S, A, Hv;
@@ -228,24 +244,11 @@ RNNKIT_CLONES void additive_attention_backward(const AdditiveArgs<T>& p, const T
                           offset(dw, b * T_ * S), mask, dw_total.data(), dvalues + b * S * Hv);
     for (index_t t = 0; t < T_; ++t) {
       softmax_backward_row(S, wb + t * S, dw_total.data() + t * S, mask, de.data());
-      const T* __restrict qp = p.qp + (b * T_ + t) * A;
-      T* __restrict dq = dqp + (b * T_ + t) * A;
+      const T* qp = p.qp + (b * T_ + t) * A;
+      T* dq = dqp + (b * T_ + t) * A;
       std::fill_n(dq, A, T(0));
-      for (index_t j = 0; j < S; ++j) {
-        if (!attends(mask, j)) continue;
-        const T dej = de[j];
-        const T* __restrict k = kp + j * A;
-        T* __restrict dk = dkpb + j * A;
-        const T* __restrict v = p.v;
-        T* __restrict dvv = dv;
-        for (index_t a = 0; a < A; ++a) {
-          const T th = tanh_(qp[a] + k[a]);
-          const T g = dej * v[a] * (T(1) - th * th);
-          dq[a] += g;
-          dk[a] += g;
-          dvv[a] += dej * th;
-        }
-      }
+      for (index_t j = 0; j < S; ++j)
+        if (attends(mask, j)) additive_backward_row(A, de[j], qp, kp + j * A, p.v, dq, dkpb + j * A, dv);
     }
   }
 }

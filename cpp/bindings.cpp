@@ -297,15 +297,11 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use the rnnkit package).";
   bind_dtype<float>(m);
   bind_dtype<double>(m);
-  // rnnkit's threads: its team (the per-step loop) and its BLAS pool (whole-sequence GEMMs)
-  // always have the same size. The default follows the BLAS, which honours
-  // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS.
-  Team::instance().set_size(blas_get_num_threads());
-  m.def("set_num_threads", [](int n) {
-    blas_set_num_threads(n);
-    Team::instance().set_size(n);
-  }, py::arg("n"));
-  m.def("get_num_threads", [] { return Team::instance().size(); });
+  // rnnkit's threads: its team (the per-step loop) takes as many threads as its BLAS pool
+  // (whole-sequence GEMMs) has, so this one number (which threadpoolctl also sees and limits,
+  // and whose default honours OPENBLAS_NUM_THREADS / OMP_NUM_THREADS) controls both.
+  m.def("set_num_threads", &blas_set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &blas_get_num_threads);
   // Private: the batch size up to which per-step products skip the BLAS (tests use it to cover
   // both paths on the same shapes; benchmarks to compare them).
   m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));

@@ -145,8 +145,10 @@ struct RunPlan {
 
   RunPlan(index_t B, index_t work_per_step) {
     packed = B <= small_batch_limit().load();
-    // Below this much work per step a second thread costs more in barriers than it saves.
-    nthreads = packed && work_per_step >= 32 * 1024 ? Team::instance().size() : 1;
+    // Below this much work per step a second thread costs more in barriers than it saves. The
+    // team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads, or
+    // threadpoolctl's limit on the BLAS) controls both.
+    nthreads = packed && work_per_step >= 32 * 1024 ? std::max(1, blas_get_num_threads()) : 1;
   }
 
   template <class F>

@@ -57,13 +57,9 @@ class Team {
     return *team;
   }
 
-  void set_size(int n) { size_.store(n < 1 ? 1 : n); }
-  int size() const { return size_.load(); }
-
-  // Runs fn on min(size, max_threads) threads, the caller being thread 0, and returns when all
-  // have finished. If the team is busy with another call, runs fn on the caller alone.
-  void run(int max_threads, const std::function<void(const TeamContext&)>& fn) {
-    int n = std::min(size(), max_threads);
+  // Runs fn on n threads, the caller being thread 0, and returns when all have finished. If
+  // the team is busy with another call, runs fn on the caller alone.
+  void run(int n, const std::function<void(const TeamContext&)>& fn) {
     std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
     if (n <= 1 || !busy.owns_lock()) {
       fn(TeamContext{0, 1, this});
@@ -101,16 +97,13 @@ class Team {
       return;
     }
     for (int spins = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 4000) RNNKIT_PAUSE();
+      if (spins < 2000) RNNKIT_PAUSE();
       else std::this_thread::yield();
     }
   }
 
  private:
-  Team() {
-    const unsigned hw = std::thread::hardware_concurrency();
-    size_.store(hw == 0 ? 1 : int(hw));
-  }
+  Team() = default;
 
   void ensure_workers(int count) {
     while (int(workers_.size()) < count) {
@@ -145,7 +138,6 @@ class Team {
     }
   }
 
-  std::atomic<int> size_{1};
   std::mutex run_mutex_;  // one run at a time
   std::mutex mutex_;
   std::condition_variable start_, done_;

@@ -365,6 +365,10 @@ def test_model_errors(rng):
         m(np.zeros((T, B), int), np.zeros((T, B, 1), np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         m.generate(3)
+    with pytest.raises(ValueError, match="x: this model has input_size = 0"):
+        m.generate(3, x=np.zeros((3, 2, 1), np.float32))
+    with pytest.raises(ValueError, match=r"x: expected shape \(T, B, I\) with T = steps = 3"):
+        models.OutputRecurrentRNN(H, vocab_size=V, input_size=I).generate(3)
     with pytest.raises(ValueError, match="temperature"):
         m.generate(3, batch_size=1, greedy=False, temperature=0)
     r = models.OutputRecurrentRNN(H, output_size=O, input_size=I)

@@ -44,7 +44,7 @@ fi
 # Leak detection is off: CPython does not free everything at exit. Every other ASan and UBSan
 # check is on and fatal (the extension is also compiled with -fno-sanitize-recover=undefined).
 export LD_PRELOAD="$libasan"
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:log_path=$logs/asan"
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:log_path=$logs/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan"
 # Tells the tests they run sanitized (the resident-memory test skips: ASan's quarantine grows
 # the RSS by design; the hypothesis profile runs fewer examples).

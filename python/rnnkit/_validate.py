@@ -63,6 +63,14 @@ def check_ndim(name, arr, ndim, symbolic):
         raise ValueError(f"{name}: expected {ndim} dimensions {symbolic}, got shape {arr.shape}")
 
 
+def hidden_size_of(W_hh, G):
+    """H as W_hh (G*H, H) states it: from its rows when they are a multiple of G (they are shared
+    with W_ih and the biases, so a wrong column count is then reported against the right H,
+    e.g. ``(4*H, H) = (1024, 256), got (1024, 255)``), else from its columns."""
+    rows, cols = W_hh.shape
+    return rows // G if rows % G == 0 else cols
+
+
 def lengths_array(lengths, T, B):
     """Validate sequence lengths: integers, shape (B,), each in [1, T]; returned as int64."""
     if lengths is None:

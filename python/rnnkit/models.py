@@ -211,11 +211,12 @@ class _AutoregressiveBase(Module):
         T = _int_arg("steps", steps)
         _check_sampling_opts(greedy, temperature)
         if x is not None or self.input_size:
-            x = self._check_input("x", x) if x is not None else None
-            if x is None or x.ndim != 3 or x.shape[0] != T:
+            shape = None if x is None else np.shape(x)
+            if shape is None or len(shape) != 3 or shape[0] != T:
                 raise ValueError(f"x: expected shape (T, B, I) with T = steps = {T}, I = "
-                                 f"{self.input_size}, got {None if x is None else x.shape}")
-            B = x.shape[1]
+                                 f"{self.input_size}, got {shape}")
+            B = shape[1]
+            x = self._check_x("x", x, (T, B))
         else:
             if batch_size is None:
                 raise ValueError("batch_size: needed when the model has no input x")

@@ -101,7 +101,7 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
         v.check_shape("W_hh", W_hh, (G * H, P), f"({gh}, P)")
     else:
         v.check_ndim("W_hh", W_hh, 2, f"({gh}, H)")
-        H = P = W_hh.shape[1]
+        H = P = v.hidden_size_of(W_hh, G)
         v.check_shape("W_hh", W_hh, (G * H, H), f"({gh}, H)")
     W_ih = v.float_array("W_ih", W_ih, dtype)
     v.check_shape("W_ih", W_ih, (G * H, I), f"({gh}, I)")
