@@ -164,10 +164,10 @@ def time_alternating(contenders, max_samples, budget_s):
     """Median seconds per call of each contender, sampled in alternation.
 
     contenders: {name: fn or None}. Each is first called once (warm-up, and to size it; a
-    call of 0.5 s or more counts as the first sample). A
-    sample loops over `inner` calls so that it lasts >= MIN_SAMPLE_S; a contender gets
-    min(max_samples, budget_s / sample) samples but at least MIN_SAMPLES, so a slow baseline
-    (the NumPy oracle on big shapes) gets fewer repeats. The samples of all contenders are
+    call of 0.5 s or more counts as the first sample). A sample loops over `inner` calls so
+    that it lasts >= MIN_SAMPLE_S; a contender gets min(max_samples, budget_s / sample)
+    samples but at least MIN_SAMPLES, so a slow baseline (the NumPy oracle on big shapes)
+    gets fewer repeats. The samples of all contenders are
     spread evenly over the same rounds, the order inside a round flips every round. Short
     calls get one untimed call right before each sample, which absorbs the wake-up of thread
     pools and caches after the other contender.
@@ -582,15 +582,27 @@ def _version(dist):
 
 
 def _git_commit():
-    here = os.path.dirname(os.path.abspath(__file__))
+    """Commit of the rnnkit that is imported (not of this script), and whether its sources differ."""
+    here = os.path.dirname(os.path.abspath(rnnkit.__file__))
+
+    def git(*a):
+        return subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     try:
-        rev = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "cpp", "python"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{rev}{' (cpp/ or python/ modified)' if dirty else ''}" if rev else "unknown"
+        rev = git("rev-parse", "--short", "HEAD")
+        if not rev:
+            return "unknown"
+        top = git("rev-parse", "--show-toplevel")
+        dirty = git("-C", top, "status", "--porcelain", "--", "cpp", "python")
+        return f"{rev}{', cpp/ or python/ modified' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def _core_built():
+    path = rnnkit._core.__file__
+    return (f"{os.path.dirname(os.path.abspath(rnnkit.__file__))}, _core built "
+            f"{datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec='seconds')}")
 
 
 def print_header(args):
@@ -607,6 +619,7 @@ def print_header(args):
           f"torch {torch.__version__ if torch is not None else _version('torch')}, "
           f"rnnkit {rnnkit.__version__} (commit {_git_commit()}), threadpoolctl "
           f"{threadpoolctl.__version__}")
+    print(f"rnnkit:  {_core_built()}")
     removed = os.environ.get(_REEXEC_MARK)
     if removed:
         print(f"environment: re-executed once without {removed} (they can slow OpenBLAS)")

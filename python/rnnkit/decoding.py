@@ -230,10 +230,11 @@ def beam_search(model, src, src_lengths=None, *, beam_width=5, max_len=None,
     norm = np.take_along_axis(norm, order, axis=1)
     if att is not None:
         att = att.astype(model.dtype)
-    if return_all:
-        return DecodeResult(tokens, lengths, scores, norm, att, eos)
-    return DecodeResult(tokens[:, :, 0], lengths[:, 0], scores[:, 0], norm[:, 0],
-                        None if att is None else att[:, :, 0], eos)
+    if not return_all:
+        tokens, lengths, scores, norm = tokens[:, :, 0], lengths[:, 0], scores[:, 0], norm[:, 0]
+        att = None if att is None else att[:, :, 0]
+    n = max(int(lengths.max()), 1)  # steps past every returned hypothesis's end: all padding
+    return DecodeResult(tokens[:n], lengths, scores, norm, None if att is None else att[:n], eos)
 
 
 def score_sequences(model, src, tgt, src_lengths=None):

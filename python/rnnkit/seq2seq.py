@@ -418,6 +418,10 @@ class Seq2Seq(Module):
         return teacher_forcing_mask(T, B, teacher_prob, rng), rng
 
     def _own_tokens(self, logits, rng):
+        """The model's own next tokens (B,) from logits (B, V), as decoding makes them: pad and
+        bos are never chosen; argmax, or sampled from softmax(logits / temperature)."""
+        logits = logits.copy()
+        logits[:, [self.pad_id, self.bos_id]] = -np.inf
         if self._sampling["greedy"]:
             return np.argmax(logits, axis=-1).astype(np.int64)
         from .models import sample_tokens

@@ -83,14 +83,19 @@ class SequenceSource:
         self.rng = rng
         self.exclude = exclude
 
-    def draw(self, n, length=None):
+    def draw(self, n, length=None, hold_out=False):
+        """n sequences (of the given length, else uniform lengths); with hold_out, each one is
+        added to the excluded set as it is drawn (so they are distinct too)."""
         out = []
         while len(out) < n:
             L = length if length is not None else int(self.rng.integers(self.min_len,
                                                                         self.max_len + 1))
             s = self.rng.integers(FIRST, FIRST + self.symbols, L)
-            if tuple(s.tolist()) not in self.exclude:
+            key = tuple(s.tolist())
+            if key not in self.exclude:
                 out.append(s)
+                if hold_out:
+                    self.exclude.add(key)
         return out
 
 
@@ -102,13 +107,8 @@ def held_out_sets(cfg, seed):
     src = SequenceSource(cfg["symbols"], cfg["min_len"], cfg["max_len"], rng, seen)
     test = []
     for L in range(cfg["min_len"], cfg["max_len"] + 1):
-        for s in src.draw(cfg["test_per_length"], L):
-            seen.add(tuple(s.tolist()))
-            test.append(s)
-    val = []
-    for s in src.draw(cfg["val_size"]):
-        seen.add(tuple(s.tolist()))
-        val.append(s)
+        test += src.draw(cfg["test_per_length"], L, hold_out=True)
+    val = src.draw(cfg["val_size"], hold_out=True)
     return test, val, seen
 
 
