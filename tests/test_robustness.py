@@ -221,6 +221,16 @@ def _huge_lstm_projection(H_big, T_big=2**26 - 1, B_big=32, dtype=np.float64, pr
     return rnnkit.lstm_forward(x, None, None, W_ih, W_hh, None, None, W_hr=W_hr)
 
 
+def _module(**kw):
+    return nn.LSTM(I, H, seed=0, dtype=np.float64, **kw)
+
+
+def _module_backward(dout):
+    m = _module()
+    m(_base()["x"])
+    return m.backward(dout)
+
+
 def _tampered_workspace():
     ws = _lstm_ws()
     return dataclasses.replace(ws, saved=dict(ws.saved, gates=ws.saved["gates"].astype(np.float32)))
@@ -285,6 +295,22 @@ BAD_INPUTS = [
          ValueError, "targets: expected shape (N,) = (4,), got (3,)"),
     Case("shape", "`softmax`: a 0-d array", lambda: rnnkit.softmax(np.array(1.0)),
          ValueError, "logits: expected at least 1 dimension (..., C), got a scalar"),
+    Case("shape", "`nn.LSTM(4, 5)`: x with input size 5", lambda: _module()(np.zeros((T, B, I + 1))),
+         ValueError, "x: expected input size I = 4 (last dimension), got shape (3, 2, 5)"),
+    Case("shape", "`nn.LSTM(4, 5)`: x with 4 dimensions", lambda: _module()(np.zeros((1, T, B, I))),
+         ValueError, "x: expected 3 dimensions (T, B, I) or 2 (T, I) (unbatched), got shape "
+                     "(1, 3, 2, 4)"),
+    Case("shape", "`nn.LSTM(4, 5, num_layers=2, bidirectional=True)`: h0 for one layer",
+         lambda: _module(num_layers=2, bidirectional=True)(_base()["x"], (np.zeros((2, B, H)), None)),
+         ValueError, "h0: expected shape (num_layers*D, B, H) = (4, 2, 5), got (2, 2, 5)"),
+    Case("shape", "`nn.LSTM.backward`: dout of the wrong width", lambda: _module_backward(np.zeros((T, B, H + 1))),
+         ValueError, "dout: expected shape (T, B, D*H_out) = (3, 2, 5), got (3, 2, 6)"),
+    Case("shape", "`nn.LSTM`: unbatched x (T, I) with lengths",
+         lambda: _module()(np.zeros((T, I)), lengths=[1]),
+         ValueError, "lengths: not supported with unbatched input x (T, I)"),
+    Case("shape", "`nn.LSTM`: hx a single array, not a pair",
+         lambda: _module()(_base()["x"], np.zeros((1, B, H))),
+         TypeError, "hx: expected a pair (h, c) (either may be None) or None, got ndarray"),
     # --- dtypes
     Case("dtype", "`lstm_forward`: x int64", lambda: _lstm(x=np.zeros((T, B, I), np.int64)),
          TypeError, "x: expected a float32 or float64 array, got dtype int64"),
@@ -313,6 +339,10 @@ BAD_INPUTS = [
     Case("dtype", "`lstm_backward`: float32 dy, float64 workspace",
          lambda: _lstm_backward(dy=np.zeros((T, B, H), np.float32)),
          TypeError, "dy: expected dtype float64 (all arrays of one call share a dtype), got float32"),
+    Case("dtype", "`gru_cell_backward`: float32 dh_next, float64 cache",
+         lambda: rnnkit.gru_cell_backward(np.zeros((B, H), np.float32), rnnkit.gru_cell_forward(
+             _base()["x"][0], None, *make_params("gru", I, H, np.float64, np.random.default_rng(0)))[1]),
+         TypeError, "dh_next: expected dtype float64 (all arrays of one call share a dtype), got float32"),
     Case("dtype", "`lstm_forward`: float lengths", lambda: _lstm(lengths=np.array([1.0, 2.0])),
          TypeError, "lengths: expected an integer array, got dtype float64"),
     Case("dtype", "`lstm_forward`: bool lengths", lambda: _lstm(lengths=np.array([True, True])),
@@ -352,6 +382,14 @@ BAD_INPUTS = [
          ValueError, "n: expected at least 1, got 0"),
     Case("value", "`set_num_threads(2.0)`", lambda: rnnkit.set_num_threads(2.0),
          TypeError, "n: expected an int, got 2.0"),
+    Case("value", "`nn.LSTM(4, 5, proj_size=5)`", lambda: nn.LSTM(I, H, proj_size=H),
+         ValueError, "proj_size: expected 0 (no projection) or less than hidden_size = 5, got 5"),
+    Case("value", "`nn.GRU(4, 0)`", lambda: nn.GRU(I, 0),
+         ValueError, "hidden_size: expected an int >= 1, got 0"),
+    Case("value", "`nn.RNN(4, 5, num_layers=2.0)`", lambda: nn.RNN(I, H, num_layers=2.0),
+         TypeError, "num_layers: expected an int, got 2.0"),
+    Case("value", "`nn.RNN(4, 5, dropout=1.5)`", lambda: nn.RNN(I, H, dropout=1.5),
+         ValueError, "dropout: expected a probability in [0, 1], got 1.5"),
     # --- workspaces
     Case("workspace", "`lstm_backward`: workspace of a `training=False` forward (None)",
          lambda: _lstm_backward(ws=_lstm(training=False)[2]),
@@ -984,7 +1022,7 @@ PRE = np.array([0.0, 1e-8, -0.5, 0.62, -0.63, 1.0, -3.0, 9.0, -15.0, 20.0, -30.0
 
 def _exact_sigmoid(a):
     a = np.asarray(a, np.float64)
-    with np.errstate(over="ignore"):
+    with np.errstate(all="ignore"):  # np.where evaluates both branches
         return np.where(a >= 0, 1 / (1 + np.exp(-a)), np.exp(a) / (1 + np.exp(a)))
 
 
@@ -1099,6 +1137,12 @@ def _render_table():
         "- T = 0 or B = 0 (and I = 0, H = 0) give correctly shaped empty or zero results.",
         "- NaN and Inf propagate as IEEE arithmetic says (position by position as the NumPy",
         "  oracle); nothing crashes. tanh(+-inf) = +-1, sigmoid(-inf) = 0, exp underflows to 0.",
+        "  One deliberate difference from plain multiplication: relu's gradient is a select, as",
+        "  in PyTorch (a unit whose pre-activation is <= 0 or NaN passes exactly 0, even when",
+        "  the incoming gradient is NaN or Inf).",
+        "- Large values: sigmoid and tanh are exact to a few ulp and their gradients finite for",
+        "  pre-activations up to |a| = 1e4 and beyond; softmax and the cross-entropy shift by",
+        "  the row maximum and stay finite and exact for logits up to 1e4 (spread 2e4).",
         "- Sizes: every GEMM dimension (T*B, G*H, I) must fit the BLAS's 32-bit integers",
         "  (`ValueError`); byte counts that do not fit 64 bits are `ValueError`; buffers larger",
         "  than the machine's RAM + swap are `MemoryError` before any allocation; other",

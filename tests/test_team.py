@@ -1,4 +1,4 @@
-"""The per-step loop on rnnkit's thread team and its two product paths.
+"""The per-step loop on rnnkit's thread team, its two product paths, and the LSTM projection.
 
 Below a batch limit the per-step products run on rnnkit's packed kernel, split by columns over
 the team's threads; above it they go to the BLAS. Every output element is computed by the same
@@ -31,7 +31,7 @@ def run(mod, cell, kw, args, grads, W_hr=None):
     if cell == "lstm":
         extra = {} if W_hr is None else {"W_hr": W_hr}
         y, (h_T, c_T), ws = mod.lstm_forward(x, h0, c0, *W, **kw, **extra)
-        return [y, h_T, c_T, *mod.lstm_backward(dy, dh, dc, ws)]
+        return [y, h_T, c_T, *mod.lstm_backward(dy, dh, dc, ws)]  # + dW_hr with a projection
     y, h_T, ws = getattr(mod, f"{cell}_forward")(x, h0, *W, **kw)
     return [y, h_T, *getattr(mod, f"{cell}_backward")(dy, dh, ws)]
 
@@ -106,3 +106,39 @@ def test_thread_count_controls():
             rnnkit.set_num_threads(1.5)
     finally:
         rnnkit.set_num_threads(n)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_projection_kernel_matches_oracle(reverse, with_lengths):
+    rng = np.random.default_rng(5)
+    T, B, I, H, P = 5, 4, 6, 9, 5
+    args, grads = make("lstm", T, B, I, H, rng, P=P)
+    W_hr = 0.3 * rng.standard_normal((P, H))
+    lengths = np.array([5, 2, 4, 1]) if with_lengths else None
+    kw = {"reverse": reverse, "lengths": lengths}
+    got = run(rnnkit, "lstm", kw, args, grads, W_hr=W_hr)
+    want = run(ref, "lstm", kw, args, grads, W_hr=W_hr)
+    assert len(got) == len(want) == 3 + 8  # y, h_T, c_T and the 8 gradient fields with dW_hr
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_projection_oracle_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    T, B, I, H, P = 3, 2, 3, 4, 2
+    (x, h0, c0, W), (dy, dh, dc) = make("lstm", T, B, I, H, rng, P=P)
+    W_hr = 0.5 * rng.standard_normal((P, H))
+
+    def loss(W_hr_):
+        y, (h_T, c_T), _ = ref.lstm_forward(x, h0, c0, *W, W_hr=W_hr_, lengths=[3, 2])
+        return (y * dy).sum() + (h_T * dh).sum() + (c_T * dc).sum()
+
+    _, _, ws = ref.lstm_forward(x, h0, c0, *W, W_hr=W_hr, lengths=[3, 2])
+    g = ref.lstm_backward(dy, dh, dc, ws)
+    num = np.zeros_like(W_hr)
+    for idx in np.ndindex(W_hr.shape):
+        e = np.zeros_like(W_hr)
+        e[idx] = 1e-6
+        num[idx] = (loss(W_hr + e) - loss(W_hr - e)) / 2e-6
+    np.testing.assert_allclose(g.dW_hr, num, rtol=1e-6, atol=1e-9)

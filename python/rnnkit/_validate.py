@@ -116,9 +116,9 @@ def check_gemm_sizes(arg=None, **dims):
     """
     for sym, value in dims.items():
         if value > INT32_MAX:
-            name = arg or _GEMM_ARG.get(sym, sym)
-            raise ValueError(f"{name}: {sym} = {value} exceeds the BLAS's 32-bit size limit "
-                             f"{INT32_MAX}")
+            name = arg or _GEMM_ARG.get(sym)
+            raise ValueError(f"{name + ': ' if name else ''}{sym} = {value} exceeds the BLAS's "
+                             f"32-bit size limit {INT32_MAX}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import _core
 from . import _validate as _v
+from . import nn as _nn  # noqa: F401  (before layers: nn and layers import each other)
 from .layers import Linear, Module, _dtype_arg, _int_arg
 
 __all__ = [

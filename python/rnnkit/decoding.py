@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import nn as _nn  # noqa: F401  (before layers: nn and layers import each other)
 from .layers import _int_arg
 
 __all__ = ["DecodeResult", "greedy_decode", "beam_search", "score_sequences", "length_penalty"]

@@ -45,6 +45,7 @@ from ._types import (
     CellGrads,
     CrossEntropyResult,
     LSTMCellGrads,
+    LSTMProjSequenceGrads,
     LSTMSequenceGrads,
     SequenceGrads,
 )
@@ -464,23 +465,31 @@ def rnn_backward(dy, dh_T, workspace):
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, reverse=False, lengths=None,
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None,
                  training=True):
     """LSTM over a sequence (gate order i, f, g, o).
 
     x (T, B, I); h0, c0 (B, H) or None; W_ih (4H, I); W_hh (4H, H); b_ih, b_hh (4H,) or None;
     lengths (B,) or None.
+    With a projection W_hr (P, H) (PyTorch's proj_size): m_t = o * tanh(c_t) is the cell's
+    output and h_t = m_t W_hr^T, so h0, y and h_T have P columns and W_hh is (4H, P).
     Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
     """
-    B, H = x.shape[1], W_hh.shape[1]
-    h0 = _zeros_state(h0, B, H, x.dtype)
+    B, H = x.shape[1], W_ih.shape[0] // 4
+    P = H if W_hr is None else W_hr.shape[0]
+    h0 = _zeros_state(h0, B, P, x.dtype)
     c0 = _zeros_state(c0, B, H, x.dtype)
 
     def step(x_t, h, c):
-        return lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh)
+        (m, c_next), cache = lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh)
+        if W_hr is None:
+            return (m, c_next), cache
+        return (m @ W_hr.T, c_next), {"cell": "lstm", "kind": "cell", "lstm": cache, "m": m}
 
     y, (h_T, c_T), ws = _forward_driver("lstm", step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh,
                                         lengths, reverse, training)
+    if ws is not None:
+        ws["W_hr"] = W_hr
     return y, (h_T, c_T), ws
 
 
@@ -489,11 +498,29 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 
     dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from lstm_forward(training=True).
     Returns LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
-    dW_hh (4H, H), db_ih, db_hh (4H,) or None).
+    dW_hh (4H, H), db_ih, db_hh (4H,) or None); with a projection, LSTMProjSequenceGrads with
+    the same fields (h-sized ones P wide) and dW_hr (P, H).
     """
+    ws = _check_cache(workspace, "lstm", "sequence")
+    W_hr = ws.get("W_hr")
+    if W_hr is None:
+        dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
+            "lstm", lstm_cell_backward, dy, [dh_T, dc_T], workspace)
+        return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
+    # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t.
+    dW_hr = np.zeros_like(W_hr)
+
+    def step_backward(dh, dc, cache):
+        nonlocal dW_hr
+        dW_hr = dW_hr + dh.T @ cache["m"]
+        return lstm_cell_backward(dh @ W_hr, dc, cache["lstm"])
+
+    B = ws["x_shape"][1]
+    if dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
+        dc_T = np.zeros((B, W_hr.shape[1]), dtype=ws["dtype"])
     dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        "lstm", lstm_cell_backward, dy, [dh_T, dc_T], workspace)
-    return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
+        "lstm", step_backward, dy, [dh_T, dc_T], workspace)
+    return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False,

@@ -187,6 +187,7 @@ class Seq2Seq(Module):
         self.out = Linear(H, self.tgt_vocab, dtype=dt, seed=_seed(ss[8]))
         self.schedule = None
         self.sampling_step = 0
+        self.last_teacher_prob = 1.0
         self._sampling = dict(seed=0, greedy=True, temperature=1.0)
         self._cache = None
 
@@ -411,6 +412,7 @@ class Seq2Seq(Module):
                 or not 0 <= teacher_prob <= 1:
             raise ValueError(f"teacher_prob: expected a probability in [0, 1], got "
                              f"{teacher_prob!r}")
+        self.last_teacher_prob = float(teacher_prob)
         if teacher_prob == 1:
             return None, None
         if rng is None:

@@ -43,13 +43,13 @@ FIRST = 3  # the first ordinary token id
 TASKS = ("reverse", "sort")
 
 FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell="lstm",
-            attention="additive", batch=64, lr=3e-3, clip=5.0, eval_every=100, val_size=512,
-            test_per_length=200, target=0.995, budget=330.0, budget_plain=200.0, steps=20000,
-            beam=5)
+            attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_every=300, clip=5.0,
+            eval_every=100, val_size=1024, test_per_length=200, target=0.998, budget=330.0,
+            budget_plain=200.0, steps=20000, beam=5)
 QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell="lstm",
-             attention="additive", batch=32, lr=1e-2, clip=5.0, eval_every=50, val_size=128,
-             test_per_length=25, target=0.98, budget=20.0, budget_plain=8.0, steps=1500,
-             beam=3)
+             attention="additive", batch=32, lr=1e-2, lr_decay=1.0, lr_every=1000, clip=5.0,
+             eval_every=50, val_size=128, test_per_length=25, target=0.98, budget=20.0,
+             budget_plain=8.0, steps=1500, beam=3)
 
 
 # ============================================================================ data
@@ -149,6 +149,19 @@ def _log(*a):
     print(*a, flush=True)
 
 
+def _lr_decay(lr, factor, every):
+    """A callback multiplying the learning rate by ``factor`` every ``every`` steps."""
+    from ..training import Callback
+
+    class StepDecay(Callback):
+        def on_step_end(self, state):
+            if factor != 1 and state.step % every == 0:
+                state.optimizer.lr = lr * factor ** (state.step // every)
+                state.postfix["lr"] = f"{state.optimizer.lr:.2g}"
+
+    return StepDecay()
+
+
 def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True,
                 target=None, log=_log):
     """Train one Seq2Seq; returns (model, result dict)."""
@@ -175,7 +188,8 @@ def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progres
         curve_t.append(time.perf_counter() - t0)
         return exact_match(m, val, task)[0]
 
-    callbacks = [Evaluate(val_acc, every=cfg["eval_every"], name="val_exact")]
+    callbacks = [_lr_decay(cfg["lr"], cfg["lr_decay"], cfg["lr_every"]),
+                 Evaluate(val_acc, every=cfg["eval_every"], name="val_exact")]
     if target:
         callbacks.append(EarlyStopping("val_exact", mode="max", patience=10**9, target=target))
     name = f"{task} {'attention' if attention else 'no attention'}"
@@ -264,7 +278,10 @@ def _parser():
     p.add_argument("--cell", choices=("rnn", "lstm", "gru"))
     p.add_argument("--attention", choices=("additive", "dot", "general"))
     p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--lr", type=float, help="Adam learning rate (initial)")
+    p.add_argument("--lr-decay", type=float, dest="lr_decay",
+                   help="multiply the learning rate by this every --lr-every steps")
+    p.add_argument("--lr-every", type=int, dest="lr_every")
     p.add_argument("--clip", type=float, help="global gradient-norm clip")
     p.add_argument("--steps", type=int, help="max training steps per model")
     p.add_argument("--eval-every", type=int, dest="eval_every")
@@ -338,7 +355,8 @@ def _run(args, cfg, argv):
     lengths = range(cfg["min_len"], cfg["max_len"] + 1)
     print(f"{task}: {cfg['symbols']} symbols, lengths {cfg['min_len']}..{cfg['max_len']}, "
           f"{cfg['cell']} E={cfg['embedding']} H={cfg['hidden']} B={cfg['batch']} "
-          f"lr={cfg['lr']} clip={cfg['clip']}; held out: {len(test)} test, {len(val)} "
+          f"lr={cfg['lr']} (x{cfg['lr_decay']} every {cfg['lr_every']} steps) "
+          f"clip={cfg['clip']}; held out: {len(test)} test, {len(val)} "
           f"validation sequences; threads={args.threads}, {dtype.name}", flush=True)
     t_all = time.perf_counter()
     results, att_model = [], None
