@@ -142,6 +142,7 @@ struct StepProduct {
 struct RunPlan {
   bool packed;
   int nthreads;
+  std::unique_lock<std::mutex> reservation;  // of the team, when nthreads > 1
 
   RunPlan(index_t B, index_t work_per_step) {
     packed = B <= small_batch_limit().load();
@@ -149,6 +150,10 @@ struct RunPlan {
     // team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads, or
     // threadpoolctl's limit on the BLAS) controls both.
     nthreads = packed && work_per_step >= 32 * 1024 ? std::max(1, blas_get_num_threads()) : 1;
+    if (nthreads > 1) {
+      reservation = Team::instance().try_reserve();
+      if (!reservation.owns_lock()) nthreads = 1;  // another call has the team
+    }
   }
 
   template <class F>

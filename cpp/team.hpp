@@ -6,7 +6,7 @@
 // The team stays together for the whole sequence, each thread owning a slice of the recurrent
 // weights (kept hot in its cache) and a slice of the batch rows, and meets the others at a
 // spinning barrier. Between calls the workers sleep on a condition variable, so they never
-// compete with NumPy's or the BLAS's threads for the cores. One call runs the team at a time;
+// compete with NumPy's or the BLAS's threads for the cores. One call holds the team at a time;
 // a concurrent call (from another Python thread) runs alone on its own thread, with bitwise the
 // same results, because every output element is computed by the same code in the same order
 // whatever the number of threads.
@@ -57,11 +57,14 @@ class Team {
     return *team;
   }
 
-  // Runs fn on n threads, the caller being thread 0, and returns when all have finished. If
-  // the team is busy with another call, runs fn on the caller alone.
+  // The team serves one call at a time. A call first tries to reserve it (before it splits its
+  // work among n threads); if another call holds it, the call runs on its own thread.
+  std::unique_lock<std::mutex> try_reserve() { return std::unique_lock<std::mutex>(run_mutex_, std::try_to_lock); }
+
+  // Runs fn on n threads, the caller being thread 0, and returns when all have finished. The
+  // caller must hold the reservation.
   void run(int n, const std::function<void(const TeamContext&)>& fn) {
-    std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
-    if (n <= 1 || !busy.owns_lock()) {
+    if (n <= 1) {
       fn(TeamContext{0, 1, this});
       return;
     }

@@ -44,7 +44,7 @@ TASKS = ("reverse", "sort")
 
 FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell="lstm",
             attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_every=300, clip=5.0,
-            eval_every=100, val_size=1024, test_per_length=200, target=0.998, budget=330.0,
+            eval_every=100, val_size=1024, test_per_length=200, target=0.999, budget=330.0,
             budget_plain=200.0, steps=20000, beam=5)
 QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell="lstm",
              attention="additive", batch=32, lr=1e-2, lr_decay=1.0, lr_every=1000, clip=5.0,
