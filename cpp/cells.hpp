@@ -12,8 +12,8 @@
 //   G                      number of gate blocks
 //   kHasCellState          carries c besides h (LSTM)
 //   kDirectStateGrad       dh_{t-1} has a term besides dgates @ W_hh (GRU: dh_t * z)
-//   kSeparateRecurrentGrad the recurrent side's gate gradient differs from the input side's
-//                          (reset-after GRU: the n block is scaled by r)
+//   kSeparateRecurrentGrad the recurrent side's gate gradient differs from the input side's in
+//                          the last gate block (reset-after GRU: the n block is scaled by r)
 //   kSplitRecurrent        the last gate block's recurrent GEMM takes a cell-made input
 //                          (reset-before GRU: (r * h) W_hn^T), so a step has two GEMMs and
 //                          the cell's work comes in two parts around the second one

@@ -403,13 +403,13 @@ RNNKIT_CLONES void backward_rows(index_t r0, index_t r1, index_t H, const index_
   }
 }
 
-// out (N) = sum over the M rows of A (M, N); accumulated in the working precision, row by row
-// so the inner loop vectorises.
+// out (N) = sum over the M rows of A (M, N; leading dimension lda); accumulated in the working
+// precision, row by row so the inner loop vectorises.
 template <class T>
-RNNKIT_CLONES void sum_rows(index_t M, index_t N, const T* A, T* out) {
+RNNKIT_CLONES void sum_rows(index_t M, index_t N, const T* A, index_t lda, T* out) {
   std::fill_n(out, N, T(0));
   for (index_t i = 0; i < M; ++i)
-    for (index_t j = 0; j < N; ++j) out[j] += A[i * N + j];
+    for (index_t j = 0; j < N; ++j) out[j] += A[i * lda + j];
 }
 
 template <class Cell, class T>
@@ -425,7 +425,8 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   // (Rows past a sequence's length are never written but are read by the whole-sequence GEMMs,
   // so with lengths the pooled buffers are zeroed first.)
   T* dgx = scratch<T>(1, TB * GH);
-  T* dgh = Cell::kSeparateRecurrentGrad ? scratch<T>(2, TB * GH) : nullptr;
+  // The recurrent side's gradient of the last gate block, where it differs (reset-after GRU).
+  T* dgh_last = Cell::kSeparateRecurrentGrad ? scratch<T>(2, TB * H) : nullptr;
   std::vector<T> dg(std::size_t(B * GH));
   std::vector<T> dh(std::size_t(B * S), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
@@ -434,7 +435,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   T* dh_seq = project ? scratch<T>(3, TB * S) : nullptr;  // dL/dh_t for dW_hr
   if (s.lengths) {
     std::fill_n(dgx, TB * GH, T(0));
-    if (dgh) std::fill_n(dgh, TB * GH, T(0));
+    if (dgh_last) std::fill_n(dgh_last, TB * H, T(0));
     if (dh_seq) std::fill_n(dh_seq, TB * S, T(0));
   }
   // x as the weight-gradient GEMM sees it: padded steps must not reach dW_ih, and a zero gate
@@ -512,7 +513,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
         backward_rows<Cell>(r0, r1, H, rows, base, 0);
         if constexpr (Cell::kSeparateRecurrentGrad) {
           for (index_t r = r0; r < r1; ++r)
-            std::copy_n(dg.data() + r * GH, GH, dgh + t * B * GH + rows[r] * GH);
+            std::copy_n(dg.data() + r * GH + GH - H, H, dgh_last + tBH + rows[r] * H);
         }
         ctx.barrier();
         rec[tid].apply(n, dg.data(), GH, Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), S);
@@ -527,23 +528,35 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   }
 
   // Whole-sequence GEMMs over the T*B rows.
-  const T* dG_rec = Cell::kSeparateRecurrentGrad ? dgh : dgx;
   gemm(false, false, int(TB), int(I), int(GH), T(1), dgx, int(GH), p.W_ih, int(I), T(0), p.dx, int(I));
   gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
   if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
-    gemm(true, false, int(GH1), int(H), int(TB), T(1), dG_rec, int(GH), p.hprev, int(H), T(0),
+    gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0),
          p.dW_hh, int(H));
-    gemm(true, false, int(H), int(H), int(TB), T(1), dG_rec + GH1, int(GH), p.extra, int(H), T(0),
+    gemm(true, false, int(H), int(H), int(TB), T(1), dgx + GH1, int(GH), p.extra, int(H), T(0),
          p.dW_hh + GH1 * H, int(H));
+  } else if constexpr (Cell::kSeparateRecurrentGrad) {  // all blocks saw h_{t-1}; the last's
+    const index_t GHl = GH - H;                         // gradient differs on that side
+    gemm(true, false, int(GHl), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh,
+         int(S));
+    gemm(true, false, int(H), int(S), int(TB), T(1), dgh_last, int(H), p.hprev, int(S), T(0),
+         p.dW_hh + GHl * S, int(S));
   } else {
-    gemm(true, false, int(GH), int(S), int(TB), T(1), dG_rec, int(GH), p.hprev, int(S), T(0), p.dW_hh,
+    gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh,
          int(S));
   }
   if (project)
     gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr,
          int(H));
-  if (p.db_ih) sum_rows(TB, GH, dgx, p.db_ih);
-  if (p.db_hh) sum_rows(TB, GH, dG_rec, p.db_hh);
+  if (p.db_ih) sum_rows(TB, GH, dgx, GH, p.db_ih);
+  if (p.db_hh) {
+    if constexpr (Cell::kSeparateRecurrentGrad) {
+      sum_rows(TB, GH - H, dgx, GH, p.db_hh);
+      sum_rows(TB, H, dgh_last, H, p.db_hh + GH - H);
+    } else {
+      sum_rows(TB, GH, dgx, GH, p.db_hh);
+    }
+  }
 }
 
 }  // namespace rnnkit

@@ -43,13 +43,13 @@ FIRST = 3  # the first ordinary token id
 TASKS = ("reverse", "sort")
 
 FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell="lstm",
-            attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_every=300, clip=5.0,
-            eval_every=100, val_size=1024, test_per_length=200, target=0.999, budget=330.0,
-            budget_plain=200.0, steps=20000, beam=5)
+            attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
+            clip=5.0, eval_every=100, val_size=1024, test_per_length=200, target=0.999,
+            budget=330.0, budget_plain=200.0, steps=20000, beam=5)
 QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell="lstm",
-             attention="additive", batch=32, lr=1e-2, lr_decay=1.0, lr_every=1000, clip=5.0,
-             eval_every=50, val_size=128, test_per_length=25, target=0.98, budget=20.0,
-             budget_plain=8.0, steps=1500, beam=3)
+             attention="additive", batch=32, lr=1e-2, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
+             clip=5.0, eval_every=50, val_size=128, test_per_length=25, target=0.98,
+             budget=20.0, budget_plain=8.0, steps=1500, beam=3)
 
 
 # ============================================================================ data
@@ -149,17 +149,35 @@ def _log(*a):
     print(*a, flush=True)
 
 
-def _lr_decay(lr, factor, every):
-    """A callback multiplying the learning rate by ``factor`` every ``every`` steps."""
+def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
+    """A callback (after the Evaluate that records ``monitor``) that multiplies the learning
+    rate by ``factor`` (not below ``lr_min``) whenever ``patience`` evaluations in a row have
+    not beaten the best value so far -- the same rule for every model, adapting to how fast
+    each one learns."""
     from ..training import Callback
 
-    class StepDecay(Callback):
-        def on_step_end(self, state):
-            if factor != 1 and state.step % every == 0:
-                state.optimizer.lr = lr * factor ** (state.step // every)
-                state.postfix["lr"] = f"{state.optimizer.lr:.2g}"
+    class ReduceOnPlateau(Callback):
+        def __init__(self):
+            self.best, self.bad, self.seen, self.changes = None, 0, 0, []
 
-    return StepDecay()
+        def on_step_end(self, state):
+            h = state.history.get(monitor, [])
+            if len(h) == self.seen:
+                return
+            self.seen = len(h)
+            value = h[-1][1]
+            if self.best is None or value > self.best:
+                self.best, self.bad = value, 0
+                return
+            self.bad += 1
+            opt = state.optimizer
+            if factor < 1 and self.bad >= patience and opt.lr > lr_min:
+                opt.lr = max(lr_min, opt.lr * factor)
+                self.bad = 0
+                self.changes.append((state.step, opt.lr))
+                state.postfix["lr"] = f"{opt.lr:.2g}"
+
+    return ReduceOnPlateau()
 
 
 def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True,
@@ -188,8 +206,8 @@ def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progres
         curve_t.append(time.perf_counter() - t0)
         return exact_match(m, val, task)[0]
 
-    callbacks = [_lr_decay(cfg["lr"], cfg["lr_decay"], cfg["lr_every"]),
-                 Evaluate(val_acc, every=cfg["eval_every"], name="val_exact")]
+    decay = _plateau_decay(cfg["lr_decay"], cfg["lr_patience"], cfg["lr_min"])
+    callbacks = [Evaluate(val_acc, every=cfg["eval_every"], name="val_exact"), decay]
     if target:
         callbacks.append(EarlyStopping("val_exact", mode="max", patience=10**9, target=target))
     name = f"{task} {'attention' if attention else 'no attention'}"
@@ -202,7 +220,7 @@ def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progres
            "steps_per_second": state.step / wall, "final_val_exact": curve[-1][1],
            "stop_reason": state.stop_reason or "max steps",
            "val_curve": [(s, v, t) for (s, v), t in zip(curve, curve_t)],
-           "final_train_loss": state.loss}
+           "final_train_loss": state.loss, "lr_changes": decay.changes}
     log(f"{name}: validation exact match {curve[-1][1]:.4f} after {state.step} steps, "
         f"{wall:.1f} s ({res['stop_reason']})")
     return model, res
@@ -280,8 +298,10 @@ def _parser():
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate (initial)")
     p.add_argument("--lr-decay", type=float, dest="lr_decay",
-                   help="multiply the learning rate by this every --lr-every steps")
-    p.add_argument("--lr-every", type=int, dest="lr_every")
+                   help="multiply the learning rate by this after --lr-patience evaluations "
+                        "without a new best validation accuracy (1: never)")
+    p.add_argument("--lr-patience", type=int, dest="lr_patience")
+    p.add_argument("--lr-min", type=float, dest="lr_min")
     p.add_argument("--clip", type=float, help="global gradient-norm clip")
     p.add_argument("--steps", type=int, help="max training steps per model")
     p.add_argument("--eval-every", type=int, dest="eval_every")
@@ -355,7 +375,8 @@ def _run(args, cfg, argv):
     lengths = range(cfg["min_len"], cfg["max_len"] + 1)
     print(f"{task}: {cfg['symbols']} symbols, lengths {cfg['min_len']}..{cfg['max_len']}, "
           f"{cfg['cell']} E={cfg['embedding']} H={cfg['hidden']} B={cfg['batch']} "
-          f"lr={cfg['lr']} (x{cfg['lr_decay']} every {cfg['lr_every']} steps) "
+          f"lr={cfg['lr']} (x{cfg['lr_decay']} after {cfg['lr_patience']} evaluations without "
+          f"progress, min {cfg['lr_min']}) "
           f"clip={cfg['clip']}; held out: {len(test)} test, {len(val)} "
           f"validation sequences; threads={args.threads}, {dtype.name}", flush=True)
     t_all = time.perf_counter()

@@ -1,0 +1,706 @@
+#!/usr/bin/env python
+"""Benchmark rnnkit's fused RNN / LSTM / GRU kernels against a baseline.
+
+    python bench/bench_rnn.py [--quick] [--vs numpy|torch] [--cells rnn,lstm,gru,gru_tb]
+                              [--threads 1,2] [--dtype float32] [--repeats N] [--markdown]
+
+Baseline: the NumPy oracle (rnnkit.reference, default) or torch.nn.RNN / LSTM / GRU (--vs torch).
+Steps: (1) check the kernel against the oracle (and torch) on a small shape, abort on
+disagreement; (2) time the grid shapes x cells x {inference, training} x thread counts;
+(3) time a NumPy matmul living beside rnnkit in the same process. See bench/README.md for
+what every column means.
+
+The machine is shared and noisy, so every number that is compared is measured in the same run:
+the contenders alternate sample by sample and each reported time is a median of samples.
+"""
+
+# ---------------------------------------------------------------------------------------------
+# 0. Environment. This must run before numpy or rnnkit are imported: OpenBLAS reads its
+#    environment once, when the library loads. OPENBLAS_CORETYPE forces a kernel family and
+#    OPENBLAS_L2_SIZE overrides the cache size its blocking uses; either can make OpenBLAS slow,
+#    so if one is set the script replaces itself (exec, once) with a copy of itself without them.
+# ---------------------------------------------------------------------------------------------
+import os
+import sys
+
+_SLOW_OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_REEXEC_MARK = "RNNKIT_BENCH_REEXEC"  # holds the removed variables, for the report
+
+
+def _reexec_without_slow_openblas_vars():
+    found = {k: os.environ[k] for k in _SLOW_OPENBLAS_VARS if k in os.environ}
+    if not found:
+        return
+    if _REEXEC_MARK in os.environ:  # cannot happen (we removed them), but never loop
+        sys.exit(f"bench_rnn: {sorted(found)} still set after re-exec; giving up")
+    env = {k: v for k, v in os.environ.items() if k not in _SLOW_OPENBLAS_VARS}
+    env[_REEXEC_MARK] = " ".join(f"{k}={v}" for k, v in found.items())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # sys.orig_argv keeps the interpreter's own options (-X, -u, ...) as well as the script's.
+    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
+
+
+_reexec_without_slow_openblas_vars()
+
+# OPENBLAS_THREAD_TIMEOUT as the user left it: rnnkit sets it (setdefault) when it loads, which
+# only reaches the OpenBLAS copies loaded after that point (not NumPy's, imported first here).
+_USER_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import importlib.metadata  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+# NumPy first, then rnnkit: the order a user's script has.
+import numpy as np  # noqa: E402
+import threadpoolctl  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+import rnnkit  # noqa: E402
+from rnnkit import reference as ref  # noqa: E402
+
+torch = None  # imported only for --vs torch
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+# name: (T, B, I) with H = I
+SHAPES = {
+    "small": (50, 1, 128),
+    "medium": (100, 16, 256),
+    "large": (100, 64, 512),
+    "wide": (25, 32, 1024),
+}
+QUICK_SHAPES = ("small", "large")
+
+# cell name -> (rnnkit family, gate blocks G, keyword options, torch module name or None)
+CELLS = {
+    "rnn": ("rnn", 1, {"nonlinearity": "tanh"}, "RNN"),
+    "lstm": ("lstm", 4, {}, "LSTM"),
+    "gru": ("gru", 3, {"reset_after": True}, "GRU"),
+    "gru_tb": ("gru", 3, {"reset_after": False}, None),  # textbook GRU: torch has none
+}
+MODES = ("inference", "training")
+
+VALIDATE_SHAPE = (6, 3, 5, 7)  # T, B, I, H: I != H, so a transposed weight cannot pass
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}  # max relative error allowed in validation
+
+MIN_SAMPLE_S = 0.03  # one timing sample loops over calls until it lasts at least this long
+MIN_SAMPLES = 3  # even a slow contender gets this many samples
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOP count
+# ---------------------------------------------------------------------------------------------
+
+def gemm_flops(G, T, B, I, H, mode):
+    """GEMM flops of one call as (whole_sequence, per_step), counting 2*M*N*K per GEMM.
+
+    The GEMMs rnnkit's driver does (cpp/driver.hpp), with G*H gate columns:
+      forward   X W_ih^T      one (T*B, I) @ (I, G*H)             2*T*B*I*G*H   whole-sequence
+                h W_hh^T      T of (B, H) @ (H, G*H)              2*T*B*H*G*H   per step
+                              (gru_tb splits it into (B,H)@(H,2H) and (B,H)@(H,H): same total)
+      backward  dG W_hh       T of (B, G*H) @ (G*H, H) -> dh      2*T*B*G*H*H   per step
+                dG W_ih       one (T*B, G*H) @ (G*H, I) -> dx     2*T*B*G*H*I   whole-sequence
+                dG^T X        one (G*H, T*B) @ (T*B, I) -> dW_ih  2*T*B*G*H*I   whole-sequence
+                dG^T Hprev    one (G*H, T*B) @ (T*B, H) -> dW_hh  2*T*B*G*H*H   whole-sequence
+    so backward = 2 x forward and training (forward + backward) = 3 x forward. Elementwise work
+    (activations, bias sums) is not counted. The same count is used for every contender.
+    """
+    fwd_seq, fwd_step = 2 * T * B * I * G * H, 2 * T * B * H * G * H
+    if mode == "inference":
+        return fwd_seq, fwd_step
+    bwd_seq, bwd_step = 2 * T * B * G * H * (2 * I + H), 2 * T * B * G * H * H
+    return fwd_seq + bwd_seq, fwd_step + bwd_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing helpers
+# ---------------------------------------------------------------------------------------------
+
+def _cpu_busy_s():
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except OSError:
+        return float("nan")
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class LoadMeter:
+    """Average number of cores kept busy by *other* processes (and the hypervisor's steal)
+    between start() and stop(): machine busy time minus this process's own CPU time, per
+    second of wall time. On a 2-core machine, 1.0 means another job held a whole core."""
+
+    def start(self):
+        t = os.times()
+        self._m, self._own, self._wall = _cpu_busy_s(), t.user + t.system, time.perf_counter()
+        return self
+
+    def stop(self):
+        t = os.times()
+        wall = time.perf_counter() - self._wall
+        other = (_cpu_busy_s() - self._m) - (t.user + t.system - self._own)
+        return max(0.0, other / wall) if wall > 0 else float("nan")
+
+
+def _run_for(fn, inner):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def time_alternating(contenders, max_samples, budget_s):
+    """Median seconds per call of each contender, sampled in alternation.
+
+    contenders: {name: fn or None}. Each is first called once (warm-up, and to size it; a
+    call of 0.5 s or more counts as the first sample). A sample loops over `inner` calls so
+    that it lasts >= MIN_SAMPLE_S; a contender gets min(max_samples, budget_s / sample)
+    samples but at least MIN_SAMPLES, so a slow baseline (the NumPy oracle on big shapes)
+    gets fewer repeats. The samples of all contenders are
+    spread evenly over the same rounds, the order inside a round flips every round. Short
+    calls get one untimed call right before each sample, which absorbs the wake-up of thread
+    pools and caches after the other contender.
+    Returns {name: (median_s, n_samples)}.
+    """
+    plan = {}
+    for name, fn in contenders.items():
+        if fn is None:
+            continue
+        t1 = _run_for(fn, 1)
+        inner = max(1, math.ceil(MIN_SAMPLE_S / max(t1, 1e-7)))
+        sample_s = t1 * inner
+        n = int(min(max_samples, max(MIN_SAMPLES, budget_s // max(sample_s, 1e-9))))
+        # a call of half a second or more is its own warm-up: the sizing call is sample 0
+        plan[name] = (fn, inner, n, t1 < 0.05, [t1] if t1 >= 0.5 else [])
+    rounds = max((p[2] for p in plan.values()), default=0)
+    samples = {name: p[4] for name, p in plan.items()}
+    for r in range(rounds):
+        names = list(plan) if r % 2 == 0 else list(reversed(plan))
+        for name in names:
+            fn, inner, n, warm, _ = plan[name]
+            # sample j of n runs in round floor(j * rounds / n): run here if one maps to r
+            if len(samples[name]) < n and (len(samples[name]) * rounds) // n <= r:
+                if warm:
+                    fn()
+                samples[name].append(_run_for(fn, inner))
+    return {name: (statistics.median(s), len(s)) for name, s in samples.items()}
+
+
+def set_threads(n):
+    """One thread count for everyone: rnnkit's OpenBLAS pool, every BLAS / OpenMP pool
+    threadpoolctl finds (NumPy's OpenBLAS, torch's libgomp), and torch's intra-op pool."""
+    threadpool_limits(n)  # called as a function: the limit stays until the next call
+    rnnkit.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems and contenders
+# ---------------------------------------------------------------------------------------------
+
+class Problem:
+    """Random inputs of one cell at one shape, weights initialised as torch does."""
+
+    def __init__(self, cell, T, B, I, H, dtype, seed=0):
+        family, G, opts, torch_name = CELLS[cell]
+        self.cell, self.family, self.G, self.opts, self.torch_name = cell, family, G, opts, torch_name
+        self.T, self.B, self.I, self.H = T, B, I, H
+        rng = np.random.default_rng(seed)
+        k = 1 / math.sqrt(H)
+        u = lambda *shape: rng.uniform(-k, k, shape).astype(dtype)  # noqa: E731
+        self.x = rng.standard_normal((T, B, I)).astype(dtype)
+        self.h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
+        self.c0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5) if family == "lstm" else None
+        self.W_ih, self.W_hh, self.b_ih, self.b_hh = u(G * H, I), u(G * H, H), u(G * H), u(G * H)
+        self.dy = rng.standard_normal((T, B, H)).astype(dtype)
+
+    def arrays(self, dtype=None):
+        names = ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh", "dy")
+        out = {n: getattr(self, n) for n in names}
+        if dtype is not None:
+            out = {n: None if a is None else a.astype(dtype) for n, a in out.items()}
+        return out
+
+    # -- rnnkit and the oracle share signatures: `lib` is rnnkit or rnnkit.reference
+    def forward(self, lib, a, training):
+        fam = self.family
+        if fam == "lstm":
+            return lib.lstm_forward(a["x"], a["h0"], a["c0"], a["W_ih"], a["W_hh"], a["b_ih"],
+                                    a["b_hh"], training=training)
+        fwd = lib.rnn_forward if fam == "rnn" else lib.gru_forward
+        return fwd(a["x"], a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training,
+                   **self.opts)
+
+    def backward(self, lib, a, ws):
+        if self.family == "lstm":
+            return lib.lstm_backward(a["dy"], None, None, ws)
+        bwd = lib.rnn_backward if self.family == "rnn" else lib.gru_backward
+        return bwd(a["dy"], None, ws)
+
+    def call(self, lib, mode, a=None):
+        """A zero-argument function running one inference or training step of `lib`."""
+        a = self.arrays() if a is None else a
+        if mode == "inference":
+            return lambda: self.forward(lib, a, False)
+
+        def train():
+            _, _, ws = self.forward(lib, a, True)
+            return self.backward(lib, a, ws)
+        return train
+
+    def results(self, lib, a=None):
+        """Outputs and gradients of a training step, as a {name: array} dict."""
+        a = self.arrays() if a is None else a
+        y, final, ws = self.forward(lib, a, True)
+        g = self.backward(lib, a, ws)
+        out = {"y": y}
+        if self.family == "lstm":
+            out["h_T"], out["c_T"] = final
+        else:
+            out["h_T"] = final
+        out.update({k: v for k, v in g._asdict().items() if v is not None})
+        return out
+
+    # -- torch: nn.RNN / LSTM / GRU, time-major, the same weights and inputs
+    def torch_call(self, mode):
+        if self.torch_name is None:
+            return None
+        m, x, state, dy, params = self._torch_setup()
+        if mode == "inference":
+            def infer():
+                with torch.no_grad():
+                    return m(x, state)
+            return infer
+        xg = x.detach().requires_grad_()
+        sg = tuple(s.detach().requires_grad_() for s in state) if isinstance(state, tuple) \
+            else state.detach().requires_grad_()
+        leaves = params + [xg] + (list(sg) if isinstance(sg, tuple) else [sg])
+
+        def train():
+            for p in leaves:  # what optimizer.zero_grad() does: no accumulation
+                p.grad = None
+            y, _ = m(xg, sg)
+            y.backward(dy)
+        return train
+
+    def torch_results(self):
+        m, x, state, dy, params = self._torch_setup()
+        xg = x.detach().requires_grad_()
+        states = list(state) if isinstance(state, tuple) else [state]
+        states = [s.detach().requires_grad_() for s in states]
+        y, final = m(xg, tuple(states) if self.family == "lstm" else states[0])
+        y.backward(dy)
+        n = lambda t: t.detach().numpy()  # noqa: E731
+        out = {"y": n(y)}
+        if self.family == "lstm":
+            out["h_T"], out["c_T"] = n(final[0][0]), n(final[1][0])
+        else:
+            out["h_T"] = n(final[0])
+        out["dx"] = n(xg.grad)
+        out["dh0"] = n(states[0].grad[0])
+        if self.family == "lstm":
+            out["dc0"] = n(states[1].grad[0])
+        for name, p in zip(("dW_ih", "dW_hh", "db_ih", "db_hh"), params):
+            out[name] = n(p.grad)
+        return out
+
+    def _torch_setup(self):
+        mod = getattr(torch.nn, self.torch_name)
+        kw = {"nonlinearity": self.opts["nonlinearity"]} if self.family == "rnn" else {}
+        tdtype = torch.float64 if self.x.dtype == np.float64 else torch.float32
+        m = mod(self.I, self.H, **kw).to(tdtype)  # batch_first=False: time-major like rnnkit
+        with torch.no_grad():
+            for name, a in (("weight_ih_l0", self.W_ih), ("weight_hh_l0", self.W_hh),
+                            ("bias_ih_l0", self.b_ih), ("bias_hh_l0", self.b_hh)):
+                getattr(m, name).copy_(torch.from_numpy(a))
+        params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
+        x = torch.from_numpy(self.x)
+        h0 = torch.from_numpy(self.h0)[None]
+        state = (h0, torch.from_numpy(self.c0)[None]) if self.family == "lstm" else h0
+        return m, x, state, torch.from_numpy(self.dy), params
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Validation
+# ---------------------------------------------------------------------------------------------
+
+def max_rel_error(got, want):
+    """max over the arrays of max|got - want| / max|want| (each array normed on its own)."""
+    worst, where = 0.0, None
+    for k, w in want.items():
+        w = np.asarray(w, dtype=np.float64)
+        g = np.asarray(got[k], dtype=np.float64)
+        if g.shape != w.shape:
+            return float("inf"), f"{k} shape {g.shape} != {w.shape}"
+        err = float(np.max(np.abs(g - w))) / max(float(np.max(np.abs(w))), 1e-30)
+        if not np.isfinite(err) or err > worst:
+            worst, where = err if np.isfinite(err) else float("inf"), k
+    return worst, where
+
+
+def validate(cells, dtype, vs):
+    T, B, I, H = VALIDATE_SHAPE
+    tol = TOLERANCE[np.dtype(dtype).name]
+    print(f"## Validation: T={T} B={B} I={I} H={H}, {np.dtype(dtype).name}, outputs y, final "
+          f"states and all gradients; max relative error (max|a-b| / max|b|, per array), "
+          f"tolerance {tol:g}")
+    ok = True
+    for cell in cells:
+        p = Problem(cell, T, B, I, H, dtype, seed=1)
+        kernel = p.results(rnnkit)
+        # the oracle in float64 on the same (rounded) inputs: the closest thing to exact
+        oracle = p.results(ref, p.arrays(np.float64))
+        if set(kernel) != set(oracle):
+            print(f"  {cell:7s} FAIL: kernel returns {sorted(kernel)}, oracle {sorted(oracle)}")
+            ok = False
+            continue
+        err, where = max_rel_error(kernel, oracle)
+        line = f"  {cell:7s} kernel vs oracle(float64): {err:.2e} (worst: {where})"
+        bad = err > tol
+        if vs == "torch":
+            if p.torch_name is None:
+                line += "   kernel vs torch: -  (torch has no reset-before GRU)"
+            else:
+                terr, twhere = max_rel_error(kernel, p.torch_results())
+                line += f"   kernel vs torch: {terr:.2e} (worst: {twhere})"
+                bad = bad or terr > tol
+        print(line + ("   FAIL" if bad else "   ok"))
+        ok = ok and not bad
+    if not ok:
+        sys.exit("bench_rnn: the kernel disagrees with its reference; not benchmarking")
+    print()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The grid
+# ---------------------------------------------------------------------------------------------
+
+_roofline_cache = {}
+
+
+def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
+    """GFLOP/s of np.matmul at the two GEMM shapes of the forward pass, measured now, at the
+    current thread count:
+      whole-sequence  (T*B, I) @ (I, G*H), one call;
+      per-step        (B, H) @ (H, G*H), T of them in one stacked call (T, B, H) @ (H, G*H),
+                      so NumPy's per-call overhead (about a microsecond, as much as a tiny
+                      GEMM) is paid once, not T times; NumPy loops over the T matrices in C.
+    np.matmul runs NumPy's own OpenBLAS (rnnkit's BLAS is not exposed to Python); the header
+    shows both libraries and their kernels. NumPy may route a B=1 product to gemv, which can
+    beat a general sgemm with M=1, so for B=1 this is "what NumPy's BLAS does", not a bound:
+    a fraction above 100% is possible."""
+    key = (T, B, I, H, G, np.dtype(dtype).name, n_threads)
+    if key not in _roofline_cache:
+        rng = np.random.default_rng(2)
+        X = rng.standard_normal((T * B, I)).astype(dtype)
+        hs = rng.standard_normal((T, B, H)).astype(dtype)
+        W_ih = rng.standard_normal((G * H, I)).astype(dtype)
+        W_hh = rng.standard_normal((G * H, H)).astype(dtype)
+        out_seq, out_step = np.empty((T * B, G * H), dtype), np.empty((T, B, G * H), dtype)
+        # W.T: the same transposed operand the kernel passes to its BLAS
+        t = time_alternating({"seq": lambda: np.matmul(X, W_ih.T, out=out_seq),
+                              "step": lambda: np.matmul(hs, W_hh.T, out=out_step)},
+                             max_samples=5 if quick else 7, budget_s=0.3 if quick else 0.6)
+        _roofline_cache[key] = (2 * T * B * I * G * H / t["seq"][0] / 1e9,
+                                2 * T * B * H * G * H / t["step"][0] / 1e9)
+    return _roofline_cache[key]
+
+
+def roofline_gflops(flops, rates):
+    """The GFLOP/s this call would reach if each of its GEMMs ran at the np.matmul rate of its
+    kind (whole-sequence GEMMs at the (T*B,I)@(I,G*H) rate, per-step ones at the (B,H)@(H,G*H)
+    rate; the backward's transposed GEMMs are taken at the same two rates) and nothing else
+    took time: total flops / (seq_flops / seq_rate + step_flops / step_rate), a time-weighted
+    (harmonic) combination. %roof = rnnkit GFLOP/s / this = roofline time / rnnkit time."""
+    (f_seq, f_step), (r_seq, r_step) = flops, rates
+    return (f_seq + f_step) / (f_seq / r_seq + f_step / r_step)
+
+
+def run_grid(args, shapes, cells, threads, dtype):
+    base_name = "torch" if args.vs == "torch" else "numpy"
+    rows = []
+    header = (f"{'shape':22s} {'cell':7s} {'mode':9s} {'thr':>3s} {'rnnkit ms':>10s} "
+              f"{base_name + ' ms':>10s} {'ratio':>6s} {'GFLOP/s':>8s} {'roof':>6s} {'%roof':>6s} "
+              f"{'ws MiB':>7s} {'n':>5s} {'bg':>4s}")
+    print(f"## Grid: rnnkit vs {base_name} ({'oracle rnnkit.reference' if base_name == 'numpy' else 'torch.nn.RNN/LSTM/GRU'}), "
+          f"{np.dtype(dtype).name}; ratio = rnnkit / {base_name} (< 1: rnnkit faster)")
+    print(header)
+    print("-" * len(header))
+    max_samples = args.repeats
+    budget = 1.5 if args.quick else 2.0
+    cores = os.cpu_count() or 1
+    for n_threads in threads:
+        set_threads(n_threads)
+        t_block = time.perf_counter()
+        for shape_name in shapes:
+            T, B, I = SHAPES[shape_name]
+            H = I
+            for cell in cells:
+                p = Problem(cell, T, B, I, H, dtype)
+                rates = sgemm_rates(T, B, I, H, p.G, dtype, n_threads, args.quick)
+                _, _, ws = p.forward(rnnkit, p.arrays(), True)
+                ws_bytes = ws.nbytes
+                del ws
+                for mode in MODES:
+                    gc.collect()
+                    base = p.torch_call(mode) if args.vs == "torch" else p.call(ref, mode)
+                    meter = LoadMeter().start()
+                    t = time_alternating({"rnnkit": p.call(rnnkit, mode), "base": base},
+                                         max_samples, budget)
+                    bg = meter.stop()
+                    flops = gemm_flops(p.G, T, B, I, H, mode)
+                    rk_s, rk_n = t["rnnkit"]
+                    base_s, base_n = t.get("base", (None, 0))
+                    gflops = sum(flops) / rk_s / 1e9
+                    roof = roofline_gflops(flops, rates)
+                    row = {
+                        "shape": f"{shape_name} ({T},{B},{I})", "cell": cell, "mode": mode,
+                        "threads": n_threads, "rnnkit_ms": rk_s * 1e3,
+                        "base_ms": None if base_s is None else base_s * 1e3,
+                        "ratio": None if base_s is None else rk_s / base_s,
+                        "gflops": gflops, "roof": roof, "frac": gflops / roof,
+                        "ws_mib": ws_bytes / 2**20 if mode == "training" else None,
+                        "n": f"{rk_n}/{base_n if base_s is not None else '-'}", "bg": bg,
+                    }
+                    # oversubscribed: other processes took more than the cores this row left free
+                    row["busy"] = bg > max(0.5, cores - n_threads + 0.25)
+                    rows.append(row)
+                    print(format_row(row), flush=True)
+        print(f"({n_threads} thread{'s' if n_threads > 1 else ''}: {time.perf_counter() - t_block:.0f} s)")
+    print(f"bg marked *: other processes kept more cores busy than the row's threads left free; "
+          f"its times are inflated and its ratio is less reliable")
+    print()
+    return rows
+
+
+def _f(v, fmt, width):
+    return f"{'-':>{width}s}" if v is None else f"{v:{width}{fmt}}"
+
+
+def format_row(r):
+    return (f"{r['shape']:22s} {r['cell']:7s} {r['mode']:9s} {r['threads']:3d} "
+            f"{_f(r['rnnkit_ms'], '.3f', 10)} {_f(r['base_ms'], '.3f', 10)} "
+            f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
+            f"{_f(100 * r['frac'], '.0f', 5)}% {_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
+            f"{r['bg']:4.1f}{'*' if r['busy'] else ''}")
+
+
+def markdown_table(rows, base_name):
+    def c(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    out = [f"| shape (T,B,I=H) | cell | mode | thr | rnnkit ms | {base_name} ms | ratio | "
+           "GFLOP/s | roof GFLOP/s | %roof | ws MiB | n | bg |",
+           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        out.append(f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['threads']} | "
+                   f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
+                   f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
+                   f"{c(100 * r['frac'], '.0f')}% | {c(r['ws_mib'], '.2f')} | {r['n']} | "
+                   f"{r['bg']:.1f}{'*' if r['busy'] else ''} |")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Living beside NumPy
+# ---------------------------------------------------------------------------------------------
+
+def beside_numpy(dtype, quick):
+    """Does an rnnkit call slow down the NumPy matmul that follows it (two OpenBLAS thread pools
+    in one process, 2 threads each), and the other way round? Each round runs, in alternating
+    order, `numpy matmul; numpy matmul(timed: alone)` and `rnnkit call; numpy matmul(timed:
+    after)`, and the same with the roles swapped. Ratios after/alone of the medians."""
+    set_threads(2)
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((256, 512)).astype(dtype)
+    Bm = rng.standard_normal((512, 2048)).astype(dtype)
+    C = np.empty((256, 2048), dtype)
+    p = Problem("lstm", 50, 16, 256, 256, dtype)
+    rk = p.call(rnnkit, "inference")
+    mm = lambda: np.matmul(A, Bm, out=C)  # noqa: E731
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    mm(), rk()
+    res = {"mm_alone": [], "mm_after_rk": [], "rk_alone": [], "rk_after_mm": []}
+    rounds = 30 if quick else 60
+    meter = LoadMeter().start()
+    for i in range(rounds):
+        pairs = [("mm_alone", mm, mm), ("mm_after_rk", rk, mm),
+                 ("rk_alone", rk, rk), ("rk_after_mm", mm, rk)]
+        for key, first, second in (pairs if i % 2 == 0 else pairs[::-1]):
+            first()
+            res[key].append(timed(second))
+    bg = meter.stop()
+    med = {k: statistics.median(v) * 1e3 for k, v in res.items()}
+    print(f"## Living beside NumPy: 2 threads, {np.dtype(dtype).name}, {rounds} rounds, "
+          f"bg {bg:.1f} cores")
+    print(f"  numpy matmul (256x512 @ 512x2048): alone {med['mm_alone']:.3f} ms, right after an "
+          f"rnnkit call {med['mm_after_rk']:.3f} ms -> after/alone = "
+          f"{med['mm_after_rk'] / med['mm_alone']:.2f}")
+    print(f"  rnnkit lstm inference (50,16,256):  alone {med['rk_alone']:.3f} ms, right after a "
+          f"numpy matmul {med['rk_after_mm']:.3f} ms -> after/alone = "
+          f"{med['rk_after_mm'] / med['rk_alone']:.2f}")
+    print()
+    return med, bg
+
+
+# ---------------------------------------------------------------------------------------------
+# Header: machine, versions, BLAS
+# ---------------------------------------------------------------------------------------------
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit():
+    """Commit of the rnnkit that is imported (not of this script), and whether its sources differ."""
+    here = os.path.dirname(os.path.abspath(rnnkit.__file__))
+
+    def git(*a):
+        return subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        rev = git("rev-parse", "--short", "HEAD")
+        if not rev:
+            return "unknown"
+        top = git("rev-parse", "--show-toplevel")
+        dirty = git("-C", top, "status", "--porcelain", "--", "cpp", "python")
+        return f"{rev}{', cpp/ or python/ modified' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _core_built():
+    path = rnnkit._core.__file__
+    return (f"{os.path.dirname(os.path.abspath(rnnkit.__file__))}, _core built "
+            f"{datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec='seconds')}")
+
+
+def print_header(args):
+    print("# rnnkit benchmark")
+    print(f"command: {shlex.join(sys.orig_argv)}   (cwd {os.getcwd()})")
+    print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print(f"machine: {_cpu_model()}, {cores} cores ({usable} usable), {platform.machine()}, "
+          f"load average {load}")
+    print(f"versions: python {platform.python_version()}, numpy {np.__version__}, "
+          f"torch {torch.__version__ if torch is not None else _version('torch')}, "
+          f"rnnkit {rnnkit.__version__} (commit {_git_commit()}), threadpoolctl "
+          f"{threadpoolctl.__version__}")
+    print(f"rnnkit:  {_core_built()}")
+    removed = os.environ.get(_REEXEC_MARK)
+    if removed:
+        print(f"environment: re-executed once without {removed} (they can slow OpenBLAS)")
+    else:
+        print(f"environment: {' and '.join(_SLOW_OPENBLAS_VARS)} not set, no re-exec needed")
+    print(f"OPENBLAS_THREAD_TIMEOUT: {_USER_THREAD_TIMEOUT or 'unset'} when NumPy loaded, "
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')} when rnnkit loaded its OpenBLAS "
+          f"(NumPy is imported first)")
+    print("BLAS / OpenMP pools (threadpoolctl):")
+    for lib in threadpool_info():
+        parts = [f"{lib.get('internal_api')} {lib.get('version') or ''}".strip()]
+        if "architecture" in lib:
+            parts.append(f"kernel {lib['architecture']}")
+        if "threading_layer" in lib:
+            parts.append(f"threading {lib['threading_layer']}")
+        parts.append(f"{lib['num_threads']} threads")
+        print(f"  {os.path.basename(lib['filepath'])}: {', '.join(parts)}")
+    if torch is not None:
+        print(f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
+              f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}")
+    print()
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+def _csv(kind, allowed=None):
+    def parse(s):
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        if allowed is not None:
+            bad = [x for x in items if x not in allowed]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
+        return [kind(x) for x in items]
+    return parse
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"shapes {', '.join(QUICK_SHAPES)} only, fewer repeats")
+    ap.add_argument("--vs", choices=("numpy", "torch"), default="numpy",
+                    help="baseline: the NumPy oracle rnnkit.reference (default) or torch.nn")
+    ap.add_argument("--cells", type=_csv(str, CELLS), default=list(CELLS),
+                    help="comma list of rnn,lstm,gru,gru_tb (default all)")
+    ap.add_argument("--threads", type=_csv(int), default=[1, 2], help="comma list (default 1,2)")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="max timing samples per contender and grid point (default 7, --quick 5); "
+                         f"slow contenders get fewer, never below {MIN_SAMPLES}")
+    ap.add_argument("--markdown", action="store_true",
+                    help="also print the grid as a Markdown table at the end")
+    args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 7
+    if args.repeats < 1 or any(n < 1 for n in args.threads):
+        ap.error("--repeats and --threads must be >= 1")
+    dtype = np.dtype(args.dtype).type
+
+    global torch
+    if args.vs == "torch":
+        import torch as _torch
+        torch = _torch
+
+    t_start = time.perf_counter()
+    print_header(args)
+    validate(args.cells, dtype, args.vs)
+    shapes = QUICK_SHAPES if args.quick else tuple(SHAPES)
+    meter = LoadMeter().start()
+    rows = run_grid(args, shapes, args.cells, args.threads, dtype)
+    beside_numpy(dtype, args.quick)
+    if args.markdown:
+        print(markdown_table(rows, "torch" if args.vs == "torch" else "numpy"))
+        print()
+    print(f"total {time.perf_counter() - t_start:.0f} s; other processes kept {meter.stop():.1f} "
+          f"cores busy on average during the timings")
+
+
+if __name__ == "__main__":
+    main()
