@@ -90,19 +90,26 @@ class Team {
     if (error) std::rethrow_exception(error);
   }
 
-  // Sense-reversing barrier over the threads of the current run. Spins briefly, then yields,
-  // so an oversubscribed machine still makes progress.
+  // Barrier over the threads of the current run. Waiters spin briefly (the usual wait is well
+  // under a microsecond), then sleep on a condition variable: on a busy machine a thread may
+  // be descheduled, and a sleeping waiter frees its core for it instead of spinning against it.
   void barrier(int nthreads) {
     const std::uint32_t gen = barrier_gen_.load(std::memory_order_acquire);
     if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nthreads - 1) {
       barrier_count_.store(0, std::memory_order_relaxed);
-      barrier_gen_.store(gen + 1, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lock(barrier_mutex_);
+        barrier_gen_.store(gen + 1, std::memory_order_release);
+      }
+      barrier_cv_.notify_all();
       return;
     }
-    for (int spins = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 2000) RNNKIT_PAUSE();
-      else std::this_thread::yield();
+    for (int spins = 0; spins < 2000; ++spins) {
+      if (barrier_gen_.load(std::memory_order_acquire) != gen) return;
+      RNNKIT_PAUSE();
     }
+    std::unique_lock<std::mutex> lock(barrier_mutex_);
+    barrier_cv_.wait(lock, [&] { return barrier_gen_.load(std::memory_order_acquire) != gen; });
   }
 
  private:
@@ -149,6 +156,8 @@ class Team {
   int pending_ = 0;
   std::uint64_t generation_ = 0;
   std::vector<std::thread> workers_;
+  std::mutex barrier_mutex_;
+  std::condition_variable barrier_cv_;
   std::atomic<int> barrier_count_{0};
   std::atomic<std::uint32_t> barrier_gen_{0};
 };

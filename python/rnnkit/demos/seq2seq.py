@@ -269,7 +269,7 @@ def _plots(out, task, results, model, example, cfg):
                             for t in res.tokens[:n_out, 0]])
         ax.set_xlabel("source token")
         ax.set_ylabel("output token")
-        ax.set_title(f"{task}: attention weights (additive)")
+        ax.set_title(f"{task}: attention weights ({cfg['attention']})")
         fig.colorbar(im, ax=ax, fraction=0.04)
         fig.tight_layout()
         path = os.path.join(out, f"{task}_attention.png")
