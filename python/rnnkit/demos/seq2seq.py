@@ -9,7 +9,8 @@ Each source is a sequence of random tokens (``--symbols`` of them) of length ``-
 A held-out test set (``--test-per-length`` sequences of every length) and a validation set are
 drawn first and never appear in training. Two :class:`rnnkit.seq2seq.Seq2Seq` models are
 trained with Adam and gradient clipping on freshly generated batches
-(:func:`rnnkit.training.fit`):
+(:func:`rnnkit.training.fit`), the learning rate halved whenever the validation accuracy has not
+improved for two evaluations (the same rule for both):
 
 * with attention (additive by default, input feeding), until its validation exact-match
   accuracy reaches ``--target`` or its time budget runs out;
@@ -19,7 +20,8 @@ trained with Adam and gradient clipping on freshly generated batches
 Both are then scored on the test set by greedy decoding: exact match (every token and the end
 token right), overall and by source length -- the model without attention has to squeeze the
 whole sequence into one vector and its accuracy falls with the length, the attention model
-reads each source token where it needs it. Writes ``<task>_results.json`` and (with
+reads each source token where it needs it (sorting, which only needs the counts of each
+symbol, is learnt without attention too). Writes ``<task>_results.json`` and (with
 matplotlib) ``<task>_attention.png``, the attention weights of one test example (a heat map:
 for reversal, the anti-diagonal), and ``<task>_accuracy_by_length.png``.
 
