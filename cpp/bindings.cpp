@@ -300,12 +300,16 @@ PYBIND11_MODULE(_core, m) {
   // rnnkit's threads: its team (the per-step loop) takes as many threads as its BLAS pool
   // (whole-sequence GEMMs) has, so this one number (which threadpoolctl also sees and limits,
   // and whose default honours OPENBLAS_NUM_THREADS / OMP_NUM_THREADS) controls both.
-  m.def("set_num_threads", &blas_set_num_threads, py::arg("n"));
-  m.def("get_num_threads", &blas_get_num_threads);
+  m.def("set_num_threads", &SerialBlas::set_threads, py::arg("n"));
+  m.def("get_num_threads", &SerialBlas::configured_threads);
   // Private: the batch size up to which per-step products skip the BLAS (tests use it to cover
   // both paths on the same shapes; benchmarks to compare them).
   m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));
   m.def("_get_small_batch_limit", [] { return small_batch_limit().load(); });
+  // Private: the per-step work (multiply-adds) from which the team splits a step (tests set 0
+  // to run every call on all threads).
+  m.def("_set_team_min_work", [](index_t n) { team_min_work() = n; }, py::arg("n"));
+  m.def("_get_team_min_work", [] { return team_min_work().load(); });
   // Private: bytes held by the cache of freed output blocks, and emptying it.
   m.def("_cached_bytes", [] { return BlockCache::instance().cached_bytes(); });
   m.def("_release_cached_memory", [] { BlockCache::instance().release(); });

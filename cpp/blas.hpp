@@ -5,6 +5,7 @@
 #include <cblas.h>
 
 #include <cstddef>
+#include <mutex>
 
 namespace rnnkit {
 
@@ -15,12 +16,68 @@ inline void scale_matrix(int M, int N, T beta, T* C, int ldc) {
     for (int j = 0; j < N; ++j) C[std::size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * C[std::size_t(i) * ldc + j];
 }
 
+inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+inline int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
+
+// Small products run on one BLAS thread: waking the pool's sleeping workers costs more than they
+// save below about 2M multiply-adds. The BLAS has no per-call thread count, so the pool is set
+// to one thread while any such product runs and restored after the last one (a large product
+// running at the same moment in another thread may then use one thread: slower, never wrong).
+class SerialBlas {
+ public:
+  SerialBlas() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (depth()++ == 0) {
+      saved() = blas_get_num_threads();
+      if (saved() > 1) blas_set_num_threads(1);
+    }
+  }
+  ~SerialBlas() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (--depth() == 0 && saved() > 1) blas_set_num_threads(saved());
+  }
+  static bool wanted(int M, int N, int K) { return double(M) * N * K < double(1 << 21); }
+  // Sets the pool's size; while small products run, it takes effect when the last one ends.
+  static void set_threads(int n) {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (depth() > 0)
+      saved() = n;
+    else
+      blas_set_num_threads(n);
+  }
+  // The thread count the user configured, also while a small product has lowered it.
+  static int configured_threads() {
+    std::lock_guard<std::mutex> lock(mutex());
+    return depth() > 0 ? saved() : blas_get_num_threads();
+  }
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static int& depth() {
+    static int d = 0;
+    return d;
+  }
+  static int& saved() {
+    static int s = 1;
+    return s;
+  }
+};
+
 // Row-major C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, with leading dimensions.
 // Empty problems are handled here, since some BLAS builds reject M, N or K equal to 0.
 inline void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                  int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_matrix(M, N, beta, C, ldc);
+  if (SerialBlas::wanted(M, N, K)) {
+    SerialBlas serial;
+    return scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                             trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                             ldc);
+  }
   scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                     ldc);
@@ -30,12 +87,15 @@ inline void gemm(bool trans_a, bool trans_b, int M, int N, int K, double alpha, 
                  int lda, const double* B, int ldb, double beta, double* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_matrix(M, N, beta, C, ldc);
+  if (SerialBlas::wanted(M, N, K)) {
+    SerialBlas serial;
+    return scipy_cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                             trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                             ldc);
+  }
   scipy_cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                     ldc);
 }
-
-inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
-inline int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 
 }  // namespace rnnkit

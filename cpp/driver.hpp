@@ -94,6 +94,14 @@ inline std::atomic<index_t>& small_batch_limit() {
   return limit;
 }
 
+// The team splits a step only if the step has at least this many multiply-adds: a barrier costs
+// about a microsecond here, which smaller steps do not repay. Settable (for tests) through a
+// private binding.
+inline std::atomic<index_t>& team_min_work() {
+  static std::atomic<index_t> work{index_t(1) << 20};
+  return work;
+}
+
 // One thread's share of a per-step product C (n, N) = A (n, K) @ M (+ beta C), where M is a
 // weight matrix W or its transpose (W^T for the forward's h W_hh^T, W itself for the
 // backward's dg W_hh). Packed mode: this thread computes columns [c0, c1) from its own packed
@@ -146,10 +154,11 @@ struct RunPlan {
 
   RunPlan(index_t B, index_t work_per_step) {
     packed = B <= small_batch_limit().load();
-    // Below this much work per step a second thread costs more in barriers than it saves. The
-    // team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads, or
-    // threadpoolctl's limit on the BLAS) controls both.
-    nthreads = packed && work_per_step >= 32 * 1024 ? std::max(1, blas_get_num_threads()) : 1;
+    // The team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads,
+    // or threadpoolctl's limit on the BLAS) controls both.
+    nthreads = packed && work_per_step >= team_min_work().load()
+                   ? std::max(1, SerialBlas::configured_threads())
+                   : 1;
     if (nthreads > 1) {
       reservation = Team::instance().try_reserve();
       if (!reservation.owns_lock()) nthreads = 1;  // another call has the team

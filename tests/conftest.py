@@ -56,3 +56,19 @@ def assert_close(actual, expected, dtype=None, err_msg=""):
     finite = expected[np.isfinite(expected)]
     scale = max(1.0, float(np.abs(finite).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+
+
+@pytest.fixture(autouse=True)
+def split_every_step():
+    """Run every kernel call of the tests on all of rnnkit's threads, whatever its size.
+
+    Normally rnnkit's thread team splits a time step only when the step is big enough to repay
+    the barriers; the tests' shapes are small, and this makes them cover the team's code path
+    (with the machine's thread count) as well as the single-thread one.
+    """
+    from rnnkit import _core
+
+    old = _core._get_team_min_work()
+    _core._set_team_min_work(0)
+    yield
+    _core._set_team_min_work(old)

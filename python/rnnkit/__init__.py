@@ -46,7 +46,7 @@ from .recurrent import (  # noqa: E402
     rnn_forward,
 )
 
-from . import diagnostics, models, nn, optim, reference  # noqa: E402
+from . import attention, decoding, diagnostics, models, nn, optim, reference, seq2seq  # noqa: E402
 from .training import clip_grad_norm, clip_grad_value  # noqa: E402
 
 __version__ = "0.1.0"
@@ -72,5 +72,6 @@ __all__ = [
     "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
     "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_num_threads",
     "softmax", "softmax_cross_entropy", "nn", "optim", "models", "diagnostics", "reference",
+    "attention", "decoding", "seq2seq",
     "clip_grad_norm", "clip_grad_value",
 ]

@@ -52,7 +52,7 @@ from .recurrent import (gru_cell_backward, gru_cell_forward, lstm_cell_backward,
                         lstm_cell_forward, rnn_cell_backward, rnn_cell_forward)
 
 __all__ = ["OutputRecurrentRNN", "RecurrentDecoder", "SequenceRegressor", "SequenceClassifier",
-           "shift_right", "sample_tokens"]
+           "Seq2Seq", "shift_right", "sample_tokens"]
 
 
 def _seeds(seed, n):
@@ -621,3 +621,7 @@ class SequenceClassifier(SequenceRegressor):
             return np.argmax(self.forward(x, state, lengths), axis=-1)
         finally:
             self.train(was)
+
+
+# The encoder-decoder lives in seq2seq.py (it builds on the modules above).
+from .seq2seq import Seq2Seq  # noqa: E402
