@@ -20,7 +20,7 @@ inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 inline int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 
 // Small products run on one BLAS thread: waking the pool's sleeping workers costs more than they
-// save below about 2M multiply-adds. The BLAS has no per-call thread count, so the pool is set
+// save below about 8M multiply-adds. The BLAS has no per-call thread count, so the pool is set
 // to one thread while any such product runs and restored after the last one (a large product
 // running at the same moment in another thread may then use one thread: slower, never wrong).
 class SerialBlas {
@@ -36,7 +36,7 @@ class SerialBlas {
     std::lock_guard<std::mutex> lock(mutex());
     if (--depth() == 0 && saved() > 1) blas_set_num_threads(saved());
   }
-  static bool wanted(int M, int N, int K) { return double(M) * N * K < double(1 << 21); }
+  static bool wanted(int M, int N, int K) { return double(M) * N * K < double(1 << 23); }
   // Sets the pool's size; while small products run, it takes effect when the last one ends.
   static void set_threads(int n) {
     std::lock_guard<std::mutex> lock(mutex());

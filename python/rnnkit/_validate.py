@@ -163,6 +163,8 @@ def check_alloc(arg, dtype, n_elements, what):
     if nbytes > INTP_MAX:
         raise ValueError(f"{arg}: {what} would take {nbytes} bytes of {dtype.name}, more than a "
                          f"64-bit size can hold ({INTP_MAX})")
+    if nbytes < (1 << 30):  # surely fine; spares reading /proc on every call
+        return
     limit = memory_limit()
     if limit is not None and nbytes > limit:
         raise MemoryError(f"{arg}: {what} would take {_human(nbytes)} of {dtype.name}, more than "

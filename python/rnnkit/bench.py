@@ -516,6 +516,60 @@ def markdown_table(rows, base_name):
 # 3. Living beside NumPy
 # ---------------------------------------------------------------------------------------------
 
+def layer_rows(dtype, threads, quick):
+    """Whole modules: a 2-layer bidirectional LSTM, and one layer over a variable-length batch
+    (lengths spread evenly over 1..T, as rnnkit.nn's `lengths` and torch's packed sequence).
+    Training = forward + backward through every layer; against torch when --vs torch, else
+    only rnnkit (the oracle has no module). Prints one line per case and thread count."""
+    T, B, H = (50, 16, 256) if quick else (100, 32, 512)
+    cases = [("lstm 2-layer bidirectional", dict(num_layers=2, bidirectional=True), None),
+             ("lstm variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),
+             ("gru variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy())]
+    print(f"\n## Layers (rnnkit.nn vs torch.nn), T={T} B={B} I=H={H}, {np.dtype(dtype).name}, training step")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    for name, kw, lengths in cases:
+        kind = name.split()[0]
+        ours = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU}[kind](H, H, dtype=dtype, seed=0, **kw)
+        D = 2 if kw.get("bidirectional") else 1
+        dout = rng.standard_normal((T, B, D * H)).astype(dtype)
+        if lengths is not None:
+            dout[np.arange(T)[:, None] >= lengths[None, :]] = 0
+
+        def rk_step():
+            ours.zero_grad()
+            ours(x, lengths=lengths)
+            ours.backward(dout)
+
+        contenders = {"rnnkit": rk_step}
+        if torch is not None:
+            tmod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](H, H, **kw).to(
+                torch.float32 if dtype == np.float32 else torch.float64)
+            tmod.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+            xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
+
+            def torch_step():
+                tmod.zero_grad()
+                xin = xt.clone().requires_grad_()
+                if lengths is None:
+                    out = tmod(xin)[0]
+                else:
+                    packed = torch.nn.utils.rnn.pack_padded_sequence(
+                        xin, torch.from_numpy(lengths), enforce_sorted=False)
+                    out = torch.nn.utils.rnn.pad_packed_sequence(tmod(packed)[0], total_length=T)[0]
+                out.backward(dt)
+
+            contenders["torch"] = torch_step
+        for n in threads:
+            set_threads(n)
+            res = time_alternating(contenders, 3 if quick else 5, 2.0)
+            line = f"  {name:28s} thr {n}: rnnkit {res['rnnkit'][0] * 1e3:8.2f} ms"
+            if "torch" in res:
+                line += (f"   torch {res['torch'][0] * 1e3:8.2f} ms   ratio "
+                         f"{res['rnnkit'][0] / res['torch'][0]:.2f}")
+            print(line)
+
+
 def beside_numpy(dtype, quick):
     """Does an rnnkit call slow down the NumPy matmul that follows it (two OpenBLAS thread pools
     in one process, 2 threads each), and the other way round? Each round runs, in alternating
@@ -694,6 +748,7 @@ def main(argv=None):
     shapes = QUICK_SHAPES if args.quick else tuple(SHAPES)
     meter = LoadMeter().start()
     rows = run_grid(args, shapes, args.cells, args.threads, dtype)
+    layer_rows(dtype, args.threads, args.quick)
     beside_numpy(dtype, args.quick)
     if args.markdown:
         print(markdown_table(rows, "torch" if args.vs == "torch" else "numpy"))
