@@ -12,6 +12,7 @@ The updates run elementwise in each parameter's dtype (float32 or float64), in p
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 
@@ -55,7 +56,7 @@ def _param_list(params):
     return out
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class: holds the parameters, per-parameter state and the step count."""
 
     _state_keys = ()
@@ -80,8 +81,9 @@ class Optimizer:
                                  f"data shape {p.data.shape}")
             self._update(p, st)
 
-    def _update(self, p, st):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _update(self, p, st):
+        """Update parameter p in place from p.grad and its state dict st (per optimiser)."""
 
     def state_dict(self):
         """Flat ``{key: array}``: "step", "lr" and "state.{k}.{buffer}" per parameter k."""
