@@ -96,7 +96,7 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
       if (s.lengths) std::fill_n(a.mutable_data(), a.size(), T(0));
       return a;
     };
-    hprev = make({T_, B, S});
+    if (saves_hprev<Cell>(s)) hprev = make({T_, B, S});
     gates = cached_array<T>({T_, B, GH});  // fully written (it first holds x W_ih^T)
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
@@ -114,7 +114,8 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
   py::object ws = py::none();
   if (training) {
     py::dict d;
-    d["hprev"] = *hprev;
+    if (hprev) d["hprev"] = *hprev;
+    else if (h0) d["h0"] = *h0;  // backward rebuilds h_{t-1} from the gates and h0
     d["gates"] = *gates;
     if (cprev) d["cprev"] = *cprev;
     if (extra) d["extra"] = *extra;
@@ -128,7 +129,8 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
 template <class Cell, class T>
 py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
                    const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& W_hr,
-                   const Array<T>& hprev, const OptArray<T>& cprev, const Array<T>& gates,
+                   const OptArray<T>& hprev, const OptArray<T>& h0, const OptArray<T>& cprev,
+                   const Array<T>& gates,
                    const OptArray<T>& extra, const OptArray<T>& m, const Lengths& lengths, bool has_b_ih,
                    bool has_b_hh, bool reverse) {
   const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
@@ -136,7 +138,9 @@ py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArra
   if (dy) require_shape(*dy, {T_, B, S}, "dy");
   if (dh_T) require_shape(*dh_T, {B, S}, "dh_T");
   if (dc_T) require_shape(*dc_T, {B, H}, "dc_T");
-  require_shape(hprev, {T_, B, S}, "workspace hprev");
+  require(bool(hprev) == saves_hprev<Cell>(s), "workspace: hprev missing or unexpected");
+  if (hprev) require_shape(*hprev, {T_, B, S}, "workspace hprev");
+  if (h0) require_shape(*h0, {B, S}, "workspace h0");
   if (W_hr) {
     require(bool(m), "workspace: m missing");
     require_shape(*m, {T_, B, H}, "workspace m");
@@ -160,7 +164,7 @@ py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArra
   if (has_b_hh) db_hh = cached_array<T>({GH});
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
   BackwardArgs<T> p{ptr(dy),             ptr(dh_T),         ptr(dc_T),        x.data(),
-                    W_ih.data(),         W_hh.data(),       ptr(W_hr),        hprev.data(),
+                    W_ih.data(),         W_hh.data(),       ptr(W_hr),        ptr(hprev),          ptr(h0),
                     ptr(cprev),          gates.data(),      ptr(extra),       ptr(m),
                     dx.mutable_data(),   dh0.mutable_data(), out(dc0),        dW_ih.mutable_data(),
                     dW_hh.mutable_data(), out(db_ih),       out(db_hh),       out(dW_hr)};
@@ -185,15 +189,17 @@ py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
 
 template <class T>
 py::tuple rnn_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
-                       const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
-                       const Array<T>& gates, const Lengths& lengths, bool has_b_ih, bool has_b_hh,
-                       const std::string& nonlinearity, bool reverse) {
+                       const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& hprev,
+                       const OptArray<T>& h0, const Array<T>& gates, const Lengths& lengths,
+                       bool has_b_ih, bool has_b_hh, const std::string& nonlinearity, bool reverse) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
   if (nonlinearity == "relu")
-    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
-                                      gates, std::nullopt, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
-  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
-                                     gates, std::nullopt, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, h0,
+                                      std::nullopt, gates, std::nullopt, std::nullopt, lengths, has_b_ih,
+                                      has_b_hh, reverse);
+  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, h0,
+                                     std::nullopt, gates, std::nullopt, std::nullopt, lengths, has_b_ih,
+                                     has_b_hh, reverse);
 }
 
 template <class T>
@@ -206,11 +212,11 @@ py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<
 template <class T>
 py::tuple lstm_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
                         const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
-                        const OptArray<T>& W_hr, const Array<T>& hprev, const Array<T>& cprev,
+                        const OptArray<T>& W_hr, const OptArray<T>& hprev, const Array<T>& cprev,
                         const Array<T>& gates, const Array<T>& extra, const OptArray<T>& m,
                         const Lengths& lengths, bool has_b_ih, bool has_b_hh, bool reverse) {
-  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, W_hr, hprev, cprev, gates, extra, m,
-                               lengths, has_b_ih, has_b_hh, reverse);
+  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, W_hr, hprev, std::nullopt, cprev, gates,
+                               extra, m, lengths, has_b_ih, has_b_hh, reverse);
 }
 
 template <class T>
@@ -224,14 +230,16 @@ py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
 
 template <class T>
 py::tuple gru_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
-                       const Array<T>& W_ih, const Array<T>& W_hh, const Array<T>& hprev,
+                       const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& hprev,
                        const Array<T>& gates, const Array<T>& extra, const Lengths& lengths,
                        bool has_b_ih, bool has_b_hh, bool reset_after, bool reverse) {
   if (reset_after)
-    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
-                                          gates, extra, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
-  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, std::nullopt,
-                                         gates, extra, std::nullopt, lengths, has_b_ih, has_b_hh, reverse);
+    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev,
+                                          std::nullopt, std::nullopt, gates, extra, std::nullopt, lengths,
+                                          has_b_ih, has_b_hh, reverse);
+  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev,
+                                         std::nullopt, std::nullopt, gates, extra, std::nullopt, lengths,
+                                         has_b_ih, has_b_hh, reverse);
 }
 
 template <class T>
@@ -273,18 +281,18 @@ void bind_dtype(py::module_& m) {
   m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a);
   m.def("rnn_backward", &rnn_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
-        "hprev"_a, "gates"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "nonlinearity"_a,
-        "reverse"_a);
+        "hprev"_a.none(), "h0"_a.none(), "gates"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
+        "nonlinearity"_a, "reverse"_a);
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a,
         "training"_a);
   m.def("lstm_backward", &lstm_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "x"_a,
-        "W_ih"_a, "W_hh"_a, "W_hr"_a.none(), "hprev"_a, "cprev"_a, "gates"_a, "extra"_a, "m"_a.none(),
+        "W_ih"_a, "W_hh"_a, "W_hr"_a.none(), "hprev"_a.none(), "cprev"_a, "gates"_a, "extra"_a, "m"_a.none(),
         "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "reverse"_a);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
   m.def("gru_backward", &gru_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
-        "hprev"_a, "gates"_a, "extra"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
+        "hprev"_a.none(), "gates"_a, "extra"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
         "reset_after"_a, "reverse"_a);
   m.def("softmax", &softmax_kernel<T>, "logits"_a);
   m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a,

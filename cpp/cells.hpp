@@ -18,6 +18,8 @@
 //                          (reset-before GRU: (r * h) W_hn^T), so a step has two GEMMs and
 //                          the cell's work comes in two parts around the second one
 //   kHasExtra              saves one more (H) row per step for backward
+//   kGatesAreState         the saved gates row is h_t itself (vanilla RNN), so h_{t-1} need not
+//                          be saved: it is the previous step's gates row (or h0)
 #pragma once
 
 #include "common.hpp"
@@ -62,7 +64,7 @@ struct RnnCell {
   static constexpr int G = 1;
   static constexpr bool kHasCellState = false, kDirectStateGrad = false,
                         kSeparateRecurrentGrad = false, kSplitRecurrent = false,
-                        kHasExtra = false;
+                        kHasExtra = false, kGatesAreState = true;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -95,7 +97,7 @@ struct LstmCell {
   static constexpr int G = 4;
   static constexpr bool kHasCellState = true, kDirectStateGrad = false,
                         kSeparateRecurrentGrad = false, kSplitRecurrent = false,
-                        kHasExtra = true;
+                        kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -148,7 +150,7 @@ struct GruResetAfterCell {
   static constexpr int G = 3;
   static constexpr bool kHasCellState = false, kDirectStateGrad = true,
                         kSeparateRecurrentGrad = true, kSplitRecurrent = false,
-                        kHasExtra = true;
+                        kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -194,7 +196,7 @@ struct GruResetBeforeCell {
   static constexpr int G = 3;
   static constexpr bool kHasCellState = false, kDirectStateGrad = true,
                         kSeparateRecurrentGrad = false, kSplitRecurrent = true,
-                        kHasExtra = true;
+                        kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward_part1(RNNKIT_FORWARD_ARGS(T)) {

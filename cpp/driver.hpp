@@ -188,7 +188,15 @@ struct StepProducts {
 };
 
 // Pointers of a forward call. Saved arrays (hprev, cprev, gates, extra) are null in
-// inference mode; the driver then uses one step's scratch instead.
+// inference mode; the driver then uses one step's scratch instead. hprev is also null where
+// saves_hprev() says backward does without it.
+// Whether a training forward saves h_{t-1}: not for a cell whose saved gates are h_t itself,
+// unless lengths make the previous step's row ambiguous (a short row's state is carried).
+template <class Cell>
+bool saves_hprev(const SeqShape& s) {
+  return !(Cell::kGatesAreState && !s.lengths);
+}
+
 template <class T>
 struct ForwardArgs {
   const T* x;      // (T, B, I)
@@ -314,7 +322,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
                           Cell::kSplitRecurrent ? reset_h.data() : nullptr};
       rec[tid].apply(n, h.data(), S, T(0), gh.data(), GH);
       ctx.barrier();
-      if (training) {  // h_{t-1} (and c_{t-1}) of this thread's rows, for backward
+      if (p.hprev) {  // h_{t-1} (and c_{t-1}) of this thread's rows, for backward
         for (index_t r = r0; r < r1; ++r) {
           std::copy_n(h.data() + r * S, S, p.hprev + tBS + rows[r] * S);
           if constexpr (Cell::kHasCellState) std::copy_n(c.data() + r * H, H, p.cprev + tBH + rows[r] * H);
@@ -355,7 +363,8 @@ struct BackwardArgs {
   const T* W_ih;   // (G*H, I)
   const T* W_hh;   // (G*H, S)
   const T* W_hr;   // (P, H) or null
-  const T* hprev;  // (T, B, S)
+  const T* hprev;  // (T, B, S), or null (then h_{t-1} is the previous step's gates row or h0)
+  const T* h0;     // (B, S) or null (zeros); used only when hprev is null
   const T* cprev;  // (T, B, H) LSTM only
   const T* gates;  // (T, B, G*H)
   const T* extra;  // (T, B, H) or null
@@ -503,7 +512,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
       StepBackward<T> base{p.dy && !project ? p.dy + tBH : zero_dy.data(),
                            p.gates + t * B * GH,
                            Cell::kHasExtra ? p.extra + tBH : nullptr,
-                           project ? nullptr : p.hprev + tBS,
+                           project ? nullptr : offset(p.hprev, tBS),
                            Cell::kHasCellState ? p.cprev + tBH : nullptr,
                            project ? dm.data() : dh.data(),
                            Cell::kHasCellState ? dc.data() : nullptr,
@@ -550,9 +559,18 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
          int(S));
     gemm(true, false, int(H), int(S), int(TB), T(1), dgh_last, int(H), p.hprev, int(S), T(0),
          p.dW_hh + GHl * S, int(S));
-  } else {
+  } else if (p.hprev) {
     gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh,
          int(S));
+  } else {  // h_{t-1} = gates row of the step before (in processing order), h0 at the first step
+    const index_t BGH = B * GH, first = s.reverse ? T_ - 1 : 0;
+    const T* dg_shifted = s.reverse ? dgx : dgx + BGH;         // steps with a previous step
+    const T* h_shifted = s.reverse ? p.gates + BGH : p.gates;  // ... and that previous step
+    gemm(true, false, int(GH), int(S), int(std::max<index_t>(T_ - 1, 0) * B), T(1), dg_shifted, int(GH),
+         h_shifted, int(S), T(0), p.dW_hh, int(S));
+    if (p.h0 && T_ > 0)
+      gemm(true, false, int(GH), int(S), int(B), T(1), dgx + first * BGH, int(GH), p.h0, int(S), T(1),
+           p.dW_hh, int(S));
   }
   if (project)
     gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr,

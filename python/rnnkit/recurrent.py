@@ -206,9 +206,10 @@ def rnn_backward(dy, dh_T, workspace):
 def _rnn_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     s = ws.saved
+    # Without lengths the RNN saves no h_{t-1}: backward rebuilds it from the gates (= h_t) and h0.
     dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(
-        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["gates"], ws.lengths, ws.has_b_ih,
-        ws.has_b_hh, ws.options["nonlinearity"], ws.reverse)
+        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s.get("hprev"), s.get("h0"), s["gates"], ws.lengths,
+        ws.has_b_ih, ws.has_b_hh, ws.options["nonlinearity"], ws.reverse)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
