@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <new>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -53,7 +55,12 @@ struct TeamContext {
 class Team {
  public:
   static Team& instance() {
-    static Team* team = new Team();  // never destroyed: workers may be running at exit
+    static Team* team = [] {
+      Team* t = new Team();  // never destroyed: workers may be running at exit
+      // A forked child (multiprocessing) has none of the parent's threads: start afresh.
+      pthread_atfork(nullptr, nullptr, [] { Team::instance().reset_after_fork(); });
+      return t;
+    }();
     return *team;
   }
 
@@ -114,6 +121,21 @@ class Team {
 
  private:
   Team() = default;
+
+  // In the child of a fork: the workers do not exist there, and a lock held by another
+  // thread of the parent would never be released; rebuild the synchronisation objects.
+  void reset_after_fork() {
+    workers_.clear();
+    new (&run_mutex_) std::mutex();
+    new (&mutex_) std::mutex();
+    new (&barrier_mutex_) std::mutex();
+    new (&start_) std::condition_variable();
+    new (&done_) std::condition_variable();
+    new (&barrier_cv_) std::condition_variable();
+    job_ = nullptr;
+    job_threads_ = pending_ = 0;
+    barrier_count_.store(0);
+  }
 
   void ensure_workers(int count) {
     while (int(workers_.size()) < count) {

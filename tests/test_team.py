@@ -142,3 +142,23 @@ def test_projection_oracle_matches_finite_differences():
         e[idx] = 1e-6
         num[idx] = (loss(W_hr + e) - loss(W_hr - e)) / 2e-6
     np.testing.assert_allclose(g.dW_hr, num, rtol=1e-6, atol=1e-9)
+
+
+def _lstm_grad_sum(seed):
+    rng = np.random.default_rng(seed)
+    (x, h0, c0, W), (dy, dh, dc) = make("lstm", 6, 12, 20, 64, rng)
+    y, _, ws = rnnkit.lstm_forward(x, h0, c0, *W)
+    return rnnkit.lstm_backward(dy, dh, dc, ws).dW_hh
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_team_works_in_forked_children(restore_settings):
+    # The parent's team threads do not exist in a forked child; the child must start its own
+    # team rather than wait for them (multiprocessing's default start method on Linux).
+    import multiprocessing
+
+    rnnkit.set_num_threads(2)
+    expected = _lstm_grad_sum(1)  # the parent has used (and so started) its team
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_lstm_grad_sum, (1,)).get(timeout=60)
+    assert np.array_equal(got, expected)
