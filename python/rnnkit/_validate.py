@@ -28,6 +28,10 @@ def float_array(name, a, dtype=None):
     """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
+    # Fast path, the common case: already a contiguous native float array of the call's dtype.
+    if type(a) is np.ndarray and a.flags.c_contiguous and (
+            a.dtype is dtype or (dtype is None and a.dtype in FLOAT_DTYPES)):
+        return a
     arr = np.asarray(a)
     # float32/float64 stored in the other byte order hold the same values: accepted, made native
     native = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" else arr.dtype
@@ -53,9 +57,10 @@ def optional_float_array(name, a, dtype):
 
 def check_shape(name, arr, expected, symbolic):
     """Raise ValueError unless ``arr.shape == expected``; ``symbolic`` is e.g. ``"(4*H, H)"``."""
-    expected = tuple(int(e) for e in expected)
     if arr.shape != expected:
-        raise ValueError(f"{name}: expected shape {symbolic} = {expected}, got {arr.shape}")
+        expected = tuple(int(e) for e in expected)
+        if arr.shape != expected:
+            raise ValueError(f"{name}: expected shape {symbolic} = {expected}, got {arr.shape}")
 
 
 def check_ndim(name, arr, ndim, symbolic):
