@@ -8,6 +8,15 @@ import pytest
 # Gate blocks per cell family (PyTorch layout: W_ih (G*H, I), W_hh (G*H, H)).
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
+# Cell variant -> (function family, keyword arguments selecting the variant).
+CELLS = {
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {"reset_after": True}),
+    "gru_before": ("gru", {"reset_after": False}),
+}
+
 # Tolerances of kernel-vs-oracle comparisons, per dtype.
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
@@ -72,3 +81,35 @@ def split_every_step():
     _core._set_team_min_work(0)
     yield
     _core._set_team_min_work(old)
+
+
+# One calling convention for both modules (rnnkit and rnnkit.reference) and every cell variant.
+
+def seq_forward(mod, cell, x, states, params, **opts):
+    """-> (y, tuple of final states, workspace); ``mod`` is rnnkit or rnnkit.reference."""
+    family, variant = CELLS[cell]
+    fn = getattr(mod, f"{family}_forward")
+    if family == "lstm":
+        y, finals, ws = fn(x, *states, *params, **opts)
+        return y, tuple(finals), ws
+    y, h_T, ws = fn(x, *states, *params, **variant, **opts)
+    return y, (h_T,), ws
+
+
+def seq_backward(mod, cell, dy, d_finals, ws):
+    return getattr(mod, f"{CELLS[cell][0]}_backward")(dy, *d_finals, ws)
+
+
+def cell_forward(mod, cell, x, states, params):
+    """-> (tuple of next states, cache)."""
+    family, variant = CELLS[cell]
+    fn = getattr(mod, f"{family}_cell_forward")
+    if family == "lstm":
+        nxt, cache = fn(x, *states, *params)
+        return tuple(nxt), cache
+    h, cache = fn(x, *states, *params, **variant)
+    return (h,), cache
+
+
+def cell_backward(mod, cell, d_next, cache):
+    return getattr(mod, f"{CELLS[cell][0]}_cell_backward")(*d_next, cache)

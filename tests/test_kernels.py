@@ -13,16 +13,9 @@ import pytest
 
 import rnnkit
 from rnnkit import reference as ref
-from conftest import assert_close, make_params
+from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params, seq_backward,
+                      seq_forward)
 
-# Cell variant -> (function family, keyword arguments selecting the variant).
-CELLS = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
-    "lstm": ("lstm", {}),
-    "gru": ("gru", {"reset_after": True}),
-    "gru_before": ("gru", {"reset_after": False}),
-}
 DTYPES = [np.float32, np.float64]
 LENGTH_MODES = ["none", "sorted", "unsorted"]
 
@@ -37,37 +30,6 @@ def n_states(cell):
 
 
 # ----------------------------------------------------------------------------- helpers
-# One calling convention for both modules (rnnkit and rnnkit.reference) and all cells.
-
-def seq_forward(mod, cell, x, states, params, **opts):
-    """-> (y, tuple of final states, workspace)."""
-    family, variant = CELLS[cell]
-    fn = getattr(mod, f"{family}_forward")
-    if family == "lstm":
-        y, finals, ws = fn(x, *states, *params, **opts)
-        return y, tuple(finals), ws
-    y, h_T, ws = fn(x, *states, *params, **variant, **opts)
-    return y, (h_T,), ws
-
-
-def seq_backward(mod, cell, dy, d_finals, ws):
-    return getattr(mod, f"{CELLS[cell][0]}_backward")(dy, *d_finals, ws)
-
-
-def cell_forward(mod, cell, x, states, params):
-    """-> (tuple of next states, cache)."""
-    family, variant = CELLS[cell]
-    fn = getattr(mod, f"{family}_cell_forward")
-    if family == "lstm":
-        nxt, cache = fn(x, *states, *params)
-        return tuple(nxt), cache
-    h, cache = fn(x, *states, *params, **variant)
-    return (h,), cache
-
-
-def cell_backward(mod, cell, d_next, cache):
-    return getattr(mod, f"{CELLS[cell][0]}_cell_backward")(*d_next, cache)
-
 
 def make_lengths(mode, T, B, rng):
     """None, or (B,) lengths in [1, T] containing T and 1 (when B >= 2)."""

@@ -23,20 +23,13 @@ from rnnkit import nn
 from rnnkit import reference as ref
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import GATES, assert_close  # noqa: E402
+from conftest import CELLS, GATES, assert_close  # noqa: E402
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 EXAMPLES = int(os.environ.get("RNNKIT_HYPOTHESIS_EXAMPLES", 25 if SANITIZED else 150))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-CELLS = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
-    "lstm": ("lstm", {}),
-    "gru": ("gru", {"reset_after": True}),
-    "gru_before": ("gru", {"reset_after": False}),
-}
 DTYPES = [np.float32, np.float64]
 
 

@@ -33,18 +33,11 @@ from rnnkit import nn
 from rnnkit import reference as ref
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import assert_close, make_params  # noqa: E402
+from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params,  # noqa: E402
+                      seq_backward, seq_forward)
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 
-# Cell variant -> (function family, keyword arguments selecting the variant).
-CELLS = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
-    "lstm": ("lstm", {}),
-    "gru": ("gru", {"reset_after": True}),
-    "gru_before": ("gru", {"reset_after": False}),
-}
 DTYPES = [np.float32, np.float64]
 T, B, I, H = 3, 2, 4, 5  # the base sizes of the bad-input table
 
@@ -56,37 +49,6 @@ def family(cell):
 
 def n_states(cell):
     return 2 if family(cell) == "lstm" else 1
-
-
-# ----------------------------------------------------------------------------- call helpers
-
-def seq_forward(mod, cell, x, states, params, **opts):
-    """-> (y, tuple of final states, workspace); ``mod`` is rnnkit or rnnkit.reference."""
-    fam, variant = CELLS[cell]
-    fn = getattr(mod, f"{fam}_forward")
-    if fam == "lstm":
-        y, finals, ws = fn(x, *states, *params, **opts)
-        return y, tuple(finals), ws
-    y, h_T, ws = fn(x, *states, *params, **variant, **opts)
-    return y, (h_T,), ws
-
-
-def seq_backward(mod, cell, dy, d_finals, ws):
-    return getattr(mod, f"{family(cell)}_backward")(dy, *d_finals, ws)
-
-
-def cell_forward(mod, cell, x, states, params):
-    fam, variant = CELLS[cell]
-    fn = getattr(mod, f"{fam}_cell_forward")
-    if fam == "lstm":
-        nxt, cache = fn(x, *states, *params)
-        return tuple(nxt), cache
-    h, cache = fn(x, *states, *params, **variant)
-    return (h,), cache
-
-
-def cell_backward(mod, cell, d_next, cache):
-    return getattr(mod, f"{family(cell)}_cell_backward")(*d_next, cache)
 
 
 def make_case(cell, T, B, I, H, dtype, rng, lengths=None, scale=1.0):
