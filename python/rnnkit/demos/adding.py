@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from ._common import Threads, add_run_args, config
+
 TRIVIAL_MSE = 1.0 / 6.0
 _CELL_SEED = {"rnn": 1, "lstm": 2, "gru": 3}  # a cell trains the same whatever else runs
 
@@ -81,20 +83,12 @@ def _parser():
                    help="seconds for all models together (split evenly)")
     p.add_argument("--forget-bias", type=float, dest="forget_bias",
                    help="initial LSTM forget-gate / GRU update-gate bias")
-    p.add_argument("--threads", type=int, default=1, help="rnnkit BLAS threads (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--no-plot", action="store_true", dest="no_plot")
-    p.add_argument("--no-progress", action="store_true", dest="no_progress")
+    add_run_args(p)
     return p
 
 
 def _config(args):
-    cfg = dict(QUICK if args.quick else FULL)
-    for k in cfg:
-        val = getattr(args, k, None)
-        if val is not None:
-            cfg[k] = val
+    cfg = config(args, QUICK, FULL)
     cfg["models"] = [m.strip() for m in str(cfg["models"]).split(",") if m.strip()]
     for m in cfg["models"]:
         if m not in ("rnn", "lstm", "gru"):
@@ -196,17 +190,10 @@ def _plots(out, results, grad_norms, cfg):
 
 def main(argv=None):
     """Run the demo; returns the list of per-model result dicts."""
-    import rnnkit
-
     args = _parser().parse_args(argv)
     cfg = _config(args)
-    dtype = np.dtype(args.dtype)
-    threads_before = rnnkit.get_num_threads()
-    rnnkit.set_num_threads(args.threads)
-    try:
-        return _run(args, cfg, dtype, argv)
-    finally:
-        rnnkit.set_num_threads(threads_before)
+    with Threads(args.threads):
+        return _run(args, cfg, np.dtype(args.dtype), argv)
 
 
 def _run(args, cfg, dtype, argv):

@@ -40,6 +40,8 @@ import time
 
 import numpy as np
 
+from ._common import Threads, add_run_args, config
+
 PAD, BOS, EOS = 0, 1, 2
 FIRST = 3  # the first ordinary token id
 TASKS = ("reverse", "sort")
@@ -316,55 +318,22 @@ def _parser():
                    help="seconds for the model without attention (0: skip it)")
     p.add_argument("--beam", type=int, help="also score the attention model with this beam "
                                             "width (1: skip)")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--no-plot", action="store_true", dest="no_plot")
-    p.add_argument("--no-progress", action="store_true", dest="no_progress")
+    add_run_args(p)
     return p
 
 
 def _config(args):
-    cfg = dict(QUICK if args.quick else FULL)
-    for k in cfg:
-        val = getattr(args, k, None)
-        if val is not None:
-            cfg[k] = val
+    cfg = config(args, QUICK, FULL)
     if not 1 <= cfg["min_len"] <= cfg["max_len"]:
         raise SystemExit("--min-len/--max-len: need 1 <= min_len <= max_len")
     return cfg
-
-
-class _Threads:
-    """rnnkit's BLAS threads, and NumPy's (through threadpoolctl, when installed): the models
-    are small, and on a shared machine oversubscribed BLAS threads cost far more than they
-    gain."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        import rnnkit
-        self.before = rnnkit.get_num_threads()
-        rnnkit.set_num_threads(self.n)
-        try:
-            from threadpoolctl import threadpool_limits
-            self.limits = threadpool_limits(self.n)
-        except ImportError:  # pragma: no cover - optional
-            self.limits = None
-
-    def __exit__(self, *exc):
-        import rnnkit
-        rnnkit.set_num_threads(self.before)
-        if self.limits is not None:
-            self.limits.restore_original_limits()
 
 
 def main(argv=None):
     """Run the demo; returns the results dict (also written to <out>/<task>_results.json)."""
     args = _parser().parse_args(argv)
     cfg = _config(args)
-    with _Threads(args.threads):
+    with Threads(args.threads):
         return _run(args, cfg, argv)
 
 
