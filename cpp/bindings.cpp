@@ -318,8 +318,5 @@ PYBIND11_MODULE(_core, m) {
   // to run every call on all threads).
   m.def("_set_team_min_work", [](index_t n) { team_min_work() = n; }, py::arg("n"));
   m.def("_get_team_min_work", [] { return team_min_work().load(); });
-  // Private: bytes held by the cache of freed output blocks, and emptying it.
-  m.def("_cached_bytes", [] { return BlockCache::instance().cached_bytes(); });
-  m.def("_release_cached_memory", [] { BlockCache::instance().release(); });
   bind_attention(m);
 }

@@ -58,18 +58,6 @@ class BlockCache {
     std::free(p);
   }
 
-  void release() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& kv : free_) std::free(kv.second);
-    free_.clear();
-    cached_ = 0;
-  }
-
-  std::size_t cached_bytes() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return cached_;
-  }
-
  private:
   std::mutex mutex_;
   std::multimap<std::size_t, void*> free_;
