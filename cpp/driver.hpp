@@ -285,7 +285,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
     if (p.h0) std::copy_n(p.h0 + b * S, S, h.data() + r * S);
     if (Cell::kHasCellState && p.c0) std::copy_n(p.c0 + b * H, H, c.data() + r * H);
   }
-  std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
+  if (s.lengths) std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
 
   gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx,
        int(GH));
