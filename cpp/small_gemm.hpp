@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "pooled_buffer.hpp"
 
 namespace rnnkit {
 
@@ -119,7 +120,7 @@ template <class T>
 struct PackedPanels {
   static constexpr index_t L = SimdTraits<T>::kLanes;
   index_t K = 0, N = 0, width = 2 * L;
-  std::vector<T> data;
+  PooledBuffer<T> data;  // kept between calls (pooled_buffer.hpp)
 
   // The panel width for a batch of this many rows (8 accumulators = rows x vectors).
   static index_t width_for(index_t batch) { return (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * L; }

@@ -19,10 +19,11 @@ from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_par
 DTYPES = [np.float32, np.float64]
 LENGTH_MODES = ["none", "sorted", "unsorted"]
 
-# (T, B, I, H). Small shapes get the full product; H straddles 8/16/32-lane SIMD widths.
+# (T, B, I, H). Small shapes get the full product; H straddles 8/16/32-lane SIMD widths. The last
+# two have T*B >= 32 rows, where the input projection runs on the packed kernel.
 SMALL_SHAPES = [(1, 1, 1, 1), (1, 3, 2, 7), (3, 1, 4, 8), (5, 4, 3, 9)]
 LARGE_SHAPES = [(2, 5, 9, 15), (4, 3, 16, 16), (6, 2, 5, 17), (3, 6, 40, 33), (7, 3, 12, 8),
-                (4, 4, 7, 7)]
+                (4, 4, 7, 7), (40, 1, 21, 19), (9, 4, 33, 17)]
 
 
 def n_states(cell):
@@ -196,8 +197,9 @@ def test_cell_step(cell, dtype, shape, variant, rng):
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_inference_mode(cell, dtype, reverse, rng):
-    case = make_case(cell, 5, 4, 6, 9, dtype, rng, lengths="unsorted")
+@pytest.mark.parametrize("shape", [(5, 4, 6, 9), (33, 1, 6, 9)], ids=str)  # 33 rows: packed projection
+def test_inference_mode(cell, dtype, reverse, shape, rng):
+    case = make_case(cell, *shape, dtype, rng, lengths="unsorted")
     args = (case["x"], case["states"], case["params"])
     y, finals, ws = seq_forward(rnnkit, cell, *args, reverse=reverse, lengths=case["lengths"])
     y_inf, finals_inf, ws_inf = seq_forward(rnnkit, cell, *args, reverse=reverse,
