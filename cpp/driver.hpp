@@ -94,12 +94,14 @@ inline std::atomic<index_t>& small_batch_limit() {
   return limit;
 }
 
-// The team splits a step only if the step has at least this many multiply-adds: a step pays two
-// barriers (0.1 us each here) and an uneven elementwise split (a batch of one is one thread's);
-// a batch-1 LSTM or GRU step at H=128 (65K, 49K) gains, an RNN step (16K) does not.
-// Settable (for tests) through a private binding.
+// The team splits a step only if the step has at least this many multiply-adds: a barrier costs
+// about a microsecond here, which smaller steps do not repay. (Waking the sleeping workers costs
+// ~35 us per call besides; spinning workers instead would make a batch-1 LSTM step pay off from
+// 32K, but they fight any other pool that spins, torch's OpenMP threads in the benchmark, and
+// then ran small calls 1.4-1.8x slower at 2 threads than at 1.) Settable (for tests) through a
+// private binding.
 inline std::atomic<index_t>& team_min_work() {
-  static std::atomic<index_t> work{index_t(1) << 15};
+  static std::atomic<index_t> work{index_t(1) << 20};
   return work;
 }
 

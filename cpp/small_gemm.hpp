@@ -206,6 +206,13 @@ RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda,
   constexpr int R = 8 / V;
   index_t i = 0;
   for (; i + R <= n; i += R) small_gemm_rows<R, V>(i, A, lda, M, beta, C, ldc);
+  // Each pass over the rows left streams all of M again: take two at once where possible.
+  if constexpr (R > 2) {
+    if (i + 2 <= n) {
+      small_gemm_rows<2, V>(i, A, lda, M, beta, C, ldc);
+      i += 2;
+    }
+  }
   for (; i < n; ++i) small_gemm_rows<1, V>(i, A, lda, M, beta, C, ldc);
 }
 

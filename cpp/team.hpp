@@ -5,16 +5,14 @@
 // T times; handing each phase to a pool (or to the BLAS's threads) costs a wake-up per phase.
 // The team stays together for the whole sequence, each thread owning a slice of the recurrent
 // weights (kept hot in its cache) and a slice of the batch rows, and meets the others at a
-// spinning barrier. Between calls the workers sleep on a condition variable (after spinning for
-// kSpinTime, in case the next call follows at once), so they do not compete with NumPy's or the
-// BLAS's threads for the cores. One call holds the team at a time;
+// spinning barrier. Between calls the workers sleep on a condition variable, so they never
+// compete with NumPy's or the BLAS's threads for the cores. One call holds the team at a time;
 // a concurrent call (from another Python thread) runs alone on its own thread, with bitwise the
 // same results, because every output element is computed by the same code in the same order
 // whatever the number of threads.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -56,8 +54,6 @@ struct TeamContext {
 
 class Team {
  public:
-  static constexpr std::chrono::microseconds kSpinTime{100};
-
   static Team& instance() {
     static Team* team = [] {
       Team* t = new Team();  // never destroyed: workers may be running at exit
@@ -84,20 +80,19 @@ class Team {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       job_threads_ = n;
-      pending_.store(n - 1);
+      pending_ = n - 1;
       barrier_count_.store(0);
-      generation_.fetch_add(1, std::memory_order_release);
+      ++generation_;
     }
-    start_.notify_all();  // no system call unless a worker sleeps
+    start_.notify_all();
     std::exception_ptr error;
     try {
       fn(TeamContext{0, n, this});
     } catch (...) {
       error = std::current_exception();
     }
-    spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+    done_.wait(lock, [&] { return pending_ == 0; });
     job_ = nullptr;
     if (error) std::rethrow_exception(error);
   }
@@ -138,8 +133,7 @@ class Team {
     new (&done_) std::condition_variable();
     new (&barrier_cv_) std::condition_variable();
     job_ = nullptr;
-    job_threads_ = 0;
-    pending_.store(0);
+    job_threads_ = pending_ = 0;
     barrier_count_.store(0);
   }
 
@@ -151,30 +145,15 @@ class Team {
     }
   }
 
-  // Spins (pausing) until done() or for about kSpinTime, whichever comes first.
-  template <class Done>
-  static void spin_until(const Done& done) {
-    const auto until = std::chrono::steady_clock::now() + kSpinTime;
-    for (int i = 1; !done(); ++i) {
-      RNNKIT_PAUSE();
-      if (i % 64 == 0 && std::chrono::steady_clock::now() > until) return;
-    }
-  }
-
   void work(int tid) {
     std::uint64_t seen = 0;
     for (;;) {
       const std::function<void(const TeamContext&)>* job;
       int n;
-      // Calls often come back to back (forward then backward, a training loop): a worker that
-      // just finished spins for a moment before it sleeps, since waking a sleeping thread
-      // measured at ~35 us here, more than a whole small sequence call gains from a second
-      // thread. kSpinTime is short enough not to matter to NumPy's threads after a call.
-      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        start_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-        seen = generation_.load(std::memory_order_acquire);
+        start_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
         job = job_;
         n = job_threads_;
       }
@@ -185,10 +164,8 @@ class Team {
           (*job)(TeamContext{tid, n, this});
         } catch (...) {
         }
-        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-          std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it
-          done_.notify_one();
-        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--pending_ == 0) done_.notify_one();
       }
     }
   }
@@ -198,8 +175,8 @@ class Team {
   std::condition_variable start_, done_;
   const std::function<void(const TeamContext&)>* job_ = nullptr;
   int job_threads_ = 0;
-  std::atomic<int> pending_{0};
-  std::atomic<std::uint64_t> generation_{0};
+  int pending_ = 0;
+  std::uint64_t generation_ = 0;
   std::vector<std::thread> workers_;
   std::mutex barrier_mutex_;
   std::condition_variable barrier_cv_;
