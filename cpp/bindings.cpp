@@ -16,6 +16,7 @@
 #include "blas.hpp"
 #include "cells.hpp"
 #include "driver.hpp"
+#include "fma_peak.hpp"
 #include "loss.hpp"
 #include "memory.hpp"
 
@@ -318,5 +319,12 @@ PYBIND11_MODULE(_core, m) {
   // to run every call on all threads).
   m.def("_set_team_min_work", [](index_t n) { team_min_work() = n; }, py::arg("n"));
   m.def("_get_team_min_work", [] { return team_min_work().load(); });
+  // Private: one thread's measured FMA throughput (the benchmark's ceiling line).
+  m.def("_fma_peak_gflops",
+        [](bool float64, double seconds) {
+          py::gil_scoped_release release;
+          return float64 ? fma_peak_gflops<double>(seconds) : fma_peak_gflops<float>(seconds);
+        },
+        py::arg("float64"), py::arg("seconds") = 0.5);
   bind_attention(m);
 }

@@ -418,6 +418,19 @@ def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
     return _roofline_cache[key]
 
 
+_fma_peak_cache = {}
+
+
+def fma_peak_gflops(dtype):
+    """One core's arithmetic ceiling, measured once: GFLOP/s of independent vector FMAs on
+    registers (rnnkit._core._fma_peak_gflops). %peak = rnnkit GFLOP/s / (this x threads):
+    how much of what the cores can do at all the call uses (2 threads: twice one core's)."""
+    name = np.dtype(dtype).name
+    if name not in _fma_peak_cache:
+        _fma_peak_cache[name] = rnnkit._core._fma_peak_gflops(name == "float64")
+    return _fma_peak_cache[name]
+
+
 def roofline_gflops(flops, rates):
     """The GFLOP/s this call would reach if each of its GEMMs ran at the np.matmul rate of its
     kind (whole-sequence GEMMs at the (T*B,I)@(I,G*H) rate, per-step ones at the (B,H)@(H,G*H)
@@ -433,7 +446,7 @@ def run_grid(args, shapes, cells, threads, dtype):
     rows = []
     header = (f"{'shape':22s} {'cell':7s} {'mode':9s} {'thr':>3s} {'rnnkit ms':>10s} "
               f"{base_name + ' ms':>10s} {'ratio':>6s} {'GFLOP/s':>8s} {'roof':>6s} {'%roof':>6s} "
-              f"{'ws MiB':>7s} {'n':>5s} {'bg':>4s}")
+              f"{'%peak':>6s} {'ws MiB':>7s} {'n':>5s} {'bg':>4s}")
     print(f"## Grid: rnnkit vs {base_name} ({'oracle rnnkit.reference' if base_name == 'numpy' else 'torch.nn.RNN/LSTM/GRU'}), "
           f"{np.dtype(dtype).name}; ratio = rnnkit / {base_name} (< 1: rnnkit faster)")
     print(header)
@@ -471,6 +484,7 @@ def run_grid(args, shapes, cells, threads, dtype):
                         "base_ms": None if base_s is None else base_s * 1e3,
                         "ratio": None if base_s is None else rk_s / base_s,
                         "gflops": gflops, "roof": roof, "frac": gflops / roof,
+                        "peak_frac": gflops / (fma_peak_gflops(dtype) * n_threads),
                         "ws_mib": ws_bytes / 2**20 if mode == "training" else None,
                         "n": f"{rk_n}/{base_n if base_s is not None else '-'}", "bg": bg,
                     }
@@ -493,7 +507,8 @@ def format_row(r):
     return (f"{r['shape']:22s} {r['cell']:7s} {r['mode']:9s} {r['threads']:3d} "
             f"{_f(r['rnnkit_ms'], '.3f', 10)} {_f(r['base_ms'], '.3f', 10)} "
             f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
-            f"{_f(100 * r['frac'], '.0f', 5)}% {_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
+            f"{_f(100 * r['frac'], '.0f', 5)}% {_f(100 * r['peak_frac'], '.0f', 5)}% "
+            f"{_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
             f"{r['bg']:4.1f}{'*' if r['busy'] else ''}")
 
 
@@ -501,13 +516,14 @@ def markdown_table(rows, base_name):
     def c(v, fmt):
         return "-" if v is None else format(v, fmt)
     out = [f"| shape (T,B,I=H) | cell | mode | thr | rnnkit ms | {base_name} ms | ratio | "
-           "GFLOP/s | roof GFLOP/s | %roof | ws MiB | n | bg |",
-           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "GFLOP/s | roof GFLOP/s | %roof | %peak | ws MiB | n | bg |",
+           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         out.append(f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['threads']} | "
                    f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
                    f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
-                   f"{c(100 * r['frac'], '.0f')}% | {c(r['ws_mib'], '.2f')} | {r['n']} | "
+                   f"{c(100 * r['frac'], '.0f')}% | {c(100 * r['peak_frac'], '.0f')}% | "
+                   f"{c(r['ws_mib'], '.2f')} | {r['n']} | "
                    f"{r['bg']:.1f}{'*' if r['busy'] else ''} |")
     return "\n".join(out)
 
@@ -694,6 +710,9 @@ def print_header(args):
     if torch is not None:
         print(f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
               f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}")
+    print(f"FMA peak (one core, vector FMAs on registers, measured now): "
+          f"{fma_peak_gflops(np.float32):.1f} GFLOP/s float32, "
+          f"{fma_peak_gflops(np.float64):.1f} GFLOP/s float64")
     print()
 
 
