@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "blas.hpp"
+#include "block_gemm.hpp"
 #include "cells.hpp"
 #include "common.hpp"
 #include "small_gemm.hpp"
@@ -160,17 +161,26 @@ struct RunPlan {
   int nthreads;
   std::unique_lock<std::mutex> reservation;  // of the team, when nthreads > 1
 
-  RunPlan(index_t B, index_t work_per_step) {
-    packed = B <= small_batch_limit().load();
+  // A sequence call: packed products up to the batch limit, on the team when a step has work
+  // enough to split.
+  RunPlan(index_t B, index_t work_per_step)
+      : RunPlan(B <= small_batch_limit().load(),
+                B <= small_batch_limit().load() && work_per_step >= team_min_work().load()) {}
+
+  RunPlan(bool packed_, bool split) : packed(packed_) {
     // The team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads,
     // or threadpoolctl's limit on the BLAS) controls both.
-    nthreads = packed && work_per_step >= team_min_work().load()
-                   ? std::max(1, SerialBlas::configured_threads())
-                   : 1;
+    nthreads = split ? std::max(1, SerialBlas::configured_threads()) : 1;
     if (nthreads > 1) {
       reservation = Team::instance().try_reserve();
       if (!reservation.owns_lock()) nthreads = 1;  // another call has the team
     }
+  }
+
+  // Gives the team back (before the call's whole-sequence products, which reserve it anew).
+  void release() {
+    if (reservation.owns_lock()) reservation.unlock();
+    nthreads = 1;
   }
 
   template <class F>
@@ -181,6 +191,27 @@ struct RunPlan {
       body(TeamContext{0, 1, nullptr});
   }
 };
+
+// Products with at least this many rows go to rnnkit's blocked kernel; fewer rows to the BLAS
+// (packing op(B) would cost more than it saves).
+constexpr index_t kBlockGemmMinRows = 32;
+
+// A whole-sequence product C (M, N) = A (M, K) @ op(B), op(B) = B (K, N) or B^T (B (N, K)), C
+// overwritten: on rnnkit's blocked kernel (block_gemm.hpp), split by columns over the team when
+// it has at least 8 steps' worth of team_min_work (8M multiply-adds by default: the size below
+// which the BLAS too runs on one thread).
+template <class T>
+void sequence_gemm(bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
+                   index_t ldb, T* C, index_t ldc) {
+  if (M < kBlockGemmMinRows || K == 0) {
+    gemm(false, trans_b, int(M), int(N), int(K), T(1), A, int(lda), B, int(ldb), T(0), C, int(ldc));
+    return;
+  }
+  BlockGemm<T> product{trans_b, M, N, K, A, lda, B, ldb, C, ldc, {}};
+  const RunPlan plan(true, double(M) * N * K >= 8.0 * double(team_min_work().load()));
+  product.prepare(plan.nthreads);
+  plan.run([&](const TeamContext& ctx) { product.run(ctx); });
+}
 
 // Per-thread products for one weight operand.
 template <class T>
@@ -295,22 +326,21 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   }
   if (s.lengths) std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
 
+  // The input projection x W_ih^T of all steps. A small one (batch of one, short sequences)
+  // runs inside the time loop's run on the packed kernel, split by columns like the steps'
+  // products (106 vs 83 GFLOP/s for the BLAS at 50 x 512 x 128); any other before it, on the
+  // blocked kernel (or the BLAS for a few rows).
+  const bool small_projection = B <= small_batch_limit().load() && T_ * B >= kBlockGemmMinRows &&
+                                double(T_ * B) * GH * I < kSmallProjectionWork;
+  if (!small_projection) sequence_gemm(true, T_ * B, GH, I, p.x, I, p.W_ih, I, gx, GH);
+
   // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
   // projection m W_hr^T, each split by output columns over the threads.
   constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
   const index_t GH1 = GH - kSplit * H;  // columns whose product takes h_{t-1}
   const RunPlan plan(B, B * GH * S);
   StepProducts<T> rec(plan, p.W_hh, S, GH1, S, true, B);
-  // The input projection x W_ih^T of all steps: a small one (batch of one, short sequences) on
-  // the packed kernel inside the run, split by columns like the steps' products; it measured
-  // faster than the BLAS there (106 vs 83 GFLOP/s at 50 x 512 x 128). A large one on the BLAS,
-  // and one of a few rows too (packing W_ih would cost more than it saves).
-  const bool small_projection =
-      plan.packed && T_ * B >= 32 && double(T_ * B) * GH * I < kSmallProjectionWork;
   StepProducts<T> in_proj(plan, small_projection ? p.W_ih : nullptr, I, GH, I, true, T_ * B);
-  if (!small_projection)
-    gemm(false, true, int(T_ * B), int(GH), int(I), T(1), p.x, int(I), p.W_ih, int(I), T(0), gx,
-         int(GH));
   StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B);
   StepProducts<T> proj(plan, p.W_hr, H, S, H, true, B);
 
@@ -501,7 +531,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   // r,z blocks), and dm = dh W_hr, each split by output columns over the threads.
   constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
   const index_t GH1 = GH - kSplit * H;
-  const RunPlan plan(B, B * GH * S);
+  RunPlan plan(B, B * GH * S);
   StepProducts<T> rec(plan, p.W_hh, GH1, S, S, false, B);
   StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B);
   StepProducts<T> proj(plan, p.W_hr, S, H, H, false, B);
@@ -560,13 +590,14 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     }
   });
 
+  plan.release();
   for (index_t r = 0; r < B; ++r) {
     std::copy_n(dh.data() + r * S, S, p.dh0 + rows[r] * S);
     if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
   }
 
   // Whole-sequence GEMMs over the T*B rows.
-  gemm(false, false, int(TB), int(I), int(GH), T(1), dgx, int(GH), p.W_ih, int(I), T(0), p.dx, int(I));
+  sequence_gemm(false, TB, I, GH, dgx, GH, p.W_ih, I, p.dx, I);
   gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
   if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
     gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0),

@@ -152,9 +152,8 @@ struct PackedPanels {
 // C[i0 : i0+R, j0 : j0+V*L] (+)= A[i0 : i0+R, :] @ panel, where `panel` points at column j0 of a
 // panel whose rows are `stride` apart. R*V accumulators stay in registers.
 template <int R, int V, class T>
-RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A,
-                                                           index_t lda, const T* panel, index_t stride,
-                                                           T beta, T* C, index_t ldc) {
+RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A, index_t lda,
+                                   const T* panel, index_t stride, T beta, T* C, index_t ldc) {
   using Vec = typename SimdTraits<T>::Vec;
   constexpr int L = SimdTraits<T>::kLanes;
   Vec acc[R][V];
@@ -174,19 +173,15 @@ RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A
     for (int v = 0; v < V; ++v) store_vec(C + (i0 + r) * ldc + j0 + v * L, acc[r][v]);
 }
 
-// Rows [i0, i0 + R) times all of M: full panels with V-vector tiles, then the last, narrower
-// panel one vector at a time and its last columns (fewer than one vector) by a plain loop.
+// Rows [i0, i0 + R) times the panel at column j0 of M: a full panel by V-vector tiles; the last,
+// narrower panel one vector at a time and its last columns (fewer than one vector) by a plain loop.
 template <int R, int V, class T>
-RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda,
-                                                           const PackedPanels<T>& M, T beta, T* C,
-                                                           index_t ldc) {
+RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t lda,
+                                    const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
   constexpr int L = SimdTraits<T>::kLanes;
-  const index_t K = M.K, N = M.N, W = V * L;
-  index_t j0 = 0;
-  for (; j0 + W <= N; j0 += W) small_gemm_tile<R, V>(i0, j0, K, A, lda, M.data.data() + j0 * K, W, beta, C, ldc);
-  if (j0 == N) return;
-  const index_t w = N - j0;  // the last panel's width
+  const index_t K = M.K, w = std::min<index_t>(V * L, M.N - j0);  // this panel's width
   const T* panel = M.data.data() + j0 * K;
+  if (w == V * L) return small_gemm_tile<R, V>(i0, j0, K, A, lda, panel, w, beta, C, ldc);
   index_t j = 0;
   for (; j + L <= w; j += L) small_gemm_tile<R, 1>(i0, j0 + j, K, A, lda, panel + j, w, beta, C, ldc);
   if (j == w) return;
@@ -200,9 +195,16 @@ RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda,
   }
 }
 
+// Rows [i0, i0 + R) times all of M.
+template <int R, int V, class T>
+RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda, const PackedPanels<T>& M,
+                                   T beta, T* C, index_t ldc) {
+  for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_panel<R, V>(i0, j0, A, lda, M, beta, C, ldc);
+}
+
 template <int V, class T>
-RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda,
-                                                        const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
+RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta,
+                                T* C, index_t ldc) {
   constexpr int R = 8 / V;
   index_t i = 0;
   for (; i + R <= n; i += R) small_gemm_rows<R, V>(i, A, lda, M, beta, C, ldc);

@@ -83,6 +83,33 @@ def test_packed_and_blas_paths_agree(cell, kw, restore_settings):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {"reset_after": False})],
+                         ids=lambda v: str(v))
+def test_blocked_whole_sequence_products(cell, kw, dtype, restore_settings):
+    """The input projection and dx run on rnnkit's blocked GEMM (cpp/block_gemm.hpp) from 32
+    rows: here 135 rows (two row blocks of 128), K = 530 and K = G*H > 512 (two K blocks), N
+    not a multiple of the panel width. What rnnkit's kernels compute (outputs, states, dx, dh0,
+    dc0) is bitwise the same at 1 and 2 threads (the weight gradients come from OpenBLAS, whose
+    blocking depends on its thread count); everything matches the oracle."""
+    rng = np.random.default_rng(13)
+    args, grads = make(cell, 45, 3, 530, 130, rng)
+    args = (*(a.astype(dtype) for a in args[:3]), [w.astype(dtype) for w in args[3]])
+    grads = tuple(g.astype(dtype) for g in grads)
+    results = {}
+    for n in (1, 2):
+        rnnkit.set_num_threads(n)
+        results[n] = run(rnnkit, cell, kw, args, grads)
+    n_ours = 6 if cell == "lstm" else 4  # y, h_T, (c_T,) dx, dh0, (dc0,)
+    for a, b in zip(results[1][:n_ours], results[2][:n_ours]):
+        assert np.array_equal(a, b)
+    expected = run(ref, cell, kw, args, grads)
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    for got, want in zip(results[2], expected):
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
 def test_projection_on_the_team_is_bitwise_equal(restore_settings):
     rng = np.random.default_rng(11)
     args, grads = make("lstm", 5, 12, 16, 64, rng, P=24)
