@@ -631,6 +631,8 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if constexpr (Cell::kSeparateRecurrentGrad) {
       sum_rows(TB, GH - H, dgx, GH, p.db_hh);
       sum_rows(TB, H, dgh_last, H, p.db_hh + GH - H);
+    } else if (p.db_ih) {
+      std::copy_n(p.db_ih, GH, p.db_hh);  // the same sum: both biases enter every gate alike
     } else {
       sum_rows(TB, GH, dgx, GH, p.db_hh);
     }
