@@ -21,7 +21,10 @@
 // a slice of the product's output columns (and of the packed weights) and a slice of the batch
 // rows for the elementwise part, with a barrier between phases. Above the limit, the per-step
 // products go to the BLAS (with its own threads) and the elementwise part runs on the caller.
-// The whole-sequence GEMMs always go to the BLAS, outside the team.
+// The whole-sequence GEMMs run before or after the time loop: the input projection and dx on
+// rnnkit's blocked kernel (block_gemm.hpp), split by columns over the team (a short
+// sequence's projection inside the loop's run instead, on the packed kernel); the weight
+// gradients on the BLAS with its own threads.
 //
 // Memory: every buffer is allocated before the time loop; nothing is allocated inside it.
 // Layout of saved arrays is by time index t and original batch row b, so the whole-sequence

@@ -13,7 +13,6 @@
 #include <cstddef>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "common.hpp"
 #include "pooled_buffer.hpp"
