@@ -27,6 +27,20 @@
 
 namespace rnnkit {
 
+// C rows [0, M) (+)= A (M, P.K) @ P, rows in blocks of mc, each block panel by panel.
+template <class T>
+RNNKIT_CLONES void block_gemm_rows(index_t M, index_t mc, const T* A, index_t lda,
+                                   const PackedPanels<T>& P, T beta, T* C, index_t ldc) {
+  for (index_t i0 = 0; i0 < M; i0 += mc) {
+    const index_t i1 = std::min(M, i0 + mc);
+    for (index_t j0 = 0; j0 < P.N; j0 += P.width) {
+      index_t i = i0;
+      for (; i + 4 <= i1; i += 4) small_gemm_panel<4, 2>(i, j0, A, lda, P, beta, C, ldc);
+      for (; i < i1; ++i) small_gemm_panel<1, 2>(i, j0, A, lda, P, beta, C, ldc);
+    }
+  }
+}
+
 template <class T>
 struct BlockGemm {
   static constexpr index_t kKc = 512;  // K block
@@ -65,9 +79,7 @@ struct BlockGemm {
       P.K = std::min(kKc, K - k0);
       P.N = c1 - c0;
       P.fill(trans_b ? B + k0 : B + k0 * ldb, ldb, trans_b, c0);
-      for (index_t i0 = 0; i0 < M; i0 += kMc)  // each row block panel by panel (small_gemm)
-        small_gemm(std::min(kMc, M - i0), A + i0 * lda + k0, lda, P, k0 == 0 ? T(0) : T(1),
-                   C + i0 * ldc + c0, ldc);
+      block_gemm_rows(M, kMc, A + k0, lda, P, k0 == 0 ? T(0) : T(1), C + c0, ldc);
     }
   }
 };

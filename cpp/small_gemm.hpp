@@ -194,24 +194,27 @@ RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t 
   }
 }
 
-// Panel by panel, and within a panel every row (R at a time, then two, then one): a panel comes
-// from memory once per call and from cache for the other row groups. (Row groups outermost had
-// every group stream all of M: at batch 32 and H = 1024 that is 16 MiB from L3 per group.)
+// Rows [i0, i0 + R) times all of M.
+template <int R, int V, class T>
+RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda, const PackedPanels<T>& M,
+                                   T beta, T* C, index_t ldc) {
+  for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_panel<R, V>(i0, j0, A, lda, M, beta, C, ldc);
+}
+
 template <int V, class T>
 RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta,
                                 T* C, index_t ldc) {
   constexpr int R = 8 / V;
-  for (index_t j0 = 0; j0 < M.N; j0 += M.width) {
-    index_t i = 0;
-    for (; i + R <= n; i += R) small_gemm_panel<R, V>(i, j0, A, lda, M, beta, C, ldc);
-    if constexpr (R > 2) {
-      if (i + 2 <= n) {
-        small_gemm_panel<2, V>(i, j0, A, lda, M, beta, C, ldc);
-        i += 2;
-      }
+  index_t i = 0;
+  for (; i + R <= n; i += R) small_gemm_rows<R, V>(i, A, lda, M, beta, C, ldc);
+  // Each pass over the rows left streams all of M again: take two at once where possible.
+  if constexpr (R > 2) {
+    if (i + 2 <= n) {
+      small_gemm_rows<2, V>(i, A, lda, M, beta, C, ldc);
+      i += 2;
     }
-    for (; i < n; ++i) small_gemm_panel<1, V>(i, j0, A, lda, M, beta, C, ldc);
   }
+  for (; i < n; ++i) small_gemm_rows<1, V>(i, A, lda, M, beta, C, ldc);
 }
 
 // C (n, M.N) = A (n, M.K) @ M (+ beta C).
