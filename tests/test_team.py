@@ -104,7 +104,7 @@ def test_blocked_whole_sequence_products(cell, kw, dtype, restore_settings):
     for a, b in zip(results[1][:n_ours], results[2][:n_ours]):
         assert np.array_equal(a, b)
     expected = run(ref, cell, kw, args, grads)
-    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
     for got, want in zip(results[2], expected):
         if want is not None:
             np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
