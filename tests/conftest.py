@@ -113,3 +113,25 @@ def cell_forward(mod, cell, x, states, params):
 
 def cell_backward(mod, cell, d_next, cache):
     return getattr(mod, f"{CELLS[cell][0]}_cell_backward")(*d_next, cache)
+
+
+# ----------------------------------------------------------------------------- memory layouts
+# The same values through other memory layouts (the kernels must give the same results).
+
+def strided(a, fill):
+    """A view with step 2 on every axis into a larger buffer whose other elements are ``fill``."""
+    big = np.full(tuple(2 * s for s in a.shape), fill, dtype=a.dtype)
+    view = big[tuple(slice(None, None, 2) for _ in a.shape)]
+    view[...] = a
+    return view
+
+
+def negative_strides(a):
+    """A view with negative strides on every axis."""
+    return np.flip(np.flip(a).copy())
+
+
+def read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a

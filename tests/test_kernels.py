@@ -13,8 +13,8 @@ import pytest
 
 import rnnkit
 from rnnkit import reference as ref
-from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params, seq_backward,
-                      seq_forward)
+from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params, negative_strides,
+                      read_only, seq_backward, seq_forward, strided)
 
 DTYPES = [np.float32, np.float64]
 LENGTH_MODES = ["none", "sorted", "unsorted"]
@@ -224,32 +224,13 @@ def test_cell_backward_with_none_cache_raises(cell):
 
 # ----------------------------------------------------------------------------- memory layouts
 
-def _strided(a):
-    """Same values, every axis with step 2 (a view into a larger buffer)."""
-    big = np.full(tuple(2 * s for s in a.shape), -7, dtype=a.dtype)
-    view = big[tuple(slice(None, None, 2) for _ in a.shape)]
-    view[...] = a
-    return view
-
-
-def _negative(a):
-    """Same values through negative strides on every axis."""
-    return np.flip(np.flip(a).copy())
-
-
 def _transposed(a):
     """Same values through a view with the first two axes swapped (e.g. batch-major x, W.T)."""
     return a if a.ndim < 2 else np.swapaxes(np.swapaxes(a, 0, 1).copy(), 0, 1)
 
 
-def _readonly(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
-LAYOUTS = {"strided": _strided, "negative": _negative, "transposed": _transposed,
-           "fortran": np.asfortranarray, "readonly": _readonly}
+LAYOUTS = {"strided": lambda a: strided(a, -7), "negative": negative_strides,
+           "transposed": _transposed, "fortran": np.asfortranarray, "readonly": read_only}
 
 
 def _map_case(case, fn):

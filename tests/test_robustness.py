@@ -34,7 +34,7 @@ from rnnkit import reference as ref
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params,  # noqa: E402
-                      seq_backward, seq_forward)
+                      negative_strides, read_only, seq_backward, seq_forward, strided)
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 
@@ -477,29 +477,12 @@ def test_every_shape_error_names_argument_expected_and_actual(cell, proj):
 
 # ============================================================================= accepted inputs
 
-def _strided(a):
-    big = np.full(tuple(2 * s for s in a.shape), np.nan, dtype=a.dtype)
-    view = big[tuple(slice(None, None, 2) for _ in a.shape)]
-    view[...] = a
-    return view
-
-
-def _negative(a):
-    return np.flip(np.flip(a).copy())
-
-
-def _readonly(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
 def _byteswapped(a):
     return a.astype(a.dtype.newbyteorder("S")) if a.dtype.kind == "f" else a
 
 
-LAYOUTS = {"strided": _strided, "negative": _negative, "fortran": np.asfortranarray,
-           "readonly": _readonly, "byteswapped": _byteswapped, "list": lambda a: a.tolist()}
+LAYOUTS = {"strided": lambda a: strided(a, np.nan), "negative": negative_strides,
+           "fortran": np.asfortranarray, "readonly": read_only, "byteswapped": _byteswapped, "list": lambda a: a.tolist()}
 
 
 def _map(obj, fn):
@@ -556,7 +539,7 @@ def test_loss_layouts_give_identical_bits(layout, rng):
         np.testing.assert_array_equal(rnnkit.softmax(fn(logits)), want_p)
         for reduction in ("mean", "sum", "none"):
             want = rnnkit.softmax_cross_entropy(logits, t, reduction=reduction)
-            t_odd = t.tolist() if layout == "list" else _negative(t) if layout == "negative" else t
+            t_odd = t.tolist() if layout == "list" else negative_strides(t) if layout == "negative" else t
             got = rnnkit.softmax_cross_entropy(fn(logits), t_odd, reduction=reduction)
             np.testing.assert_array_equal(got.loss, want.loss)
             np.testing.assert_array_equal(got.dlogits, want.dlogits)
