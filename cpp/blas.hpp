@@ -36,7 +36,8 @@ class SerialBlas {
     std::lock_guard<std::mutex> lock(mutex());
     if (--depth() == 0 && saved() > 1) blas_set_num_threads(saved());
   }
-  static bool wanted(int M, int N, int K) { return double(M) * N * K < double(1 << 23); }
+  static constexpr double kMaxWork = double(1 << 23);  // multiply-adds
+  static bool wanted(int M, int N, int K) { return double(M) * N * K < kMaxWork; }
   // Sets the pool's size; while small products run, it takes effect when the last one ends.
   static void set_threads(int n) {
     std::lock_guard<std::mutex> lock(mutex());

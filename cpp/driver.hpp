@@ -112,7 +112,7 @@ inline std::atomic<index_t>& team_min_work() {
 // Up to this many multiply-adds, the forward's input projection runs on the packed kernel (and
 // the per-step products' threads) instead of the BLAS: the same size below which the BLAS runs
 // on one thread (SerialBlas).
-constexpr double kSmallProjectionWork = double(1 << 23);
+constexpr double kSmallProjectionWork = SerialBlas::kMaxWork;
 
 // One thread's share of a per-step product C (n, N) = A (n, K) @ M (+ beta C), where M is a
 // weight matrix W or its transpose (W^T for the forward's h W_hh^T, W itself for the
