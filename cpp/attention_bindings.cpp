@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "fp_env.hpp"
+
 #include "attention.hpp"
 
 namespace py = pybind11;
@@ -92,6 +94,7 @@ py::tuple additive_forward(const Array<T>& qp, const Array<T>& kp, const Array<T
   T* wp = w.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     additive_attention_forward(p, c, wp);
   }
   return py::make_tuple(ctx, w);
@@ -109,6 +112,7 @@ py::tuple additive_backward(const OptArray<T>& dctx, const OptArray<T>& dw, cons
   T *o1 = dqp.mutable_data(), *o2 = dkp.mutable_data(), *o3 = dv.mutable_data(), *o4 = dvalues.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     additive_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3, o4);
   }
   return py::make_tuple(dqp, dkp, dv, dvalues);
@@ -124,6 +128,7 @@ py::tuple dot_forward(const Array<T>& q, const Array<T>& k, const Array<T>& valu
   T* wp = w.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     dot_attention_forward(p, c, wp);
   }
   return py::make_tuple(ctx, w);
@@ -140,6 +145,7 @@ py::tuple dot_backward(const OptArray<T>& dctx, const OptArray<T>& dw, const Arr
   T *o1 = dq.mutable_data(), *o2 = dk.mutable_data(), *o3 = dvalues.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     dot_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3);
   }
   return py::make_tuple(dq, dk, dvalues);

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "fp_env.hpp"
+
 #include "blas.hpp"
 #include "cells.hpp"
 #include "driver.hpp"
@@ -110,6 +112,7 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
                    out(cprev),        out(gates),        out(extra),      out(m)};
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     sequence_forward<Cell>(s, p);
   }
   py::object ws = py::none();
@@ -171,6 +174,7 @@ py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArra
                     dW_hh.mutable_data(), out(db_ih),       out(db_hh),       out(dW_hr)};
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     sequence_backward<Cell>(s, p);
   }
   auto obj = [](std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
@@ -251,6 +255,7 @@ Array<T> softmax_kernel(const Array<T>& logits) {
   T* out = probs.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     softmax(N, C, logits.data(), out);
   }
   return probs;
@@ -271,6 +276,7 @@ py::tuple softmax_cross_entropy_kernel(const Array<T>& logits, const py::array_t
   T* d_out = dlogits.mutable_data();
   {
     py::gil_scoped_release release;
+    const KernelFpScope fp;
     softmax_cross_entropy(N, C, logits.data(), y, ignore_index, T(scale), loss_out, d_out);
   }
   return py::make_tuple(row_loss, dlogits);
@@ -311,6 +317,19 @@ PYBIND11_MODULE(_core, m) {
   // and whose default honours OPENBLAS_NUM_THREADS / OMP_NUM_THREADS) controls both.
   m.def("set_num_threads", &SerialBlas::set_threads, py::arg("n"));
   m.def("get_num_threads", &SerialBlas::configured_threads);
+  // Subnormals flushed to zero inside kernel calls (fp_env.hpp); returns whether the setting
+  // took effect (false on an architecture without the control bits).
+  m.def("set_flush_denormal",
+        [](bool enabled) {
+          flush_denormal_setting() = enabled && kCanFlushDenormal;
+          return enabled == flush_denormal_setting().load();
+        },
+        py::arg("enabled"));
+  m.def("get_flush_denormal", [] { return flush_denormal_setting().load(); });
+  // Private: the calling thread's floating-point mode, the control register without its sticky
+  // exception flags (tests check that a call leaves it as it was), and its flush bits.
+  m.def("_fp_control", [] { return read_fp_control() & ~kFpStatusBits; });
+  m.def("_fp_control_flush_bits", [] { return kFlushBits; });
   // Private: the batch size up to which per-step products skip the BLAS (tests use it to cover
   // both paths on the same shapes; benchmarks to compare them).
   m.def("_set_small_batch_limit", [](index_t n) { small_batch_limit() = n; }, py::arg("n"));

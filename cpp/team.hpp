@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "fp_env.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -80,6 +81,7 @@ class Team {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       job_threads_ = n;
+      job_fp_control_ = read_fp_control();  // the workers compute under the caller's mode
       pending_ = n - 1;
       barrier_count_.store(0);
       ++generation_;
@@ -134,6 +136,7 @@ class Team {
     new (&barrier_cv_) std::condition_variable();
     job_ = nullptr;
     job_threads_ = pending_ = 0;
+    job_fp_control_ = 0;
     barrier_count_.store(0);
   }
 
@@ -150,17 +153,20 @@ class Team {
     for (;;) {
       const std::function<void(const TeamContext&)>* job;
       int n;
+      std::uint64_t fp_control;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         start_.wait(lock, [&] { return generation_ != seen; });
         seen = generation_;
         job = job_;
         n = job_threads_;
+        fp_control = job_fp_control_;
       }
       if (job && tid < n) {
         // Exceptions cannot cross threads here; kernels do not throw inside a run (allocation
         // happens before it), but stay safe: swallow and let the caller's result stand.
         try {
+          const FpControlScope fp(fp_control);
           (*job)(TeamContext{tid, n, this});
         } catch (...) {
         }
@@ -175,6 +181,7 @@ class Team {
   std::condition_variable start_, done_;
   const std::function<void(const TeamContext&)>* job_ = nullptr;
   int job_threads_ = 0;
+  std::uint64_t job_fp_control_ = 0;
   int pending_ = 0;
   std::uint64_t generation_ = 0;
   std::vector<std::thread> workers_;
