@@ -338,6 +338,41 @@ PYBIND11_MODULE(_core, m) {
   // to run every call on all threads).
   m.def("_set_team_min_work", [](index_t n) { team_min_work() = n; }, py::arg("n"));
   m.def("_get_team_min_work", [] { return team_min_work().load(); });
+  // Private: force the packed kernel's walk (tile_rows 0 = from the CPU, else 4 or 8;
+  // panel_major -1 = from the CPU and size, else 0 or 1), and what the CPU gives by default.
+  m.def("_set_kernel_choice",
+        [](int tile_rows, int panel_major) {
+          require(tile_rows == 0 || tile_rows == 4 || tile_rows == 8,
+                  "tile_rows: expected 0, 4 or 8, got " + std::to_string(tile_rows));
+          require(panel_major >= -1 && panel_major <= 1,
+                  "panel_major: expected -1, 0 or 1, got " + std::to_string(panel_major));
+          kernel_override().tile_rows = tile_rows;
+          kernel_override().panel_major = panel_major;
+        },
+        py::arg("tile_rows"), py::arg("panel_major"));
+  m.def("_get_kernel_choice", [] {
+    return py::make_tuple(kernel_override().tile_rows.load(), kernel_override().panel_major.load());
+  });
+  // Private: the processor as the kernels see it (the benchmark prints it).
+  m.def("_cpu_info", [] {
+    const CpuInfo& c = cpu_info();
+    py::dict d;
+    d["vendor"] = c.vendor;
+    d["model_name"] = c.model_name;
+    d["family"] = c.family;
+    d["model"] = c.model;
+    d["l1d_bytes"] = c.l1d;
+    d["l2_bytes"] = c.l2;
+    d["l3_bytes"] = c.l3;
+    d["avx2"] = c.avx2;
+    d["fma"] = c.fma;
+    d["avx512f"] = c.avx512f;
+    d["avx512_bf16"] = c.avx512_bf16;
+    d["amx_bf16"] = c.amx_bf16;
+    d["tile_rows"] = default_tile_rows();
+    d["panel_major_above_bytes"] = std::int64_t(0.5 * double(c.l2_or_default()));
+    return d;
+  });
   // Private: one thread's measured FMA throughput (the benchmark's ceiling line).
   m.def("_fma_peak_gflops",
         [](bool float64, double seconds) {

@@ -28,13 +28,16 @@
 namespace rnnkit {
 
 // C rows [0, M) (+)= A (M, P.K) @ P, rows in blocks of mc, each block panel by panel.
+// Row tiles of `tile_rows` (8 or 4), leftover rows one at a time.
 template <class T>
-RNNKIT_CLONES void block_gemm_rows(index_t M, index_t mc, const T* A, index_t lda,
+RNNKIT_CLONES void block_gemm_rows(index_t M, index_t mc, int tile_rows, const T* A, index_t lda,
                                    const PackedPanels<T>& P, T beta, T* C, index_t ldc) {
   for (index_t i0 = 0; i0 < M; i0 += mc) {
     const index_t i1 = std::min(M, i0 + mc);
     for (index_t j0 = 0; j0 < P.N; j0 += P.width) {
       index_t i = i0;
+      if (tile_rows == 8)
+        for (; i + 8 <= i1; i += 8) small_gemm_panel<8, 2>(i, j0, A, lda, P, beta, C, ldc);
       for (; i + 4 <= i1; i += 4) small_gemm_panel<4, 2>(i, j0, A, lda, P, beta, C, ldc);
       for (; i < i1; ++i) small_gemm_panel<1, 2>(i, j0, A, lda, P, beta, C, ldc);
     }
@@ -55,6 +58,7 @@ struct BlockGemm {
   index_t ldb;
   T* C;
   index_t ldc;
+  int tile_rows;  // 8 or 4 (PackedKernelChoice::tile_rows)
   std::vector<PackedPanels<T>> panels;  // per thread: its columns of one K block of op(B)
 
   static index_t panel_width() { return PackedPanels<T>::width_for(kPanelRows); }
@@ -79,7 +83,7 @@ struct BlockGemm {
       P.K = std::min(kKc, K - k0);
       P.N = c1 - c0;
       P.fill(trans_b ? B + k0 : B + k0 * ldb, ldb, trans_b, c0);
-      block_gemm_rows(M, kMc, A + k0, lda, P, k0 == 0 ? T(0) : T(1), C + c0, ldc);
+      block_gemm_rows(M, kMc, tile_rows, A + k0, lda, P, k0 == 0 ? T(0) : T(1), C + c0, ldc);
     }
   }
 };

@@ -43,6 +43,7 @@
 #include "block_gemm.hpp"
 #include "cells.hpp"
 #include "common.hpp"
+#include "cpu_info.hpp"
 #include "small_gemm.hpp"
 #include "team.hpp"
 
@@ -109,6 +110,35 @@ inline std::atomic<index_t>& team_min_work() {
   return work;
 }
 
+// The packed kernel's walk for this processor (small_gemm.hpp, PackedKernelChoice), from CPUID:
+// 16-accumulator tiles where the core has 32 vector registers (AVX-512); panel-major order when
+// one thread's packed weights of a product take more than half the core's L2 (read from CPUID
+// leaf 4 / 0x8000001D: 1 MiB on Zen 4, 2 MiB on Sapphire Rapids), so that each panel comes
+// from memory once per step instead of once per row group. A private binding forces either
+// choice (tests run every variant; they give bitwise the same results).
+struct KernelOverride {
+  std::atomic<int> tile_rows{0};    // 0: from the CPU; else 4 or 8
+  std::atomic<int> panel_major{-1};  // -1: from the CPU and the size; else 0 or 1
+};
+inline KernelOverride& kernel_override() {
+  static KernelOverride o;
+  return o;
+}
+
+inline int default_tile_rows() { return cpu_info().avx512f ? 8 : 4; }
+
+template <class T>
+PackedKernelChoice packed_choice(index_t packed_elements) {
+  PackedKernelChoice c;
+  const KernelOverride& o = kernel_override();
+  const int rows = o.tile_rows.load(std::memory_order_relaxed);
+  c.tile_rows = rows ? rows : default_tile_rows();
+  const int major = o.panel_major.load(std::memory_order_relaxed);
+  c.panel_major = major >= 0 ? major == 1
+                             : double(packed_elements) * sizeof(T) > 0.5 * double(cpu_info().l2_or_default());
+  return c;
+}
+
 // Up to this many multiply-adds, the forward's input projection runs on the packed kernel (and
 // the per-step products' threads) instead of the BLAS: the same size below which the BLAS runs
 // on one thread (SerialBlas).
@@ -124,6 +154,7 @@ struct StepProduct {
   index_t K = 0, N = 0, ldw = 0, c0 = 0, c1 = 0;
   bool transposed = false, packed_mode = false;
   PackedPanels<T> panels;
+  PackedKernelChoice choice;
 
   // Called by the caller for each thread before the run: sizes the slice's storage.
   void prepare(const T* W_, index_t K_, index_t N_, index_t ldw_, bool transposed_, bool packed,
@@ -143,6 +174,7 @@ struct StepProduct {
     const TeamContext ctx{tid, nthreads, nullptr};
     std::tie(c0, c1) = ctx.part(N, PackedPanels<T>::width_for(batch));
     panels.allocate(K, c1 - c0, batch);
+    choice = packed_choice<T>(K * (c1 - c0));
   }
   // Called by the owning thread inside the run.
   void pack() {
@@ -151,7 +183,7 @@ struct StepProduct {
   void apply(index_t n, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
     if (!W) return;
     if (packed_mode) {
-      if (c1 > c0) small_gemm(n, A, lda, panels, beta, C + c0, ldc);
+      if (c1 > c0) small_gemm(n, A, lda, panels, beta, C + c0, ldc, choice);
     } else {
       gemm(false, transposed, int(n), int(N), int(K), T(1), A, int(lda), W, int(ldw), beta, C, int(ldc));
     }
@@ -210,7 +242,7 @@ void sequence_gemm(bool trans_b, index_t M, index_t N, index_t K, const T* A, in
     gemm(false, trans_b, int(M), int(N), int(K), T(1), A, int(lda), B, int(ldb), T(0), C, int(ldc));
     return;
   }
-  BlockGemm<T> product{trans_b, M, N, K, A, lda, B, ldb, C, ldc, {}};
+  BlockGemm<T> product{trans_b, M, N, K, A, lda, B, ldb, C, ldc, packed_choice<T>(0).tile_rows, {}};
   const RunPlan plan(true, double(M) * N * K >= 8.0 * double(team_min_work().load()));
   product.prepare(plan.nthreads);
   plan.run([&](const TeamContext& ctx) { product.run(ctx); });

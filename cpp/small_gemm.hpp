@@ -194,37 +194,72 @@ RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t 
   }
 }
 
-// Rows [i0, i0 + R) times all of M.
-template <int R, int V, class T>
-RNNKIT_INLINE void small_gemm_rows(index_t i0, const T* A, index_t lda, const PackedPanels<T>& M,
-                                   T beta, T* C, index_t ldc) {
-  for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_panel<R, V>(i0, j0, A, lda, M, beta, C, ldc);
+// How the packed kernel walks a product. Every choice computes each element of C with the same
+// operations in the same order (one FMA chain over k), so all give bitwise the same result;
+// they differ only in speed, which depends on the processor (cpu_info.hpp, packed_choice()).
+struct PackedKernelChoice {
+  // Rows of a register tile on two-vector panels: 4 (8 accumulators) or 8 (16). A core with two
+  // FMA units and a 4-cycle latency needs 8 FMAs in flight just to stay busy; 16 accumulators
+  // also halve how often the weights are streamed per step. Needs 32 vector registers.
+  int tile_rows = 4;
+  // Panel by panel, all row groups of a panel before the next (each panel read from memory once
+  // per product), instead of row group by row group over all panels (the weights read once per
+  // row group): the former when the packed weights do not fit the core's L2.
+  bool panel_major = false;
+};
+
+// Rows [i0, i0 + R) times the panel at j0, R chosen at run time (8 or 4 on two-vector panels,
+// 2 on four-vector panels, else 1).
+template <int V, class T>
+RNNKIT_INLINE void small_gemm_group(int R, index_t i0, index_t j0, const T* A, index_t lda,
+                                    const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
+  if constexpr (V == 2) {
+    if (R == 8) return small_gemm_panel<8, 2>(i0, j0, A, lda, M, beta, C, ldc);
+    if (R == 4) return small_gemm_panel<4, 2>(i0, j0, A, lda, M, beta, C, ldc);
+  }
+  if constexpr (V <= 4) {
+    if (R == 2) return small_gemm_panel<2, V>(i0, j0, A, lda, M, beta, C, ldc);
+  }
+  small_gemm_panel<1, V>(i0, j0, A, lda, M, beta, C, ldc);
+}
+
+// The row groups of n rows: full tiles of R rows, then (each pass over the rows left streams all
+// of M again) the rest in as few groups as possible.
+inline int next_group(index_t left, int R) {
+  for (int r = R; r > 1; r /= 2)
+    if (left >= r) return r;
+  return 1;
 }
 
 template <int V, class T>
 RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta,
-                                T* C, index_t ldc) {
-  constexpr int R = 8 / V;
-  index_t i = 0;
-  for (; i + R <= n; i += R) small_gemm_rows<R, V>(i, A, lda, M, beta, C, ldc);
-  // Each pass over the rows left streams all of M again: take two at once where possible.
-  if constexpr (R > 2) {
-    if (i + 2 <= n) {
-      small_gemm_rows<2, V>(i, A, lda, M, beta, C, ldc);
-      i += 2;
+                                T* C, index_t ldc, const PackedKernelChoice& choice) {
+  const int R = V == 2 ? choice.tile_rows : 8 / V;
+  if (!choice.panel_major) {
+    for (index_t i = 0; i < n;) {
+      const int r = next_group(n - i, R);
+      for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_group<V>(r, i, j0, A, lda, M, beta, C, ldc);
+      i += r;
+    }
+    return;
+  }
+  for (index_t j0 = 0; j0 < M.N; j0 += M.width) {
+    for (index_t i = 0; i < n;) {
+      const int r = next_group(n - i, R);
+      small_gemm_group<V>(r, i, j0, A, lda, M, beta, C, ldc);
+      i += r;
     }
   }
-  for (; i < n; ++i) small_gemm_rows<1, V>(i, A, lda, M, beta, C, ldc);
 }
 
 // C (n, M.N) = A (n, M.K) @ M (+ beta C).
 template <class T>
 RNNKIT_CLONES void small_gemm(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
-                              index_t ldc) {
+                              index_t ldc, const PackedKernelChoice& choice) {
   switch (M.width / SimdTraits<T>::kLanes) {
-    case 8: return small_gemm_v<8>(n, A, lda, M, beta, C, ldc);
-    case 4: return small_gemm_v<4>(n, A, lda, M, beta, C, ldc);
-    default: return small_gemm_v<2>(n, A, lda, M, beta, C, ldc);
+    case 8: return small_gemm_v<8>(n, A, lda, M, beta, C, ldc, choice);
+    case 4: return small_gemm_v<4>(n, A, lda, M, beta, C, ldc, choice);
+    default: return small_gemm_v<2>(n, A, lda, M, beta, C, ldc, choice);
   }
 }
 
