@@ -353,6 +353,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("_get_kernel_choice", [] {
     return py::make_tuple(kernel_override().tile_rows.load(), kernel_override().panel_major.load());
   });
+  // Private: how a per-step product of `batch` rows with this thread's K x N packed weights is
+  // walked (the benchmark prints it per grid point): "<rows>x<vectors> tile, row-major" etc.
+  m.def("_step_kernel", [](index_t batch, index_t K, index_t N, bool float64) {
+    if (batch > small_batch_limit().load()) return std::string("BLAS");
+    const PackedKernelChoice c = float64 ? packed_choice<double>(K * N) : packed_choice<float>(K * N);
+    const index_t V = PackedPanels<float>::width_for(batch) / PackedPanels<float>::L;
+    const index_t R = V == 2 ? std::min<index_t>(c.tile_rows, batch) : 8 / V;
+    return std::to_string(R) + "x" + std::to_string(V) + (c.panel_major ? " panel-major" : " row-major");
+  }, py::arg("batch"), py::arg("K"), py::arg("N"), py::arg("float64"));
   // Private: the processor as the kernels see it (the benchmark prints it).
   m.def("_cpu_info", [] {
     const CpuInfo& c = cpu_info();

@@ -446,7 +446,7 @@ def run_grid(args, shapes, cells, threads, dtype):
     rows = []
     header = (f"{'shape':22s} {'cell':7s} {'mode':9s} {'thr':>3s} {'rnnkit ms':>10s} "
               f"{base_name + ' ms':>10s} {'ratio':>6s} {'GFLOP/s':>8s} {'roof':>6s} {'%roof':>6s} "
-              f"{'%peak':>6s} {'ws MiB':>7s} {'n':>5s} {'bg':>4s}")
+              f"{'%peak':>6s} {'ws MiB':>7s} {'n':>5s} {'bg':>4s}  kernel")
     print(f"## Grid: rnnkit vs {base_name} ({'oracle rnnkit.reference' if base_name == 'numpy' else 'torch.nn.RNN/LSTM/GRU'}), "
           f"{np.dtype(dtype).name}; ratio = rnnkit / {base_name} (< 1: rnnkit faster)")
     print(header)
@@ -487,6 +487,7 @@ def run_grid(args, shapes, cells, threads, dtype):
                         "peak_frac": gflops / (fma_peak_gflops(dtype) * n_threads),
                         "ws_mib": ws_bytes / 2**20 if mode == "training" else None,
                         "n": f"{rk_n}/{base_n if base_s is not None else '-'}", "bg": bg,
+                        "kernel": step_kernel(p.G, B, H, n_threads, dtype),
                     }
                     # oversubscribed: other processes took more than the cores this row left free
                     row["busy"] = bg > max(0.5, cores - n_threads + 0.25)
@@ -509,22 +510,62 @@ def format_row(r):
             f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
             f"{_f(100 * r['frac'], '.0f', 5)}% {_f(100 * r['peak_frac'], '.0f', 5)}% "
             f"{_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
-            f"{r['bg']:4.1f}{'*' if r['busy'] else ''}")
+            f"{r['bg']:4.1f}{'*' if r['busy'] else ''}  {r['kernel']}")
+
+
+def step_kernel(G, B, H, n_threads, dtype):
+    """How the forward's per-step product h W_hh^T is walked at this point (rnnkit._core
+    decides from CPUID): tile rows x vectors and loop order, or BLAS above the batch limit."""
+    cols = -(-G * H // n_threads)  # one thread's columns of the product
+    return rnnkit._core._step_kernel(B, H, cols, np.dtype(dtype) == np.float64)
+
+
+def denormal_rows(dtype, quick):
+    """Vanilla RNN backward with vanishing gradients (W_hh of scale 0.3: the gradients become
+    subnormal within a few steps) against the same call at scale 1, with rnnkit's default
+    subnormal flushing and with it turned off. Issue target: slow/fast <= 1.2 with flushing."""
+    set_threads(1)
+    T, B, I, H = 100, 64, 2, 64
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W_ih = (rng.standard_normal((H, I)) / np.sqrt(I)).astype(dtype)
+    calls = {}
+    for scale in (1.0, 0.3):
+        W_hh = (scale * rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+        y, _, ws = rnnkit.rnn_forward(x, None, W_ih, W_hh, None, None)
+        dy = np.zeros_like(y)
+        dy[-1] = 1.0
+        calls[scale] = (lambda dy=dy, ws=ws: rnnkit.rnn_backward(dy, None, ws))
+    print(f"## Subnormals: vanilla RNN backward ({T},{B},{I},{H}), 1 thread, {np.dtype(dtype).name}")
+    saved = rnnkit.get_flush_denormal()
+    out = {}
+    try:
+        for flush in (True, False):
+            rnnkit.set_flush_denormal(flush)
+            t = time_alternating({"fast": calls[1.0], "slow": calls[0.3]}, 9 if quick else 15, 1.0)
+            fast, slow = t["fast"][0] * 1e3, t["slow"][0] * 1e3
+            out[flush] = (fast, slow)
+            print(f"  flush {'on ' if flush else 'off'}: W_hh scale 1 {fast:.3f} ms, scale 0.3 "
+                  f"{slow:.3f} ms -> slow/fast = {slow / fast:.2f}")
+    finally:
+        rnnkit.set_flush_denormal(saved)
+    print()
+    return out
 
 
 def markdown_table(rows, base_name):
     def c(v, fmt):
         return "-" if v is None else format(v, fmt)
     out = [f"| shape (T,B,I=H) | cell | mode | thr | rnnkit ms | {base_name} ms | ratio | "
-           "GFLOP/s | roof GFLOP/s | %roof | %peak | ws MiB | n | bg |",
-           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "GFLOP/s | roof GFLOP/s | %roof | %peak | ws MiB | n | bg | kernel |",
+           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in rows:
         out.append(f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['threads']} | "
                    f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
                    f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
                    f"{c(100 * r['frac'], '.0f')}% | {c(100 * r['peak_frac'], '.0f')}% | "
                    f"{c(r['ws_mib'], '.2f')} | {r['n']} | "
-                   f"{r['bg']:.1f}{'*' if r['busy'] else ''} |")
+                   f"{r['bg']:.1f}{'*' if r['busy'] else ''} | {r['kernel']} |")
     return "\n".join(out)
 
 
@@ -710,6 +751,15 @@ def print_header(args):
     if torch is not None:
         print(f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
               f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}")
+    cpu = rnnkit._core._cpu_info()
+    kib = lambda n: f"{n // 1024} KiB" if n < 2**20 else f"{n / 2**20:g} MiB"  # noqa: E731
+    features = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if cpu[f]]
+    print(f"CPU (CPUID): {cpu['model_name']} ({cpu['vendor']} family {cpu['family']} model "
+          f"{cpu['model']}); L1d {kib(cpu['l1d_bytes'])}, L2 {kib(cpu['l2_bytes'])} per core, "
+          f"L3 {kib(cpu['l3_bytes'])}; {' '.join(features)}")
+    print(f"kernel choice (from CPUID, no timing pass): {cpu['tile_rows']}-row register tiles; "
+          f"panel-major walk when a thread's packed weights exceed "
+          f"{kib(cpu['panel_major_above_bytes'])} (half its L2); per grid point in the 'kernel' column")
     print(f"FMA peak (one core, vector FMAs on registers, measured now): "
           f"{fma_peak_gflops(np.float32):.1f} GFLOP/s float32, "
           f"{fma_peak_gflops(np.float64):.1f} GFLOP/s float64")
@@ -768,6 +818,7 @@ def main(argv=None):
     meter = LoadMeter().start()
     rows = run_grid(args, shapes, args.cells, args.threads, dtype)
     layer_rows(dtype, args.threads, args.quick)
+    denormal_rows(dtype, args.quick)
     beside_numpy(dtype, args.quick)
     if args.markdown:
         print(markdown_table(rows, "torch" if args.vs == "torch" else "numpy"))
