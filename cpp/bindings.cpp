@@ -359,7 +359,7 @@ PYBIND11_MODULE(_core, m) {
     if (batch > small_batch_limit().load()) return std::string("BLAS");
     const PackedKernelChoice c = float64 ? packed_choice<double>(K * N) : packed_choice<float>(K * N);
     const index_t V = PackedPanels<float>::width_for(batch) / PackedPanels<float>::L;
-    const index_t R = V == 2 ? std::min<index_t>(c.tile_rows, batch) : 8 / V;
+    const index_t R = V == 2 ? next_group(batch, c.tile_rows) : 8 / V;
     return std::to_string(R) + "x" + std::to_string(V) + (c.panel_major ? " panel-major" : " row-major");
   }, py::arg("batch"), py::arg("K"), py::arg("N"), py::arg("float64"));
   // Private: the processor as the kernels see it (the benchmark prints it).

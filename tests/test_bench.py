@@ -17,13 +17,32 @@ def test_fma_peak_is_a_finite_positive_rate():
 def test_row_and_markdown_carry_every_column():
     row = {"shape": "small (50,1,128)", "cell": "lstm", "mode": "training", "threads": 2,
            "rnnkit_ms": 1.5, "base_ms": 3.0, "ratio": 0.5, "gflops": 40.0, "roof": 50.0,
-           "frac": 0.8, "peak_frac": 0.25, "ws_mib": 0.17, "n": "7/7", "bg": 0.0, "busy": False}
+           "frac": 0.8, "peak_frac": 0.25, "ws_mib": 0.17, "n": "7/7", "bg": 0.0, "busy": False,
+           "kernel": "8x2 panel-major"}
     line = bench.format_row(row)
     assert " 80% " in line and " 25% " in line and "0.50" in line
     table = bench.markdown_table([row], "torch").splitlines()
     header, rule, body = table
     assert header.count("|") == rule.count("|") == body.count("|")
     assert "| 80% | 25% |" in body
+    assert line.endswith("8x2 panel-major") and body.endswith("| 8x2 panel-major |")
+
+
+def test_step_kernel_names_the_walk_the_driver_takes():
+    from rnnkit import _core
+
+    saved = _core._get_kernel_choice()
+    try:
+        _core._set_kernel_choice(8, 1)
+        assert bench.step_kernel(4, 64, 512, 1, np.float32) == "8x2 panel-major"
+        assert bench.step_kernel(4, 5, 512, 1, np.float32) == "4x2 panel-major"
+        _core._set_kernel_choice(4, 0)
+        assert bench.step_kernel(4, 64, 512, 2, np.float32) == "4x2 row-major"
+        assert bench.step_kernel(4, 1, 128, 1, np.float32) == "1x8 row-major"
+        assert bench.step_kernel(4, 3, 128, 1, np.float64) == "2x4 row-major"
+        assert bench.step_kernel(4, 1000, 128, 1, np.float32) == "BLAS"
+    finally:
+        _core._set_kernel_choice(*saved)
 
 
 def test_gemm_flops_counts_training_as_three_inferences():
