@@ -95,6 +95,8 @@ struct RnnCell {
 // c_t = f c_{t-1} + i g, h_t = o tanh(c_t). Saves the gates and tanh(c_t).
 struct LstmCell {
   static constexpr int G = 4;
+  // Gate blocks of a (G*H) row, in PyTorch's order (block k holds units [k*H, (k+1)*H)).
+  static constexpr int kI = 0, kF = 1, kG = 2, kO = 3;
   static constexpr bool kHasCellState = true, kDirectStateGrad = false,
                         kSeparateRecurrentGrad = false, kSplitRecurrent = false,
                         kHasExtra = true, kGatesAreState = false;
@@ -103,20 +105,20 @@ struct LstmCell {
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
-      const T f = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
-      const T g = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]);
-      const T o = sigmoid_(gates[3 * H + j] + b_ih[3 * H + j] + gh[3 * H + j] + b_hh[3 * H + j]);
+      const T i = sigmoid_(gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j]);
+      const T f = sigmoid_(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j]);
+      const T g = tanh_(gates[kG * H + j] + b_ih[kG * H + j] + gh[kG * H + j] + b_hh[kG * H + j]);
+      const T o = sigmoid_(gates[kO * H + j] + b_ih[kO * H + j] + gh[kO * H + j] + b_hh[kO * H + j]);
       const T c_new = f * c[j] + i * g;
       const T tc = tanh_(c_new);
       const T h_new = o * tc;
       c[j] = c_new;
       h[j] = h_new;
       y[j] = h_new;
-      gates[j] = i;
-      gates[H + j] = f;
-      gates[2 * H + j] = g;
-      gates[3 * H + j] = o;
+      gates[kI * H + j] = i;
+      gates[kF * H + j] = f;
+      gates[kG * H + j] = g;
+      gates[kO * H + j] = o;
       extra[j] = tc;
     }
   }
@@ -125,7 +127,7 @@ struct LstmCell {
   RNNKIT_INLINE static void backward(RNNKIT_BACKWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
+      const T i = gates[kI * H + j], f = gates[kF * H + j], g = gates[kG * H + j], o = gates[kO * H + j];
       const T tc = extra[j];
       const T dh_t = dh[j] + dy[j];
       const T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
@@ -134,10 +136,10 @@ struct LstmCell {
       const T dgg = dc_t * i * (T(1) - g * g);
       const T dout = dh_t * tc * o * (T(1) - o);
       dc[j] = dc_t * f;
-      dgx[j] = dg[j] = di;
-      dgx[H + j] = dg[H + j] = df;
-      dgx[2 * H + j] = dg[2 * H + j] = dgg;
-      dgx[3 * H + j] = dg[3 * H + j] = dout;
+      dgx[kI * H + j] = dg[kI * H + j] = di;
+      dgx[kF * H + j] = dg[kF * H + j] = df;
+      dgx[kG * H + j] = dg[kG * H + j] = dgg;
+      dgx[kO * H + j] = dg[kO * H + j] = dout;
     }
   }
 };
@@ -148,6 +150,7 @@ struct LstmCell {
 // Saves r, z, n and (h W_hn^T + b_hn).
 struct GruResetAfterCell {
   static constexpr int G = 3;
+  static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true,
                         kSeparateRecurrentGrad = true, kSplitRecurrent = false,
                         kHasExtra = true, kGatesAreState = false;
@@ -156,16 +159,16 @@ struct GruResetAfterCell {
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
-      const T z = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
-      const T ghn = gh[2 * H + j] + b_hh[2 * H + j];
-      const T n = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + r * ghn);
+      const T r = sigmoid_(gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j]);
+      const T z = sigmoid_(gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j]);
+      const T ghn = gh[kN * H + j] + b_hh[kN * H + j];
+      const T n = tanh_(gates[kN * H + j] + b_ih[kN * H + j] + r * ghn);
       const T h_new = (T(1) - z) * n + z * h[j];
       h[j] = h_new;
       y[j] = h_new;
-      gates[j] = r;
-      gates[H + j] = z;
-      gates[2 * H + j] = n;
+      gates[kR * H + j] = r;
+      gates[kZ * H + j] = z;
+      gates[kN * H + j] = n;
       extra[j] = ghn;
     }
   }
@@ -174,16 +177,16 @@ struct GruResetAfterCell {
   RNNKIT_INLINE static void backward(RNNKIT_BACKWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = gates[j], z = gates[H + j], n = gates[2 * H + j];
+      const T r = gates[kR * H + j], z = gates[kZ * H + j], n = gates[kN * H + j];
       const T dh_t = dh[j] + dy[j];
       const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
       const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
       const T dar = dan * extra[j] * r * (T(1) - r);
       dh[j] = dh_t * z;
-      dgx[j] = dg[j] = dar;
-      dgx[H + j] = dg[H + j] = daz;
-      dgx[2 * H + j] = dan;
-      dg[2 * H + j] = dan * r;
+      dgx[kR * H + j] = dg[kR * H + j] = dar;
+      dgx[kZ * H + j] = dg[kZ * H + j] = daz;
+      dgx[kN * H + j] = dan;
+      dg[kN * H + j] = dan * r;
     }
   }
 };
@@ -194,6 +197,7 @@ struct GruResetAfterCell {
 // Saves r, z, n and r * h_{t-1}.
 struct GruResetBeforeCell {
   static constexpr int G = 3;
+  static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true,
                         kSeparateRecurrentGrad = false, kSplitRecurrent = true,
                         kHasExtra = true, kGatesAreState = false;
@@ -202,11 +206,11 @@ struct GruResetBeforeCell {
   RNNKIT_INLINE static void forward_part1(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(gates[j] + b_ih[j] + gh[j] + b_hh[j]);
-      const T z = sigmoid_(gates[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
+      const T r = sigmoid_(gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j]);
+      const T z = sigmoid_(gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j]);
       const T rh = r * h[j];
-      gates[j] = r;
-      gates[H + j] = z;
+      gates[kR * H + j] = r;
+      gates[kZ * H + j] = z;
       reset_h[j] = rh;
       extra[j] = rh;
     }
@@ -216,12 +220,12 @@ struct GruResetBeforeCell {
   RNNKIT_INLINE static void forward_part2(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T z = gates[H + j];
-      const T n = tanh_(gates[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]);
+      const T z = gates[kZ * H + j];
+      const T n = tanh_(gates[kN * H + j] + b_ih[kN * H + j] + gh[kN * H + j] + b_hh[kN * H + j]);
       const T h_new = (T(1) - z) * n + z * h[j];
       h[j] = h_new;
       y[j] = h_new;
-      gates[2 * H + j] = n;
+      gates[kN * H + j] = n;
     }
   }
 
@@ -230,13 +234,13 @@ struct GruResetBeforeCell {
   RNNKIT_INLINE static void backward_part1(RNNKIT_BACKWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T z = gates[H + j], n = gates[2 * H + j];
+      const T z = gates[kZ * H + j], n = gates[kN * H + j];
       const T dh_t = dh[j] + dy[j];
       const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
       const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
       dh[j] = dh_t * z;
-      dgx[H + j] = dg[H + j] = daz;
-      dgx[2 * H + j] = dg[2 * H + j] = dan;
+      dgx[kZ * H + j] = dg[kZ * H + j] = daz;
+      dgx[kN * H + j] = dg[kN * H + j] = dan;
     }
   }
 
@@ -245,11 +249,11 @@ struct GruResetBeforeCell {
   RNNKIT_INLINE static void backward_part2(RNNKIT_BACKWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = gates[j];
+      const T r = gates[kR * H + j];
       const T drh = d_reset_h[j];
       const T dar = drh * h_prev[j] * r * (T(1) - r);
       dh[j] += drh * r;
-      dgx[j] = dg[j] = dar;
+      dgx[kR * H + j] = dg[kR * H + j] = dar;
     }
   }
 };
