@@ -29,7 +29,7 @@
 
 #include "blas.hpp"
 #include "common.hpp"
-#include "small_gemm.hpp"  // SimdTraits, load_vec
+#include "simd.hpp"
 #include "vecmath.hpp"
 
 namespace rnnkit {

@@ -6,7 +6,7 @@
 #include <chrono>
 
 #include "common.hpp"
-#include "small_gemm.hpp"
+#include "simd.hpp"
 
 namespace rnnkit {
 
