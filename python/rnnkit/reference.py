@@ -2,7 +2,7 @@
 
 The tests trust these functions, so they are written the textbook way: one Python
 loop over time, per-step matmuls ``x @ W.T``, and each line readable next to the
-equations in ``rnn-equations.md`` sections 2.1-2.6. Speed is not a goal. They use
+equations in ``docs/rnn-equations.md`` (sections 1-5). Speed is not a goal. They use
 only NumPy and never import the compiled module.
 
 Shape letters (defined once in ``rnnkit._types``): T time steps, B batch, I input
@@ -199,7 +199,7 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
 
 
 def lstm_cell_backward(dh_next, dc_next, cache):
-    """Backward of ``lstm_cell_forward`` (equations of section 2.5).
+    """Backward of ``lstm_cell_forward`` (docs/rnn-equations.md, section 5).
 
     dh_next, dc_next (B, H) or None (zeros): gradients w.r.t. h_next and c_next.
     Returns LSTMCellGrads(dx (B, I), dh (B, H), dc (B, H), dW_ih (4H, I), dW_hh (4H, H),
@@ -274,7 +274,7 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
 
 
 def gru_cell_backward(dh_next, cache):
-    """Backward of ``gru_cell_forward`` (section 2.5 for reset_after=True).
+    """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, section 5).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
     Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H),
