@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import rnnkit
+from conftest import CELLS, assert_close, make_params, seq_backward, seq_forward
 from rnnkit import _core
 from rnnkit import reference as ref
-
-from conftest import CELLS, assert_close, make_params, seq_backward, seq_forward
 
 VARIANTS = list(itertools.product([4, 8], [0, 1]))  # (tile_rows, panel_major)
 
@@ -27,8 +26,9 @@ def restore_choice():
 
 
 def run(cell, x, params, lengths):
-    y, finals, ws = seq_forward(rnnkit, cell, x, (None,) * (2 if cell == "lstm" else 1), params,
-                                lengths=lengths)
+    y, finals, ws = seq_forward(
+        rnnkit, cell, x, (None,) * (2 if cell == "lstm" else 1), params, lengths=lengths
+    )
     dy = np.cos(np.arange(y.size, dtype=y.dtype)).reshape(y.shape)
     grads = seq_backward(rnnkit, cell, dy, (None,) * len(finals), ws)
     return (y, *finals, *grads)
@@ -53,10 +53,11 @@ def test_variants_bitwise_equal_and_match_oracle(cell, B, dtype, rng, restore_ch
     for v, got in results.items():
         for a, b in zip(first, got):
             np.testing.assert_array_equal(a, b, err_msg=f"variant {v}")
-    y_ref, finals_ref, _ = seq_forward(ref, cell, x, (None,) * (2 if cell == "lstm" else 1), params,
-                                       lengths=lengths)
+    y_ref, finals_ref, _ = seq_forward(
+        ref, cell, x, (None,) * (2 if cell == "lstm" else 1), params, lengths=lengths
+    )
     assert_close(first[0], y_ref, err_msg="y vs oracle")
-    for a, b in zip(first[1:1 + len(finals_ref)], finals_ref):
+    for a, b in zip(first[1 : 1 + len(finals_ref)], finals_ref):
         assert_close(a, b, err_msg="final state vs oracle")
 
 
