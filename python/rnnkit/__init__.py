@@ -10,7 +10,9 @@ Shape letters: T time steps, B batch, I input size, H hidden size, G gate blocks
 
 from __future__ import annotations
 
+import operator as _operator
 import os as _os
+import warnings as _warnings
 
 # Idle OpenBLAS workers spin before sleeping; with NumPy's own OpenBLAS in the same process the
 # two pools fight over the cores when calls interleave. A short spin avoids that (see
@@ -52,12 +54,36 @@ from .training import clip_grad_norm, clip_grad_value  # noqa: E402
 __version__ = "0.1.0"
 
 
-def set_num_threads(n):
-    """Set the number of threads rnnkit's kernels use (its BLAS pool). n >= 1."""
-    if isinstance(n, bool) or not isinstance(n, int):
+# More threads than this is surely a mistake (each is a real thread of rnnkit's team).
+MAX_THREADS = 1024
+
+
+def _usable_cores() -> int:
+    try:
+        return len(_os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return _os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads rnnkit's kernels use (its team and its BLAS pool).
+
+    ``n`` is any integral number (Python or NumPy int) from 1 to ``MAX_THREADS`` (1024); more
+    than four threads per usable core oversubscribes the cores (measured: 64 threads on 2 cores
+    ran 74-101x slower) and gives a RuntimeWarning.
+    """
+    if isinstance(n, bool) or not hasattr(type(n), "__index__"):
         raise TypeError(f"n: expected an int, got {n!r}")
+    n = _operator.index(n)
     if n < 1:
         raise ValueError(f"n: expected at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"n: expected at most {MAX_THREADS}, got {n}")
+    usable = _usable_cores()
+    if n > 4 * usable:
+        _warnings.warn(f"n: {n} threads on {usable} usable cores oversubscribes them (more than 4 "
+                       f"per core); rnnkit will run much slower than with {usable}",
+                       RuntimeWarning, stacklevel=2)
     _core.set_num_threads(n)
 
 
