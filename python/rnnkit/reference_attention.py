@@ -41,11 +41,14 @@ def _masked_softmax(e, m):
     """e (B, T, S), m (B, S) bool -> weights (B, T, S)."""
     mm = np.broadcast_to(m[:, None, :], e.shape)
     e = np.where(mm, e, -np.inf)
-    top = e.max(axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0)
-    p = np.where(mm, np.exp(e - top), 0)
-    s = p.sum(axis=-1, keepdims=True)
-    return np.divide(p, s, out=np.zeros_like(p), where=s > 0)
+    # As the kernel: a row with no attended position gets zero weights; a NaN or +inf score on
+    # an attended position makes the whole row NaN (e - max is NaN there) instead of being dropped.
+    attended = mm.any(axis=-1, keepdims=True)
+    top = np.where(attended, e.max(axis=-1, keepdims=True), 0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = np.where(mm, np.exp(e - top), 0)
+        s = p.sum(axis=-1, keepdims=True)
+        return np.divide(p, s, out=np.zeros_like(p), where=attended)
 
 
 def _context(w, values):
