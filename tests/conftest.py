@@ -1,14 +1,21 @@
-"""Shared fixtures and helpers for the rnnkit test suite (kept small and generic)."""
+"""Shared fixtures and helpers for the rnnkit test suite (kept small and generic).
+
+The test files import the helpers from here (``from conftest import ...``): the one cell table
+(``CELLS``, ``GATES``), random parameters, the dtype tolerances, the calling conventions shared
+by kernels and oracles, the memory layouts, the finite-difference helper and the aliasing check.
+"""
 
 import zlib
 
 import numpy as np
 import pytest
 
-# Gate blocks per cell family (PyTorch layout: W_ih (G*H, I), W_hh (G*H, H)).
+# The tests' one cell table. Gate blocks per cell family (PyTorch layout: W_ih (G*H, I),
+# W_hh (G*H, H)).
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
-# Cell variant -> (function family, keyword arguments selecting the variant).
+# Cell variant -> (function family, keyword arguments selecting the variant). The family names
+# the functions (``rnnkit.{family}_forward``, ...) and, upper-cased, the module (``nn.LSTM``).
 CELLS = {
     "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
     "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
@@ -16,6 +23,34 @@ CELLS = {
     "gru": ("gru", {"reset_after": True}),
     "gru_before": ("gru", {"reset_after": False}),
 }
+
+
+
+def n_states(cell):
+    """The number of recurrent states of a cell variant or family: 2 (h, c) for the LSTM."""
+    return 2 if CELLS.get(cell, (cell,))[0] == "lstm" else 1
+
+
+def module_class(cell):
+    """The ``rnnkit.nn`` module of a cell variant or family (construct it with the variant's
+    keywords, ``CELLS[cell][1]``)."""
+    from rnnkit import nn
+
+    return getattr(nn, CELLS.get(cell, (cell,))[0].upper())
+
+
+# The cell variants torch.nn has (its GRU is the reset-after form only).
+TORCH_CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+
+
+def torch_class(cell):
+    """-> (torch.nn.RNN / LSTM / GRU, its constructor keywords) for a variant in TORCH_CELLS."""
+    import torch
+
+    family, variant = CELLS[cell]
+    assert cell in TORCH_CELLS, f"torch.nn has no {cell}"
+    return getattr(torch.nn, family.upper()), {k: v for k, v in variant.items() if k != "reset_after"}
+
 
 # Tolerances of kernel-vs-oracle comparisons, per dtype.
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -135,3 +170,60 @@ def read_only(a):
     a = a.copy()
     a.flags.writeable = False
     return a
+
+
+# ----------------------------------------------------------------------------- gradients
+# Every finite-difference check of the suite goes through these two functions (float64).
+
+FD_EPS = 1e-6  # the central-difference step
+
+
+def central_difference(f, eps=FD_EPS):
+    """(f(eps) - f(-eps)) / (2 eps): the derivative at 0 of a scalar function of a step."""
+    return (f(eps) - f(-eps)) / (2 * eps)
+
+
+def finite_difference(f, array, eps=FD_EPS, at=None):
+    """Central differences of the scalar ``f()`` w.r.t. the entries of ``array``.
+
+    ``f`` reads ``array``, which is perturbed in place (and restored, also on an error).
+    ``at``: flat indices to differentiate at (default every entry; the others stay 0).
+    Returns a float64 array of ``array``'s shape.
+    """
+    grad = np.zeros(array.shape)
+    indices = np.ndindex(array.shape) if at is None else (np.unravel_index(i, array.shape) for i in at)
+    for idx in indices:
+        old = array[idx]
+
+        def f_at(step, idx=idx, old=old):
+            array[idx] = old + step
+            return f()
+
+        try:
+            grad[idx] = central_difference(f_at, eps)
+        finally:
+            array[idx] = old
+    return grad
+
+
+# ----------------------------------------------------------------------------- aliasing
+
+def arrays_in(obj):
+    """Every ndarray inside nested tuples (NamedTuples too), lists and dict values."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [a for o in obj for a in arrays_in(o)]
+    if isinstance(obj, dict):
+        return [a for o in obj.values() for a in arrays_in(o)]
+    return []
+
+
+def assert_no_aliasing(outputs, inputs):
+    """No output array shares memory with an input array or with another output."""
+    outs, ins = arrays_in(outputs), arrays_in(inputs)
+    for i, o in enumerate(outs):
+        for a in ins:
+            assert not np.shares_memory(o, a), f"output {i} {o.shape} aliases an input {a.shape}"
+        for j, p in enumerate(outs[:i]):
+            assert not np.shares_memory(o, p), f"outputs {j} and {i} share memory"

@@ -27,14 +27,24 @@ import numpy as np
 import pytest
 
 import rnnkit
-from rnnkit import _core
-from rnnkit import _validate
-from rnnkit import nn
+from rnnkit import _core, _validate, nn
 from rnnkit import reference as ref
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params,  # noqa: E402
-                      negative_strides, read_only, seq_backward, seq_forward, strided)
+from conftest import (  # noqa: E402
+    CELLS,
+    arrays_in,
+    assert_close,
+    assert_no_aliasing,
+    cell_backward,
+    cell_forward,
+    make_params,
+    negative_strides,
+    read_only,
+    seq_backward,
+    seq_forward,
+    strided,
+)
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 
@@ -87,25 +97,6 @@ def assert_bitwise(actual, expected, what=""):
             continue
         assert a.dtype == e.dtype and a.shape == e.shape, f"{what} result {k}"
         np.testing.assert_array_equal(a, e, err_msg=f"{what} result {k}")
-
-
-def _arrays(obj):
-    if isinstance(obj, np.ndarray):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [a for o in obj for a in _arrays(o)]
-    if isinstance(obj, dict):
-        return [a for o in obj.values() for a in _arrays(o)]
-    return []
-
-
-def assert_no_aliasing(outputs, inputs):
-    outs, ins = _arrays(outputs), _arrays(inputs)
-    for i, o in enumerate(outs):
-        for a in ins:
-            assert not np.shares_memory(o, a), f"output {i} {o.shape} aliases an input {a.shape}"
-        for j, p in enumerate(outs[:i]):
-            assert not np.shares_memory(o, p), f"outputs {j} and {i} share memory"
 
 
 # ============================================================================= the table
@@ -560,7 +551,7 @@ def test_byteswapped_arrays_mix_with_native_ones(rng):
 # ============================================================================= outputs vs inputs
 
 def _snapshot(obj):
-    return [a.copy() for a in _arrays(obj)]
+    return [a.copy() for a in arrays_in(obj)]
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -577,7 +568,7 @@ def test_outputs_fresh_inputs_untouched_at_edges(cell, rng):
         g = seq_backward(rnnkit, cell, case["dy"], case["d_finals"], ws)
         assert_no_aliasing((y, finals, tuple(g)), inputs)
         assert_no_aliasing((y, finals, tuple(g)), ws.saved)
-        for a, b in zip(_arrays(inputs), before):
+        for a, b in zip(arrays_in(inputs), before):
             np.testing.assert_array_equal(a, b)
         if T_ == 0:  # no step ran: the final states equal the initial ones, in fresh arrays
             for f, s in zip(finals, case["states"]):
