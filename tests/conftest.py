@@ -52,6 +52,8 @@ def torch_class(cell):
     return getattr(torch.nn, family.upper()), {k: v for k, v in variant.items() if k != "reset_after"}
 
 
+DTYPES = [np.float32, np.float64]
+
 # Tolerances of kernel-vs-oracle comparisons, per dtype.
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
@@ -148,6 +150,50 @@ def cell_forward(mod, cell, x, states, params):
 
 def cell_backward(mod, cell, d_next, cache):
     return getattr(mod, f"{CELLS[cell][0]}_cell_backward")(*d_next, cache)
+
+
+# Random cases through both modules: the robustness tests (layouts, threads, NaN, ...).
+
+def random_case(cell, T, B, I, H, dtype, rng, lengths=None, scale=1.0):
+    """Random inputs, initial states and cotangents of one sequence call, as a dict.
+
+    ``lengths``: None or "random" (each in [1, T]); H = 0 gives empty weights; ``scale``
+    multiplies W_ih. Every state and cotangent is present."""
+    def normal(*shape, s=1.0):
+        return (s * rng.standard_normal(shape)).astype(dtype)
+    k = n_states(cell)
+    if lengths == "random" and T > 0:
+        lengths = rng.integers(1, T + 1, size=B)
+    elif lengths == "random":
+        lengths = None
+    if H > 0:
+        W_ih, W_hh, b_ih, b_hh = make_params(cell, I, H, dtype, rng)
+    else:  # (make_params scales by 1/sqrt(H))
+        W_ih, W_hh, b_ih, b_hh = (np.zeros(s, dtype) for s in ((0, I), (0, 0), (0,), (0,)))
+    if scale != 1.0:
+        W_ih = (W_ih * scale).astype(dtype)
+    return {"x": normal(T, B, I), "states": tuple(normal(B, H, s=0.5) for _ in range(k)),
+            "params": (W_ih, W_hh, b_ih, b_hh), "lengths": lengths,
+            "dy": normal(T, B, H), "d_finals": tuple(normal(B, H) for _ in range(k))}
+
+
+def run_case(mod, cell, case, reverse=False):
+    """Forward and backward -> flat list of every result array (None kept)."""
+    y, finals, ws = seq_forward(mod, cell, case["x"], case["states"], case["params"],
+                                reverse=reverse, lengths=case["lengths"])
+    g = seq_backward(mod, cell, case["dy"], case["d_finals"], ws)
+    return [y, *finals, *g]
+
+
+def assert_bitwise(actual, expected, what=""):
+    """Two lists of results (None kept) are identical: dtypes, shapes and every bit."""
+    assert len(actual) == len(expected)
+    for k, (a, e) in enumerate(zip(actual, expected)):
+        if e is None:
+            assert a is None, f"{what} result {k}"
+            continue
+        assert a.dtype == e.dtype and a.shape == e.shape, f"{what} result {k}"
+        np.testing.assert_array_equal(a, e, err_msg=f"{what} result {k}")
 
 
 # ----------------------------------------------------------------------------- memory layouts
