@@ -244,7 +244,7 @@ def test_bad_cell_arguments(family):
     with raises(ValueError, "W_hh"):
         fwd(x, *states, W[0], W[1][:, :-1], *W[2:])
     for k, name in enumerate(cell_names):
-        def with_state(s):
+        def with_state(s, k=k):
             return fwd(x, *states[:k], s, *states[k + 1:], *W)
         with raises(ValueError, name):
             with_state(states[k][None])
@@ -255,7 +255,7 @@ def test_bad_cell_arguments(family):
     bwd = getattr(rnnkit, f"{family}_cell_backward")
     d_names = ("dh_next", "dc_next")[:len(states)]
     for k, name in enumerate(d_names):
-        def with_grad(g):
+        def with_grad(g, k=k):
             return bwd(*(g if j == k else None for j in range(len(d_names))), cache)
         with raises(ValueError, name):
             with_grad(np.zeros((B, H + 1)))

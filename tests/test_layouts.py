@@ -9,9 +9,22 @@ import numpy as np
 import pytest
 
 import rnnkit
-from conftest import (CELLS, DTYPES, arrays_in, assert_bitwise, assert_no_aliasing, cell_backward,
-                      cell_forward, negative_strides, random_case, read_only, run_case,
-                      seq_backward, seq_forward, strided)
+from conftest import (
+    CELLS,
+    DTYPES,
+    arrays_in,
+    assert_bitwise,
+    assert_no_aliasing,
+    cell_backward,
+    cell_forward,
+    negative_strides,
+    random_case,
+    read_only,
+    run_case,
+    seq_backward,
+    seq_forward,
+    strided,
+)
 
 
 def _byteswapped(a):
@@ -19,7 +32,8 @@ def _byteswapped(a):
 
 
 LAYOUTS = {"strided": lambda a: strided(a, np.nan), "negative": negative_strides,
-           "fortran": np.asfortranarray, "readonly": read_only, "byteswapped": _byteswapped, "list": lambda a: a.tolist()}
+           "fortran": np.asfortranarray, "readonly": read_only, "byteswapped": _byteswapped,
+           "list": lambda a: a.tolist()}
 
 
 def _map(obj, fn):
@@ -41,7 +55,8 @@ def test_layouts_give_identical_bits(cell, layout, rng):
         case = random_case(cell, 4, 3, 5, 6, dtype, rng, lengths="random")
         odd = {k: (_map(v, fn) if k != "lengths" else v) for k, v in case.items()}
         for reverse in (False, True):
-            assert_bitwise(run_case(rnnkit, cell, odd, reverse), run_case(rnnkit, cell, case, reverse), layout)
+            assert_bitwise(run_case(rnnkit, cell, odd, reverse), run_case(rnnkit, cell, case, reverse),
+                           layout)
         # single steps: x, states and the cotangents of the step
         x = case["x"][0]
         res = []
