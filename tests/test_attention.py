@@ -8,7 +8,7 @@ Both kernel paths are covered: few query steps (loops) and T >= 8 (per-row GEMMs
 import numpy as np
 import pytest
 
-from conftest import assert_close
+from conftest import assert_close, finite_difference
 from rnnkit import _core
 from rnnkit import attention as A
 from rnnkit import reference_attention as R
@@ -82,21 +82,11 @@ def test_finite_differences(kind, T, rng):
         c, ww, _ = fwd(A, kind)(*args, **kw, training=False)
         return float((Gc * c).sum() + (Gw * ww).sum())
 
-    eps = 1e-6
     for arr, g, name in zip(args, grads, grads._fields):
         if arr is None:
             assert g is None, name
             continue
-        num = np.zeros(arr.shape)
-        flat, nf = arr.reshape(-1), num.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            fp = loss()
-            flat[i] = old - eps
-            fm = loss()
-            flat[i] = old
-            nf[i] = (fp - fm) / (2 * eps)
+        num = finite_difference(loss, arr)
         np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8, err_msg=name)
 
 

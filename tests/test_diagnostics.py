@@ -25,7 +25,7 @@ T, B, I, H, O = 6, 3, 2, 4, 2
 def torch_norms(m, x, y, many):
     """The same quantity by autograd: a torch cell loop with the model's weights."""
     r = m.rnn
-    kind = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[m.cell]
+    kind = getattr(torch.nn, m.cell.upper() + "Cell")  # RNNCell, LSTMCell, GRUCell
     cell = kind(I, H).double()
     with torch.no_grad():
         cell.weight_ih.copy_(torch.tensor(r.weight_ih_l0.data))

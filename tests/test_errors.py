@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 
 import rnnkit
-from conftest import GATES, make_params
+from conftest import CELLS, GATES, make_params
 
 T, B, I, H = 3, 2, 4, 5
 FAMILIES = ["rnn", "lstm", "gru"]
-# Cell variant -> (family, variant keywords), for the edge-case tests over every kernel.
-VARIANTS = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
-    "lstm": ("lstm", {}),
-    "gru": ("gru", {"reset_after": True}),
-    "gru_before": ("gru", {"reset_after": False}),
-}
-
 
 def state_names(family):
     return ("h0", "c0") if family == "lstm" else ("h0",)
@@ -253,7 +244,7 @@ def test_bad_cell_arguments(family):
     with raises(ValueError, "W_hh"):
         fwd(x, *states, W[0], W[1][:, :-1], *W[2:])
     for k, name in enumerate(cell_names):
-        def with_state(s):
+        def with_state(s, k=k):
             return fwd(x, *states[:k], s, *states[k + 1:], *W)
         with raises(ValueError, name):
             with_state(states[k][None])
@@ -264,7 +255,7 @@ def test_bad_cell_arguments(family):
     bwd = getattr(rnnkit, f"{family}_cell_backward")
     d_names = ("dh_next", "dc_next")[:len(states)]
     for k, name in enumerate(d_names):
-        def with_grad(g):
+        def with_grad(g, k=k):
             return bwd(*(g if j == k else None for j in range(len(d_names))), cache)
         with raises(ValueError, name):
             with_grad(np.zeros((B, H + 1)))
@@ -337,7 +328,7 @@ def test_softmax_of_a_scalar_raises(scalar):
 # ----------------------------------------------------------------------------- empty inputs
 
 def _call_variant(variant, args, **kw):
-    family, opts = VARIANTS[variant]
+    family, opts = CELLS[variant]
     y, finals, ws = forward(family, args, **opts, **kw)
     return y, (tuple(finals) if family == "lstm" else (finals,)), ws
 
@@ -345,9 +336,9 @@ def _call_variant(variant, args, **kw):
 @pytest.mark.parametrize("with_states", [True, False])
 @pytest.mark.parametrize("TB", [(0, 2), (3, 0), (0, 0)], ids=["T0", "B0", "T0B0"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELLS)
 def test_empty_sequences(variant, dtype, TB, with_states):
-    family = VARIANTS[variant][0]
+    family = CELLS[variant][0]
     T0, B0 = TB
     args = seq_args(family, dtype, T=T0, B=B0)
     if not with_states:
@@ -376,9 +367,9 @@ def test_empty_sequences(variant, dtype, TB, with_states):
             assert not d.any(), f"d{name} of an empty sequence must be zero"
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELLS)
 def test_empty_batch_cell(variant):
-    family, opts = VARIANTS[variant]
+    family, opts = CELLS[variant]
     args = seq_args(family, B=0)
     fwd = getattr(rnnkit, f"{family}_cell_forward")
     states = [args[n] for n in state_names(family)]
@@ -406,9 +397,9 @@ def test_empty_losses():
 # ----------------------------------------------------------------------------- NaN
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELLS)
 def test_nan_propagates(variant, reverse):
-    family = VARIANTS[variant][0]
+    family = CELLS[variant][0]
     args = seq_args(family, T=4, B=3)
     t_nan = 1
     args["x"][t_nan, 0, 0] = np.nan

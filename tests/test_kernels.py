@@ -12,9 +12,22 @@ import numpy as np
 import pytest
 
 import rnnkit
+from conftest import (
+    CELLS,
+    arrays_in,
+    assert_close,
+    assert_no_aliasing,
+    cell_backward,
+    cell_forward,
+    make_params,
+    n_states,
+    negative_strides,
+    read_only,
+    seq_backward,
+    seq_forward,
+    strided,
+)
 from rnnkit import reference as ref
-from conftest import (CELLS, assert_close, cell_backward, cell_forward, make_params, negative_strides,
-                      read_only, seq_backward, seq_forward, strided)
 
 DTYPES = [np.float32, np.float64]
 LENGTH_MODES = ["none", "sorted", "unsorted"]
@@ -24,10 +37,6 @@ LENGTH_MODES = ["none", "sorted", "unsorted"]
 SMALL_SHAPES = [(1, 1, 1, 1), (1, 3, 2, 7), (3, 1, 4, 8), (5, 4, 3, 9)]
 LARGE_SHAPES = [(2, 5, 9, 15), (4, 3, 16, 16), (6, 2, 5, 17), (3, 6, 40, 33), (7, 3, 12, 8),
                 (4, 4, 7, 7), (40, 1, 21, 19), (9, 4, 33, 17)]
-
-
-def n_states(cell):
-    return 2 if CELLS[cell][0] == "lstm" else 1
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -264,24 +273,6 @@ def test_layouts_give_same_results(cell, dtype, layout, rng):
         assert_close(getattr(g2, field), getattr(g1, field), dtype, field)
 
 
-def _arrays(obj):
-    """All ndarrays inside nested tuples / NamedTuples."""
-    if isinstance(obj, np.ndarray):
-        return [obj]
-    if isinstance(obj, tuple):
-        return [a for o in obj for a in _arrays(o)]
-    return []
-
-
-def _assert_no_aliasing(outputs, inputs):
-    outs, ins = _arrays(outputs), _arrays(inputs)
-    for i, o in enumerate(outs):
-        for a in ins:
-            assert not np.shares_memory(o, a), f"output {i} {o.shape} aliases an input {a.shape}"
-        for j, p in enumerate(outs[:i]):
-            assert not np.shares_memory(o, p), f"outputs {j} and {i} share memory"
-
-
 @pytest.mark.parametrize("lengths", ["none", "unsorted"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_outputs_are_fresh_and_inputs_untouched(cell, lengths, rng):
@@ -293,20 +284,20 @@ def test_outputs_are_fresh_and_inputs_untouched(cell, lengths, rng):
         y, finals, ws = seq_forward(rnnkit, cell, case["x"], case["states"], case["params"],
                                     lengths=case["lengths"])
         grads = seq_backward(rnnkit, cell, case["dy"], case["d_finals"], ws)
-        _assert_no_aliasing((y, finals, grads), inputs)
+        assert_no_aliasing((y, finals, grads), inputs)
         # backward leaves the workspace intact: a second call gives the same gradients
         again = seq_backward(rnnkit, cell, case["dy"], case["d_finals"], ws)
-        for a, b in zip(_arrays(again), _arrays(grads)):
+        for a, b in zip(arrays_in(again), arrays_in(grads)):
             np.testing.assert_array_equal(a, b)
-        _assert_no_aliasing(again, grads)
+        assert_no_aliasing(again, grads)
         # nothing was written into the inputs
-        for a, b in zip(_arrays(tuple(case.values())), _arrays(tuple(before.values()))):
+        for a, b in zip(arrays_in(tuple(case.values())), arrays_in(tuple(before.values()))):
             np.testing.assert_array_equal(a, b)
 
     x = case["x"][0]
     nxt, cache = cell_forward(rnnkit, cell, x, case["states"], case["params"])
     g = cell_backward(rnnkit, cell, case["d_finals"], cache)
-    _assert_no_aliasing((nxt, g), (x, case["states"], case["params"], case["d_finals"]))
+    assert_no_aliasing((nxt, g), (x, case["states"], case["params"], case["d_finals"]))
 
 
 # ----------------------------------------------------------------------------- softmax / loss

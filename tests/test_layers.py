@@ -8,6 +8,7 @@ importable), gradients by central finite differences in float64, float32 runs, e
 import numpy as np
 import pytest
 
+from conftest import finite_difference
 from rnnkit import layers
 from rnnkit import reference as ref
 from rnnkit.nn import Parameter
@@ -20,22 +21,6 @@ needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def numgrad(f, a, eps=1e-6):
-    """Central finite differences of the scalar f() w.r.t. the array a (modified in place)."""
-    g = np.zeros(a.shape)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def close(a, b, dtype, k=1.0):
@@ -75,9 +60,9 @@ def test_linear_finite_differences(rng):
 
     lin(x)
     dx = lin.backward(c)
-    close(dx, numgrad(f, x), np.float64, k=1e4)
-    close(lin.weight.grad, numgrad(f, lin.weight.data), np.float64, k=1e4)
-    close(lin.bias.grad, numgrad(f, lin.bias.data), np.float64, k=1e4)
+    close(dx, finite_difference(f, x), np.float64, k=1e4)
+    close(lin.weight.grad, finite_difference(f, lin.weight.data), np.float64, k=1e4)
+    close(lin.bias.grad, finite_difference(f, lin.bias.data), np.float64, k=1e4)
 
 
 def test_linear_no_bias_accumulates_and_zero_grad(rng):
@@ -173,7 +158,7 @@ def test_embedding_finite_differences(rng):
     c = rng.standard_normal((3, 2, 3))
     emb(idx)
     emb.backward(c)
-    close(emb.weight.grad, numgrad(lambda: float((emb.weight.data[idx] * c).sum()),
+    close(emb.weight.grad, finite_difference(lambda: float((emb.weight.data[idx] * c).sum()),
                                    emb.weight.data), np.float64, k=1e4)
 
 
@@ -235,7 +220,7 @@ def test_dropout_finite_differences(rng):
     y = d(x)
     mask = y / np.where(x == 0, 1, x)
     dx = d.backward(c)
-    close(dx, numgrad(lambda: float((x * mask * c).sum()), x), np.float64, k=1e4)
+    close(dx, finite_difference(lambda: float((x * mask * c).sum()), x), np.float64, k=1e4)
 
 
 def test_dropout_errors():
@@ -270,13 +255,13 @@ def test_cross_entropy_finite_differences(rng):
     targets[1, 0] = -100
     ce = layers.CrossEntropyLoss()
     ce(logits, targets)
-    close(ce.backward(), numgrad(lambda: float(ce(logits, targets)), logits), np.float64, k=1e4)
+    close(ce.backward(), finite_difference(lambda: float(ce(logits, targets)), logits), np.float64, k=1e4)
     # reduction "none" with a per-entry weight
     ce = layers.CrossEntropyLoss(reduction="none")
     w = rng.random((3, 2))
     ce(logits, targets)
     g = ce.backward(w)
-    close(g, numgrad(lambda: float((ce(logits, targets) * w).sum()), logits), np.float64, k=1e4)
+    close(g, finite_difference(lambda: float((ce(logits, targets) * w).sum()), logits), np.float64, k=1e4)
 
 
 @needs_torch
@@ -316,7 +301,7 @@ def test_mse(dtype, rng):
     ms = layers.MSELoss("sum")
     p64, t64 = p.astype(np.float64), t.astype(np.float64)
     ms(p64, t64)
-    close(ms.backward(), numgrad(lambda: float(ms(p64, t64)), p64), np.float64, k=1e4)
+    close(ms.backward(), finite_difference(lambda: float(ms(p64, t64)), p64), np.float64, k=1e4)
     with pytest.raises(ValueError, match="target: expected shape"):
         m(p, t[:2])
     with pytest.raises(TypeError, match="target: expected dtype"):

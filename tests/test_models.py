@@ -16,30 +16,15 @@ Sizes are tiny; float64 for finite differences.
 import numpy as np
 import pytest
 
+from conftest import finite_difference
 from rnnkit import layers, models, sampling
 
 T, B, I, H, V, E, O = 4, 3, 2, 5, 6, 3, 2
 
 
-def all_param_numgrad(model, f, eps=1e-6):
-    out = {}
-    for name, p in model.named_parameters():
-        g = np.zeros(p.data.shape)
-        flat, gf = p.data.reshape(-1), g.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            fp = f()
-            flat[i] = old - eps
-            fm = f()
-            flat[i] = old
-            gf[i] = (fp - fm) / (2 * eps)
-        out[name] = g
-    return out
-
-
 def assert_grads(model, f, tol=1e-6):
-    num = all_param_numgrad(model, f)
+    """Every parameter's .grad against central differences of f()."""
+    num = {name: finite_difference(f, p.data) for name, p in model.named_parameters()}
     for name, p in model.named_parameters():
         scale = max(1.0, np.abs(num[name]).max())
         np.testing.assert_allclose(p.grad, num[name], rtol=0, atol=tol * scale, err_msg=name)
@@ -107,15 +92,7 @@ def test_output_recurrent_gradients(variant, rng):
     dx, dy_prev = m.backward(lf.backward())
     assert_grads(m, lambda: float(lf(m(y_prev, x), y)))
     if x is not None:  # input gradient by finite differences too
-        num = np.zeros_like(x)
-        for idx in np.ndindex(x.shape):
-            old = x[idx]
-            x[idx] = old + 1e-6
-            fp = float(lf(m(y_prev, x), y))
-            x[idx] = old - 1e-6
-            fm = float(lf(m(y_prev, x), y))
-            x[idx] = old
-            num[idx] = (fp - fm) / 2e-6
+        num = finite_difference(lambda: float(lf(m(y_prev, x), y)), x)
         np.testing.assert_allclose(dx, num, atol=1e-7)
     else:
         assert dx is None
@@ -274,16 +251,7 @@ def test_scheduled_sampling_backward_is_exact(kind, rng):
         return float(lf(o, y))
 
     assert_grads(m, f)
-    num = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + 1e-6
-        fp = f()
-        x[idx] = old - 1e-6
-        fm = f()
-        x[idx] = old
-        num[idx] = (fp - fm) / 2e-6
-    np.testing.assert_allclose(dx, num, atol=1e-7)
+    np.testing.assert_allclose(dx, finite_difference(f, x), atol=1e-7)
 
 
 def test_scheduled_sampler_reproducible_and_follows_schedule(rng):

@@ -18,12 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnkit
+from conftest import CELLS, GATES, assert_close, module_class
 from rnnkit import _core
-from rnnkit import nn
 from rnnkit import reference as ref
-
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import CELLS, GATES, assert_close  # noqa: E402
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 EXAMPLES = int(os.environ.get("RNNKIT_HYPOTHESIS_EXAMPLES", 25 if SANITIZED else 150))
@@ -161,9 +158,6 @@ def test_cells_match_oracle(c):
 
 # ----------------------------------------------------------------------------- modules
 
-_MODULES = {"rnn_tanh": (nn.RNN, {"nonlinearity": "tanh"}), "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
-            "lstm": (nn.LSTM, {}), "gru": (nn.GRU, {"reset_after": True}),
-            "gru_before": (nn.GRU, {"reset_after": False})}
 
 
 def _module_oracle(m, cell, x, states, lengths, dout, d_states):
@@ -247,7 +241,7 @@ def module_cases(draw):
 @SETTINGS
 @given(module_cases())
 def test_modules_match_stacked_oracle(c):
-    cls, kw = _MODULES[c["cell"]]
+    cls, kw = module_class(c["cell"]), CELLS[c["cell"]][1]
     I = c["x"].shape[2]
     m = cls(I, c["H"], num_layers=c["L"], bias=c["bias"], batch_first=c["batch_first"],
             bidirectional=c["bidirectional"], dtype=c["dtype"], seed=c["seed"], **kw)

@@ -16,23 +16,14 @@ Shapes are tiny (T <= 4, B <= 3, I, H <= 4) so that finite differences stay fast
 import numpy as np
 import pytest
 
+from conftest import CELLS, GATES, TORCH_CELLS, finite_difference, torch_class
 from rnnkit import reference as ref
 
-EPS = 1e-6  # finite-difference step
 GRAD_TOL = 1e-6  # bound on rel_error(finite differences, analytic gradient)
 TORCH_TOL = 1e-10  # bound on rel_error(oracle, torch), both float64
 
 T, B, I, H = 4, 3, 3, 4
 
-# Every cell variant the oracle implements: which function family, how many gates,
-# and the keyword that selects the variant.
-KINDS = {
-    "rnn_tanh": ("rnn", 1, {"nonlinearity": "tanh"}),
-    "rnn_relu": ("rnn", 1, {"nonlinearity": "relu"}),
-    "lstm": ("lstm", 4, {}),
-    "gru": ("gru", 3, {"reset_after": True}),
-    "gru_textbook": ("gru", 3, {"reset_after": False}),
-}
 # a padded batch, sorted, unsorted, and one where no sequence reaches t = T-1
 LENGTHS = [None, [4, 2, 1], [2, 4, 1], [1, 3, 2]]
 
@@ -46,7 +37,7 @@ def rel_error(a, b, floor=1e-3):
     """max|a - b| relative to the larger of max|a| and max|b|.
 
     The floor keeps arrays whose entries are all tiny from being judged on pure
-    finite-difference noise (about 1e-10 absolute at EPS = 1e-6).
+    finite-difference noise (about 1e-10 absolute at a step of 1e-6).
     """
     a, b = np.asarray(a), np.asarray(b)
     scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), floor)
@@ -55,12 +46,13 @@ def rel_error(a, b, floor=1e-3):
 
 def state_names(kind):
     """Names of the recurrent states: ("h0",) or ("h0", "c0") for the LSTM."""
-    return ("h0", "c0") if KINDS[kind][0] == "lstm" else ("h0",)
+    return ("h0", "c0") if CELLS[kind][0] == "lstm" else ("h0",)
 
 
 def make_params(kind, rng, *, T=T, B=B, bias=(True, True), h0=True):
     """Random float64 inputs for one sequence run: a dict name -> array or None."""
-    cell, G, _ = KINDS[kind]
+    cell = CELLS[kind][0]
+    G = GATES[cell]
     p = {"x": rng.normal(size=(T, B, I))}
     for name in state_names(kind):
         p[name] = rng.normal(scale=0.5, size=(B, H)) if h0 else None
@@ -73,7 +65,7 @@ def make_params(kind, rng, *, T=T, B=B, bias=(True, True), h0=True):
 
 def run_forward(kind, p, **opts):
     """Forward of the sequence oracle -> (y, tuple of final states, workspace)."""
-    cell, _, variant = KINDS[kind]
+    cell, variant = CELLS[kind]
     weights = (p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
     if cell == "lstm":
         y, finals, ws = ref.lstm_forward(p["x"], p["h0"], p["c0"], *weights, **opts)
@@ -85,9 +77,8 @@ def run_forward(kind, p, **opts):
 
 def run_backward(kind, dy, d_finals, ws):
     """Backward of the sequence oracle -> dict input name -> gradient (None for no bias)."""
-    cell = KINDS[kind][0]
-    backward = {"rnn": ref.rnn_backward, "lstm": ref.lstm_backward, "gru": ref.gru_backward}[cell]
-    grads = backward(dy, *d_finals, ws)
+    cell = CELLS[kind][0]
+    grads = getattr(ref, f"{cell}_backward")(dy, *d_finals, ws)
     # field "dW_ih" is the gradient of input "W_ih", "dx" of "x", and so on
     return {field[1:]: value for field, value in grads._asdict().items()}
 
@@ -101,20 +92,6 @@ def random_cotangents(kind, rng, T=T, B=B):
 def cotangent_loss(y, finals, dy, d_finals):
     """L = sum(dy * y) + sum over final states of sum(d_state * state)."""
     return np.sum(dy * y) + sum(np.sum(d * s) for d, s in zip(d_finals, finals))
-
-
-def finite_difference(f, array):
-    """Central differences of the scalar f() w.r.t. every entry of ``array`` (edited in place)."""
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        orig = array[idx]
-        array[idx] = orig + EPS
-        f_plus = f()
-        array[idx] = orig - EPS
-        f_minus = f()
-        array[idx] = orig
-        grad[idx] = (f_plus - f_minus) / (2 * EPS)
-    return grad
 
 
 def check_against_finite_differences(f, p, analytic):
@@ -183,7 +160,7 @@ def check_sequence_gradients(kind, seed, run_opts, **make_opts):
 
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_sequence_gradients_match_finite_differences(kind, reverse, lengths):
     check_sequence_gradients(kind, 0, {"reverse": reverse, "lengths": lengths})
 
@@ -193,7 +170,7 @@ def test_sequence_gradients_match_finite_differences(kind, reverse, lengths):
     ["biases", "states", "biases_and_states", "b_ih", "b_hh"],
 )
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_sequence_gradients_with_none_inputs(kind, reverse, missing):
     make_opts = {
         "bias": (missing not in ("biases", "biases_and_states", "b_ih"),
@@ -210,7 +187,7 @@ def test_sequence_gradients_with_none_inputs(kind, reverse, missing):
 
 def run_cell(kind, p):
     """Forward of the cell oracle on x = p["x"] (B, I) -> (tuple of next states, cache)."""
-    cell, _, variant = KINDS[kind]
+    cell, variant = CELLS[kind]
     weights = (p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
     if cell == "lstm":
         return ref.lstm_cell_forward(p["x"], p["h0"], p["c0"], *weights)
@@ -221,7 +198,7 @@ def run_cell(kind, p):
 
 def run_cell_backward(kind, d_next, cache):
     """Backward of the cell oracle -> dict input name -> gradient."""
-    cell = KINDS[kind][0]
+    cell = CELLS[kind][0]
     if cell == "lstm":
         g = ref.lstm_cell_backward(*d_next, cache)
         return {"x": g.dx, "h0": g.dh, "c0": g.dc, "W_ih": g.dW_ih, "W_hh": g.dW_hh,
@@ -232,7 +209,7 @@ def run_cell_backward(kind, d_next, cache):
             "b_ih": g.db_ih, "b_hh": g.db_hh}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_cell_gradients_match_finite_differences(kind):
     rng = np.random.default_rng(2)
     p = make_params_away_from_kink(kind, rng, {}, T=1)
@@ -248,7 +225,7 @@ def test_cell_gradients_match_finite_differences(kind):
 
 
 @pytest.mark.parametrize("h0", [True, False])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_cell_equals_length_one_sequence(kind, h0):
     rng = np.random.default_rng(3)
     p = make_params(kind, rng, T=1, h0=h0)
@@ -280,7 +257,7 @@ def test_cell_equals_length_one_sequence(kind, h0):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_padded_batch_equals_sequences_run_alone(kind, reverse):
     rng = np.random.default_rng(4)
     lengths = [2, 4, 1]
@@ -330,7 +307,7 @@ def test_lengths_out_of_range_raise():
 # ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_inference_mode_has_no_workspace(kind):
     p = make_params(kind, np.random.default_rng(6))
     y_train, finals_train, _ = run_forward(kind, p, lengths=[2, 4, 1])
@@ -362,7 +339,7 @@ def test_backward_rejects_another_cells_cache():
         ref.gru_cell_backward(None, rnn_cache)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_none_cotangents_mean_zero(kind):
     rng = np.random.default_rng(8)
     p = make_params(kind, rng)
@@ -382,7 +359,7 @@ def test_none_cotangents_mean_zero(kind):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_float32_in_float32_out(kind, reverse):
     rng = np.random.default_rng(9)
     p64 = make_params(kind, rng)
@@ -399,7 +376,7 @@ def test_float32_in_float32_out(kind, reverse):
         assert rel_error(a32, a64, floor=1e-8) < 1e-5
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_cells_compute_in_float32(kind):
     # The sequence driver stores into float32 buffers, which would hide a silent
     # float64 upcast inside a cell; the cells return their arrays as computed.
@@ -489,7 +466,7 @@ def test_cross_entropy_rejects_bad_arguments():
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CELLS)
 def test_whole_model_gradients_match_finite_differences(kind, reverse):
     rng = np.random.default_rng(13)
     K = 5  # classes
@@ -524,7 +501,6 @@ def test_whole_model_gradients_match_finite_differences(kind, reverse):
 # The oracle against PyTorch (float64), when torch is installed
 # ----------------------------------------------------------------------------------
 
-TORCH_KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]  # torch has only reset-after GRU
 
 
 def run_torch(kind, p, dy, d_finals, *, reverse, lengths):
@@ -534,10 +510,9 @@ def run_torch(kind, p, dy, d_finals, *, reverse, lengths):
     uses only its backward direction (the loss ignores the forward direction).
     """
     torch = pytest.importorskip("torch")
-    cell, _, variant = KINDS[kind]
+    cell = CELLS[kind][0]
     bias = p["b_ih"] is not None
-    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-    kwargs = {"nonlinearity": variant["nonlinearity"]} if cell == "rnn" else {}
+    cls, kwargs = torch_class(kind)
     module = cls(I, H, bias=bias, bidirectional=reverse, dtype=torch.float64, **kwargs)
     suffix = "_reverse" if reverse else ""
     names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
@@ -584,7 +559,7 @@ def run_torch(kind, p, dy, d_finals, *, reverse, lengths):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("lengths", [None, [2, 4, 1]])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", TORCH_KINDS)
+@pytest.mark.parametrize("kind", TORCH_CELLS)
 def test_oracle_matches_torch(kind, reverse, lengths, bias):
     pytest.importorskip("torch")
     rng = np.random.default_rng(14)

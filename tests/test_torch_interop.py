@@ -12,19 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import rnnkit  # noqa: E402
-from conftest import make_params  # noqa: E402
+from conftest import CELLS, TORCH_CELLS, make_params, n_states, torch_class  # noqa: E402
 
 TOL = 1e-10
 T, B, I, H = 5, 4, 3, 7
 LENGTHS = np.array([3, 5, 1, 4])  # unsorted, includes T and 1
 
-# Cell variant -> (torch class, torch kwargs, rnnkit family, rnnkit kwargs).
-CELLS = {
-    "rnn_tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}, "rnn", {"nonlinearity": "tanh"}),
-    "rnn_relu": (torch.nn.RNN, {"nonlinearity": "relu"}, "rnn", {"nonlinearity": "relu"}),
-    "lstm": (torch.nn.LSTM, {}, "lstm", {}),
-    "gru": (torch.nn.GRU, {}, "gru", {"reset_after": True}),
-}
 PARAM_NAMES = ("W_ih", "W_hh", "b_ih", "b_hh")
 TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
@@ -34,10 +27,6 @@ def assert_close(actual, expected, what):
     assert actual.shape == expected.shape, what
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=TOL, atol=TOL * scale, err_msg=what)
-
-
-def n_states(cell):
-    return 2 if cell == "lstm" else 1
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -50,7 +39,7 @@ def torch_run(cell, directions, x, states, dy, d_finals, lengths, bias):
     Returns (y, finals (D, B, H) each, dict name -> gradient) with gradient names
     "x", "h0", "c0", and "W_ih", ... suffixed by the direction index.
     """
-    cls, kw, _, _ = CELLS[cell]
+    cls, kw = torch_class(cell)
     D = len(directions)
     mod = cls(I, H, num_layers=1, bias=bias, bidirectional=D == 2, **kw).double()
     with torch.no_grad():
@@ -91,7 +80,7 @@ def torch_run(cell, directions, x, states, dy, d_finals, lengths, bias):
 
 def rnnkit_run(cell, params, x, states, dy, d_finals, lengths, reverse):
     """One direction through rnnkit -> (y, finals list, grads NamedTuple)."""
-    _, _, family, kw = CELLS[cell]
+    family, kw = CELLS[cell]
     fwd = getattr(rnnkit, f"{family}_forward")
     bwd = getattr(rnnkit, f"{family}_backward")
     if family == "lstm":
@@ -113,7 +102,7 @@ def make_inputs(cell, D, with_states, rng):
 
 def compare(cell, D, bias, with_states, lengths, rng):
     """Run torch with D directions and rnnkit once per direction; compare everything."""
-    directions = [make_params(CELLS[cell][2], I, H, np.float64, rng, bias) for _ in range(D)]
+    directions = [make_params(cell, I, H, np.float64, rng, bias) for _ in range(D)]
     x, states, dy, d_finals = make_inputs(cell, D, with_states, rng)
     y_t, fin_t, g_t = torch_run(cell, directions, x, states, dy, d_finals, lengths, bias)
 
@@ -146,7 +135,7 @@ def compare(cell, D, bias, with_states, lengths, rng):
 @pytest.mark.parametrize("bias, with_states", [(True, True), (False, False)],
                          ids=["full", "no_bias_no_state"])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["dense", "packed"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_unidirectional(cell, lengths, bias, with_states):
     compare(cell, 1, bias, with_states, lengths, np.random.default_rng(1))
 
@@ -154,16 +143,16 @@ def test_unidirectional(cell, lengths, bias, with_states):
 @pytest.mark.parametrize("bias, with_states", [(True, True), (False, False)],
                          ids=["full", "no_bias_no_state"])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["dense", "packed"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_bidirectional_reverse_half(cell, lengths, bias, with_states):
     compare(cell, 2, bias, with_states, lengths, np.random.default_rng(2))
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_reverse_equals_torch_on_flipped_time(cell):
     """Without lengths, reverse=True is the forward module run on x[::-1], flipped back."""
     rng = np.random.default_rng(3)
-    params = make_params(CELLS[cell][2], I, H, np.float64, rng)
+    params = make_params(cell, I, H, np.float64, rng)
     x, states, dy, d_finals = make_inputs(cell, 1, True, rng)
     y_t, fin_t, g_t = torch_run(cell, [params], x[::-1].copy(), states, dy[::-1].copy(),
                                 d_finals, None, True)
