@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
+from rnnkit import nn
+
 # The tests' one cell table. Gate blocks per cell family (PyTorch layout: W_ih (G*H, I),
 # W_hh (G*H, H)).
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -25,7 +27,6 @@ CELLS = {
 }
 
 
-
 def n_states(cell):
     """The number of recurrent states of a cell variant or family: 2 (h, c) for the LSTM."""
     return 2 if CELLS.get(cell, (cell,))[0] == "lstm" else 1
@@ -34,8 +35,6 @@ def n_states(cell):
 def module_class(cell):
     """The ``rnnkit.nn`` module of a cell variant or family (construct it with the variant's
     keywords, ``CELLS[cell][1]``)."""
-    from rnnkit import nn
-
     return getattr(nn, CELLS.get(cell, (cell,))[0].upper())
 
 
