@@ -25,7 +25,8 @@ def make(T, B, H):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    W = [(rng.uniform(-1, 1, s) / np.sqrt(H)).astype(np.float32) for s in [(G*H, H), (G*H, H), (G*H,), (G*H,)]]
+    shapes = [(G * H, H), (G * H, H), (G * H,), (G * H,)]
+    W = [(rng.uniform(-1, 1, s) / np.sqrt(H)).astype(np.float32) for s in shapes]
 if lib == "rnnkit":
     import rnnkit
     rnnkit.set_num_threads(1)
