@@ -102,10 +102,10 @@ def _log(*a):
 
 def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=None, log=_log):
     """Train one SequenceRegressor on the adding problem; returns (model, result dict)."""
-    from ..layers import MSELoss
+    from ..nn import MSELoss
     from ..models import SequenceRegressor
-    from ..optim import Adam
-    from ..training import EarlyStopping, Evaluate, fit
+    from ..train import Adam
+    from ..train import EarlyStopping, Evaluate, fit
 
     fb = cfg["forget_bias"] if cell != "rnn" else 0.0
     model = SequenceRegressor(cell, 2, cfg["hidden"], 1, forget_bias=fb, dtype=dtype, seed=seed)
@@ -197,7 +197,7 @@ def main(argv=None):
 
 
 def _run(args, cfg, dtype, argv):
-    from ..diagnostics import gradient_norms_through_time
+    from ..train import gradient_norms_through_time
     from ..models import SequenceRegressor
 
     os.makedirs(args.out, exist_ok=True)

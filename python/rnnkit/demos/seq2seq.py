@@ -120,7 +120,7 @@ def held_out_sets(cfg, seed):
 
 def decode(model, seqs, *, beam=1, chunk=512, return_attention=False):
     """Decoded token lists for the source sequences (greedy, or beam search)."""
-    from ..decoding import beam_search, greedy_decode
+    from ..models import beam_search, greedy_decode
 
     out, atts = [], []
     for i in range(0, len(seqs), chunk):
@@ -158,7 +158,7 @@ def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
     rate by ``factor`` (not below ``lr_min``) whenever ``patience`` evaluations in a row have
     not beaten the best value so far -- the same rule for every model, adapting to how fast
     each one learns."""
-    from ..training import Callback
+    from ..train import Callback
 
     class ReduceOnPlateau(Callback):
         def __init__(self):
@@ -187,9 +187,9 @@ def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
 def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True,
                 target=None, log=_log):
     """Train one Seq2Seq; returns (model, result dict)."""
-    from ..optim import Adam
-    from ..seq2seq import Seq2Seq
-    from ..training import EarlyStopping, Evaluate, fit
+    from ..train import Adam
+    from ..models import Seq2Seq
+    from ..train import EarlyStopping, Evaluate, fit
 
     V = FIRST + cfg["symbols"]
     model = Seq2Seq(V, V, embedding_dim=cfg["embedding"], hidden_size=cfg["hidden"],
