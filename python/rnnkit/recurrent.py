@@ -5,4 +5,19 @@ from .ops.recurrent import (Workspace, gru_backward, gru_cell_backward, gru_cell
                             gru_forward, lstm_backward, lstm_cell_backward, lstm_cell_forward,
                             lstm_forward, rnn_backward, rnn_cell_backward, rnn_cell_forward,
                             rnn_forward)
-from .ops.recurrent import __all__ as __all__
+
+__all__ = [
+    "Workspace",
+    "rnn_forward",
+    "rnn_backward",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+]

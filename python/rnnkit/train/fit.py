@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _validate as v
 from .checkpoint import save_checkpoint
-from .clipping import clip_grad_norm
+from .clipping import clip_grad_norm, clip_grad_value
 
 __all__ = ["fit", "TrainState", "Callback", "Evaluate", "EarlyStopping", "Checkpoint"]
 
