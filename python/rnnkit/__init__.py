@@ -31,8 +31,8 @@ from ._types import (  # noqa: E402
     LSTMSequenceGrads,
     SequenceGrads,
 )
-from .losses import softmax, softmax_cross_entropy  # noqa: E402
-from .recurrent import (  # noqa: E402
+from .ops.losses import softmax, softmax_cross_entropy  # noqa: E402
+from .ops.recurrent import (  # noqa: E402
     Workspace,
     gru_backward,
     gru_cell_backward,
@@ -48,9 +48,23 @@ from .recurrent import (  # noqa: E402
     rnn_forward,
 )
 
-from . import attention, decoding, diagnostics, models, nn, optim, reference, seq2seq  # noqa: E402
-from .training import clip_grad_norm, clip_grad_value  # noqa: E402
-
+# The layers (ops -> nn -> models -> train; reference beside ops), and the former flat modules,
+# kept as re-exports so that every old import path works.
+from . import nn, ops, reference  # noqa: E402
+from . import models, train  # noqa: E402
+from . import (  # noqa: E402
+    attention,
+    decoding,
+    diagnostics,
+    layers,
+    optim,
+    recurrent,
+    reference_attention,
+    sampling,
+    seq2seq,
+    training,
+)
+from .train import clip_grad_norm, clip_grad_value  # noqa: E402
 __version__ = "0.1.0"
 
 
@@ -87,7 +101,7 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of threads rnnkit's kernels use."""
     return _core.get_num_threads()
 
@@ -117,8 +131,12 @@ __all__ = [
     "CellGrads", "CrossEntropyResult", "LSTMCellGrads", "LSTMProjSequenceGrads", "LSTMSequenceGrads", "SequenceGrads",
     "Workspace", "get_flush_denormal", "get_num_threads", "gru_backward", "gru_cell_backward", "gru_cell_forward",
     "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
-    "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_flush_denormal", "set_num_threads",
-    "softmax", "softmax_cross_entropy", "nn", "optim", "models", "diagnostics", "reference",
-    "attention", "decoding", "seq2seq",
-    "clip_grad_norm", "clip_grad_value",
+    "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_flush_denormal",
+    "set_num_threads", "softmax", "softmax_cross_entropy", "clip_grad_norm", "clip_grad_value",
+    "__version__",
+    # the layers
+    "ops", "reference", "nn", "models", "train",
+    # former flat modules (re-exports of the layers above)
+    "attention", "decoding", "diagnostics", "layers", "optim", "recurrent",
+    "reference_attention", "sampling", "seq2seq", "training",
 ]

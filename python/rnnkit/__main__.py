@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .demos import DEMOS
+
 USAGE = """usage: python -m rnnkit <command> [args]
 
 commands:
@@ -18,8 +20,6 @@ commands:
 
 
 def main(argv=None):
-    from .demos import DEMOS
-
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = USAGE.format(demos=", ".join(sorted(DEMOS)))
     if not argv or argv[0] in ("-h", "--help", "help"):

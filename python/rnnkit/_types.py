@@ -27,6 +27,9 @@ __all__ = [
     "LSTMSequenceGrads",
     "LSTMProjSequenceGrads",
     "CrossEntropyResult",
+    "AdditiveAttentionGrads",
+    "DotAttentionGrads",
+    "GeneralAttentionGrads",
 ]
 
 
@@ -99,3 +102,35 @@ class CrossEntropyResult(NamedTuple):
 
     loss: np.ndarray  # () or (N,)
     dlogits: np.ndarray  # (N, C)
+
+
+# Attention (rnnkit.ops.attention and its oracle); letters as there: B batch, T query steps,
+# S memory steps, Hq / Hk / Hv query / key / value sizes, A attention size.
+
+class AdditiveAttentionGrads(NamedTuple):
+    """Gradients of :func:`additive_attention_forward`'s inputs."""
+
+    dquery: np.ndarray  # (B, T, Hq) or (B, Hq)
+    dkeys: np.ndarray  # (B, S, Hk)
+    dvalues: np.ndarray  # (B, S, Hv)
+    dW_q: np.ndarray  # (A, Hq)
+    dW_k: np.ndarray  # (A, Hk)
+    dv: np.ndarray  # (A,)
+    db: Optional[np.ndarray]  # (A,) or None
+
+
+class DotAttentionGrads(NamedTuple):
+    """Gradients of :func:`dot_attention_forward`'s inputs."""
+
+    dquery: np.ndarray  # (B, T, H) or (B, H)
+    dkeys: np.ndarray  # (B, S, H)
+    dvalues: np.ndarray  # (B, S, Hv)
+
+
+class GeneralAttentionGrads(NamedTuple):
+    """Gradients of :func:`general_attention_forward`'s inputs."""
+
+    dquery: np.ndarray  # (B, T, Hq) or (B, Hq)
+    dkeys: np.ndarray  # (B, S, Hk)
+    dvalues: np.ndarray  # (B, S, Hv)
+    dW_a: np.ndarray  # (Hq, Hk)

@@ -9,7 +9,10 @@ copy only when needed), so the compiled kernels can rely on plain row-major memo
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import os
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +83,7 @@ def lengths_array(lengths, T, B):
     """Validate sequence lengths: integers, shape (B,), each in [1, T]; returned as int64."""
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"lengths: expected an integer array, got dtype {arr.dtype}")
+    arr = integer_array("lengths", lengths)
     check_shape("lengths", arr, (B,), "(B,)")
     if arr.size and (arr.min() < 1 or arr.max() > T):
         bad = arr[(arr < 1) | (arr > T)]
@@ -100,6 +101,99 @@ def flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
+
+
+# ----------------------------------------------------------------------------- scalars
+# Every scalar argument of rnnkit is checked by one of these (sizes, probabilities, rates,
+# seeds, temperatures): the same rule and the same message wherever the argument appears.
+
+def int_arg(name: str, value: Any, minimum: int | None = 1) -> int:
+    """An integer (not a bool) >= ``minimum`` (None: any): TypeError if not an integer, else
+    ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def real(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+         lo_open: bool = False, hi_open: bool = False, finite: bool = True) -> float:
+    """A real number (not a bool, not nan; finite unless ``finite=False``) in the range given,
+    returned as a float. TypeError for a non-number, ValueError naming the bound it breaks,
+    e.g. ``lr: expected a number >= 0.0, got -1.0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) \
+            or (finite and not math.isfinite(value)):
+        raise TypeError(f"{name}: expected a {'finite ' if finite else ''}number, got {value!r}")
+    value = float(value)
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{name}: expected a number {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        raise ValueError(f"{name}: expected a number {'<' if hi_open else '<='} {hi}, got {value}")
+    return value
+
+
+def probability(name: str, value: Any) -> float:
+    """A number in [0, 1] (ValueError otherwise, bools and non-numbers included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def temperature(value: Any) -> float:
+    """A sampling temperature: a number > 0 (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"temperature: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def sampling_options(greedy: Any, temperature_: Any) -> tuple[bool, float]:
+    """How a token is made from logits: ``greedy`` a bool, ``temperature`` > 0."""
+    return flag("greedy", greedy), temperature(temperature_)
+
+
+def dtype_arg(dtype: Any) -> np.dtype:
+    """A module's dtype: float32 or float64 (TypeError otherwise)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def index_array(name: str, idx: Any, V: int) -> np.ndarray:
+    """Integer indices in [0, V) (TypeError for non-integers, ValueError out of range)."""
+    idx = np.asarray(idx)
+    if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array of indices, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= V):
+        bad = idx[(idx < 0) | (idx >= V)]
+        raise ValueError(f"{name}: expected indices in [0, V) = [0, {V}), got {bad[:5].tolist()}")
+    return idx
+
+
+def integer_array(name: str, a: Any) -> np.ndarray:
+    """An array of integers (not bools): TypeError otherwise."""
+    arr = np.asarray(a)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    return arr
+
+
+def seed_arg(value: Any, name: str = "seed") -> int:
+    """A generator seed, an int >= 0 (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+    return int(value)
+
+
+def step_index(i: Any) -> int:
+    """A training step index, an int >= 0 (ValueError otherwise)."""
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 0:
+        raise ValueError(f"i: expected a training step index >= 0, got {i!r}")
+    return int(i)
 
 
 # The BLAS takes 32-bit sizes; the whole-sequence GEMMs have T*B rows.

@@ -1,63 +1,9 @@
-"""Softmax and the fused softmax cross-entropy (one C++ pass gives the loss and its gradient).
+"""Former home of these names, kept so that old imports keep working: they live in
+:mod:`rnnkit.ops.losses` now (import them from there)."""
 
-Letters: N rows (for a sequence model, T*B flattened), C classes.
-"""
+from .ops.losses import softmax, softmax_cross_entropy
 
-from __future__ import annotations
-
-import numpy as np
-
-from . import _core
-from . import _validate as v
-from ._types import CrossEntropyResult
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def softmax(logits):
-    """Softmax over the last axis, numerically stable. logits (..., C) -> probabilities (..., C)."""
-    logits = v.float_array("logits", logits)
-    if logits.ndim == 0:
-        raise ValueError("logits: expected at least 1 dimension (..., C), got a scalar")
-    flat = logits.reshape(-1, logits.shape[-1]) if logits.size else logits.reshape(0, logits.shape[-1])
-    return _core.softmax(np.ascontiguousarray(flat)).reshape(logits.shape)
-
-
-def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
-    """Cross-entropy of softmax(logits) against integer class targets, and its gradient.
-
-    ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``; rows whose target equals
-    ``ignore_index`` (padding) contribute no loss and no gradient.
-
-    Args: logits (N, C) float32/float64; targets (N,) integers in [0, C) or ignore_index;
-    reduction: "mean" (over the non-ignored rows; nan if there are none, as PyTorch),
-    "sum", or "none" (per-row losses).
-
-    Returns ``CrossEntropyResult(loss, dlogits)``: loss is a scalar of the logits' dtype (or
-    (N,) for "none"); dlogits (N, C) is the gradient of the reduced loss (of ``loss.sum()``
-    for "none").
-    """
-    logits = v.float_array("logits", logits)
-    v.check_ndim("logits", logits, 2, "(N, C)")
-    N, C = logits.shape
-    v.choice("reduction", reduction, _REDUCTIONS)
-    t = np.asarray(targets)
-    if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"targets: expected an integer array, got dtype {t.dtype}")
-    v.check_shape("targets", t, (N,), "(N,)")
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
-    bad = (t != ignore_index) & ((t < 0) | (t >= C))
-    if bad.any():
-        raise ValueError(f"targets: expected class indices in [0, C) = [0, {C}) or "
-                         f"ignore_index={ignore_index}, got {t[bad][:5].tolist()}")
-    t = np.ascontiguousarray(t, dtype=np.int64)
-    count = int(np.count_nonzero(t != ignore_index))
-    scale = 1.0 / count if (reduction == "mean" and count > 0) else 1.0
-    row_loss, dlogits = _core.softmax_cross_entropy(logits, t, int(ignore_index), scale)
-    if reduction == "none":
-        return CrossEntropyResult(row_loss, dlogits)
-    total = row_loss.sum(dtype=np.float64)
-    if reduction == "mean":
-        total = total / count if count > 0 else np.nan
-    return CrossEntropyResult(logits.dtype.type(total), dlogits)
+__all__ = [
+    "softmax",
+    "softmax_cross_entropy",
+]

@@ -3,6 +3,10 @@ thread setting they run under."""
 
 from __future__ import annotations
 
+from threadpoolctl import threadpool_limits
+
+from .. import get_num_threads, set_num_threads
+
 
 def add_run_args(p, threads_help="BLAS threads of rnnkit and NumPy (default 1)"):
     """The options every demo has: --threads, --seed, --dtype, --no-plot, --no-progress."""
@@ -31,15 +35,10 @@ class Threads:
         self.n = n
 
     def __enter__(self):
-        import rnnkit
-        from threadpoolctl import threadpool_limits
-
-        self.before = rnnkit.get_num_threads()
-        rnnkit.set_num_threads(self.n)
+        self.before = get_num_threads()
+        set_num_threads(self.n)
         self.limits = threadpool_limits(self.n)
 
     def __exit__(self, *exc):
-        import rnnkit
-
-        rnnkit.set_num_threads(self.before)
+        set_num_threads(self.before)
         self.limits.restore_original_limits()

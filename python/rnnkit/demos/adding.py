@@ -30,10 +30,15 @@ import time
 
 import numpy as np
 
+from .._cells import CELL_NAMES, RNN_CELL
+from ..models import SequenceRegressor
+from ..nn import MSELoss
+from ..train import Adam, EarlyStopping, Evaluate, fit, gradient_norms_through_time
 from ._common import Threads, add_run_args, config
 
 TRIVIAL_MSE = 1.0 / 6.0
-_CELL_SEED = {"rnn": 1, "lstm": 2, "gru": 3}  # a cell trains the same whatever else runs
+# a cell trains the same whatever else runs: rnn 1, lstm 2, gru 3
+_CELL_SEED = {name: k + 1 for k, name in enumerate(CELL_NAMES)}
 
 
 def adding_batch(n, T, rng, dtype=np.float32):
@@ -91,7 +96,7 @@ def _config(args):
     cfg = config(args, QUICK, FULL)
     cfg["models"] = [m.strip() for m in str(cfg["models"]).split(",") if m.strip()]
     for m in cfg["models"]:
-        if m not in ("rnn", "lstm", "gru"):
+        if m not in CELL_NAMES:
             raise SystemExit(f"--models: unknown cell {m!r} (expected rnn, lstm, gru)")
     return cfg
 
@@ -102,12 +107,8 @@ def _log(*a):
 
 def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=None, log=_log):
     """Train one SequenceRegressor on the adding problem; returns (model, result dict)."""
-    from ..layers import MSELoss
-    from ..models import SequenceRegressor
-    from ..optim import Adam
-    from ..training import EarlyStopping, Evaluate, fit
 
-    fb = cfg["forget_bias"] if cell != "rnn" else 0.0
+    fb = cfg["forget_bias"] if cell != RNN_CELL.name else 0.0
     model = SequenceRegressor(cell, 2, cfg["hidden"], 1, forget_bias=fb, dtype=dtype, seed=seed)
     opt = Adam(model.parameters(), lr=cfg["lr"])
     rng = np.random.default_rng([seed, 1])
@@ -197,8 +198,6 @@ def main(argv=None):
 
 
 def _run(args, cfg, dtype, argv):
-    from ..diagnostics import gradient_norms_through_time
-    from ..models import SequenceRegressor
 
     os.makedirs(args.out, exist_ok=True)
     x_test, y_test = adding_batch(cfg["test_size"], cfg["T"], np.random.default_rng([args.seed, 0]),

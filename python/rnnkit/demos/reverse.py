@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sys
 
+from .seq2seq import main as run
+
 
 def main(argv=None):
-    from .seq2seq import main as run
-
     return run(["reverse", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -40,17 +40,20 @@ import time
 
 import numpy as np
 
+from .._cells import CELL_NAMES, LSTM_CELL
+from ..models import Seq2Seq, beam_search, greedy_decode
+from ..train import Adam, Callback, EarlyStopping, Evaluate, fit
 from ._common import Threads, add_run_args, config
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST = 3  # the first ordinary token id
 TASKS = ("reverse", "sort")
 
-FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell="lstm",
+FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell=LSTM_CELL.name,
             attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
             clip=5.0, eval_every=100, val_size=1024, test_per_length=200, target=0.999,
             budget=330.0, budget_plain=200.0, steps=20000, beam=5)
-QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell="lstm",
+QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell=LSTM_CELL.name,
              attention="additive", batch=32, lr=1e-2, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
              clip=5.0, eval_every=50, val_size=128, test_per_length=25, target=0.98,
              budget=20.0, budget_plain=8.0, steps=1500, beam=3)
@@ -120,7 +123,6 @@ def held_out_sets(cfg, seed):
 
 def decode(model, seqs, *, beam=1, chunk=512, return_attention=False):
     """Decoded token lists for the source sequences (greedy, or beam search)."""
-    from ..decoding import beam_search, greedy_decode
 
     out, atts = [], []
     for i in range(0, len(seqs), chunk):
@@ -158,7 +160,6 @@ def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
     rate by ``factor`` (not below ``lr_min``) whenever ``patience`` evaluations in a row have
     not beaten the best value so far -- the same rule for every model, adapting to how fast
     each one learns."""
-    from ..training import Callback
 
     class ReduceOnPlateau(Callback):
         def __init__(self):
@@ -187,9 +188,6 @@ def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
 def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True,
                 target=None, log=_log):
     """Train one Seq2Seq; returns (model, result dict)."""
-    from ..optim import Adam
-    from ..seq2seq import Seq2Seq
-    from ..training import EarlyStopping, Evaluate, fit
 
     V = FIRST + cfg["symbols"]
     model = Seq2Seq(V, V, embedding_dim=cfg["embedding"], hidden_size=cfg["hidden"],
@@ -297,7 +295,7 @@ def _parser():
     p.add_argument("--max-len", type=int, dest="max_len")
     p.add_argument("--embedding", type=int, help="embedding size E")
     p.add_argument("--hidden", type=int, help="decoder hidden size H (encoder: H/2 per direction)")
-    p.add_argument("--cell", choices=("rnn", "lstm", "gru"))
+    p.add_argument("--cell", choices=CELL_NAMES)
     p.add_argument("--attention", choices=("additive", "dot", "general"))
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate (initial)")

@@ -65,6 +65,8 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import rnnkit  # noqa: E402
 from rnnkit import reference as ref  # noqa: E402
+from rnnkit._cells import CELLS as CELL_TABLE  # noqa: E402
+from rnnkit._cells import GRU_CELL, LSTM_CELL  # noqa: E402
 
 torch = None  # imported only for --vs torch
 
@@ -82,12 +84,9 @@ SHAPES = {
 QUICK_SHAPES = ("small", "large")
 
 # cell name -> (rnnkit family, gate blocks G, keyword options, torch module name or None)
-CELLS = {
-    "rnn": ("rnn", 1, {"nonlinearity": "tanh"}, "RNN"),
-    "lstm": ("lstm", 4, {}, "LSTM"),
-    "gru": ("gru", 3, {"reset_after": True}, "GRU"),
-    "gru_tb": ("gru", 3, {"reset_after": False}, None),  # textbook GRU: torch has none
-}
+# (rnn, lstm, gru from the cell table at their default options, then the textbook GRU)
+CELLS = {c.name: (c.name, c.gates, c.default_options, c.torch_name) for c in CELL_TABLE.values()}
+CELLS["gru_tb"] = (GRU_CELL.name, GRU_CELL.gates, {"reset_after": False}, None)  # torch has none
 MODES = ("inference", "training")
 
 VALIDATE_SHAPE = (6, 3, 5, 7)  # T, B, I, H: I != H, so a transposed weight cannot pass
@@ -222,7 +221,9 @@ class Problem:
         u = lambda *shape: rng.uniform(-k, k, shape).astype(dtype)  # noqa: E731
         self.x = rng.standard_normal((T, B, I)).astype(dtype)
         self.h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
-        self.c0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5) if family == "lstm" else None
+        self.spec = CELL_TABLE[family]
+        self.c0 = (rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
+                   if self.spec.has_cell_state else None)
         self.W_ih, self.W_hh, self.b_ih, self.b_hh = u(G * H, I), u(G * H, H), u(G * H), u(G * H)
         self.dy = rng.standard_normal((T, B, H)).astype(dtype)
 
@@ -235,18 +236,17 @@ class Problem:
 
     # -- rnnkit and the oracle share signatures: `lib` is rnnkit or rnnkit.reference
     def forward(self, lib, a, training):
-        fam = self.family
-        if fam == "lstm":
+        if self.spec.has_cell_state:
             return lib.lstm_forward(a["x"], a["h0"], a["c0"], a["W_ih"], a["W_hh"], a["b_ih"],
                                     a["b_hh"], training=training)
-        fwd = lib.rnn_forward if fam == "rnn" else lib.gru_forward
+        fwd = getattr(lib, f"{self.family}_forward")
         return fwd(a["x"], a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training,
                    **self.opts)
 
     def backward(self, lib, a, ws):
-        if self.family == "lstm":
+        if self.spec.has_cell_state:
             return lib.lstm_backward(a["dy"], None, None, ws)
-        bwd = lib.rnn_backward if self.family == "rnn" else lib.gru_backward
+        bwd = getattr(lib, f"{self.family}_backward")
         return bwd(a["dy"], None, ws)
 
     def call(self, lib, mode, a=None):
@@ -266,7 +266,7 @@ class Problem:
         y, final, ws = self.forward(lib, a, True)
         g = self.backward(lib, a, ws)
         out = {"y": y}
-        if self.family == "lstm":
+        if self.spec.has_cell_state:
             out["h_T"], out["c_T"] = final
         else:
             out["h_T"] = final
@@ -300,17 +300,17 @@ class Problem:
         xg = x.detach().requires_grad_()
         states = list(state) if isinstance(state, tuple) else [state]
         states = [s.detach().requires_grad_() for s in states]
-        y, final = m(xg, tuple(states) if self.family == "lstm" else states[0])
+        y, final = m(xg, tuple(states) if self.spec.has_cell_state else states[0])
         y.backward(dy)
         n = lambda t: t.detach().numpy()  # noqa: E731
         out = {"y": n(y)}
-        if self.family == "lstm":
+        if self.spec.has_cell_state:
             out["h_T"], out["c_T"] = n(final[0][0]), n(final[1][0])
         else:
             out["h_T"] = n(final[0])
         out["dx"] = n(xg.grad)
         out["dh0"] = n(states[0].grad[0])
-        if self.family == "lstm":
+        if self.spec.has_cell_state:
             out["dc0"] = n(states[1].grad[0])
         for name, p in zip(("dW_ih", "dW_hh", "db_ih", "db_hh"), params):
             out[name] = n(p.grad)
@@ -318,7 +318,7 @@ class Problem:
 
     def _torch_setup(self):
         mod = getattr(torch.nn, self.torch_name)
-        kw = {"nonlinearity": self.opts["nonlinearity"]} if self.family == "rnn" else {}
+        kw = {"nonlinearity": self.opts["nonlinearity"]} if "nonlinearity" in self.opts else {}
         tdtype = torch.float64 if self.x.dtype == np.float64 else torch.float32
         m = mod(self.I, self.H, **kw).to(tdtype)  # batch_first=False: time-major like rnnkit
         with torch.no_grad():
@@ -328,7 +328,7 @@ class Problem:
         params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
         x = torch.from_numpy(self.x)
         h0 = torch.from_numpy(self.h0)[None]
-        state = (h0, torch.from_numpy(self.c0)[None]) if self.family == "lstm" else h0
+        state = (h0, torch.from_numpy(self.c0)[None]) if self.spec.has_cell_state else h0
         return m, x, state, torch.from_numpy(self.dy), params
 
 
@@ -587,7 +587,7 @@ def layer_rows(dtype, threads, quick):
     x = rng.standard_normal((T, B, H)).astype(dtype)
     for name, kw, lengths in cases:
         kind = name.split()[0]
-        ours = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU}[kind](H, H, dtype=dtype, seed=0, **kw)
+        ours = rnnkit.nn.module_class(kind)(H, H, dtype=dtype, seed=0, **kw)
         D = 2 if kw.get("bidirectional") else 1
         dout = rng.standard_normal((T, B, D * H)).astype(dtype)
         if lengths is not None:
@@ -600,7 +600,7 @@ def layer_rows(dtype, threads, quick):
 
         contenders = {"rnnkit": rk_step}
         if torch is not None:
-            tmod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](H, H, **kw).to(
+            tmod = getattr(torch.nn, CELL_TABLE[kind].torch_name)(H, H, **kw).to(
                 torch.float32 if dtype == np.float32 else torch.float64)
             tmod.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
             xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
@@ -637,7 +637,7 @@ def beside_numpy(dtype, quick):
     A = rng.standard_normal((256, 512)).astype(dtype)
     Bm = rng.standard_normal((512, 2048)).astype(dtype)
     C = np.empty((256, 2048), dtype)
-    p = Problem("lstm", 50, 16, 256, 256, dtype)
+    p = Problem(LSTM_CELL.name, 50, 16, 256, 256, dtype)
     rk = p.call(rnnkit, "inference")
     mm = lambda: np.matmul(A, Bm, out=C)  # noqa: E731
 

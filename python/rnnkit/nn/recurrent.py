@@ -3,12 +3,20 @@
 ``RNN``, ``LSTM`` and ``GRU`` take torch.nn's constructor arguments, use torch's parameter names
 (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, ...) and layouts, so a torch
 ``state_dict`` loads unchanged, and compute what torch computes. Each module is a thin loop over
-layers and directions around the fused C++ kernels of :mod:`rnnkit.recurrent`; backward is
+layers and directions around the fused C++ kernels of :mod:`rnnkit.ops.recurrent`; backward is
 explicit::
 
     lstm = rnnkit.nn.LSTM(10, 20, num_layers=2, bidirectional=True, seed=0)
     out, (h_n, c_n) = lstm(x, lengths=lengths)         # x (T, B, 10)
     dx, (dh0, dc0) = lstm.backward(dout, (dh_n, None))  # adds into every parameter's .grad
+
+One time step at a time (decoders, streaming; any stack of layers, with or without projection,
+one direction): ``out_t, state = m.step(x_t, state)`` and, in reverse order of the steps,
+``dx_t, dstate = m.step_backward(dout_t, dstate)``. The state has the layout of ``h_n``
+(``(h_n, c_n)`` for the LSTM), so a forward's final state can be continued step by step.
+
+This file and :mod:`rnnkit._cells` are where the cell families meet their classes:
+:func:`module_class` maps a family name to RNN, LSTM or GRU.
 
 Shape letters (used in every docstring and comment of this module):
 
@@ -33,16 +41,18 @@ before backward) and applies inter-layer dropout; ``eval()`` does neither.
 
 from __future__ import annotations
 
-import numbers
 import warnings
+from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _validate as v
-from .recurrent import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
-                        rnn_forward)
+from .. import _validate as v
+from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
+from ..ops.recurrent import (gru_backward, gru_forward, lstm_backward, lstm_forward,
+                             rnn_backward, rnn_forward)
+from .module import Module
 
-__all__ = ["Parameter", "RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "module_class"]
 
 # Parameter kinds in torch's order within one layer and direction, and the field of the
 # kernels' backward NamedTuple holding each one's gradient.
@@ -51,86 +61,57 @@ _GRAD_FIELD = {"weight_ih": "dW_ih", "weight_hh": "dW_hh", "bias_ih": "db_ih",
                "bias_hh": "db_hh", "weight_hr": "dW_hr"}
 
 
-class Parameter:
-    """A named trainable array: ``data`` and its gradient ``grad`` (zeros, same shape/dtype)."""
+class _RNNBase(Module):
+    """Shared logic of RNN, LSTM and GRU. Subclasses set ``CELL`` (their row of the cell table)
+    and implement ``_kernel_forward`` / ``_kernel_backward`` (one layer, one direction)."""
 
-    __slots__ = ("name", "data", "grad")
-
-    def __init__(self, name, data):
-        self.name = name
-        self.data = data
-        self.grad = np.zeros_like(data)
-
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    def __repr__(self):
-        return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype.name})"
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-class _RNNBase:
-    """Shared logic of RNN, LSTM and GRU. Subclasses set ``_gates`` and ``_state_names`` and
-    implement ``_kernel_forward`` / ``_kernel_backward`` (one layer, one direction)."""
-
-    _gates: int  # gate blocks G: 1 RNN, 4 LSTM, 3 GRU
-    _state_names: tuple  # ("h",) or ("h", "c")
+    CELL: ClassVar[Cell]  # the cell family: gate blocks G, state names ("h",) or ("h", "c")
 
     def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                  bidirectional, proj_size, dtype, seed):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.input_size = v.int_arg("input_size", input_size)
+        self.hidden_size = v.int_arg("hidden_size", hidden_size)
+        self.num_layers = v.int_arg("num_layers", num_layers)
         self.bias = v.flag("bias", bias)
         self.batch_first = v.flag("batch_first", batch_first)
         self.bidirectional = v.flag("bidirectional", bidirectional)
-        self.proj_size = _positive_int("proj_size", proj_size, minimum=0)
+        self.proj_size = v.int_arg("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size: expected 0 (no projection) or less than hidden_size = "
                              f"{self.hidden_size}, got {self.proj_size}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
-                or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = v.probability("dropout", dropout)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "
                           "on the output of every layer but the last", stacklevel=3)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in v.FLOAT_DTYPES:
-            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
-        v.check_rnn_module_sizes(type(self).__name__, self._gates, self.input_size,
+        self.dtype = v.dtype_arg(dtype)
+        v.check_rnn_module_sizes(type(self).__name__, self.CELL.gates, self.input_size,
                                  self.hidden_size, self.num_layers, self.num_directions,
                                  self.proj_size, self.bias, self.dtype)
         self.training = True
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
         self._cache = None  # what the last training forward saved for backward
+        self._steps: list = []  # the step tape: per step run with keep, its layers' workspaces
         self._params = {}  # name -> Parameter, in torch's order
-        self._symbolic = {}  # name -> symbolic shape for error messages, e.g. "(4*H, D*H)"
         bound = 1 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
                 for kind, (shape, symbolic) in self._shapes(layer).items():
                     name = self._name(kind, layer, direction)
                     data = self._rng.uniform(-bound, bound, shape).astype(self.dtype)
-                    self._params[name] = Parameter(name, data)
-                    self._symbolic[name] = symbolic
+                    self._param(name, data, symbolic)
+        # per (layer, direction): the parameter names by kind (None where absent), and the
+        # (Parameter, gradient field) pairs a backward adds into
+        self._names = [[{kind: (n if n in self._params else None)
+                         for kind in _KINDS for n in [self._name(kind, layer, d)]}
+                        for d in range(self.num_directions)] for layer in range(self.num_layers)]
+        self._grad_fields = [[[(self._params[n], _GRAD_FIELD[kind])
+                               for kind, n in names.items() if n is not None]
+                              for names in per_layer] for per_layer in self._names]
 
     # ------------------------------------------------------------------ structure
 
     @property
-    def num_directions(self):
+    def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
     @property
@@ -140,11 +121,11 @@ class _RNNBase:
 
     def _state_sizes(self):
         """Size of each recurrent state: (H_out,) or, for the LSTM, (H_out, H)."""
-        return (self._out_size, self.hidden_size)[:len(self._state_names)]
+        return (self._out_size, self.hidden_size)[:len(self.CELL.state_names)]
 
     def _shapes(self, layer):
         """kind -> (shape, symbolic shape) of one direction's parameters of ``layer``."""
-        G, H, D = self._gates, self.hidden_size, self.num_directions
+        G, H, D = self.CELL.gates, self.hidden_size, self.num_directions
         gh = f"{G}*H" if G > 1 else "H"
         h_out = "P" if self.proj_size else "H"
         if layer == 0:
@@ -166,79 +147,20 @@ class _RNNBase:
 
     def _weights(self, layer, direction):
         """kind -> array for the kernels; absent biases / projection are None."""
-        names = {kind: self._name(kind, layer, direction) for kind in _KINDS}
-        return {kind: self._params[n].data if n in self._params else None
-                for kind, n in names.items()}
+        params = self._params
+        return {kind: None if n is None else params[n].data
+                for kind, n in self._names[layer][direction].items()}
 
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-    def __getattr__(self, name):  # torch-style access: lstm.weight_hh_l0
-        params = self.__dict__.get("_params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
-
-    # ------------------------------------------------------------------ parameters
-
-    def named_parameters(self):
-        """[(name, Parameter)] in torch's order."""
-        return list(self._params.items())
-
-    def parameters(self):
-        """[Parameter] in torch's order."""
-        return list(self._params.values())
-
-    def zero_grad(self):
-        """Set every parameter's .grad to zero (in place)."""
-        for p in self._params.values():
-            p.grad[...] = 0
-
-    def state_dict(self):
-        """{name: copy of the parameter's array}, torch's names and order."""
-        return {name: p.data.copy() for name, p in self._params.items()}
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays (anything np.asarray accepts, e.g. torch tensors) into the parameters,
-        converted to the module's dtype. All entries are checked before any is loaded.
-
-        strict: the keys must be exactly the module's (else ValueError listing the missing and
-        unexpected ones); with strict=False those are ignored. Returns
-        ``(missing_keys, unexpected_keys)``.
-        """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict: expected a mapping of names to arrays, got "
-                            f"{type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
-        if strict and (missing or unexpected):
-            raise ValueError(f"state_dict: keys do not match {type(self).__name__}'s parameters;"
-                             f" missing keys: {missing}, unexpected keys: {unexpected}")
-        loaded = {}
-        for name, p in self._params.items():
-            if name not in state_dict:
-                continue
-            arr = np.asarray(state_dict[name])
-            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-                raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
-            v.check_shape(name, arr, p.data.shape, self._symbolic[name])
-            loaded[name] = np.array(arr, dtype=self.dtype, copy=True, order="C")
-        for name, arr in loaded.items():
-            self._params[name].data = arr  # fresh arrays: a pending workspace stays consistent
-        return missing, unexpected
+    def _add_grads(self, layer, direction, g):
+        """Add one layer-direction's kernel gradients ``g`` into the parameters' .grad."""
+        for p, field in self._grad_fields[layer][direction]:
+            p.grad += getattr(g, field)
 
     # ------------------------------------------------------------------ modes
 
-    def train(self, mode=True):
-        """Training mode (mode=True): keep workspaces for backward, apply dropout."""
-        self.training = v.flag("mode", mode)
-        if not self.training:
-            self._cache = None
-        return self
-
-    def eval(self):
-        """Inference mode: no workspaces (backward raises), no dropout."""
-        return self.train(False)
+    def _drop_caches(self):
+        self._cache = None
+        self._steps = []
 
     # ------------------------------------------------------------------ forward / backward
 
@@ -267,7 +189,7 @@ class _RNNBase:
                              f"got shape {user_shape}")
         lengths = v.lengths_array(lengths, T, B)
         states = [self._check_state(n + "0", s, size, B, unbatched)
-                  for n, s, size in zip(self._state_names, states, self._state_sizes())]
+                  for n, s, size in zip(self.CELL.state_names, states, self._state_sizes())]
 
         D, L = self.num_directions, self.num_layers
         use_dropout = self.training and self.dropout > 0
@@ -324,7 +246,7 @@ class _RNNBase:
             else:
                 v.check_shape("dout", dout, (T, B, D * H_out), "(T, B, D*H_out)")
         d_states = [self._check_state(n, s, size, B, unbatched)
-                    for n, s, size in zip(("d" + n + "_n" for n in self._state_names),
+                    for n, s, size in zip(("d" + n + "_n" for n in self.CELL.state_names),
                                           d_states, self._state_sizes())]
 
         d_init = [np.zeros((L * D, B, size), self.dtype) for size in self._state_sizes()]
@@ -339,14 +261,112 @@ class _RNNBase:
                 dy = None if d_out is None else d_out[:, :, d * H_out:(d + 1) * H_out]
                 g, d_first = self._kernel_backward(
                     dy, [None if s is None else s[k] for s in d_states], workspaces[d])
-                for kind in self._shapes(layer):
-                    self._params[self._name(kind, layer, d)].grad += getattr(g, _GRAD_FIELD[kind])
+                self._add_grads(layer, d, g)
                 for acc, s in zip(d_init, d_first):
                     acc[k] = s
                 d_in = g.dx if d_in is None else d_in + g.dx
             d_out = d_in
         return self._to_user(d_out, unbatched), tuple(self._state_to_user(s, unbatched)
                                                       for s in d_init)
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self, x_t: Any, state: Any = None, *, keep: bool | None = None) -> tuple[Any, Any]:
+        """One time step of the whole layer stack: ``out_t, state = module.step(x_t, state)``.
+
+        x_t (B, I); state as forward's final state (RNN / GRU: h (L, B, H_out); LSTM:
+        (h (L, B, H_out), c (L, B, H)), either may be None), or None (zeros). Returns
+        ``(out_t (B, H_out), state)``: the top layer's output and the new state, shaped like the
+        state given. Running ``step`` over t = 0 .. T-1 computes what ``forward`` computes over
+        the sequence (inter-layer dropout draws its masks per step).
+
+        keep (default: the module's training mode) keeps what :meth:`step_backward` needs on
+        the module's step tape; :meth:`clear_steps` and ``eval()`` empty it. A bidirectional
+        module cannot step (its reverse direction starts from the sequence's end): ValueError.
+        """
+        self._check_can_step("step")
+        keep = self.training if keep is None else v.flag("keep", keep)
+        x_t = np.asarray(x_t)
+        self._check_dtype("x_t", x_t)
+        if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError(f"x_t: expected shape (B, I) with I = {self.input_size}, got "
+                             f"{x_t.shape}")
+        B = x_t.shape[0]
+        names = self.CELL.state_names
+        states = [self._check_state(n, s, size, B, False) for n, s, size in
+                  zip(names, (state,) if len(names) == 1 else _pair("state", state),
+                      self._state_sizes())]
+        L = self.num_layers
+        dropout = self.training and self.dropout > 0
+        finals: list[list[np.ndarray]] = [[] for _ in names]
+        layers = []
+        inp = x_t[None]  # (1, B, I), then (1, B, H_out)
+        for layer in range(L):
+            y, final, ws = self._kernel_forward(
+                inp, [None if s is None else s[layer] for s in states], self._weights(layer, 0),
+                reverse=False, lengths=None, training=keep)
+            for f, s in zip(finals, final):
+                f.append(s)
+            mask = None
+            if dropout and layer < L - 1:
+                mask = self._dropout_mask(y.shape)
+                y = y * mask
+            layers.append((ws, mask))
+            inp = y
+        if keep:
+            self._steps.append(layers)
+        new = tuple(f[0][None] if L == 1 else np.stack(f) for f in finals)  # each (L, B, size)
+        return inp[0], (new[0] if len(names) == 1 else new)
+
+    def step_backward(self, dout_t: Any, dstate: Any = None) -> tuple[np.ndarray, Any]:
+        """Backward of the most recent :meth:`step` kept on the tape (which it removes):
+        ``dx_t, dstate_prev = module.step_backward(dout_t, dstate)``.
+
+        dout_t (B, H_out) the gradient w.r.t. that step's out_t, or None; dstate shaped like its
+        new state (LSTM: a pair, either may be None), or None. Adds the parameter gradients into
+        .grad. Returns ``(dx_t (B, I), dstate_prev)``, dstate_prev shaped like the state the step
+        started from. Calling it once per step, last step first, is backprop through time.
+        """
+        self._check_can_step("step_backward")
+        if not self._steps:
+            raise RuntimeError(f"{type(self).__name__}.step_backward: no step to differentiate; "
+                               "run step in training mode (or with keep=True) first")
+        layers = self._steps[-1]
+        B = layers[0][0].x.shape[1]
+        names = self.CELL.state_names
+        H_out = self._out_size
+        if dout_t is not None:
+            dout_t = np.asarray(dout_t)
+            self._check_dtype("dout_t", dout_t)
+            v.check_shape("dout_t", dout_t, (B, H_out), "(B, H_out)")
+        d_states = [self._check_state("d" + n, s, size, B, False) for n, s, size in
+                    zip(names, (dstate,) if len(names) == 1 else _pair("dstate", dstate),
+                        self._state_sizes())]
+        self._steps.pop()
+        L = self.num_layers
+        d_prev = [np.empty((L, B, size), self.dtype) for size in self._state_sizes()]
+        d_out = None if dout_t is None else dout_t[None]  # (1, B, H_out)
+        for layer in reversed(range(L)):
+            ws, mask = layers[layer]
+            if mask is not None and d_out is not None:
+                d_out = d_out * mask
+            g, d_first = self._kernel_backward(
+                d_out, [None if s is None else s[layer] for s in d_states], ws)
+            self._add_grads(layer, 0, g)
+            for acc, s in zip(d_prev, d_first):
+                acc[layer] = s
+            d_out = g.dx
+        return d_out[0], (d_prev[0] if len(names) == 1 else tuple(d_prev))
+
+    def clear_steps(self) -> None:
+        """Empty the step tape (the steps kept for :meth:`step_backward`)."""
+        self._steps = []
+
+    def _check_can_step(self, what):
+        if self.bidirectional:
+            raise ValueError(f"{type(self).__name__}.{what}: a bidirectional module cannot run "
+                             "step by step: its reverse direction starts from the end of the "
+                             "sequence; run forward over the whole sequence instead")
 
     def _dropout_mask(self, shape):
         """Keep each element with probability 1 - p, scaled by 1 / (1 - p) (torch's dropout)."""
@@ -417,19 +437,24 @@ class _RNNBase:
         return []
 
 
+def module_class(cell: str | Cell, name: str = "cell") -> type[_RNNBase]:
+    """The recurrent module class of a cell family: "rnn" -> RNN, "lstm" -> LSTM, "gru" -> GRU
+    (ValueError naming ``name`` for anything else)."""
+    return _MODULES[cell_spec(cell, name).name]
+
+
 class RNN(_RNNBase):
     """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, act tanh or relu.
 
     ``out, h_n = rnn(x, h0=None, lengths=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
     """
 
-    _gates = 1
-    _state_names = ("h",)
+    CELL = RNN_CELL
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
                  seed=None):
-        self.nonlinearity = v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, dtype, seed)
 
@@ -466,8 +491,7 @@ class LSTM(_RNNBase):
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any state may be None.
     """
 
-    _gates = 4
-    _state_names = ("h", "c")
+    CELL = LSTM_CELL
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, dtype=np.float32, seed=None):
@@ -517,8 +541,7 @@ class GRU(_RNNBase):
     ``out, h_n = gru(x, h0=None, lengths=None)``; ``dx, dh0 = gru.backward(dout, dh_n=None)``.
     """
 
-    _gates = 3
-    _state_names = ("h",)
+    CELL = GRU_CELL
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, reset_after=True, dtype=np.float32,
@@ -550,8 +573,6 @@ class GRU(_RNNBase):
         return [] if self.reset_after else ["reset_after=False"]
 
 
-# The feed-forward building blocks live in layers.py (they need Parameter from here); they are
-# part of rnnkit.nn too.
-from .layers import CrossEntropyLoss, Dropout, Embedding, Linear, MSELoss  # noqa: E402
 
-__all__ += ["Linear", "Embedding", "Dropout", "CrossEntropyLoss", "MSELoss"]
+_MODULES: dict[str, type[_RNNBase]] = {RNN.CELL.name: RNN, LSTM.CELL.name: LSTM, GRU.CELL.name: GRU}
+assert set(_MODULES) == set(CELLS), "every family of the cell table has its module class"

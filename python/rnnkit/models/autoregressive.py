@@ -40,41 +40,21 @@ Teacher-forced training and open-loop generation::
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from . import _validate as v
-from . import nn
-from .layers import (CrossEntropyLoss, Embedding, Linear, Module, MSELoss, _dtype_arg,
-                     _index_array, _int_arg, scatter_add_rows)
-from .recurrent import (gru_cell_backward, gru_cell_forward, lstm_cell_backward,
-                        lstm_cell_forward, rnn_cell_backward, rnn_cell_forward)
+from .. import _validate as v
+from .._cells import GRU_CELL
+from ..nn import Embedding, Linear, Module, module_class
+from ..nn.layers import scatter_add_rows
+from .sampling import sample_tokens
 
-__all__ = ["OutputRecurrentRNN", "RecurrentDecoder", "SequenceRegressor", "SequenceClassifier",
-           "Seq2Seq", "shift_right", "sample_tokens"]
+__all__ = ["OutputRecurrentRNN", "RecurrentDecoder", "shift_right", "seeds"]
 
 
-def _seeds(seed, n):
+def seeds(seed, n):
     """n independent integer seeds derived from ``seed`` (None stays random)."""
     ss = np.random.SeedSequence(seed)
     return [int(s.generate_state(1, np.uint64)[0]) for s in ss.spawn(n)]
-
-
-def sample_tokens(logits, rng=None, *, greedy=True, temperature=1.0):
-    """Tokens (B,) from logits (B, V): argmax if greedy, else one draw per row from
-    softmax(logits / temperature) (vectorised inverse-CDF sampling with ``rng``)."""
-    if greedy:
-        return np.argmax(logits, axis=-1).astype(np.int64)
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-    z = logits.astype(np.float64) / float(temperature)
-    z -= z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random(logits.shape[:-1] + (1,)) * cdf[..., -1:]
-    tok = (cdf <= u).sum(axis=-1)
-    return np.minimum(tok, logits.shape[-1] - 1).astype(np.int64)
 
 
 def shift_right(y, start):
@@ -89,30 +69,23 @@ def shift_right(y, start):
     return out
 
 
-def _check_sampling_opts(greedy, temperature):
-    v.flag("greedy", greedy)
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
-            or not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-
-
 class _AutoregressiveBase(Module):
     """Shared input handling of the two decoders (previous targets and the optional x)."""
 
     def _init_io(self, hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype):
-        self.hidden_size = _int_arg("hidden_size", hidden_size)
+        self.hidden_size = v.int_arg("hidden_size", hidden_size)
         if (vocab_size is None) == (output_size is None):
             raise ValueError("vocab_size, output_size: give exactly one (vocab_size V for token "
                              "targets, output_size O for real-valued targets)")
-        self.vocab_size = None if vocab_size is None else _int_arg("vocab_size", vocab_size)
-        self.output_size = None if output_size is None else _int_arg("output_size", output_size)
-        self.input_size = _int_arg("input_size", input_size, minimum=0)
+        self.vocab_size = None if vocab_size is None else v.int_arg("vocab_size", vocab_size)
+        self.output_size = None if output_size is None else v.int_arg("output_size", output_size)
+        self.input_size = v.int_arg("input_size", input_size, minimum=0)
         if embedding_dim is not None:
             if vocab_size is None:
                 raise ValueError("embedding_dim: only for token targets (vocab_size)")
-            embedding_dim = _int_arg("embedding_dim", embedding_dim)
+            embedding_dim = v.int_arg("embedding_dim", embedding_dim)
         self.embedding_dim = embedding_dim
-        self.dtype = _dtype_arg(dtype)
+        self.dtype = v.dtype_arg(dtype)
 
     @property
     def discrete(self):
@@ -127,7 +100,7 @@ class _AutoregressiveBase(Module):
     def _check_prev(self, name, prev, lead):
         """Previous targets: tokens (*lead) in [0, V), or values (*lead, O)."""
         if self.discrete:
-            prev = _index_array(name, prev, self.vocab_size)
+            prev = v.index_array(name, prev, self.vocab_size)
             if lead is not None and prev.shape != lead:
                 raise ValueError(f"{name}: expected token shape {self._lead_sym(lead)} = {lead}, "
                                  f"got {prev.shape}")
@@ -169,7 +142,7 @@ class _AutoregressiveBase(Module):
         (B, O) (``start`` broadcastable to (B, O), default zeros)."""
         if self.discrete:
             s = np.zeros(B, np.int64) if start is None else np.broadcast_to(
-                _index_array("start", start, self.vocab_size), (B,)).astype(np.int64)
+                v.index_array("start", start, self.vocab_size), (B,)).astype(np.int64)
             return s
         if start is None:
             return np.zeros((B, self.output_size), self.dtype)
@@ -208,8 +181,8 @@ class _AutoregressiveBase(Module):
         Returns tokens (T, B) int64 (or values (T, B, O)); with return_outputs also the raw
         outputs (T, B, V) / (T, B, O).
         """
-        T = _int_arg("steps", steps)
-        _check_sampling_opts(greedy, temperature)
+        T = v.int_arg("steps", steps)
+        v.sampling_options(greedy, temperature)
         if x is not None or self.input_size:
             shape = None if x is None else np.shape(x)
             if shape is None or len(shape) != 3 or shape[0] != T:
@@ -220,7 +193,7 @@ class _AutoregressiveBase(Module):
         else:
             if batch_size is None:
                 raise ValueError("batch_size: needed when the model has no input x")
-            B = _int_arg("batch_size", batch_size)
+            B = v.int_arg("batch_size", batch_size)
         rng = np.random.default_rng(seed)
         prev = self.start_input(B, start)
         state = self.initial_state(B)
@@ -256,7 +229,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
                  embedding_dim=None, dtype=np.float32, seed=None):
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
         H, dt = self.hidden_size, self.dtype
-        s = _seeds(seed, 5)
+        s = seeds(seed, 5)
         k = 1 / np.sqrt(H)
         self.b = self._param("b", np.random.default_rng(s[0]).uniform(-k, k, H).astype(dt))
         self.W = Linear(self.input_size, H, bias=False, dtype=dt, seed=s[1]) \
@@ -402,14 +375,6 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         return f"OutputRecurrentRNN({self.hidden_size}, {what}{extra})"
 
 
-_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def _cell_class(cell):
-    v.choice("cell", cell, tuple(_CELLS))
-    return _CELLS[cell]
-
-
 class RecurrentDecoder(_AutoregressiveBase):
     """Hidden-to-hidden recurrence fed the previous target: the input of step t is
     ``[x_t, e(y_{t-1})]`` (I + E) into an rnnkit.nn RNN/LSTM/GRU (one layer, hidden size H),
@@ -418,15 +383,15 @@ class RecurrentDecoder(_AutoregressiveBase):
 
     Same interface as :class:`OutputRecurrentRNN`: ``o = model(y_prev, x)`` (the whole
     sequence in the fused C++ kernel), ``backward(dout)``, :meth:`generate`, step protocol
-    (per-step cell kernels). Children: ``embed``, ``rnn``, ``out``.
+    (the rnn's own :meth:`~rnnkit.nn.LSTM.step`). Children: ``embed``, ``rnn``, ``out``.
     """
 
-    def __init__(self, hidden_size, *, cell="gru", vocab_size=None, output_size=None,
+    def __init__(self, hidden_size, *, cell=GRU_CELL.name, vocab_size=None, output_size=None,
                  input_size=0, embedding_dim=None, dtype=np.float32, seed=None):
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
-        self.cell = cell
-        cls = _cell_class(cell)
-        s = _seeds(seed, 3)
+        cls = module_class(cell)
+        self.cell = cls.CELL.name
+        s = seeds(seed, 3)
         if self.discrete:
             E = embedding_dim or self.hidden_size
             self.embed = Embedding(self.vocab_size, E, dtype=self.dtype, seed=s[0])
@@ -474,154 +439,27 @@ class RecurrentDecoder(_AutoregressiveBase):
 
     # ------------------------------------------------------------------ step protocol
 
-    def _w(self):
-        r = self.rnn
-        return (r.weight_ih_l0.data, r.weight_hh_l0.data, r.bias_ih_l0.data, r.bias_hh_l0.data)
-
     def initial_state(self, B):
-        z = np.zeros((B, self.hidden_size), self.dtype)
-        return (z, z) if self.cell == "lstm" else z
+        """The rnn's zero state (None); starts a new sequence (empties the rnn's step tape)."""
+        self.rnn.clear_steps()
+        return None
 
     def step(self, prev, x_t, state, keep=True):
-        """One step: prev (B,) or (B, O); x_t (B, I) or None; state h (B, H) (LSTM: (h, c)).
-        Returns ``(o_t, new state, cache)``."""
-        inp = self._inputs(prev, x_t)
-        w = self._w()
-        if self.cell == "lstm":
-            (h, c), cc = lstm_cell_forward(inp, state[0], state[1], *w)
-            new = (h, c)
-        elif self.cell == "gru":
-            h, cc = gru_cell_forward(inp, state, *w, reset_after=self.rnn.reset_after)
-            new = h
-        else:
-            h, cc = rnn_cell_forward(inp, state, *w, nonlinearity=self.rnn.nonlinearity)
-            new = h
-        return self.out.apply(h), new, ((prev, h, cc) if keep else None)
+        """One step: prev (B,) or (B, O); x_t (B, I) or None; state: the rnn's state (h (1, B, H),
+        for the LSTM (h, c)) or None. Returns ``(o_t, new state, cache)``; with keep, the rnn
+        keeps its part on its step tape (:meth:`rnnkit.nn.LSTM.step`)."""
+        h, state = self.rnn.step(self._inputs(prev, x_t), state, keep=keep)
+        return self.out.apply(h), state, ((prev, h) if keep else None)
 
     def step_backward(self, dout_t, dstate, cache):
         """Returns ``(dprev or None, dx_t or None, dstate for the previous step)``."""
-        prev, h, cc = cache
+        prev, h = cache
         dh = self.out.accumulate(h, dout_t)
-        r = self.rnn
-        if self.cell == "lstm":
-            if dstate is not None:
-                dh = dh + dstate[0]
-            g = lstm_cell_backward(dh, None if dstate is None else dstate[1], cc)
-            dprev_state = (g.dh, g.dc)
-        else:
-            if dstate is not None:
-                dh = dh + dstate
-            g = (gru_cell_backward if self.cell == "gru" else rnn_cell_backward)(dh, cc)
-            dprev_state = g.dh
-        r.weight_ih_l0.grad += g.dW_ih
-        r.weight_hh_l0.grad += g.dW_hh
-        r.bias_ih_l0.grad += g.db_ih
-        r.bias_hh_l0.grad += g.db_hh
-        dx, dprev = self._d_inputs(prev, g.dx)
-        return dprev, dx, dprev_state
+        dinp, dstate_prev = self.rnn.step_backward(dh, dstate)
+        dx, dprev = self._d_inputs(prev, dinp)
+        return dprev, dx, dstate_prev
 
     def __repr__(self):
         what = f"vocab_size={self.vocab_size}" if self.discrete else \
             f"output_size={self.output_size}"
         return f"RecurrentDecoder({self.hidden_size}, cell={self.cell!r}, {what})"
-
-
-class SequenceRegressor(Module):
-    """An rnnkit.nn recurrent module plus a Linear head.
-
-    ``y = model(x (T, B, I), state=None, lengths=None)``: many-to-one (default) gives
-    y (B, O) from each sequence's last state of the top layer; ``many_to_many=True`` gives
-    y (T, B, O) from every step. ``dx = model.backward(dy)``. After a forward,
-    ``model.final_state`` is the rnn's final state (h_n (L, B, H), or (h_n, c_n) for the
-    LSTM), to be passed as ``state`` to the next chunk (truncated BPTT).
-
-    cell: "rnn", "lstm" or "gru"; ``forget_bias`` is added to the LSTM's forget-gate bias
-    (GRU: the update-gate z bias, which keeps the state) at initialisation: a positive value
-    makes the cell remember by default. Children: ``rnn``, ``head``.
-    """
-
-    default_loss = MSELoss
-
-    def __init__(self, cell, input_size, hidden_size, output_size=1, *, num_layers=1,
-                 many_to_many=False, forget_bias=0.0, nonlinearity="tanh", dtype=np.float32,
-                 seed=None):
-        cls = _cell_class(cell)
-        self.cell = cell
-        self.many_to_many = v.flag("many_to_many", many_to_many)
-        self.dtype = _dtype_arg(dtype)
-        self.output_size = _int_arg("output_size", output_size)
-        s = _seeds(seed, 2)
-        kw = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.rnn = cls(input_size, hidden_size, num_layers, dtype=self.dtype, seed=s[0], **kw)
-        self.hidden_size = self.rnn.hidden_size
-        self.head = Linear(self.hidden_size, self.output_size, dtype=self.dtype, seed=s[1])
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
-            raise TypeError(f"forget_bias: expected a number, got {forget_bias!r}")
-        if forget_bias:
-            if cell == "rnn":
-                raise ValueError("forget_bias: only for cell='lstm' or 'gru' (gated cells)")
-            H = self.hidden_size
-            for layer in range(self.rnn.num_layers):
-                if self.rnn.bias:
-                    getattr(self.rnn, f"bias_ih_l{layer}").data[H:2 * H] += forget_bias
-        self.final_state = None
-        self._cache = None
-
-    def forward(self, x, state=None, lengths=None):
-        """x (T, B, I); state: h0 (L, B, H) / (h0, c0) for the LSTM, or None; lengths (B,).
-        Returns y (B, O), or (T, B, O) if many_to_many."""
-        self._cache = None
-        out, self.final_state = self.rnn(x, state, lengths)  # out (T, B, H)
-        if self.many_to_many:
-            feats = out
-        else:
-            h_n = self.final_state[0] if self.cell == "lstm" else self.final_state
-            feats = h_n[-1]  # (B, H): top layer, each sequence's last step
-        y = self.head.apply(feats)
-        if self.training:
-            self._cache = (feats, out.shape)
-        return y
-
-    def backward(self, dy):
-        """dy like y. Adds every parameter gradient into .grad; returns dx (T, B, I)."""
-        feats, out_shape = self._need_cache()
-        dy = self._check_input("dy", dy)
-        v.check_shape("dy", dy, feats.shape[:-1] + (self.output_size,),
-                      "(T, B, O)" if self.many_to_many else "(B, O)")
-        dfeat = self.head.accumulate(feats, dy)
-        if self.many_to_many:
-            dx, _ = self.rnn.backward(dfeat, None)
-        else:
-            L, B = self.rnn.num_layers, dy.shape[0]
-            dh_n = np.zeros((L, B, self.hidden_size), self.dtype)
-            dh_n[-1] = dfeat
-            dx, _ = self.rnn.backward(None, (dh_n, None) if self.cell == "lstm" else dh_n)
-        return dx
-
-    def __repr__(self):
-        return (f"{type(self).__name__}({self.rnn!r}, head={self.head!r}"
-                + (", many_to_many=True" if self.many_to_many else "") + ")")
-
-
-class SequenceClassifier(SequenceRegressor):
-    """:class:`SequenceRegressor` whose head gives class logits: y (B, C) or (T, B, C) for
-    ``num_classes=C``; train with :class:`~rnnkit.layers.CrossEntropyLoss`."""
-
-    default_loss = CrossEntropyLoss
-
-    def __init__(self, cell, input_size, hidden_size, num_classes, **kw):
-        super().__init__(cell, input_size, hidden_size, num_classes, **kw)
-        self.num_classes = self.output_size
-
-    def predict(self, x, state=None, lengths=None):
-        """Class indices (B,) or (T, B) (argmax of the logits), without keeping a cache."""
-        was = self.training
-        self.eval()
-        try:
-            return np.argmax(self.forward(x, state, lengths), axis=-1)
-        finally:
-            self.train(was)
-
-
-# The encoder-decoder lives in seq2seq.py (it builds on the modules above).
-from .seq2seq import Seq2Seq  # noqa: E402

@@ -1,8 +1,8 @@
-"""Plain NumPy reference implementations ("oracles") of every rnnkit kernel.
+"""Plain NumPy reference implementations ("oracles") of :mod:`rnnkit.ops.recurrent`.
 
 The tests trust these functions, so they are written the textbook way: one Python
 loop over time, per-step matmuls ``x @ W.T``, and each line readable next to the
-equations in ``docs/rnn-equations.md`` (sections 1-5). Speed is not a goal. They use
+equations in ``docs/rnn-equations.md`` sections 2.1-2.6. Speed is not a goal. They use
 only NumPy and never import the compiled module.
 
 Shape letters (defined once in ``rnnkit._types``): T time steps, B batch, I input
@@ -41,9 +41,9 @@ Conventions shared by every function here and by the C++-backed API:
 
 import numpy as np
 
-from ._types import (
+from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL
+from .._types import (
     CellGrads,
-    CrossEntropyResult,
     LSTMCellGrads,
     LSTMProjSequenceGrads,
     LSTMSequenceGrads,
@@ -63,9 +63,9 @@ __all__ = [
     "gru_cell_backward",
     "gru_forward",
     "gru_backward",
-    "softmax",
-    "softmax_cross_entropy",
 ]
+
+_RNN, _LSTM, _GRU = RNN_CELL.name, LSTM_CELL.name, GRU_CELL.name
 
 
 # ----------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
     a = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, H) pre-activation
     h_next = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     cache = {
-        "cell": "rnn", "kind": "cell", "nonlinearity": nonlinearity,
+        "cell": _RNN, "kind": "cell", "nonlinearity": nonlinearity,
         "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
         "a": a, "h_next": h_next,
     }
@@ -155,7 +155,7 @@ def rnn_cell_backward(dh_next, cache):
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
     Returns CellGrads(dx (B, I), dh (B, H), dW_ih (H, I), dW_hh (H, H), db_ih, db_hh (H,) or None).
     """
-    c = _check_cache(cache, "rnn", "cell")
+    c = _check_cache(cache, _RNN, "cell")
     x, h, W_ih, W_hh = c["x"], c["h"], c["W_ih"], c["W_hh"]
     if dh_next is None:
         dh_next = np.zeros_like(c["h_next"])
@@ -191,7 +191,7 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     tc = np.tanh(c_next)
     h_next = o * tc
     cache = {
-        "cell": "lstm", "kind": "cell",
+        "cell": _LSTM, "kind": "cell",
         "x": x, "h": h, "c": c, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
         "i": i, "f": f, "g": g, "o": o, "tc": tc,
     }
@@ -199,13 +199,13 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
 
 
 def lstm_cell_backward(dh_next, dc_next, cache):
-    """Backward of ``lstm_cell_forward`` (docs/rnn-equations.md, section 5).
+    """Backward of ``lstm_cell_forward`` (docs/rnn-equations.md, section 2.5).
 
     dh_next, dc_next (B, H) or None (zeros): gradients w.r.t. h_next and c_next.
     Returns LSTMCellGrads(dx (B, I), dh (B, H), dc (B, H), dW_ih (4H, I), dW_hh (4H, H),
     db_ih, db_hh (4H,) or None).
     """
-    k = _check_cache(cache, "lstm", "cell")
+    k = _check_cache(cache, _LSTM, "cell")
     x, h, c, W_ih, W_hh = k["x"], k["h"], k["c"], k["W_ih"], k["W_hh"]
     i, f, g, o, tc = k["i"], k["f"], k["g"], k["o"], k["tc"]
     if dh_next is None:
@@ -266,7 +266,7 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
         n = np.tanh(gi_n + gh_n)
     h_next = (1 - z) * n + z * h
     cache = {
-        "cell": "gru", "kind": "cell", "reset_after": reset_after,
+        "cell": _GRU, "kind": "cell", "reset_after": reset_after,
         "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
         "r": r, "z": z, "n": n, "gh_n": gh_n, "rh": rh,
     }
@@ -274,13 +274,13 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
 
 
 def gru_cell_backward(dh_next, cache):
-    """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, section 5).
+    """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, section 2.5).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
     Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H),
     db_ih, db_hh (3H,) or None).
     """
-    k = _check_cache(cache, "gru", "cell")
+    k = _check_cache(cache, _GRU, "cell")
     x, h, W_ih, W_hh = k["x"], k["h"], k["W_ih"], k["W_hh"]
     r, z, n = k["r"], k["z"], k["n"]
     H = W_hh.shape[1]
@@ -448,7 +448,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=F
                                          nonlinearity=nonlinearity)
         return (h_next,), cache
 
-    y, (h_T,), ws = _forward_driver("rnn", step, x, [h0], W_ih, W_hh, b_ih, b_hh,
+    y, (h_T,), ws = _forward_driver(_RNN, step, x, [h0], W_ih, W_hh, b_ih, b_hh,
                                     lengths, reverse, training)
     return y, h_T, ws
 
@@ -461,7 +461,7 @@ def rnn_backward(dy, dh_T, workspace):
     db_ih, db_hh (H,) or None).
     """
     dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        "rnn", rnn_cell_backward, dy, [dh_T], workspace)
+        _RNN, rnn_cell_backward, dy, [dh_T], workspace)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -484,9 +484,9 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
         (m, c_next), cache = lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh)
         if W_hr is None:
             return (m, c_next), cache
-        return (m @ W_hr.T, c_next), {"cell": "lstm", "kind": "cell", "lstm": cache, "m": m}
+        return (m @ W_hr.T, c_next), {"cell": _LSTM, "kind": "cell", "cell_cache": cache, "m": m}
 
-    y, (h_T, c_T), ws = _forward_driver("lstm", step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh,
+    y, (h_T, c_T), ws = _forward_driver(_LSTM, step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh,
                                         lengths, reverse, training)
     if ws is not None:
         ws["W_hr"] = W_hr
@@ -501,11 +501,11 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
     dW_hh (4H, H), db_ih, db_hh (4H,) or None); with a projection, LSTMProjSequenceGrads with
     the same fields (h-sized ones P wide) and dW_hr (P, H).
     """
-    ws = _check_cache(workspace, "lstm", "sequence")
+    ws = _check_cache(workspace, _LSTM, "sequence")
     W_hr = ws.get("W_hr")
     if W_hr is None:
         dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-            "lstm", lstm_cell_backward, dy, [dh_T, dc_T], workspace)
+            _LSTM, lstm_cell_backward, dy, [dh_T, dc_T], workspace)
         return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
     # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t.
     dW_hr = np.zeros_like(W_hr)
@@ -513,13 +513,13 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
     def step_backward(dh, dc, cache):
         nonlocal dW_hr
         dW_hr = dW_hr + dh.T @ cache["m"]
-        return lstm_cell_backward(dh @ W_hr, dc, cache["lstm"])
+        return lstm_cell_backward(dh @ W_hr, dc, cache["cell_cache"])
 
     B = ws["x_shape"][1]
     if dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
         dc_T = np.zeros((B, W_hr.shape[1]), dtype=ws["dtype"])
     dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        "lstm", step_backward, dy, [dh_T, dc_T], workspace)
+        _LSTM, step_backward, dy, [dh_T, dc_T], workspace)
     return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
 
 
@@ -538,7 +538,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=Fals
                                          reset_after=reset_after)
         return (h_next,), cache
 
-    y, (h_T,), ws = _forward_driver("gru", step, x, [h0], W_ih, W_hh, b_ih, b_hh,
+    y, (h_T,), ws = _forward_driver(_GRU, step, x, [h0], W_ih, W_hh, b_ih, b_hh,
                                     lengths, reverse, training)
     return y, h_T, ws
 
@@ -551,65 +551,5 @@ def gru_backward(dy, dh_T, workspace):
     db_ih, db_hh (3H,) or None).
     """
     dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        "gru", gru_cell_backward, dy, [dh_T], workspace)
+        _GRU, gru_cell_backward, dy, [dh_T], workspace)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
-
-
-# ----------------------------------------------------------------------------------
-# Softmax and cross-entropy
-# ----------------------------------------------------------------------------------
-
-
-def softmax(logits):
-    """Softmax over the last axis; logits (..., C) -> probabilities (..., C).
-
-    Subtracting the row maximum first keeps exp() from overflowing; it does not
-    change the result because softmax is invariant to adding a constant per row.
-    """
-    logits = np.asarray(logits)
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
-    """Cross-entropy of softmax(logits) against integer class targets, with its gradient.
-
-    logits (N, C); targets (N,) integers in [0, C) or ``ignore_index``. A row whose target
-    is ``ignore_index`` contributes 0 loss and 0 gradient. reduction:
-      "mean" - divide the summed loss by the number of non-ignored rows (if there are
-               none: loss nan and dlogits zeros, as PyTorch does);
-      "sum"  - the summed loss;
-      "none" - loss (N,) per row; dlogits is then the gradient of loss.sum().
-    Returns CrossEntropyResult(loss: scalar of the logits dtype, or (N,); dlogits (N, C)),
-    dlogits being the gradient of the returned loss.
-    """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    logits = np.asarray(logits)
-    targets = np.asarray(targets)
-    N, C = logits.shape
-    dtype = logits.dtype
-    valid = targets != ignore_index
-    if np.any((targets[valid] < 0) | (targets[valid] >= C)):
-        raise ValueError(f"targets must lie in [0, {C}) or equal ignore_index={ignore_index}")
-    rows, cls = np.flatnonzero(valid), targets[valid].astype(np.intp)
-
-    # log softmax with the usual max shift: log p = s - log(sum(exp(s))), s = logits - max
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    row_loss = np.zeros(N, dtype=dtype)
-    row_loss[rows] = -log_probs[rows, cls]
-
-    # d(-log p_target)/d logits = softmax - one_hot(target), for kept rows only
-    dlogits = np.zeros_like(logits)
-    dlogits[rows] = np.exp(log_probs[rows])
-    dlogits[rows, cls] -= 1
-
-    if reduction == "none":
-        return CrossEntropyResult(row_loss, dlogits)
-    if reduction == "sum":
-        return CrossEntropyResult(dtype.type(row_loss.sum()), dlogits)
-    n_valid = rows.size
-    if n_valid == 0:
-        return CrossEntropyResult(dtype.type(np.nan), np.zeros_like(logits))
-    return CrossEntropyResult(dtype.type(row_loss.sum() / n_valid), dlogits / dtype.type(n_valid))

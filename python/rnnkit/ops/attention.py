@@ -1,0 +1,304 @@
+"""Attention: additive (Bahdanau) and multiplicative (Luong: dot, general), with a mask for
+padded memory (encoder) steps; forward and exact backward, the hot part fused in C++.
+
+Shape letters: B batch, T query (target) steps, S source (memory) steps, Hq query size,
+Hk key size, Hv value size, A attention size. Queries are ``(B, T, Hq)``, or ``(B, Hq)`` for
+a single step (a decoder step): then the context is ``(B, Hv)`` and the weights ``(B, S)``.
+Keys ``(B, S, Hk)`` and values ``(B, S, Hv)`` are batch-first (in a sequence-to-sequence
+model both are the encoder outputs: pass the same array twice and add the two gradients).
+
+Scores, for query q_t and key k_j (j < S):
+
+    additive   e_tj = v . tanh(W_q q_t + b + W_k k_j)      W_q (A, Hq), W_k (A, Hk), v (A,), b (A,)
+    dot        e_tj = scale * q_t . k_j                    (Hq = Hk; scale 1 is Luong's dot)
+    general    e_tj = q_t^T W_a k_j                        W_a (Hq, Hk)
+
+then ``weights[:, t] = softmax_j(e_tj)`` over the unmasked j (0 at masked j) and
+``context_t = sum_j weights_tj values_j``. ``mask (B, S)``: True (or nonzero) where the memory
+step is real, False at padding; None attends everywhere; :func:`lengths_to_mask` makes one from
+lengths. A row with no unmasked step gets all-zero weights and a zero context.
+
+Forward functions return ``(context, weights, cache)``; backward takes the gradients of the
+context and of the weights (either may be None) and the cache, and returns a NamedTuple of
+fresh arrays, one per input (``db`` None without a bias). Keys, values and projections of the
+keys are computed once per call (one GEMM); the scores, masked softmax and weighted sums run
+in C++ (``rnnkit._core.attention_*``), batched over B and T with the GIL released.
+
+The module classes that hold the parameters and add a step interface for decoders are in
+:mod:`rnnkit.nn.attention`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _core
+from .. import _validate as _v
+from .._types import AdditiveAttentionGrads, DotAttentionGrads, GeneralAttentionGrads
+
+__all__ = [
+    "additive_attention_forward", "additive_attention_backward",
+    "dot_attention_forward", "dot_attention_backward",
+    "general_attention_forward", "general_attention_backward",
+    "lengths_to_mask", "AdditiveAttentionGrads", "DotAttentionGrads", "GeneralAttentionGrads",
+    "AttentionCache", "mask_u8",
+]
+
+
+# ============================================================================ validation
+
+def lengths_to_mask(lengths, S):
+    """mask (B, S) bool, True at j < lengths[b]: lengths (B,) integers in [0, S]."""
+    S = _v.int_arg("S", S, minimum=0)
+    arr = _v.integer_array("lengths", lengths)
+    _v.check_ndim("lengths", arr, 1, "(B,)")
+    if arr.size and (arr.min() < 0 or arr.max() > S):
+        bad = arr[(arr < 0) | (arr > S)]
+        raise ValueError(f"lengths: every length must satisfy 0 <= length <= S = {S}, got "
+                         f"{bad.tolist()[:5]}")
+    return np.arange(S)[None, :] < arr[:, None]
+
+
+def mask_u8(mask, B, S):
+    """None, or the mask (B, S) as C-contiguous uint8 (1 = attend) for the kernels."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != np.bool_ and not np.issubdtype(m.dtype, np.integer):
+        raise TypeError(f"mask: expected a bool (or 0/1 integer) array, got dtype {m.dtype}")
+    _v.check_shape("mask", m, (B, S), "(B, S)")
+    if m.dtype == np.bool_:
+        return np.ascontiguousarray(m).view(np.uint8)
+    return np.ascontiguousarray(m != 0).view(np.uint8)
+
+
+def _check_qkv(query, keys, values, key_size_must_match=False):
+    """query (B, T, Hq) or (B, Hq), keys (B, S, Hk), values (B, S, Hv): returns
+    (query as (B, T, Hq), keys, values, squeezed?)."""
+    query = _v.float_array("query", query)
+    dtype = query.dtype
+    if query.ndim not in (2, 3):
+        raise ValueError(f"query: expected 3 dimensions (B, T, Hq) or 2 (B, Hq) (one step), got "
+                         f"shape {query.shape}")
+    squeeze = query.ndim == 2
+    q3 = query[:, None, :] if squeeze else query
+    B, _, Hq = q3.shape
+    keys = _v.float_array("keys", keys, dtype)
+    _v.check_ndim("keys", keys, 3, "(B, S, Hk)")
+    if keys.shape[0] != B:
+        raise ValueError(f"keys: expected batch size B = {B} (query's), got shape {keys.shape}")
+    S, Hk = keys.shape[1:]
+    if key_size_must_match and Hk != Hq:
+        raise ValueError(f"keys: expected shape (B, S, H) with H = {Hq} (query's size: dot "
+                         f"attention needs equal sizes), got {keys.shape}")
+    values = _v.float_array("values", values, dtype)
+    _v.check_ndim("values", values, 3, "(B, S, Hv)")
+    if values.shape[:2] != (B, S):
+        raise ValueError(f"values: expected shape (B, S, Hv) with (B, S) = {(B, S)} (keys'), got "
+                         f"{values.shape}")
+    return np.ascontiguousarray(q3), keys, values, squeeze
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionCache:
+    """What a training-mode forward keeps for backward. Opaque to users; ``arrays`` refer to
+    the inputs (do not modify them in place before backward)."""
+
+    kind: str  # "additive", "dot" or "general"
+    squeeze: bool  # the query was (B, Hq): gradients come back 2-d
+    arrays: dict = field(repr=False)
+
+    def __repr__(self):
+        q = self.arrays["query"]
+        w = self.arrays["w"]
+        return (f"AttentionCache(kind={self.kind!r}, B={w.shape[0]}, T={w.shape[1]}, "
+                f"S={w.shape[2]}, Hq={q.shape[2]}, dtype={q.dtype.name})")
+
+
+def _check_cache(cache, kind, fn):
+    if cache is None:
+        raise ValueError(f"cache: got None; {fn} needs the cache of a forward run with "
+                         "training=True (training=False keeps none)")
+    if not isinstance(cache, AttentionCache):
+        raise TypeError(f"cache: expected the AttentionCache returned by {kind}_attention_forward,"
+                        f" got {type(cache).__name__}")
+    if cache.kind != kind:
+        raise ValueError(f"cache: it comes from {cache.kind}_attention_forward, but {fn} needs "
+                         f"one from {kind}_attention_forward")
+
+
+def _check_upstream(cache, dcontext, dweights):
+    """dcontext like the context, dweights like the weights (each may be None): as 3-d arrays."""
+    a = cache.arrays
+    dtype = a["query"].dtype
+    B, T, S = a["w"].shape
+    Hv = a["values"].shape[2]
+    out = []
+    for name, g, last, sym in (("dcontext", dcontext, Hv, "Hv"), ("dweights", dweights, S, "S")):
+        if g is not None:
+            g = _v.float_array(name, g, dtype)
+            if cache.squeeze:
+                _v.check_shape(name, g, (B, last), f"(B, {sym})")
+                g = g[:, None, :]
+            else:
+                _v.check_shape(name, g, (B, T, last), f"(B, T, {sym})")
+            g = np.ascontiguousarray(g)
+        out.append(g)
+    return out
+
+
+def _flat(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _squeeze(a, squeeze):
+    return a[:, 0] if squeeze else a
+
+
+# ============================================================================ additive
+
+def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None,
+                               training=True):
+    """Additive (Bahdanau) attention, ``e_tj = v . tanh(W_q q_t + b + W_k k_j)``.
+
+    Args: query (B, T, Hq) or (B, Hq); keys (B, S, Hk); values (B, S, Hv); W_q (A, Hq);
+    W_k (A, Hk); v (A,); b (A,) or None; mask (B, S) bool or None; training: keep the cache
+    for :func:`additive_attention_backward`.
+
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` ((B, Hv), (B, S) for a 2-d
+    query; cache None if not training).
+    """
+    q3, keys, values, squeeze = _check_qkv(query, keys, values)
+    dtype = q3.dtype
+    B, T, Hq = q3.shape
+    S, Hk = keys.shape[1:]
+    W_q = _v.float_array("W_q", W_q, dtype)
+    _v.check_ndim("W_q", W_q, 2, "(A, Hq)")
+    A = W_q.shape[0]
+    _v.check_shape("W_q", W_q, (A, Hq), "(A, Hq)")
+    W_k = _v.float_array("W_k", W_k, dtype)
+    _v.check_shape("W_k", W_k, (A, Hk), "(A, Hk)")
+    v = _v.float_array("v", v, dtype)
+    _v.check_shape("v", v, (A,), "(A,)")
+    b = _v.optional_float_array("b", b, dtype)
+    if b is not None:
+        _v.check_shape("b", b, (A,), "(A,)")
+    m = mask_u8(mask, B, S)
+    _v.flag("training", training)
+    _v.check_gemm_sizes(**{"B*S": B * S, "B*T": B * T})
+    qp = (_flat(q3) @ W_q.T).reshape(B, T, A)
+    if b is not None:
+        qp += b
+    kp = (_flat(keys) @ W_k.T).reshape(B, S, A)
+    ctx, w = _core.attention_additive_forward(qp, kp, v, values, m)
+    cache = None
+    if training:
+        cache = AttentionCache("additive", squeeze, dict(
+            query=q3, keys=keys, values=values, W_q=W_q, W_k=W_k, v=v, has_b=b is not None,
+            qp=qp, kp=kp, mask=m, w=w))
+    return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
+
+
+def additive_attention_backward(dcontext, dweights, cache):
+    """Backward of :func:`additive_attention_forward`.
+
+    Args: dcontext like the context or None; dweights like the weights or None; cache.
+    Returns ``AdditiveAttentionGrads(dquery, dkeys, dvalues, dW_q, dW_k, dv, db)``.
+    """
+    _check_cache(cache, "additive", "additive_attention_backward")
+    dctx, dw = _check_upstream(cache, dcontext, dweights)
+    a = cache.arrays
+    dqp, dkp, dv, dvalues = _core.attention_additive_backward(
+        dctx, dw, a["qp"], a["kp"], a["v"], a["values"], a["w"], a["mask"])
+    B, T, Hq = a["query"].shape
+    dquery = (_flat(dqp) @ a["W_q"]).reshape(B, T, Hq)
+    dW_q = _flat(dqp).T @ _flat(a["query"])
+    db = _flat(dqp).sum(axis=0) if a["has_b"] else None
+    dkeys = (_flat(dkp) @ a["W_k"]).reshape(a["keys"].shape)
+    dW_k = _flat(dkp).T @ _flat(a["keys"])
+    return AdditiveAttentionGrads(_squeeze(dquery, cache.squeeze), dkeys, dvalues, dW_q, dW_k,
+                                  dv, db)
+
+
+# ============================================================================ dot / general
+
+def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training=True):
+    """Dot-product (Luong "dot") attention, ``e_tj = scale * q_t . k_j``.
+
+    Args: query (B, T, H) or (B, H); keys (B, S, H); values (B, S, Hv); mask (B, S) or None;
+    scale a number (1: Luong; 1/sqrt(H): scaled dot product); training.
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` (2-d query: (B, Hv), (B, S)).
+    """
+    q3, keys, values, squeeze = _check_qkv(query, keys, values, key_size_must_match=True)
+    B, T, _ = q3.shape
+    S = keys.shape[1]
+    m = mask_u8(mask, B, S)
+    scale = _v.real("scale", scale)
+    _v.flag("training", training)
+    ctx, w = _core.attention_dot_forward(q3, keys, values, m, scale)
+    cache = None
+    if training:
+        cache = AttentionCache("dot", squeeze, dict(query=q3, keys=keys, values=values, mask=m,
+                                                    w=w, scale=scale))
+    return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
+
+
+def dot_attention_backward(dcontext, dweights, cache):
+    """Backward of :func:`dot_attention_forward`: ``DotAttentionGrads(dquery, dkeys, dvalues)``."""
+    _check_cache(cache, "dot", "dot_attention_backward")
+    dctx, dw = _check_upstream(cache, dcontext, dweights)
+    a = cache.arrays
+    dq, dk, dvalues = _core.attention_dot_backward(dctx, dw, a["query"], a["keys"], a["values"],
+                                                   a["w"], a["mask"], a["scale"])
+    return DotAttentionGrads(_squeeze(dq, cache.squeeze), dk, dvalues)
+
+
+def general_attention_forward(query, keys, values, W_a, *, mask=None, training=True):
+    """Luong's "general" attention, ``e_tj = q_t^T W_a k_j``: the keys are projected once,
+    ``k'_j = W_a k_j`` (Hq), then dot attention of the queries against them.
+
+    Args: query (B, T, Hq) or (B, Hq); keys (B, S, Hk); values (B, S, Hv); W_a (Hq, Hk);
+    mask (B, S) or None; training.
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` (2-d query: (B, Hv), (B, S)).
+    """
+    q3, keys, values, squeeze = _check_qkv(query, keys, values)
+    B, T, Hq = q3.shape
+    S, Hk = keys.shape[1:]
+    W_a = _v.float_array("W_a", W_a, q3.dtype)
+    _v.check_shape("W_a", W_a, (Hq, Hk), "(Hq, Hk)")
+    m = mask_u8(mask, B, S)
+    _v.flag("training", training)
+    _v.check_gemm_sizes(**{"B*S": B * S})
+    kp = (_flat(keys) @ W_a.T).reshape(B, S, Hq)
+    ctx, w = _core.attention_dot_forward(q3, kp, values, m, 1.0)
+    cache = None
+    if training:
+        cache = AttentionCache("general", squeeze, dict(query=q3, keys=keys, values=values,
+                                                        W_a=W_a, kp=kp, mask=m, w=w))
+    return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
+
+
+def general_attention_backward(dcontext, dweights, cache):
+    """Backward of :func:`general_attention_forward`:
+    ``GeneralAttentionGrads(dquery, dkeys, dvalues, dW_a)``."""
+    _check_cache(cache, "general", "general_attention_backward")
+    dctx, dw = _check_upstream(cache, dcontext, dweights)
+    a = cache.arrays
+    dq, dkp, dvalues = _core.attention_dot_backward(dctx, dw, a["query"], a["kp"], a["values"],
+                                                    a["w"], a["mask"], 1.0)
+    dkeys = (_flat(dkp) @ a["W_a"]).reshape(a["keys"].shape)
+    dW_a = _flat(dkp).T @ _flat(a["keys"])
+    return GeneralAttentionGrads(_squeeze(dq, cache.squeeze), dkeys, dvalues, dW_a)
+
+
+# ============================================================================ prepared arrays
+# The fused kernels on arrays already checked and laid out (C-contiguous, one dtype; no checks,
+# no copies): for the attention modules of rnnkit.nn, which check once per sequence and then
+# call these once per decoder step.
+
+additive_scores_context = _core.attention_additive_forward
+additive_scores_context_backward = _core.attention_additive_backward
+dot_scores_context = _core.attention_dot_forward
+dot_scores_context_backward = _core.attention_dot_backward

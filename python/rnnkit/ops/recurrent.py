@@ -1,0 +1,420 @@
+"""Recurrent cells and whole sequences, functional: forward and backprop through time, fused in C++.
+
+Shape letters (used in every docstring of rnnkit):
+    T time steps, B batch size, I input size, H hidden size,
+    G gate blocks: 1 for the vanilla RNN, 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n).
+
+Weights follow PyTorch's layout and gate order: ``W_ih (G*H, I)``, ``W_hh (G*H, H)``,
+``b_ih (G*H,)``, ``b_hh (G*H,)``, so a PyTorch ``state_dict`` loads unchanged. Every array of a
+call shares one dtype, float32 or float64, and results have it too. Biases may be None (no
+bias), and so may initial states (zeros) and incoming gradients (zero).
+
+Sequence functions return ``(y, final_state, workspace)``; the workspace holds what backward
+needs (the inputs are kept by reference: do not modify them in place before backward).
+``training=False`` keeps nothing and returns None for it. Backward results are NamedTuples
+(:mod:`rnnkit._types`); bias gradients are None where the bias was None.
+
+Variable lengths: ``lengths (B,)`` integers in [1, T]. Sequence b runs its first lengths[b]
+steps only: ``y[t, b] = 0`` for t >= lengths[b], its final state is the state after its own last
+step, and with ``reverse=True`` it starts from its initial state at t = lengths[b] - 1, as
+PyTorch's packed sequences do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _core
+from .. import _validate as v
+from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL, cell_spec
+from .._types import (CellGrads, LSTMCellGrads, LSTMProjSequenceGrads, LSTMSequenceGrads,
+                      SequenceGrads)
+
+__all__ = ["Workspace", "rnn_forward", "rnn_backward", "rnn_cell_forward", "rnn_cell_backward",
+           "lstm_forward", "lstm_backward", "lstm_cell_forward", "lstm_cell_backward",
+           "gru_forward", "gru_backward", "gru_cell_forward", "gru_cell_backward"]
+
+_RNN, _LSTM, _GRU = RNN_CELL.name, LSTM_CELL.name, GRU_CELL.name
+
+
+@dataclass(frozen=True, eq=False)
+class Workspace:
+    """What a training-mode forward saved for its backward. Opaque to users.
+
+    ``cell`` is the family name (:mod:`rnnkit._cells`); ``options`` holds nonlinearity / reset_after;
+    ``single_step`` marks the cache of a ``*_cell_forward`` call. ``saved`` holds the C++
+    driver's arrays: h_{t-1} per step (T, B, H), c_{t-1} (LSTM), the activated gates
+    (T, B, G*H) and one cell-specific (T, B, H) array.
+    """
+
+    cell: str
+    options: dict
+    reverse: bool
+    single_step: bool
+    x: np.ndarray
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    has_b_ih: bool
+    has_b_hh: bool
+    lengths: np.ndarray | None
+    saved: dict = field(repr=False)
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    @property
+    def projected(self):
+        return "W_hr" in self.options
+
+    @property
+    def hidden_size(self):
+        return self.options["W_hr"].shape[1] if self.projected else self.W_hh.shape[1]
+
+    @property
+    def nbytes(self):
+        """Bytes held by the saved per-step arrays (the inputs are references)."""
+        return sum(a.nbytes for a in self.saved.values())
+
+    def __repr__(self):
+        T, B, I = self.x.shape
+        return (f"Workspace(cell={self.cell!r}, options={self.options}, T={T}, B={B}, I={I}, "
+                f"H={self.W_hh.shape[1]}, dtype={self.dtype.name}, reverse={self.reverse})")
+
+
+def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training,
+                         W_hr=None):
+    """Validate a sequence forward's arguments; return them as contiguous arrays.
+
+    ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
+    one (h0) is (B, P) and the recurrent weight W_hh is (G*H, P).
+    """
+    G = cell_spec(cell).gates
+    gh = f"{G}*H" if G > 1 else "H"
+    x = v.float_array("x", x)
+    dtype = x.dtype
+    v.check_ndim("x", x, 3, "(T, B, I)")
+    T, B, I = x.shape
+    W_hh = v.float_array("W_hh", W_hh, dtype)
+    if W_hr is not None:
+        W_hr = v.float_array("W_hr", W_hr, dtype)
+        v.check_ndim("W_hr", W_hr, 2, "(P, H)")
+        P, H = W_hr.shape
+        v.check_shape("W_hh", W_hh, (G * H, P), f"({gh}, P)")
+    else:
+        v.check_ndim("W_hh", W_hh, 2, f"({gh}, H)")
+        H = P = v.hidden_size_of(W_hh, G)
+        v.check_shape("W_hh", W_hh, (G * H, H), f"({gh}, H)")
+    W_ih = v.float_array("W_ih", W_ih, dtype)
+    v.check_shape("W_ih", W_ih, (G * H, I), f"({gh}, I)")
+    b_ih = v.optional_float_array("b_ih", b_ih, dtype)
+    b_hh = v.optional_float_array("b_hh", b_hh, dtype)
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            v.check_shape(name, b, (G * H,), f"({gh},)")
+    checked_states = []
+    for k, (name, s) in enumerate(states):
+        s = v.optional_float_array(name, s, dtype)
+        if s is not None:
+            projected = k == 0 and W_hr is not None
+            v.check_shape(name, s, (B, P if projected else H), "(B, P)" if projected else "(B, H)")
+        checked_states.append(s)
+    lengths = v.lengths_array(lengths, T, B)
+    v.flag("reverse", reverse)
+    v.flag("training", training)
+    v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
+    v.check_alloc("x", dtype, T * B * (P + G * H), "y and the gate buffer (T*B*(H + G*H) values)")
+    out = (x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths)
+    return out + (W_hr,) if W_hr is not None else out
+
+
+def _workspace(cell, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved, single_step=False):
+    if saved is None:
+        return None
+    return Workspace(cell, options, bool(reverse), single_step, x, W_ih, W_hh,
+                     b_ih is not None, b_hh is not None, lengths, saved)
+
+
+def _check_workspace(workspace, cell, fn, single_step):
+    """The workspace must come from a training-mode forward of the same cell family."""
+    if workspace is None:
+        raise ValueError(f"workspace: got None; {fn} needs the workspace of a forward run with "
+                         "training=True (training=False keeps none)")
+    if not isinstance(workspace, Workspace):
+        raise TypeError(f"workspace: expected the Workspace returned by {cell}_forward, got "
+                        f"{type(workspace).__name__}")
+    if workspace.cell != cell:
+        raise ValueError(f"workspace: it comes from a {workspace.cell} forward, but {fn} "
+                         f"needs one from a {cell} forward")
+    if workspace.single_step != single_step:
+        made_by = f"{cell}_cell_forward" if workspace.single_step else f"{cell}_forward"
+        raise ValueError(f"workspace: it comes from {made_by} and cannot be used by {fn}")
+    v.check_workspace_arrays(workspace)
+
+
+def _check_grads(ws, named):
+    """Incoming gradients: None or arrays of the workspace's dtype and the matching shape."""
+    T, B, _ = ws.x.shape
+    S = ws.W_hh.shape[1]  # state size: H, or P with a projection
+    H = ws.hidden_size
+    out = []
+    for name, g, single in named:
+        g = v.optional_float_array(name, g, ws.dtype)
+        if g is not None:
+            n = S if name != "dc_T" else H
+            sym = "P" if (n == S and ws.projected) else "H"
+            if single:
+                v.check_shape(name, g, (B, n), f"(B, {sym})")
+            else:
+                v.check_shape(name, g, (T, B, n), f"(T, B, {sym})")
+        out.append(g)
+    return out
+
+
+# ----------------------------------------------------------------------------- vanilla RNN
+
+def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False,
+                lengths=None, training=True):
+    """Vanilla RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
+
+    Args: x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
+    nonlinearity "tanh" or "relu"; reverse: run t = T-1 .. 0; lengths (B,) or None;
+    training: keep the workspace for :func:`rnn_backward`.
+
+    Returns ``(y, h_T, workspace)``: y (T, B, H) every step's state, h_T (B, H) the final one.
+    """
+    v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+    x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
+        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
+    y, h_T, _, saved = _core.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, lengths, nonlinearity,
+                                         bool(reverse), bool(training))
+    ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, reverse, x, W_ih, W_hh, b_ih, b_hh,
+                    lengths, saved)
+    return y, h_T, ws
+
+
+def rnn_backward(dy, dh_T, workspace):
+    """Backprop through time for :func:`rnn_forward`.
+
+    Args: dy (T, B, H) gradient of the loss w.r.t. y, or None; dh_T (B, H) w.r.t. h_T, or None;
+    workspace from ``rnn_forward(..., training=True)``.
+
+    Returns ``SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (H, I), dW_hh (H, H), db_ih, db_hh)``.
+    """
+    _check_workspace(workspace, _RNN, "rnn_backward", single_step=False)
+    return _rnn_backward(dy, dh_T, workspace)
+
+
+def _rnn_backward(dy, dh_T, ws):
+    dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
+    s = ws.saved
+    # Without lengths the RNN saves no h_{t-1}: backward rebuilds it from the gates (= h_t) and h0.
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(
+        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s.get("hprev"), s.get("h0"), s["gates"], ws.lengths,
+        ws.has_b_ih, ws.has_b_hh, ws.options["nonlinearity"], ws.reverse)
+    return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
+    """One vanilla RNN step: ``h_next = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
+
+    Args: x (B, I); h (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None.
+    Returns ``(h_next (B, H), cache)``; pass the cache to :func:`rnn_cell_backward`.
+    """
+    x = _cell_input(x)
+    h = _cell_state("h", h, x, W_hh, _RNN)
+    y, h_next, ws = rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
+    return h_next, _as_cell_cache(ws)
+
+
+def rnn_cell_backward(dh_next, cache):
+    """Backward of :func:`rnn_cell_forward`.
+
+    Args: dh_next (B, H) gradient w.r.t. h_next; cache from rnn_cell_forward.
+    Returns ``CellGrads(dx (B, I), dh (B, H), dW_ih, dW_hh, db_ih, db_hh)``.
+    """
+    _check_workspace(cache, _RNN, "rnn_cell_backward", single_step=True)
+    dh_next = _cell_grad("dh_next", dh_next, cache)
+    g = _rnn_backward(None, dh_next, cache)
+    return CellGrads(g.dx[0], g.dh0, g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)
+
+
+# ----------------------------------------------------------------------------- LSTM
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None,
+                 training=True):
+    """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
+
+    ``[i f g o] = [σ σ tanh σ](x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``,
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
+
+    With a projection ``W_hr (P, H)`` (PyTorch's ``proj_size``): ``h_t = (o tanh(c_t)) W_hr^T``,
+    so h0, y and h_T have P columns instead of H, and W_hh is (4*H, P).
+
+    Args: x (T, B, I); h0, c0 (B, H) or None; W_ih (4*H, I); W_hh (4*H, H);
+    b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training.
+    Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
+    """
+    checked = _check_sequence_args(_LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh,
+                                   lengths, reverse, training, W_hr)
+    x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths = checked[:7]
+    W_hr = checked[7] if W_hr is not None else None
+    y, h_T, c_T, saved = _core.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
+                                            bool(reverse), bool(training))
+    options = {} if W_hr is None else {"W_hr": W_hr}
+    ws = _workspace(_LSTM, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
+    return y, (h_T, c_T), ws
+
+
+def lstm_backward(dy, dh_T, dc_T, workspace):
+    """Backprop through time for :func:`lstm_forward`.
+
+    Args: dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from a training forward.
+    Returns ``LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4*H, I),
+    dW_hh (4*H, H), db_ih, db_hh)``; with a projection, ``LSTMProjSequenceGrads`` with the
+    same fields (h-sized ones P wide) plus ``dW_hr (P, H)``.
+    """
+    _check_workspace(workspace, _LSTM, "lstm_backward", single_step=False)
+    return _lstm_backward(dy, dh_T, dc_T, workspace)
+
+
+def _lstm_backward(dy, dh_T, dc_T, ws):
+    dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True),
+                                       ("dc_T", dc_T, True)])
+    s = ws.saved
+    W_hr = ws.options.get("W_hr")
+    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(
+        dy, dh_T, dc_T, ws.x, ws.W_ih, ws.W_hh, W_hr, s["hprev"], s["cprev"], s["gates"],
+        s["extra"], s.get("m"), ws.lengths, ws.has_b_ih, ws.has_b_hh, ws.reverse)
+    if W_hr is not None:
+        return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
+    return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
+    """One LSTM step. Args: x (B, I); h, c (B, H) or None; weights as :func:`lstm_forward`.
+
+    Returns ``((h_next (B, H), c_next (B, H)), cache)``.
+    """
+    x = _cell_input(x)
+    h = _cell_state("h", h, x, W_hh, _LSTM)
+    c = _cell_state("c", c, x, W_hh, _LSTM)
+    y, (h_next, c_next), ws = lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh)
+    return (h_next, c_next), _as_cell_cache(ws)
+
+
+def lstm_cell_backward(dh_next, dc_next, cache):
+    """Backward of :func:`lstm_cell_forward`.
+
+    Args: dh_next, dc_next (B, H) or None; cache from lstm_cell_forward.
+    Returns ``LSTMCellGrads(dx (B, I), dh (B, H), dc (B, H), dW_ih, dW_hh, db_ih, db_hh)``.
+    """
+    _check_workspace(cache, _LSTM, "lstm_cell_backward", single_step=True)
+    dh_next = _cell_grad("dh_next", dh_next, cache)
+    dc_next = _cell_grad("dc_next", dc_next, cache)
+    g = _lstm_backward(None, dh_next, dc_next, cache)
+    return LSTMCellGrads(g.dx[0], g.dh0, g.dc0, g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)
+
+
+# ----------------------------------------------------------------------------- GRU
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False,
+                lengths=None, training=True):
+    """GRU over a sequence (gate order r, z, n):
+
+    ``r, z = σ(x_t W_i{r,z}^T + b_i{r,z} + h_{t-1} W_h{r,z}^T + b_h{r,z})``,
+    ``h_t = (1 - z) n + z h_{t-1}``, with
+    ``n = tanh(x_t W_in^T + b_in + r (h_{t-1} W_hn^T + b_hn))`` if reset_after (PyTorch, cuDNN),
+    ``n = tanh(x_t W_in^T + b_in + (r h_{t-1}) W_hn^T + b_hn)`` otherwise (the textbook form).
+
+    Args: x (T, B, I); h0 (B, H) or None; W_ih (3*H, I); W_hh (3*H, H); b_ih, b_hh (3*H,) or
+    None; reset_after; reverse; lengths (B,) or None; training.
+    Returns ``(y (T, B, H), h_T (B, H), workspace)``.
+    """
+    v.flag("reset_after", reset_after)
+    x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
+        _GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
+    y, h_T, _, saved = _core.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, lengths, bool(reset_after),
+                                         bool(reverse), bool(training))
+    ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, reverse, x, W_ih, W_hh, b_ih, b_hh,
+                    lengths, saved)
+    return y, h_T, ws
+
+
+def gru_backward(dy, dh_T, workspace):
+    """Backprop through time for :func:`gru_forward`.
+
+    Args: dy (T, B, H) or None; dh_T (B, H) or None; workspace from a training forward.
+    Returns ``SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (3*H, I), dW_hh (3*H, H), db_ih,
+    db_hh)``.
+    """
+    _check_workspace(workspace, _GRU, "gru_backward", single_step=False)
+    return _gru_backward(dy, dh_T, workspace)
+
+
+def _gru_backward(dy, dh_T, ws):
+    dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
+    s = ws.saved
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(
+        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["gates"], s["extra"], ws.lengths,
+        ws.has_b_ih, ws.has_b_hh, ws.options["reset_after"], ws.reverse)
+    return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
+
+
+def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
+    """One GRU step. Args: x (B, I); h (B, H) or None; weights as :func:`gru_forward`.
+
+    Returns ``(h_next (B, H), cache)``.
+    """
+    x = _cell_input(x)
+    h = _cell_state("h", h, x, W_hh, _GRU)
+    y, h_next, ws = gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
+    return h_next, _as_cell_cache(ws)
+
+
+def gru_cell_backward(dh_next, cache):
+    """Backward of :func:`gru_cell_forward`.
+
+    Args: dh_next (B, H) or None; cache from gru_cell_forward.
+    Returns ``CellGrads(dx (B, I), dh (B, H), dW_ih, dW_hh, db_ih, db_hh)``.
+    """
+    _check_workspace(cache, _GRU, "gru_cell_backward", single_step=True)
+    dh_next = _cell_grad("dh_next", dh_next, cache)
+    g = _gru_backward(None, dh_next, cache)
+    return CellGrads(g.dx[0], g.dh0, g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)
+
+
+# ----------------------------------------------------------------------------- cell helpers
+# A cell step is the sequence driver with T = 1: one code path, one set of kernels.
+
+def _cell_input(x):
+    x = v.float_array("x", x)
+    v.check_ndim("x", x, 2, "(B, I)")
+    return x[None]
+
+
+def _cell_state(name, s, x, W_hh, cell):
+    """A cell's incoming state: (B, H), checked here so the message names the cell argument."""
+    if s is None:
+        return None
+    s = v.float_array(name, s, x.dtype)
+    W_hh = np.asarray(W_hh)
+    # H comes from W_hh; if W_hh itself is malformed the sequence forward reports it.
+    if W_hh.ndim == 2 and W_hh.shape[0] == cell_spec(cell).gates * W_hh.shape[1]:
+        v.check_shape(name, s, (x.shape[1], W_hh.shape[1]), "(B, H)")
+    return s
+
+
+def _cell_grad(name, g, ws):
+    if g is None:
+        return None
+    g = v.float_array(name, g, ws.dtype)
+    v.check_shape(name, g, (ws.x.shape[1], ws.W_hh.shape[1]), "(B, H)")
+    return g
+
+
+def _as_cell_cache(ws):
+    return Workspace(ws.cell, ws.options, ws.reverse, True, ws.x, ws.W_ih, ws.W_hh,
+                     ws.has_b_ih, ws.has_b_hh, ws.lengths, ws.saved)

@@ -1,0 +1,275 @@
+"""A small fit loop with a progress bar and callbacks (evaluation, early stopping, checkpoints).
+
+Model protocol used here (rnnkit.models and rnnkit.layers modules follow it):
+``out = model(x, ...)``; ``model.backward(dout)`` adds into every parameter's ``.grad``;
+``model.parameters()``, ``named_parameters()``, ``zero_grad()``, ``train()`` / ``eval()``,
+``state_dict()`` / ``load_state_dict()``. A loss is a module ``loss(out, y)`` -> scalar with
+``loss.backward()`` -> dout (:class:`rnnkit.layers.MSELoss`, :class:`CrossEntropyLoss`).
+
+Shape letters: T time steps, B batch, I input size, H hidden size, O output size, k the
+truncation length of truncated BPTT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import time
+
+import numpy as np
+
+from .. import _validate as v
+from .checkpoint import save_checkpoint
+from .clipping import clip_grad_norm, clip_grad_value
+
+__all__ = ["fit", "TrainState", "Callback", "Evaluate", "EarlyStopping", "Checkpoint"]
+
+
+class TrainState:
+    """What callbacks see: model, optimizer, loss_fn, ``step`` (updates done), ``loss`` (of
+    the last batch), ``history`` ({name: [(step, value), ...]}, "loss" included),
+    ``stop`` (set True to end training), ``postfix`` (shown in the progress bar), start time."""
+
+    def __init__(self, model, optimizer, loss_fn):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.step = 0
+        self.loss = math.nan
+        self.grad_norm = math.nan
+        self.history = {"loss": []}
+        self.stop = False
+        self.stop_reason = None
+        self.postfix = {}
+        self.t0 = time.perf_counter()
+
+    @property
+    def elapsed(self):
+        return time.perf_counter() - self.t0
+
+    def last(self, name, default=None):
+        h = self.history.get(name)
+        return h[-1][1] if h else default
+
+
+class Callback:
+    """Hooks called by :func:`fit`; override any of them. They get the TrainState."""
+
+    def on_train_begin(self, state):
+        pass
+
+    def on_step_end(self, state):
+        pass
+
+    def on_train_end(self, state):
+        pass
+
+
+class Evaluate(Callback):
+    """Every ``every`` steps (and at the end) call ``fn(model)`` (in eval mode) -> a number or
+    a dict of numbers; record them in ``state.history`` (under ``name`` for a number) and the
+    progress bar."""
+
+    def __init__(self, fn, every=100, name="val_loss", at_start=False):
+        if not callable(fn):
+            raise TypeError(f"fn: expected a callable model -> metric, got {type(fn).__name__}")
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"every: expected an int >= 1, got {every!r}")
+        self.fn, self.every, self.name, self.at_start = fn, int(every), name, at_start
+        self._last_step = None
+
+    def _run(self, state):
+        model = state.model
+        was = getattr(model, "training", True)
+        model.eval()
+        try:
+            result = self.fn(model)
+        finally:
+            model.train(was)
+        items = result.items() if isinstance(result, dict) else [(self.name, result)]
+        for name, value in items:
+            state.history.setdefault(name, []).append((state.step, float(value)))
+            state.postfix[name] = f"{float(value):.4g}"
+        self._last_step = state.step
+
+    def on_train_begin(self, state):
+        if self.at_start:
+            self._run(state)
+
+    def on_step_end(self, state):
+        if state.step % self.every == 0:
+            self._run(state)
+
+    def on_train_end(self, state):
+        if self._last_step != state.step:
+            self._run(state)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` (a history entry, e.g. recorded by :class:`Evaluate`) has not
+    improved by more than ``min_delta`` for ``patience`` new values, or (``target``) as soon
+    as it is at or beyond ``target``. mode "min" or "max". Put it after its Evaluate."""
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min", target=None):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 1:
+            raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
+        self.monitor, self.patience, self.mode = monitor, int(patience), mode
+        self.min_delta = v.real("min_delta", min_delta, 0, finite=False)
+        self.target = target
+        self.best, self.bad, self._seen = None, 0, 0
+
+    def _better(self, a, b):
+        return a < b - self.min_delta if self.mode == "min" else a > b + self.min_delta
+
+    def on_step_end(self, state):
+        h = state.history.get(self.monitor, [])
+        if len(h) == self._seen:
+            return
+        self._seen = len(h)
+        value = h[-1][1]
+        if self.target is not None and (value <= self.target if self.mode == "min"
+                                        else value >= self.target):
+            state.stop = True
+            state.stop_reason = f"{self.monitor} = {value:.4g} reached the target {self.target}"
+            return
+        if self.best is None or self._better(value, self.best):
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                state.stop = True
+                state.stop_reason = (f"{self.monitor} did not improve for {self.patience} "
+                                     f"evaluations (best {self.best:.4g})")
+
+    on_train_end = Callback.on_train_end
+
+
+class Checkpoint(Callback):
+    """Save a checkpoint (:func:`save_checkpoint`, model + optimizer) to ``path`` every
+    ``every`` steps, or -- with ``monitor`` -- whenever that history entry reaches a new best
+    (mode "min"/"max"); and at the end if ``at_end``."""
+
+    def __init__(self, path, every=None, monitor=None, mode="min", at_end=False):
+        if every is None and monitor is None and not at_end:
+            raise ValueError("every, monitor, at_end: give at least one")
+        self.path, self.every, self.monitor, self.mode, self.at_end = \
+            os.fspath(path), every, monitor, mode, at_end
+        self.best, self._seen, self.saved_steps = None, 0, []
+
+    def _save(self, state):
+        save_checkpoint(self.path, state.model, state.optimizer, step=state.step,
+                        history=state.history)
+        self.saved_steps.append(state.step)
+
+    def on_step_end(self, state):
+        if self.every and state.step % self.every == 0:
+            self._save(state)
+        if self.monitor is not None:
+            h = state.history.get(self.monitor, [])
+            if len(h) != self._seen:
+                self._seen = len(h)
+                value = h[-1][1]
+                if self.best is None or (value < self.best if self.mode == "min"
+                                         else value > self.best):
+                    self.best = value
+                    self._save(state)
+
+    def on_train_end(self, state):
+        if self.at_end:
+            self._save(state)
+
+
+def _batches(data, steps, epochs):
+    """Yield batches: from a callable ``data(step) -> (x, y)`` (``steps`` of them), or from a
+    re-iterable of (x, y) (``epochs`` passes, at most ``steps`` batches)."""
+    if callable(data):
+        if steps is None:
+            raise ValueError("steps: needed when data is a callable step -> (x, y)")
+        for i in range(steps):
+            yield data(i)
+        return
+    n = 0
+    for _ in range(epochs):
+        it = iter(data)
+        if it is data and _ > 0:
+            raise ValueError("data: an iterator can be used for one epoch only; pass a list "
+                             "or a callable")
+        for batch in it:
+            if steps is not None and n >= steps:
+                return
+            yield batch
+            n += 1
+
+
+def fit(model, loss_fn, optimizer, data, *, steps=None, epochs=1, clip_norm=None,
+        clip_value=None, callbacks=(), progress=True, desc="train", log_every=1,
+        time_limit=None):
+    """Train ``model`` with ``optimizer`` on ``loss_fn``.
+
+    data: a callable ``data(step) -> (x, y)`` (with ``steps``) or a re-iterable of (x, y)
+    batches (``epochs`` passes, at most ``steps`` batches). One step: zero_grad, forward,
+    loss, backward, optional clipping (``clip_norm``: global norm; ``clip_value``), update.
+    callbacks: :class:`Callback` instances (Evaluate, EarlyStopping, Checkpoint, ...).
+    progress: a tqdm bar (if tqdm is installed) with the loss, the gradient norm, the
+    callbacks' metrics and the speed. time_limit: stop after that many seconds.
+    Returns the :class:`TrainState` (``state.history["loss"]`` holds (step, loss) pairs).
+    """
+    if isinstance(steps, bool) or (steps is not None and (
+            not isinstance(steps, numbers.Integral) or steps < 1)):
+        raise ValueError(f"steps: expected an int >= 1 or None, got {steps!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+    callbacks = list(callbacks)
+    for k, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{k}]: expected a Callback, got {type(cb).__name__}")
+    state = TrainState(model, optimizer, loss_fn)
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            total = steps if (steps is not None or not hasattr(data, "__len__")) \
+                else len(data) * epochs
+            bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+        except ImportError:  # pragma: no cover - tqdm is optional
+            bar = None
+    model.train()
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    try:
+        for x, y in _batches(data, steps, epochs):
+            optimizer.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+            model.backward(loss_fn.backward())
+            if clip_norm is not None:
+                state.grad_norm = clip_grad_norm(optimizer.params, clip_norm)
+            if clip_value is not None:
+                clip_grad_value(optimizer.params, clip_value)
+            optimizer.step()
+            state.step += 1
+            state.loss = float(loss)
+            state.history["loss"].append((state.step, state.loss))
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if bar is not None:
+                bar.update(1)
+                if state.step % log_every == 0:
+                    post = {"loss": f"{state.loss:.4g}"}
+                    if clip_norm is not None:
+                        post["|g|"] = f"{state.grad_norm:.3g}"
+                    post.update(state.postfix)
+                    bar.set_postfix(post, refresh=False)
+            if time_limit is not None and state.elapsed >= time_limit and not state.stop:
+                state.stop, state.stop_reason = True, f"time limit {time_limit:g} s reached"
+            if state.stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return state
