@@ -63,24 +63,24 @@ def _resolve(module, node, is_package):
             for a in node.names]
 
 
+def _imports(node, module, is_package, in_function, edges):
+    """Appends (imported module, line, inside a function?) for every import below node."""
+    for child in ast.iter_child_nodes(node):
+        inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            for target in _resolve(module, child, is_package):
+                edges.append((target, child.lineno, in_function))
+        _imports(child, module, is_package, inner, edges)
+
+
 def _graph():
     """module -> [(imported module, line, inside a function?)] over the whole package."""
     graph = {}
     for path in _sources():
         module = _module_name(path)
         tree = ast.parse(path.read_text(), str(path))
-        is_package = path.name == "__init__.py"
         edges = []
-
-        def visit(node, in_function):
-            for child in ast.iter_child_nodes(node):
-                inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
-                if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    for target in _resolve(module, child, is_package):
-                        edges.append((target, child.lineno, in_function))
-                visit(child, inner)
-
-        visit(tree, False)
+        _imports(tree, module, path.name == "__init__.py", False, edges)
         graph[module] = edges
     return graph
 
