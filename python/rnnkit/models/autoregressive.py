@@ -97,6 +97,14 @@ class _AutoregressiveBase(Module):
         """V or O: the size of each step's output."""
         return self.vocab_size if self.discrete else self.output_size
 
+    def _check_prev_sequence(self, y_prev):
+        """The inputs of every step: tokens (T, B) or values (T, B, O)."""
+        y_prev = self._check_prev("y_prev", y_prev, None)
+        if y_prev.ndim != (2 if self.discrete else 3):
+            raise ValueError(f"y_prev: expected shape "
+                             f"{'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}")
+        return y_prev
+
     def _check_prev(self, name, prev, lead):
         """Previous targets: tokens (*lead) in [0, V), or values (*lead, O)."""
         if self.discrete:
@@ -330,10 +338,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         None. Returns o (T, B, V) logits or (T, B, O) outputs.
         """
         self._cache = None
-        y_prev = self._check_prev("y_prev", y_prev, None)
-        if y_prev.ndim != (2 if self.discrete else 3):
-            raise ValueError(f"y_prev: expected shape "
-                             f"{'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}")
+        y_prev = self._check_prev_sequence(y_prev)
         x = self._check_x("x", x, y_prev.shape[:2])
         o, cache = self._core(y_prev, x, reuse=True)
         if self.training:
@@ -418,10 +423,7 @@ class RecurrentDecoder(_AutoregressiveBase):
         """y_prev (T, B) or (T, B, O); x (T, B, I) or None; state: the rnn's initial state
         (h0 (1, B, H), or (h0, c0) for the LSTM) or None. Returns o (T, B, V or O)."""
         self._cache = None
-        y_prev = self._check_prev("y_prev", y_prev, None)
-        if y_prev.ndim != (2 if self.discrete else 3):
-            raise ValueError(f"y_prev: expected shape "
-                             f"{'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}")
+        y_prev = self._check_prev_sequence(y_prev)
         x = self._check_x("x", x, y_prev.shape[:2])
         hs, self.final_state = self.rnn(self._inputs(y_prev, x), state)
         o = self.out.forward(hs) if self.training else self.out.apply(hs)
