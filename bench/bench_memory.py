@@ -70,8 +70,9 @@ print(json.dumps({"peak_mib": (peak - base) / 1024}))
 
 
 def measure(lib, cell, shape):
-    out = subprocess.run([sys.executable, "-c", CHILD, lib, cell, *map(str, shape)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, lib, cell, *map(str, shape)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 

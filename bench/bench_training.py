@@ -77,8 +77,12 @@ def time_pair(step_a, step_b, repeats, warmup=3):
             step()
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
-    return (statistics.median(wall[0]), statistics.median(wall[1]),
-            statistics.median(cpu[0]), statistics.median(cpu[1]))
+    return (
+        statistics.median(wall[0]),
+        statistics.median(wall[1]),
+        statistics.median(cpu[0]),
+        statistics.median(cpu[1]),
+    )
 
 
 def main(argv=None):
@@ -95,13 +99,17 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     T, B, V, E = args.T, args.B, args.V, args.E
     y = np.random.default_rng(0).integers(0, V, (T, B))
-    print(f"# teacher-forced training step, T={T} B={B} V={V} E={E} {dtype.name}, "
-          f"median of {args.repeats}; {datetime.datetime.now().isoformat(timespec='seconds')}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"rnnkit {rnnkit.__version__}, numpy {np.__version__}, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| H | threads | output-recurrent ms | hidden-recurrent ms | speed-up | "
-          "CPU ms (out / hid) | CPU ratio |")
+    print(
+        f"# teacher-forced training step, T={T} B={B} V={V} E={E} {dtype.name}, "
+        f"median of {args.repeats}; {datetime.datetime.now().isoformat(timespec='seconds')}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"rnnkit {rnnkit.__version__}, numpy {np.__version__}, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        "| H | threads | output-recurrent ms | hidden-recurrent ms | speed-up | "
+        "CPU ms (out / hid) | CPU ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     rows = []
     before = rnnkit.get_num_threads()
@@ -111,17 +119,16 @@ def main(argv=None):
             rnnkit.set_num_threads(n)
             try:
                 for H in args.H:
-                    orr = OutputRecurrentRNN(H, vocab_size=V, embedding_dim=E, dtype=dtype,
-                                             seed=0)
-                    hrr = RecurrentDecoder(H, cell="rnn", vocab_size=V, embedding_dim=E,
-                                           dtype=dtype, seed=0)
-                    t_o, t_h, c_o, c_h = time_pair(make_step(orr, y), make_step(hrr, y),
-                                                   args.repeats)
+                    orr = OutputRecurrentRNN(H, vocab_size=V, embedding_dim=E, dtype=dtype, seed=0)
+                    hrr = RecurrentDecoder(H, cell="rnn", vocab_size=V, embedding_dim=E, dtype=dtype, seed=0)
+                    t_o, t_h, c_o, c_h = time_pair(make_step(orr, y), make_step(hrr, y), args.repeats)
                     rows.append((H, n, t_o, t_h))
                     cpu_ratio = f"{c_h / c_o:.1f}x" if c_o > 0 else "-"
-                    print(f"| {H} | {n} | {t_o * 1e3:.2f} | {t_h * 1e3:.2f} | "
-                          f"{t_h / t_o:.1f}x | {c_o * 1e3:.2f} / {c_h * 1e3:.2f} | {cpu_ratio} |",
-                          flush=True)
+                    print(
+                        f"| {H} | {n} | {t_o * 1e3:.2f} | {t_h * 1e3:.2f} | "
+                        f"{t_h / t_o:.1f}x | {c_o * 1e3:.2f} / {c_h * 1e3:.2f} | {cpu_ratio} |",
+                        flush=True,
+                    )
             finally:
                 if limits is not None:
                     limits.restore_original_limits()

@@ -121,6 +121,7 @@ def split_every_step():
 
 # One calling convention for both modules (rnnkit and rnnkit.reference) and every cell variant.
 
+
 def seq_forward(mod, cell, x, states, params, **opts):
     """-> (y, tuple of final states, workspace); ``mod`` is rnnkit or rnnkit.reference."""
     family, variant = CELLS[cell]
@@ -153,13 +154,16 @@ def cell_backward(mod, cell, d_next, cache):
 
 # Random cases through both modules: the robustness tests (layouts, threads, NaN, ...).
 
+
 def random_case(cell, T, B, I, H, dtype, rng, lengths=None, scale=1.0):
     """Random inputs, initial states and cotangents of one sequence call, as a dict.
 
     ``lengths``: None or "random" (each in [1, T]); H = 0 gives empty weights; ``scale``
     multiplies W_ih. Every state and cotangent is present."""
+
     def normal(*shape, s=1.0):
         return (s * rng.standard_normal(shape)).astype(dtype)
+
     k = n_states(cell)
     if lengths == "random" and T > 0:
         lengths = rng.integers(1, T + 1, size=B)
@@ -171,15 +175,21 @@ def random_case(cell, T, B, I, H, dtype, rng, lengths=None, scale=1.0):
         W_ih, W_hh, b_ih, b_hh = (np.zeros(s, dtype) for s in ((0, I), (0, 0), (0,), (0,)))
     if scale != 1.0:
         W_ih = (W_ih * scale).astype(dtype)
-    return {"x": normal(T, B, I), "states": tuple(normal(B, H, s=0.5) for _ in range(k)),
-            "params": (W_ih, W_hh, b_ih, b_hh), "lengths": lengths,
-            "dy": normal(T, B, H), "d_finals": tuple(normal(B, H) for _ in range(k))}
+    return {
+        "x": normal(T, B, I),
+        "states": tuple(normal(B, H, s=0.5) for _ in range(k)),
+        "params": (W_ih, W_hh, b_ih, b_hh),
+        "lengths": lengths,
+        "dy": normal(T, B, H),
+        "d_finals": tuple(normal(B, H) for _ in range(k)),
+    }
 
 
 def run_case(mod, cell, case, reverse=False):
     """Forward and backward -> flat list of every result array (None kept)."""
-    y, finals, ws = seq_forward(mod, cell, case["x"], case["states"], case["params"],
-                                reverse=reverse, lengths=case["lengths"])
+    y, finals, ws = seq_forward(
+        mod, cell, case["x"], case["states"], case["params"], reverse=reverse, lengths=case["lengths"]
+    )
     g = seq_backward(mod, cell, case["dy"], case["d_finals"], ws)
     return [y, *finals, *g]
 
@@ -197,6 +207,7 @@ def assert_bitwise(actual, expected, what=""):
 
 # ----------------------------------------------------------------------------- memory layouts
 # The same values through other memory layouts (the kernels must give the same results).
+
 
 def strided(a, fill):
     """A view with step 2 on every axis into a larger buffer whose other elements are ``fill``."""
@@ -252,6 +263,7 @@ def finite_difference(f, array, eps=FD_EPS, at=None):
 
 
 # ----------------------------------------------------------------------------- aliasing
+
 
 def arrays_in(obj):
     """Every ndarray inside nested tuples (NamedTuples too), lists and dict values."""

@@ -19,6 +19,7 @@ KINDS = ("additive", "dot", "general")
 
 def make_inputs(kind, T, dtype, rng, masked=True, bias=True):
     """(args, kwargs) for ``<kind>_attention_forward``; T None gives a 2-d (one-step) query."""
+
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
 
@@ -186,8 +187,7 @@ def test_module_steps_equal_whole_sequence(kind, dtype, rng):
 
 def test_module_parameters_and_memory_take(rng):
     add = A.AdditiveAttention(6, 4, 5, bias=True, seed=1)
-    assert [n for n, _ in add.named_parameters()] == ["v", "query.weight", "query.bias",
-                                                       "key.weight"]
+    assert [n for n, _ in add.named_parameters()] == ["v", "query.weight", "query.bias", "key.weight"]
     assert add.query.weight.shape == (5, 6) and add.key.weight.shape == (5, 4)
     gen = A.GeneralAttention(6, 4)
     assert [n for n, _ in gen.named_parameters()] == ["weight"] and gen.weight.shape == (6, 4)
@@ -218,8 +218,7 @@ def test_matches_torch_scaled_dot_product(rng):
     dctx = rng.standard_normal(ctx.shape)
     g = A.dot_attention_backward(dctx, None, cache)
     tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, val))
-    out = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(mask)[:, None, :],
-                                         scale=scale)
+    out = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(mask)[:, None, :], scale=scale)
     out.backward(torch.tensor(dctx))
     np.testing.assert_allclose(ctx, out.detach().numpy(), rtol=1e-12, atol=1e-12)
     for mine, t in ((g.dquery, tq), (g.dkeys, tk), (g.dvalues, tv)):
@@ -263,11 +262,21 @@ def test_errors(rng):
         A.additive_attention_backward(ctx, None, f(*args, **kw, training=False)[2])
     # the private kernels check the sizes they rely on
     with pytest.raises(ValueError, match="kp: wrong shape"):
-        _core.attention_additive_forward(np.zeros((2, 1, 4)), np.zeros((2, 3, 5)), np.zeros(4),
-                                         np.zeros((2, 3, 2)), None)
+        _core.attention_additive_forward(
+            np.zeros((2, 1, 4)), np.zeros((2, 3, 5)), np.zeros(4), np.zeros((2, 3, 2)), None
+        )
     with pytest.raises(ValueError, match="mask: wrong shape"):
-        _core.attention_dot_forward(np.zeros((2, 1, 4)), np.zeros((2, 3, 4)),
-                                    np.zeros((2, 3, 2)), np.ones((2, 2), np.uint8), 1.0)
+        _core.attention_dot_forward(
+            np.zeros((2, 1, 4)), np.zeros((2, 3, 4)), np.zeros((2, 3, 2)), np.ones((2, 2), np.uint8), 1.0
+        )
     with pytest.raises(ValueError, match="w: wrong shape"):
-        _core.attention_dot_backward(None, None, np.zeros((2, 1, 4)), np.zeros((2, 3, 4)),
-                                     np.zeros((2, 3, 2)), np.zeros((2, 1, 2)), None, 1.0)
+        _core.attention_dot_backward(
+            None,
+            None,
+            np.zeros((2, 1, 4)),
+            np.zeros((2, 3, 4)),
+            np.zeros((2, 3, 2)),
+            np.zeros((2, 1, 2)),
+            None,
+            1.0,
+        )

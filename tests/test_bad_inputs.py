@@ -41,8 +41,9 @@ def test_bad_input(case):
 
 def _load_renderer():
     """tools/render_errors.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("render_errors", os.path.join(ROOT, "tools",
-                                                                             "render_errors.py"))
+    spec = importlib.util.spec_from_file_location(
+        "render_errors", os.path.join(ROOT, "tools", "render_errors.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,18 +62,21 @@ def test_docs_errors_md_is_up_to_date():
     with open(os.path.join(ROOT, "docs", "errors.md"), encoding="utf-8") as f:
         doc = f.read()
     assert _MACHINE_MEMORY.search(rendered), "the page quotes the machine's memory size"
-    assert _MACHINE_MEMORY.sub("(M, RAM + swap)", doc) == _MACHINE_MEMORY.sub("(M, RAM + swap)", rendered), \
+    assert _MACHINE_MEMORY.sub("(M, RAM + swap)", doc) == _MACHINE_MEMORY.sub("(M, RAM + swap)", rendered), (
         "docs/errors.md is out of date: regenerate it with `python tools/render_errors.py`"
+    )
 
 
 # ============================================================================= shapes, all arguments
+
 
 def _seq_args(cell, dtype=np.float64, proj=False):
     args = base_args(dtype, cell)
     if proj:
         P = 3
-        args.update(h0=np.zeros((B, P), dtype), W_hh=np.zeros((4 * H, P), dtype),
-                    W_hr=np.zeros((P, H), dtype))
+        args.update(
+            h0=np.zeros((B, P), dtype), W_hh=np.zeros((4 * H, P), dtype), W_hr=np.zeros((P, H), dtype)
+        )
     return args
 
 
@@ -80,16 +84,20 @@ def _forward_kw(cell):
     return CELLS[cell][1]
 
 
-@pytest.mark.parametrize("cell, proj", [(c, False) for c in CELLS] + [("lstm", True)],
-                         ids=list(CELLS) + ["lstm_proj"])
+@pytest.mark.parametrize(
+    "cell, proj", [(c, False) for c in CELLS] + [("lstm", True)], ids=list(CELLS) + ["lstm_proj"]
+)
 def test_every_shape_error_names_argument_expected_and_actual(cell, proj):
     args = _seq_args(cell, proj=proj)
     fn = getattr(rnnkit, f"{CELLS[cell][0]}_forward")
     fn(**args, **_forward_kw(cell))  # the valid baseline
     for name, a in args.items():
         bads = [a[None], a.reshape(-1)[:1].reshape(()) if a.ndim == 1 else a[0]]
-        bads += [np.zeros(tuple(s + (k == i) for k, s in enumerate(a.shape)), a.dtype)
-                 for i in range(a.ndim) if not (name == "x" and i != 1)]
+        bads += [
+            np.zeros(tuple(s + (k == i) for k, s in enumerate(a.shape)), a.dtype)
+            for i in range(a.ndim)
+            if not (name == "x" and i != 1)
+        ]
         for bad in bads:
             with pytest.raises(ValueError) as info:
                 fn(**dict(args, **{name: bad}), **_forward_kw(cell))

@@ -15,10 +15,24 @@ def test_fma_peak_is_a_finite_positive_rate():
 
 
 def test_row_and_markdown_carry_every_column():
-    row = {"shape": "small (50,1,128)", "cell": "lstm", "mode": "training", "threads": 2,
-           "rnnkit_ms": 1.5, "base_ms": 3.0, "ratio": 0.5, "gflops": 40.0, "roof": 50.0,
-           "frac": 0.8, "peak_frac": 0.25, "ws_mib": 0.17, "n": "7/7", "bg": 0.0, "busy": False,
-           "kernel": "8x2 panel-major"}
+    row = {
+        "shape": "small (50,1,128)",
+        "cell": "lstm",
+        "mode": "training",
+        "threads": 2,
+        "rnnkit_ms": 1.5,
+        "base_ms": 3.0,
+        "ratio": 0.5,
+        "gflops": 40.0,
+        "roof": 50.0,
+        "frac": 0.8,
+        "peak_frac": 0.25,
+        "ws_mib": 0.17,
+        "n": "7/7",
+        "bg": 0.0,
+        "busy": False,
+        "kernel": "8x2 panel-major",
+    }
     line = bench.format_row(row)
     assert " 80% " in line and " 25% " in line and "0.50" in line
     table = bench.markdown_table([row], "torch").splitlines()

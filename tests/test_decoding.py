@@ -20,8 +20,9 @@ from rnnkit.seq2seq import Seq2Seq
 
 
 def random_model(V=9, attention="additive", cell="lstm", dtype=np.float32, seed=0, eos_bias=0.0):
-    m = Seq2Seq(V, V, embedding_dim=6, hidden_size=8, encoder_cell=cell, attention=attention,
-                dtype=dtype, seed=seed)
+    m = Seq2Seq(
+        V, V, embedding_dim=6, hidden_size=8, encoder_cell=cell, attention=attention, dtype=dtype, seed=seed
+    )
     m.out.weight.data *= 4  # peakier distributions than at initialisation
     m.out.bias.data[m.eos_id] += eos_bias
     return m
@@ -54,8 +55,12 @@ def trained():
     return m
 
 
-CASES = [("additive", "lstm", np.float32), ("dot", "gru", np.float64),
-         ("general", "rnn", np.float32), (None, "lstm", np.float64)]
+CASES = [
+    ("additive", "lstm", np.float32),
+    ("dot", "gru", np.float64),
+    ("general", "rnn", np.float32),
+    (None, "lstm", np.float64),
+]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.8])
@@ -64,8 +69,7 @@ def test_beam_width_one_is_greedy(attention, cell, dtype, alpha, rng):
     m = random_model(attention=attention, cell=cell, dtype=dtype, eos_bias=-0.5)
     src, lengths = sources(rng)
     g = greedy_decode(m, src, lengths, max_len=9, length_penalty=alpha, return_attention=True)
-    b = beam_search(m, src, lengths, beam_width=1, max_len=9, length_penalty=alpha,
-                    return_attention=True)
+    b = beam_search(m, src, lengths, beam_width=1, max_len=9, length_penalty=alpha, return_attention=True)
     np.testing.assert_array_equal(b.tokens, g.tokens)
     np.testing.assert_array_equal(b.lengths, g.lengths)
     np.testing.assert_array_equal(b.scores, g.scores)
@@ -90,25 +94,25 @@ def test_beam_width_one_is_greedy_trained(trained, rng):
 def test_scores_are_log_probabilities(trained, alpha, rng):
     src, lengths = sources(rng, B=8)
     K = 4
-    res = beam_search(trained, src, lengths, beam_width=K, length_penalty=alpha,
-                      return_all=True)
+    res = beam_search(trained, src, lengths, beam_width=K, length_penalty=alpha, return_all=True)
     L = res.tokens.shape[0]
     assert res.tokens.shape == (L, 8, K) and res.scores.shape == (8, K)
     for k in range(K):
         recomputed = score_sequences(trained, src, res.tokens[:, :, k], lengths)
         np.testing.assert_allclose(res.scores[:, k], recomputed, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(res.normalized_scores,
-                               res.scores / length_penalty(res.lengths, alpha), rtol=1e-12)
+    np.testing.assert_allclose(
+        res.normalized_scores, res.scores / length_penalty(res.lengths, alpha), rtol=1e-12
+    )
     assert (np.diff(res.normalized_scores, axis=1) <= 0).all()  # best first
     # hypotheses of a row are distinct; conventions: eos ends, then padding
     for b in range(8):
-        hyps = {tuple(res.tokens[:res.lengths[b, k], b, k]) for k in range(K)}
+        hyps = {tuple(res.tokens[: res.lengths[b, k], b, k]) for k in range(K)}
         assert len(hyps) == K
         for k in range(K):
             n = res.lengths[b, k]
             seq = res.tokens[:, b, k]
             assert (seq[n:] == trained.pad_id).all()
-            assert trained.eos_id not in seq[:n - 1]
+            assert trained.eos_id not in seq[: n - 1]
             assert trained.pad_id not in seq[:n] and trained.bos_id not in seq[:n]
     best = beam_search(trained, src, lengths, beam_width=K, length_penalty=alpha)
     np.testing.assert_array_equal(best.tokens, res.tokens[:, :, 0])
@@ -122,27 +126,30 @@ def test_wide_beam_finds_exhaustive_optimum(alpha):
     """Vocabulary {pad, bos, eos, a, b}: every hypothesis of up to 4 tokens is enumerated and
     scored; a beam wide enough to keep them all returns the best by normalised score (here
     greedy search does not: the test is not vacuous)."""
-    m = Seq2Seq(6, 5, embedding_dim=4, hidden_size=6, attention="general", dtype=np.float64,
-                seed=0)
+    m = Seq2Seq(6, 5, embedding_dim=4, hidden_size=6, attention="general", dtype=np.float64, seed=0)
     m.out.weight.data *= 3
     m.out.bias.data[m.eos_id] -= 1.5  # make longer hypotheses competitive
     rng = np.random.default_rng(5)
     src = rng.integers(3, 6, (4, 3))
     lengths = np.array([4, 2, 3])
     max_len, toks = 4, [2, 3, 4]
-    cands = [seq for n in range(1, max_len + 1) for seq in itertools.product(toks, repeat=n)
-             if 2 not in seq[:-1] and (n == max_len or seq[-1] == 2)]
+    cands = [
+        seq
+        for n in range(1, max_len + 1)
+        for seq in itertools.product(toks, repeat=n)
+        if 2 not in seq[:-1] and (n == max_len or seq[-1] == 2)
+    ]
     n_c = len(cands)
     tgt = np.zeros((max_len, 3 * n_c), np.int64)
     for b in range(3):
         for i, seq in enumerate(cands):
-            tgt[:len(seq), b * n_c + i] = seq
+            tgt[: len(seq), b * n_c + i] = seq
     sc = score_sequences(m, np.repeat(src, n_c, axis=1), tgt, np.repeat(lengths, n_c))
     norm = sc.reshape(3, n_c) / length_penalty([len(c) for c in cands], alpha)
     best = norm.argmax(axis=1)
     res = beam_search(m, src, lengths, beam_width=n_c, max_len=max_len, length_penalty=alpha)
     for b in range(3):
-        assert tuple(res.tokens[:res.lengths[b], b]) == cands[best[b]]
+        assert tuple(res.tokens[: res.lengths[b], b]) == cands[best[b]]
         np.testing.assert_allclose(res.normalized_scores[b], norm[b, best[b]], rtol=1e-10)
     g = greedy_decode(m, src, lengths, max_len=max_len, length_penalty=alpha)
     assert (g.normalized_scores < res.normalized_scores - 1e-6).any()
@@ -153,28 +160,36 @@ def test_wide_beam_finds_exhaustive_optimum(alpha):
 
 def test_batched_equals_one_row_at_a_time(trained, rng):
     src, lengths = sources(rng, B=6)
-    res = beam_search(trained, src, lengths, beam_width=3, length_penalty=0.5,
-                      return_attention=True)
+    res = beam_search(trained, src, lengths, beam_width=3, length_penalty=0.5, return_attention=True)
     g = greedy_decode(trained, src, lengths)
     for b in range(6):
         n = lengths[b]
-        one = beam_search(trained, src[:n, b:b + 1], None, beam_width=3, length_penalty=0.5,
-                          max_len=2 * src.shape[0] + 10, return_attention=True)
+        one = beam_search(
+            trained,
+            src[:n, b : b + 1],
+            None,
+            beam_width=3,
+            length_penalty=0.5,
+            max_len=2 * src.shape[0] + 10,
+            return_attention=True,
+        )
         L = one.tokens.shape[0]
         np.testing.assert_array_equal(one.tokens[:, 0], res.tokens[:L, b])
         assert (res.tokens[L:, b] == trained.pad_id).all()
         np.testing.assert_allclose(one.scores[0], res.scores[b], rtol=1e-5)
         np.testing.assert_allclose(one.attention[:, 0], res.attention[:L, b, :n], atol=1e-6)
         assert not res.attention[:, b, n:].any()  # padded source steps get no attention
-        g1 = greedy_decode(trained, src[:n, b:b + 1], max_len=2 * src.shape[0] + 10)
-        np.testing.assert_array_equal(g1.tokens[:, 0], g.tokens[:g1.tokens.shape[0], b])
+        g1 = greedy_decode(trained, src[:n, b : b + 1], max_len=2 * src.shape[0] + 10)
+        np.testing.assert_array_equal(g1.tokens[:, 0], g.tokens[: g1.tokens.shape[0], b])
 
 
 def test_max_len_eos_and_attention(rng):
     m = random_model(eos_bias=-1e4)  # eos never wins: every hypothesis runs to max_len
     src, lengths = sources(rng)
-    for res in (greedy_decode(m, src, lengths, max_len=7, return_attention=True),
-                beam_search(m, src, lengths, beam_width=3, max_len=7, return_attention=True)):
+    for res in (
+        greedy_decode(m, src, lengths, max_len=7, return_attention=True),
+        beam_search(m, src, lengths, beam_width=3, max_len=7, return_attention=True),
+    ):
         assert res.tokens.shape == (7, 5) and (res.lengths == 7).all()
         assert res.attention.shape == (7, 5, src.shape[0])
         np.testing.assert_allclose(res.attention.sum(-1), 1, rtol=1e-5)

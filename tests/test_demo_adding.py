@@ -42,13 +42,19 @@ def test_quick_demo_learns(tmp_path, capsys):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "rnnkit", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_cli_dispatch(tmp_path):
-    r = _cli("demo", "adding", "--quick", "--models", "gru", "--no-plot", "--no-progress",
-             "--out", str(tmp_path))
+    r = _cli(
+        "demo", "adding", "--quick", "--models", "gru", "--no-plot", "--no-progress", "--out", str(tmp_path)
+    )
     assert r.returncode == 0, r.stderr
     assert "gru" in r.stdout and (tmp_path / "adding_results.json").exists()
     r = _cli("demo", "nope")

@@ -65,7 +65,7 @@ def test_matches_torch_autograd(cell, many, rng):
         np.testing.assert_array_equal(p.grad, before[n])
     per = diagnostics.gradient_norms_through_time(m, x, y, per_sequence=True)
     assert per.shape == (T, B)
-    np.testing.assert_allclose(np.sqrt((per ** 2).sum(1)), norms, rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt((per**2).sum(1)), norms, rtol=1e-12)
 
 
 def test_last_step_by_hand(rng):
@@ -94,11 +94,13 @@ def test_vanilla_rnn_vanishes_where_gated_cells_keep_it():
 def test_errors(rng):
     m = models.SequenceRegressor("lstm", I, H, num_layers=2, seed=0)
     with pytest.raises(ValueError, match="single-layer"):
-        diagnostics.gradient_norms_through_time(m, np.zeros((T, B, I), np.float32),
-                                                np.zeros((B, 1), np.float32))
+        diagnostics.gradient_norms_through_time(
+            m, np.zeros((T, B, I), np.float32), np.zeros((B, 1), np.float32)
+        )
     m = models.SequenceRegressor("rnn", I, H, seed=0)
     with pytest.raises(TypeError, match="x: expected dtype float32"):
         diagnostics.gradient_norms_through_time(m, np.zeros((T, B, I)), np.zeros((B, 1)))
     with pytest.raises(ValueError, match=r"x: expected shape \(T, B, I\)"):
-        diagnostics.gradient_norms_through_time(m, np.zeros((T, B, I + 1), np.float32),
-                                                np.zeros((B, 1), np.float32))
+        diagnostics.gradient_norms_through_time(
+            m, np.zeros((T, B, I + 1), np.float32), np.zeros((B, 1), np.float32)
+        )

@@ -13,6 +13,7 @@ from conftest import CELLS, GATES, make_params
 T, B, I, H = 3, 2, 4, 5
 FAMILIES = ["rnn", "lstm", "gru"]
 
+
 def state_names(family):
     return ("h0", "c0") if family == "lstm" else ("h0",)
 
@@ -45,6 +46,7 @@ def raises(exc, name):
 
 # ----------------------------------------------------------------------------- sanity
 
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_valid_arguments_are_accepted(family):
     # the error tests below change one argument of this call
@@ -54,6 +56,7 @@ def test_valid_arguments_are_accepted(family):
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 def _wrong_rank(a):
     return [a[None], a.reshape(-1)[0] if a.ndim == 1 else a[0]]  # one more dim, one fewer
@@ -94,6 +97,7 @@ def test_mismatched_sizes(family):
 
 # ----------------------------------------------------------------------------- dtypes
 
+
 @pytest.mark.parametrize("x_dtype, other", [(np.float32, np.float64), (np.float64, np.float32)])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mixed_float_dtypes(family, x_dtype, other):
@@ -124,6 +128,7 @@ def test_float16_message_suggests_float32():
 
 
 # ----------------------------------------------------------------------------- lengths, flags
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lengths(family):
@@ -161,6 +166,7 @@ def test_bad_nonlinearity():
 
 
 # ----------------------------------------------------------------------------- workspaces
+
 
 def _workspaces(family):
     """A sequence workspace and a cell cache of ``family``."""
@@ -214,6 +220,7 @@ def test_workspace_of_wrong_type(family):
 
 # ----------------------------------------------------------------------------- cotangents
 
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bad_cotangents(family):
     _, _, ws = forward(family, seq_args(family))
@@ -235,7 +242,7 @@ def test_bad_cell_arguments(family):
     W = (args["W_ih"], args["W_hh"], args["b_ih"], args["b_hh"])
     fwd = getattr(rnnkit, f"{family}_cell_forward")
     x, states = args["x"][0], tuple(args[n] for n in state_names(family))
-    cell_names = ("h", "c")[:len(states)]
+    cell_names = ("h", "c")[: len(states)]
 
     with raises(ValueError, "x"):
         fwd(args["x"], *states, *W)  # a sequence where one step is expected
@@ -244,8 +251,10 @@ def test_bad_cell_arguments(family):
     with raises(ValueError, "W_hh"):
         fwd(x, *states, W[0], W[1][:, :-1], *W[2:])
     for k, name in enumerate(cell_names):
+
         def with_state(s, k=k):
-            return fwd(x, *states[:k], s, *states[k + 1:], *W)
+            return fwd(x, *states[:k], s, *states[k + 1 :], *W)
+
         with raises(ValueError, name):
             with_state(states[k][None])
         with raises(TypeError, name):
@@ -253,10 +262,12 @@ def test_bad_cell_arguments(family):
 
     _, cache = fwd(x, *states, *W)
     bwd = getattr(rnnkit, f"{family}_cell_backward")
-    d_names = ("dh_next", "dc_next")[:len(states)]
+    d_names = ("dh_next", "dc_next")[: len(states)]
     for k, name in enumerate(d_names):
+
         def with_grad(g, k=k):
             return bwd(*(g if j == k else None for j in range(len(d_names))), cache)
+
         with raises(ValueError, name):
             with_grad(np.zeros((B, H + 1)))
         with raises(TypeError, name):
@@ -271,7 +282,7 @@ def test_cell_state_of_wrong_size_names_the_cell_argument(family):
     W = (args["W_ih"], args["W_hh"], args["b_ih"], args["b_hh"])
     fwd = getattr(rnnkit, f"{family}_cell_forward")
     states = [args[n] for n in state_names(family)]
-    for k, name in enumerate(("h", "c")[:len(states)]):
+    for k, name in enumerate(("h", "c")[: len(states)]):
         for shape in _one_dim_off((B, H)):
             bad = list(states)
             bad[k] = np.zeros(shape)
@@ -280,6 +291,7 @@ def test_cell_state_of_wrong_size_names_the_cell_argument(family):
 
 
 # ----------------------------------------------------------------------------- losses
+
 
 def test_softmax_cross_entropy_errors():
     N, C = 4, 3
@@ -317,8 +329,9 @@ def test_softmax_errors():
             rnnkit.softmax(np.zeros((2, 3), dtype=bad_dtype))
 
 
-@pytest.mark.parametrize("scalar", [np.float64(1.0), np.array(2.0), np.float32(0.5)],
-                         ids=["np.float64", "0-d array", "np.float32"])
+@pytest.mark.parametrize(
+    "scalar", [np.float64(1.0), np.array(2.0), np.float32(0.5)], ids=["np.float64", "0-d array", "np.float32"]
+)
 def test_softmax_of_a_scalar_raises(scalar):
     # softmax needs a class axis; a 0-d input must not be silently treated as (1,)
     with raises(ValueError, "logits"):
@@ -326,6 +339,7 @@ def test_softmax_of_a_scalar_raises(scalar):
 
 
 # ----------------------------------------------------------------------------- empty inputs
+
 
 def _call_variant(variant, args, **kw):
     family, opts = CELLS[variant]
@@ -355,11 +369,10 @@ def test_empty_sequences(variant, dtype, TB, with_states):
             expected = args[name] if with_states else np.zeros((B0, H), dtype)
             assert s.shape == (B0, H) and s.dtype == dtype
             np.testing.assert_array_equal(s, expected)
-        g = backward(family, ws, dy=np.zeros((T0, B0, H), dtype),
-                     **dict(zip(("dh_T", "dc_T"), d_finals)))
+        g = backward(family, ws, dy=np.zeros((T0, B0, H), dtype), **dict(zip(("dh_T", "dc_T"), d_finals)))
         assert g.dx.shape == (T0, B0, I) and g.dx.dtype == dtype
         # gradients reach the initial states unchanged; weights get exactly zero
-        for d_state, d_final in zip(g[1:1 + len(d_finals)], d_finals):
+        for d_state, d_final in zip(g[1 : 1 + len(d_finals)], d_finals):
             np.testing.assert_array_equal(d_state, d_final)
         for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
             d = getattr(g, "d" + name)
@@ -373,9 +386,8 @@ def test_empty_batch_cell(variant):
     args = seq_args(family, B=0)
     fwd = getattr(rnnkit, f"{family}_cell_forward")
     states = [args[n] for n in state_names(family)]
-    nxt, cache = fwd(args["x"][0], *states, args["W_ih"], args["W_hh"], args["b_ih"],
-                     args["b_hh"], **opts)
-    for s in (nxt if family == "lstm" else (nxt,)):
+    nxt, cache = fwd(args["x"][0], *states, args["W_ih"], args["W_hh"], args["b_ih"], args["b_hh"], **opts)
+    for s in nxt if family == "lstm" else (nxt,):
         assert s.shape == (0, H)
     g = _cell_backward(family, cache)
     assert g.dx.shape == (0, I) and g.dh.shape == (0, H)
@@ -395,6 +407,7 @@ def test_empty_losses():
 
 
 # ----------------------------------------------------------------------------- NaN
+
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("variant", CELLS)

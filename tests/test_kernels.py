@@ -35,11 +35,20 @@ LENGTH_MODES = ["none", "sorted", "unsorted"]
 # (T, B, I, H). Small shapes get the full product; H straddles 8/16/32-lane SIMD widths. The last
 # two have T*B >= 32 rows, where the input projection runs on the packed kernel.
 SMALL_SHAPES = [(1, 1, 1, 1), (1, 3, 2, 7), (3, 1, 4, 8), (5, 4, 3, 9)]
-LARGE_SHAPES = [(2, 5, 9, 15), (4, 3, 16, 16), (6, 2, 5, 17), (3, 6, 40, 33), (7, 3, 12, 8),
-                (4, 4, 7, 7), (40, 1, 21, 19), (9, 4, 33, 17)]
+LARGE_SHAPES = [
+    (2, 5, 9, 15),
+    (4, 3, 16, 16),
+    (6, 2, 5, 17),
+    (3, 6, 40, 33),
+    (7, 3, 12, 8),
+    (4, 4, 7, 7),
+    (40, 1, 21, 19),
+    (9, 4, 33, 17),
+]
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def make_lengths(mode, T, B, rng):
     """None, or (B,) lengths in [1, T] containing T and 1 (when B >= 2)."""
@@ -52,9 +61,11 @@ def make_lengths(mode, T, B, rng):
     return np.sort(L)[::-1].copy() if mode == "sorted" else L
 
 
-def make_case(cell, T, B, I, H, dtype, rng, *, bias=True, states=True, lengths="none",
-              dy=True, d_finals=True):
+def make_case(
+    cell, T, B, I, H, dtype, rng, *, bias=True, states=True, lengths="none", dy=True, d_finals=True
+):
     """Random inputs and cotangents of one sequence call, as a dict."""
+
     def normal(*shape, scale=1.0):
         return (scale * rng.standard_normal(shape)).astype(dtype)
 
@@ -62,8 +73,9 @@ def make_case(cell, T, B, I, H, dtype, rng, *, bias=True, states=True, lengths="
     return {
         "x": normal(T, B, I),
         # states: True, False, or "h_only" (LSTM: h0 given, c0 None)
-        "states": tuple(normal(B, H, scale=0.5) if states and not (states == "h_only" and i)
-                        else None for i in range(k)),
+        "states": tuple(
+            normal(B, H, scale=0.5) if states and not (states == "h_only" and i) else None for i in range(k)
+        ),
         "params": make_params(cell, I, H, dtype, rng, bias),
         "lengths": make_lengths(lengths, T, B, rng),
         "dy": normal(T, B, H) if dy else None,
@@ -75,8 +87,9 @@ def run_both(cell, case, reverse):
     """Forward and backward through kernel and oracle -> ((y, finals, grads) kernel, oracle)."""
     out = []
     for mod in (rnnkit, ref):
-        y, finals, ws = seq_forward(mod, cell, case["x"], case["states"], case["params"],
-                                    reverse=reverse, lengths=case["lengths"])
+        y, finals, ws = seq_forward(
+            mod, cell, case["x"], case["states"], case["params"], reverse=reverse, lengths=case["lengths"]
+        )
         grads = seq_backward(mod, cell, case["dy"], case["d_finals"], ws)
         out.append((y, finals, grads))
     return out
@@ -105,6 +118,7 @@ def check_sequence(cell, shape, dtype, reverse, lengths, rng, **case_opts):
 
 # ----------------------------------------------------------------------------- sequences
 
+
 @pytest.mark.parametrize("shape", SMALL_SHAPES, ids=str)
 @pytest.mark.parametrize("lengths", LENGTH_MODES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
@@ -118,13 +132,18 @@ def _sampled_large_grid():
     """Every (shape, cell, dtype); (direction, lengths) dealt out evenly by a seeded shuffle."""
     heads = list(itertools.product(LARGE_SHAPES, CELLS, DTYPES))
     tails = list(itertools.product([False, True], LENGTH_MODES))
-    tails = (tails * len(heads))[:len(heads)]
+    tails = (tails * len(heads))[: len(heads)]
     random.Random(20240601).shuffle(tails)
-    return [pytest.param(*head, *tail,
-                         id="T{}B{}I{}H{}-{}-{}-{}-{}".format(*head[0], head[1],
-                                                           np.dtype(head[2]).name,
-                                                           "rev" if tail[0] else "fwd", tail[1]))
-            for head, tail in zip(heads, tails)]
+    return [
+        pytest.param(
+            *head,
+            *tail,
+            id="T{}B{}I{}H{}-{}-{}-{}-{}".format(
+                *head[0], head[1], np.dtype(head[2]).name, "rev" if tail[0] else "fwd", tail[1]
+            ),
+        )
+        for head, tail in zip(heads, tails)
+    ]
 
 
 @pytest.mark.parametrize("shape, cell, dtype, reverse, lengths", _sampled_large_grid())
@@ -151,8 +170,9 @@ NONE_VARIANTS = {
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_sequence_none_arguments(cell, dtype, reverse, variant, rng):
-    case, (_, _, g), _ = check_sequence(cell, (4, 3, 5, 9), dtype, reverse, "unsorted", rng,
-                                        **NONE_VARIANTS[variant])
+    case, (_, _, g), _ = check_sequence(
+        cell, (4, 3, 5, 9), dtype, reverse, "unsorted", rng, **NONE_VARIANTS[variant]
+    )
     # a missing bias has gradient None, a present one an array
     assert (g.db_ih is None) == (case["params"][2] is None)
     assert (g.db_hh is None) == (case["params"][3] is None)
@@ -175,8 +195,12 @@ def test_padding_content_is_ignored(cell, reverse, fill, rng):
 # ----------------------------------------------------------------------------- single cells
 
 CELL_SHAPES = [(1, 1, 1), (3, 5, 8), (4, 9, 17), (2, 16, 33)]  # (B, I, H)
-CELL_VARIANTS = {"full": {}, "no_bias": {"bias": False}, "no_state": {"states": False},
-                 "no_grad": {"d_finals": False}}
+CELL_VARIANTS = {
+    "full": {},
+    "no_bias": {"bias": False},
+    "no_state": {"states": False},
+    "no_grad": {"d_finals": False},
+}
 
 
 @pytest.mark.parametrize("variant", CELL_VARIANTS)
@@ -203,6 +227,7 @@ def test_cell_step(cell, dtype, shape, variant, rng):
 
 # ----------------------------------------------------------------------------- training flag
 
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("cell", CELLS)
@@ -211,8 +236,9 @@ def test_inference_mode(cell, dtype, reverse, shape, rng):
     case = make_case(cell, *shape, dtype, rng, lengths="unsorted")
     args = (case["x"], case["states"], case["params"])
     y, finals, ws = seq_forward(rnnkit, cell, *args, reverse=reverse, lengths=case["lengths"])
-    y_inf, finals_inf, ws_inf = seq_forward(rnnkit, cell, *args, reverse=reverse,
-                                            lengths=case["lengths"], training=False)
+    y_inf, finals_inf, ws_inf = seq_forward(
+        rnnkit, cell, *args, reverse=reverse, lengths=case["lengths"], training=False
+    )
     assert isinstance(ws, rnnkit.Workspace)
     assert ws_inf is None
     # same code path apart from where the gates are stored: bitwise identical
@@ -233,19 +259,27 @@ def test_cell_backward_with_none_cache_raises(cell):
 
 # ----------------------------------------------------------------------------- memory layouts
 
+
 def _transposed(a):
     """Same values through a view with the first two axes swapped (e.g. batch-major x, W.T)."""
     return a if a.ndim < 2 else np.swapaxes(np.swapaxes(a, 0, 1).copy(), 0, 1)
 
 
-LAYOUTS = {"strided": lambda a: strided(a, -7), "negative": negative_strides,
-           "transposed": _transposed, "fortran": np.asfortranarray, "readonly": read_only}
+LAYOUTS = {
+    "strided": lambda a: strided(a, -7),
+    "negative": negative_strides,
+    "transposed": _transposed,
+    "fortran": np.asfortranarray,
+    "readonly": read_only,
+}
 
 
 def _map_case(case, fn):
     """Apply ``fn`` to every array of a case (lengths included), keeping None."""
+
     def f(a):
         return None if a is None else fn(a)
+
     return {k: tuple(map(f, v)) if isinstance(v, tuple) else f(v) for k, v in case.items()}
 
 
@@ -281,8 +315,9 @@ def test_outputs_are_fresh_and_inputs_untouched(cell, lengths, rng):
         case = make_case(cell, T, 3, 5, 8, np.float64, rng, lengths=lengths)
         before = _map_case(case, np.copy)
         inputs = (case["x"], case["states"], case["params"], case["dy"], case["d_finals"])
-        y, finals, ws = seq_forward(rnnkit, cell, case["x"], case["states"], case["params"],
-                                    lengths=case["lengths"])
+        y, finals, ws = seq_forward(
+            rnnkit, cell, case["x"], case["states"], case["params"], lengths=case["lengths"]
+        )
         grads = seq_backward(rnnkit, cell, case["dy"], case["d_finals"], ws)
         assert_no_aliasing((y, finals, grads), inputs)
         # backward leaves the workspace intact: a second call gives the same gradients
@@ -302,8 +337,8 @@ def test_outputs_are_fresh_and_inputs_untouched(cell, lengths, rng):
 
 # ----------------------------------------------------------------------------- softmax / loss
 
-@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (4, 7), (5, 16), (2, 33), (9,), (2, 3, 5)],
-                         ids=str)
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (4, 7), (5, 16), (2, 33), (9,), (2, 3, 5)], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_softmax(shape, dtype, rng):
     logits = (3 * rng.standard_normal(shape)).astype(dtype)
@@ -316,8 +351,11 @@ def test_softmax(shape, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_softmax_large_logits(dtype, rng):
     # a large common offset and a large spread both overflow a naive exp
-    for logits in (1e4 + rng.standard_normal((6, 10)), 1e4 * rng.standard_normal((6, 10)),
-                   -1e4 + rng.standard_normal((6, 10))):
+    for logits in (
+        1e4 + rng.standard_normal((6, 10)),
+        1e4 * rng.standard_normal((6, 10)),
+        -1e4 + rng.standard_normal((6, 10)),
+    ):
         logits = logits.astype(dtype)
         p = rnnkit.softmax(logits)
         assert np.isfinite(p).all()
@@ -371,12 +409,14 @@ def test_softmax_cross_entropy_large_logits(dtype, reduction, rng):
 
 # ----------------------------------------------------------------------------- whole model
 
+
 def _model_loss_and_grads(mod, cell, case, W_out, b_out, targets, reverse):
     """RNN -> linear output layer -> summed softmax cross-entropy; loss and every gradient."""
     x = case["x"]
     T, B, _ = x.shape
-    y, finals, ws = seq_forward(mod, cell, x, case["states"], case["params"],
-                                reverse=reverse, lengths=case["lengths"])
+    y, finals, ws = seq_forward(
+        mod, cell, x, case["states"], case["params"], reverse=reverse, lengths=case["lengths"]
+    )
     Y = y.reshape(T * B, -1)
     logits = Y @ W_out.T + b_out
     loss, dlogits = mod.softmax_cross_entropy(logits, targets, reduction="sum")

@@ -32,6 +32,7 @@ def close(a, b, dtype, k=1.0):
 
 # ============================================================================ Linear
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead", [(4,), (3, 2), ()])
 def test_linear_oracle(dtype, lead, rng):
@@ -122,6 +123,7 @@ def test_linear_errors():
 
 # ============================================================================ Embedding
 
+
 def test_scatter_add_rows_matches_add_at(rng):
     idx = rng.integers(0, 7, 200)
     rows = rng.standard_normal((200, 3))
@@ -158,8 +160,12 @@ def test_embedding_finite_differences(rng):
     c = rng.standard_normal((3, 2, 3))
     emb(idx)
     emb.backward(c)
-    close(emb.weight.grad, finite_difference(lambda: float((emb.weight.data[idx] * c).sum()),
-                                   emb.weight.data), np.float64, k=1e4)
+    close(
+        emb.weight.grad,
+        finite_difference(lambda: float((emb.weight.data[idx] * c).sum()), emb.weight.data),
+        np.float64,
+        k=1e4,
+    )
 
 
 @needs_torch
@@ -190,6 +196,7 @@ def test_embedding_errors():
 
 
 # ============================================================================ Dropout
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout(dtype, rng):
@@ -232,6 +239,7 @@ def test_dropout_errors():
 
 # ============================================================================ losses
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_oracle(dtype, reduction, rng):
@@ -240,8 +248,9 @@ def test_cross_entropy_oracle(dtype, reduction, rng):
     targets = rng.integers(0, 6, (4, 3))
     targets[0, 1] = targets[2, 2] = -1  # padding
     loss = ce(logits, targets)
-    r = ref.softmax_cross_entropy(logits.reshape(-1, 6), targets.reshape(-1), ignore_index=-1,
-                                  reduction=reduction)
+    r = ref.softmax_cross_entropy(
+        logits.reshape(-1, 6), targets.reshape(-1), ignore_index=-1, reduction=reduction
+    )
     close(loss, np.reshape(r.loss, targets.shape) if reduction == "none" else r.loss, dtype)
     d = ce.backward()
     assert d.shape == logits.shape and d.dtype == dtype
@@ -309,6 +318,7 @@ def test_mse(dtype, rng):
 
 
 # ============================================================================ Module base
+
 
 class _Two(layers.Module):
     def __init__(self):

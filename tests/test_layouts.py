@@ -31,9 +31,14 @@ def _byteswapped(a):
     return a.astype(a.dtype.newbyteorder("S")) if a.dtype.kind == "f" else a
 
 
-LAYOUTS = {"strided": lambda a: strided(a, np.nan), "negative": negative_strides,
-           "fortran": np.asfortranarray, "readonly": read_only, "byteswapped": _byteswapped,
-           "list": lambda a: a.tolist()}
+LAYOUTS = {
+    "strided": lambda a: strided(a, np.nan),
+    "negative": negative_strides,
+    "fortran": np.asfortranarray,
+    "readonly": read_only,
+    "byteswapped": _byteswapped,
+    "list": lambda a: a.tolist(),
+}
 
 
 def _map(obj, fn):
@@ -55,8 +60,9 @@ def test_layouts_give_identical_bits(cell, layout, rng):
         case = random_case(cell, 4, 3, 5, 6, dtype, rng, lengths="random")
         odd = {k: (_map(v, fn) if k != "lengths" else v) for k, v in case.items()}
         for reverse in (False, True):
-            assert_bitwise(run_case(rnnkit, cell, odd, reverse), run_case(rnnkit, cell, case, reverse),
-                           layout)
+            assert_bitwise(
+                run_case(rnnkit, cell, odd, reverse), run_case(rnnkit, cell, case, reverse), layout
+            )
         # single steps: x, states and the cotangents of the step
         x = case["x"][0]
         res = []
@@ -111,6 +117,7 @@ def test_byteswapped_arrays_mix_with_native_ones(rng):
 
 # ============================================================================= outputs vs inputs
 
+
 def _snapshot(obj):
     return [a.copy() for a in arrays_in(obj)]
 
@@ -119,13 +126,19 @@ def _snapshot(obj):
 def test_outputs_fresh_inputs_untouched_at_edges(cell, rng):
     """T = 0 (final state == initial state), T = 1, B = 0 and padded rows: outputs never share
     memory with inputs or with each other, and no input is written."""
-    for (T_, B_), lengths in [((0, 3), None), ((1, 3), None), ((3, 0), None), ((4, 3), "random"),
-                              ((1, 1), "random")]:
+    for (T_, B_), lengths in [
+        ((0, 3), None),
+        ((1, 3), None),
+        ((3, 0), None),
+        ((4, 3), "random"),
+        ((1, 1), "random"),
+    ]:
         case = random_case(cell, T_, B_, 3, 5, np.float64, rng, lengths=lengths)
         inputs = [case["x"], case["states"], case["params"], case["dy"], case["d_finals"]]
         before = _snapshot(inputs)
-        y, finals, ws = seq_forward(rnnkit, cell, case["x"], case["states"], case["params"],
-                                    lengths=case["lengths"])
+        y, finals, ws = seq_forward(
+            rnnkit, cell, case["x"], case["states"], case["params"], lengths=case["lengths"]
+        )
         g = seq_backward(rnnkit, cell, case["dy"], case["d_finals"], ws)
         assert_no_aliasing((y, finals, tuple(g)), inputs)
         assert_no_aliasing((y, finals, tuple(g)), ws.saved)
@@ -140,9 +153,12 @@ def test_loss_outputs_fresh(rng):
     logits = rng.standard_normal((4, 3))
     t = np.array([0, 1, 2, -100])
     before = logits.copy()
-    for out in (rnnkit.softmax(logits), rnnkit.softmax(logits[0]),
-                *rnnkit.softmax_cross_entropy(logits, t, reduction="none"),
-                rnnkit.softmax_cross_entropy(logits, t).dlogits):
+    for out in (
+        rnnkit.softmax(logits),
+        rnnkit.softmax(logits[0]),
+        *rnnkit.softmax_cross_entropy(logits, t, reduction="none"),
+        rnnkit.softmax_cross_entropy(logits, t).dlogits,
+    ):
         assert not np.shares_memory(out, logits)
         assert not np.shares_memory(out, t)
     np.testing.assert_array_equal(logits, before)

@@ -34,8 +34,14 @@ def test_size_checks_come_before_allocation():
         with pytest.raises(ValueError, match=r"more than a 64-bit size can hold"):
             huge_lstm_projection(2**29 - 1, dtype=dtype)
     with pytest.raises(ValueError, match=r"^x: T\*B = 2147483648"):
-        rnnkit.gru_forward(np.empty((2**31, 1, 0), np.float32), None, np.empty((3, 0), np.float32),
-                           np.zeros((3, 1), np.float32), None, None)
+        rnnkit.gru_forward(
+            np.empty((2**31, 1, 0), np.float32),
+            None,
+            np.empty((3, 0), np.float32),
+            np.zeros((3, 1), np.float32),
+            None,
+            None,
+        )
 
 
 def test_nn_module_size_checks():
@@ -46,6 +52,7 @@ def test_nn_module_size_checks():
 
 
 # ============================================================================= resident memory
+
 
 def _rss_bytes():
     with open("/proc/self/statm") as f:
@@ -58,8 +65,10 @@ def test_resident_memory_does_not_grow(rng):
     """200 forward+backward rounds (every cell with lengths, both dtypes, the multi-threaded
     path, the loss, a module and the error paths) after a warm-up: the RSS stays put. A leak
     of one gate buffer per round would add 200 * 60 KB = 12 MB or more."""
-    cases = [(cell, random_case(cell, 10, 4, 16, 48, np.float32 if k % 2 else np.float64, rng,
-                              lengths="random")) for k, cell in enumerate(CELLS)]
+    cases = [
+        (cell, random_case(cell, 10, 4, 16, 48, np.float32 if k % 2 else np.float64, rng, lengths="random"))
+        for k, cell in enumerate(CELLS)
+    ]
     cases.append(("lstm", random_case("lstm", 10, 16, 16, 48, np.float64, rng, lengths="random")))
     logits = rng.standard_normal((320, 40))
     t = rng.integers(0, 40, size=320)
@@ -73,11 +82,23 @@ def test_resident_memory_does_not_grow(rng):
         rnnkit.softmax_cross_entropy(logits, t)
         out, _ = module(xm)
         module.backward(out)
-        for call in (lambda: _core.lstm_forward(np.zeros((3, 2, 4)), None, None, np.zeros((20, 4)),
-                                                np.zeros((21, 5)), None, None, None, None, False,
-                                                True),
-                     lambda: rnnkit.lstm_backward(None, None, None, bad_ws),
-                     lambda: _core.softmax_cross_entropy(logits, t + 100, -100, 1.0)):
+        for call in (
+            lambda: _core.lstm_forward(
+                np.zeros((3, 2, 4)),
+                None,
+                None,
+                np.zeros((20, 4)),
+                np.zeros((21, 5)),
+                None,
+                None,
+                None,
+                None,
+                False,
+                True,
+            ),
+            lambda: rnnkit.lstm_backward(None, None, None, bad_ws),
+            lambda: _core.softmax_cross_entropy(logits, t + 100, -100, 1.0),
+        ):
             try:
                 call()
             except (ValueError, TypeError):

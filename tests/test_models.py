@@ -54,8 +54,7 @@ VARIANTS = {
 
 
 def make_data(m, rng, dtype=np.float64):
-    y = rng.integers(0, m.vocab_size, (T, B)) if m.discrete else \
-        rng.standard_normal((T, B, O)).astype(dtype)
+    y = rng.integers(0, m.vocab_size, (T, B)) if m.discrete else rng.standard_normal((T, B, O)).astype(dtype)
     x = rng.standard_normal((T, B, I)).astype(dtype) if m.input_size else None
     return y, x
 
@@ -106,7 +105,7 @@ def test_generate_greedy_is_open_loop_oracle(rng):
     assert toks.shape == (T, B) and toks.dtype == np.int64
     prev = np.full(B, 3)
     for t in range(T):  # each step fed the previous argmax
-        o = loop_oracle(m, prev[None], x[t:t + 1])[0]
+        o = loop_oracle(m, prev[None], x[t : t + 1])[0]
         np.testing.assert_allclose(logits[t], o, atol=1e-12)
         prev = o.argmax(-1)
         np.testing.assert_array_equal(toks[t], prev)
@@ -115,26 +114,25 @@ def test_generate_greedy_is_open_loop_oracle(rng):
 def test_generate_sampling_and_real(rng):
     m = models.OutputRecurrentRNN(H, vocab_size=V, dtype=np.float64, seed=2)
     a = m.generate(20, batch_size=50, greedy=False, temperature=1.5, seed=7)
-    np.testing.assert_array_equal(a, m.generate(20, batch_size=50, greedy=False,
-                                                temperature=1.5, seed=7))
+    np.testing.assert_array_equal(a, m.generate(20, batch_size=50, greedy=False, temperature=1.5, seed=7))
     assert len(np.unique(a)) > 1
     cold = m.generate(5, batch_size=4, greedy=False, temperature=1e-4, seed=1)
     np.testing.assert_array_equal(cold, m.generate(5, batch_size=4))
     # the sampler's distribution is softmax(logits / temperature)
     logits = np.log(np.array([[0.2, 0.5, 0.3]] * 20000))
     draws = models.sample_tokens(logits, np.random.default_rng(0), greedy=False)
-    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 20000, [0.2, 0.5, 0.3],
-                               atol=0.015)
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 20000, [0.2, 0.5, 0.3], atol=0.015)
     r = models.OutputRecurrentRNN(H, output_size=O, dtype=np.float64, seed=3)
     vals, outs = r.generate(T, batch_size=B, return_outputs=True)
     np.testing.assert_array_equal(vals, outs)
-    np.testing.assert_allclose(vals, loop_oracle(r, np.concatenate([np.zeros((1, B, O)),
-                                                                    vals[:-1]]), None),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        vals, loop_oracle(r, np.concatenate([np.zeros((1, B, O)), vals[:-1]]), None), atol=1e-12
+    )
 
 
 def test_teacher_forced_training_reduces_loss(rng):
     from rnnkit.optim import Adam
+
     m = models.OutputRecurrentRNN(32, vocab_size=4, seed=0)
     # a deterministic cycle 0 1 2 3 0 ...: predictable from the previous token alone
     y = (np.arange(20)[:, None] + rng.integers(0, 4, 8)[None]) % 4
@@ -182,14 +180,15 @@ def test_recurrent_decoder_sequence_equals_steps(cell, target, rng):
 
 # ============================================================================ sampling
 
+
 def test_schedules():
     assert sampling.ConstantSchedule(0.3)(100) == 0.3
     lin = sampling.LinearDecay(100, start=1.0, end=0.2)
     assert lin(0) == 1.0 and lin(50) == pytest.approx(0.6) and lin(1000) == 0.2
     ex = sampling.ExponentialDecay(0.99, minimum=0.05)
-    assert ex(0) == 1.0 and ex(10) == pytest.approx(0.99 ** 10) and ex(10**6) == 0.05
+    assert ex(0) == 1.0 and ex(10) == pytest.approx(0.99**10) and ex(10**6) == 0.05
     inv = sampling.InverseSigmoidDecay(10)
-    assert inv(0) == pytest.approx(10 / 11) and inv(100) == pytest.approx(10 / (10 + np.e ** 10))
+    assert inv(0) == pytest.approx(10 / 11) and inv(100) == pytest.approx(10 / (10 + np.e**10))
     assert inv(10**6) == 0.0
     vals = [inv(i) for i in range(0, 200, 10)]
     assert all(a > b for a, b in zip(vals, vals[1:]))
@@ -213,7 +212,8 @@ def test_teacher_mask_per_step_and_sequence():
     # coins differ across sequences within a step and across steps
     assert mask[1:].any(axis=1).all() and not mask[1:].all(axis=1).any()
     np.testing.assert_array_equal(
-        mask, sampling.teacher_forcing_mask(200, 100, 0.3, np.random.default_rng(0)))
+        mask, sampling.teacher_forcing_mask(200, 100, 0.3, np.random.default_rng(0))
+    )
 
 
 def test_p0_is_open_loop_and_p1_is_teacher_forcing(rng):
@@ -227,13 +227,17 @@ def test_p0_is_open_loop_and_p1_is_teacher_forcing(rng):
     np.testing.assert_array_equal(tape.fed[1:], gen[:-1])
 
 
-@pytest.mark.parametrize("kind", ["or_tokens", "or_tokens_E", "or_real", "dec_gru_real",
-                                  "dec_lstm_tokens"])
+@pytest.mark.parametrize("kind", ["or_tokens", "or_tokens_E", "or_real", "dec_gru_real", "dec_lstm_tokens"])
 def test_scheduled_sampling_backward_is_exact(kind, rng):
     if kind.startswith("or"):
         # or_tokens_E: with B = 3 < V rows a step takes the per-row path, not the table
-        kw = dict(vocab_size=V, embedding_dim=E) if kind.endswith("_E") else \
-            dict(vocab_size=V) if kind.endswith("tokens") else dict(output_size=O)
+        kw = (
+            dict(vocab_size=V, embedding_dim=E)
+            if kind.endswith("_E")
+            else dict(vocab_size=V)
+            if kind.endswith("tokens")
+            else dict(output_size=O)
+        )
         m = models.OutputRecurrentRNN(H, input_size=I, dtype=np.float64, seed=5, **kw)
     else:
         cell = kind.split("_")[1]
@@ -273,11 +277,13 @@ def test_scheduled_sampler_reproducible_and_follows_schedule(rng):
 
 # ============================================================================ sequence models
 
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("many", [False, True])
 def test_sequence_regressor_gradients(cell, many, rng):
-    m = models.SequenceRegressor(cell, I, H, O, many_to_many=many, dtype=np.float64, seed=0,
-                                 num_layers=2 if cell == "gru" else 1)
+    m = models.SequenceRegressor(
+        cell, I, H, O, many_to_many=many, dtype=np.float64, seed=0, num_layers=2 if cell == "gru" else 1
+    )
     x = rng.standard_normal((T, B, I))
     y = rng.standard_normal((T, B, O) if many else (B, O))
     lengths = None if many else np.array([4, 2, 3])
@@ -292,7 +298,7 @@ def test_sequence_regressor_gradients(cell, many, rng):
 
 def test_sequence_classifier_and_forget_bias(rng):
     m = models.SequenceClassifier("lstm", I, H, 3, forget_bias=2.0, seed=0)
-    np.testing.assert_array_less(1.0, m.rnn.bias_ih_l0.data[H:2 * H])
+    np.testing.assert_array_less(1.0, m.rnn.bias_ih_l0.data[H : 2 * H])
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     pred = m.predict(x)
     assert pred.shape == (B,) and m.training
@@ -300,7 +306,7 @@ def test_sequence_classifier_and_forget_bias(rng):
     ce(m(x), np.array([0, 1, 2]))
     m.backward(ce.backward())
     g = models.SequenceRegressor("gru", I, H, forget_bias=1.5, seed=0)
-    assert (g.rnn.bias_ih_l0.data[H:2 * H] > 0.5).all()
+    assert (g.rnn.bias_ih_l0.data[H : 2 * H] > 0.5).all()
     with pytest.raises(ValueError, match="forget_bias"):
         models.SequenceRegressor("rnn", I, H, forget_bias=1.0)
     with pytest.raises(ValueError, match="cell"):
@@ -313,8 +319,7 @@ def test_state_dict_round_trip(rng):
     b.load_state_dict(a.state_dict())
     y, x = make_data(a, rng, np.float32)
     np.testing.assert_array_equal(a(y, x), b(y, x))
-    assert sorted(a.state_dict()) == ["U.weight", "W.weight", "b", "embed.weight",
-                                      "out.bias", "out.weight"]
+    assert sorted(a.state_dict()) == ["U.weight", "W.weight", "b", "embed.weight", "out.bias", "out.weight"]
 
 
 def test_model_errors(rng):
@@ -357,11 +362,13 @@ def test_bench_training_smoke(capsys):
     """bench/bench_training.py runs (tiny sizes) and prints its table row."""
     import importlib.util
     import pathlib
+
     path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_training.py"
     spec = importlib.util.spec_from_file_location("bench_training", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rows = mod.main(["--T", "5", "--B", "2", "--H", "8", "--V", "5", "--E", "3", "--threads", "1",
-                     "--repeats", "2"])
+    rows = mod.main(
+        ["--T", "5", "--B", "2", "--H", "8", "--V", "5", "--E", "3", "--threads", "1", "--repeats", "2"]
+    )
     assert len(rows) == 1 and rows[0][2] > 0 and rows[0][3] > 0
     assert "| 8 | 1 |" in capsys.readouterr().out

@@ -90,10 +90,15 @@ def run_ours(m, x, states, lengths, dout, dstates):
 def torch_module(m):
     """The torch twin of module m, loaded with m's parameters."""
     import torch
+
     kind = {nn.RNN: "RNN", nn.LSTM: "LSTM", nn.GRU: "GRU"}[type(m)]
-    kw = dict(num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first,
-              bidirectional=m.bidirectional,
-              dtype=torch.float64 if m.dtype == np.float64 else torch.float32)
+    kw = dict(
+        num_layers=m.num_layers,
+        bias=m.bias,
+        batch_first=m.batch_first,
+        bidirectional=m.bidirectional,
+        dtype=torch.float64 if m.dtype == np.float64 else torch.float32,
+    )
     if kind == "RNN":
         kw["nonlinearity"] = m.nonlinearity
     if kind == "LSTM":
@@ -108,6 +113,7 @@ def run_torch(t, x, states, lengths, dout, dstates):
     omitted (torch takes all or none) and None gradients count as zero."""
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
     xt = torch.tensor(x, requires_grad=True)
     st = [None if s is None else torch.tensor(s, requires_grad=True) for s in states]
     hx = None
@@ -115,17 +121,16 @@ def run_torch(t, x, states, lengths, dout, dstates):
         hx = tuple(st) if len(st) == 2 else st[0]
     inp = xt
     if lengths is not None:
-        inp = pack_padded_sequence(xt, torch.tensor(lengths), batch_first=t.batch_first,
-                                   enforce_sorted=False)
+        inp = pack_padded_sequence(xt, torch.tensor(lengths), batch_first=t.batch_first, enforce_sorted=False)
     with warnings.catch_warnings():
         # torch's own notice that its oneDNN backend lacks LSTM projections (it falls back to
         # its default implementation): about torch's internals, nothing rnnkit can change
-        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN",
-                                UserWarning)
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN", UserWarning)
         out, finals = t(inp, hx)
     if lengths is not None:
-        out, _ = pad_packed_sequence(out, batch_first=t.batch_first, total_length=x.shape[
-            1 if t.batch_first else 0])
+        out, _ = pad_packed_sequence(
+            out, batch_first=t.batch_first, total_length=x.shape[1 if t.batch_first else 0]
+        )
     finals = list(finals) if isinstance(finals, tuple) else [finals]
     loss = out.sum() * 0
     if dout is not None:
@@ -138,9 +143,13 @@ def run_torch(t, x, states, lengths, dout, dstates):
     def grad_of(a):
         return np.zeros(a.shape) if a.grad is None else a.grad.numpy()
 
-    return {"out": out.detach().numpy(), "finals": [f.detach().numpy() for f in finals],
-            "dx": grad_of(xt), "dinit": [None if s is None else grad_of(s) for s in st],
-            "grads": {name: grad_of(p) for name, p in t.named_parameters()}}
+    return {
+        "out": out.detach().numpy(),
+        "finals": [f.detach().numpy() for f in finals],
+        "dx": grad_of(xt),
+        "dinit": [None if s is None else grad_of(s) for s in st],
+        "grads": {name: grad_of(p) for name, p in t.named_parameters()},
+    }
 
 
 def compare(ours, theirs, dtype):
@@ -158,13 +167,17 @@ def compare(ours, theirs, dtype):
 
 def random_case(m, rng, states=True, dstates=True, dout=True):
     """x, initial states, dout and final-state gradients in m's layout and dtype."""
+
     def r(shape):
         return rng.standard_normal(shape).astype(m.dtype)
+
     shapes = state_shapes(m)
-    return (r(x_shape(m)),
-            [r(s) if states else None for s in shapes],
-            r(out_shape(m)) if dout else None,
-            [r(s) if dstates else None for s in shapes])
+    return (
+        r(x_shape(m)),
+        [r(s) if states else None for s in shapes],
+        r(out_shape(m)) if dout else None,
+        [r(s) if dstates else None for s in shapes],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +189,7 @@ def torch():
 
 # ----------------------------------------------------------------------------- torch grid
 
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("lengths", list(LENGTHS))
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tb", "bt"])
@@ -183,8 +197,7 @@ def torch():
 @pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("kind", KIND_PARAMS)
 def test_matches_torch(torch, kind, num_layers, bidirectional, batch_first, lengths, dtype):
-    m = make(kind, dtype, num_layers=num_layers, bidirectional=bidirectional,
-             batch_first=batch_first, seed=7)
+    m = make(kind, dtype, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, seed=7)
     t = torch_module(m)
     case = random_case(m, np.random.default_rng(1))
     lens = LENGTHS[lengths]
@@ -199,9 +212,11 @@ def test_no_bias_matches_torch(torch, kind):
     m = make(kind, num_layers=2, bidirectional=True, bias=False, seed=3)
     assert not any("bias" in name for name, _ in m.named_parameters())
     case = random_case(m, np.random.default_rng(2))
-    compare(run_ours(m, case[0], case[1], LENGTHS["padded"], case[2], case[3]),
-            run_torch(torch_module(m), case[0], case[1], LENGTHS["padded"], case[2], case[3]),
-            np.float64)
+    compare(
+        run_ours(m, case[0], case[1], LENGTHS["padded"], case[2], case[3]),
+        run_torch(torch_module(m), case[0], case[1], LENGTHS["padded"], case[2], case[3]),
+        np.float64,
+    )
 
 
 @pytest.mark.parametrize("which", ["no_states", "no_dout", "no_dstates"])
@@ -209,11 +224,14 @@ def test_no_bias_matches_torch(torch, kind):
 def test_absent_states_and_gradients_match_torch(torch, kind, which):
     m = make(kind, num_layers=2, bidirectional=True, seed=4)
     x, states, dout, dstates = random_case(
-        m, np.random.default_rng(3), states=which != "no_states", dout=which != "no_dout",
-        dstates=which != "no_dstates")
+        m,
+        np.random.default_rng(3),
+        states=which != "no_states",
+        dout=which != "no_dout",
+        dstates=which != "no_dstates",
+    )
     ours = run_ours(m, x, states, LENGTHS["padded"], dout, dstates)
-    compare(ours, run_torch(torch_module(m), x, states, LENGTHS["padded"], dout, dstates),
-            np.float64)
+    compare(ours, run_torch(torch_module(m), x, states, LENGTHS["padded"], dout, dstates), np.float64)
     if which == "no_states":  # the gradients w.r.t. the zero initial states still come back
         assert [d.shape for d in ours["dinit"]] == state_shapes(m)
 
@@ -261,13 +279,17 @@ def test_float64_torch_weights_into_float32_module(torch):
 
 # ----------------------------------------------------------------------------- no torch
 
+
 def compose_reference(m, x, states, lengths, dout, dstates):
     """Module m's forward and backward written out with the rnnkit.reference oracles:
     time-major input, no dropout, no projection."""
     family = type(m).__name__.lower()
     fwd, bwd = getattr(ref, family + "_forward"), getattr(ref, family + "_backward")
-    opts = {"rnn": lambda: {"nonlinearity": m.nonlinearity},
-            "gru": lambda: {"reset_after": m.reset_after}, "lstm": dict}[family]()
+    opts = {
+        "rnn": lambda: {"nonlinearity": m.nonlinearity},
+        "gru": lambda: {"reset_after": m.reset_after},
+        "lstm": dict,
+    }[family]()
     sd = m.state_dict()
     L, D, Hs = m.num_layers, m.num_directions, m.hidden_size
     n_states = len(states)
@@ -281,8 +303,9 @@ def compose_reference(m, x, states, lengths, dout, dstates):
         ys = []
         for d in range(D):
             k = layer * D + d
-            y, final, ws = fwd(inp, *[s[k] for s in states], *weights(layer, d), reverse=bool(d),
-                               lengths=lengths, **opts)
+            y, final, ws = fwd(
+                inp, *[s[k] for s in states], *weights(layer, d), reverse=bool(d), lengths=lengths, **opts
+            )
             final = final if n_states == 2 else (final,)
             for f, s in zip(finals, final):
                 f.append(s)
@@ -297,25 +320,29 @@ def compose_reference(m, x, states, lengths, dout, dstates):
         d_in = 0
         for d in range(D):
             k = layer * D + d
-            g = bwd(d_out[:, :, d * Hs:(d + 1) * Hs], *[s[k] for s in dstates], wss[k])
+            g = bwd(d_out[:, :, d * Hs : (d + 1) * Hs], *[s[k] for s in dstates], wss[k])
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            grads.update({"weight_ih" + sfx: g.dW_ih, "weight_hh" + sfx: g.dW_hh,
-                          "bias_ih" + sfx: g.db_ih, "bias_hh" + sfx: g.db_hh})
+            grads.update(
+                {
+                    "weight_ih" + sfx: g.dW_ih,
+                    "weight_hh" + sfx: g.dW_hh,
+                    "bias_ih" + sfx: g.db_ih,
+                    "bias_hh" + sfx: g.db_hh,
+                }
+            )
             dinit[0][k] = g.dh0
             if n_states == 2:
                 dinit[1][k] = g.dc0
             d_in = d_in + g.dx
         d_out = d_in
-    return {"out": out, "finals": [np.stack(f) for f in finals], "dx": d_out, "dinit": dinit,
-            "grads": grads}
+    return {"out": out, "finals": [np.stack(f) for f in finals], "dx": d_out, "dinit": dinit, "grads": grads}
 
 
 @pytest.mark.parametrize("lengths", ["full", "padded"])
 @pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_textbook"])
 def test_matches_reference_composition(kind, lengths):
     if kind == "gru_textbook":
-        m = nn.GRU(I, H, num_layers=2, bidirectional=True, reset_after=False,
-                   dtype=np.float64, seed=11)
+        m = nn.GRU(I, H, num_layers=2, bidirectional=True, reset_after=False, dtype=np.float64, seed=11)
     else:
         m = make(kind, num_layers=2, bidirectional=True, seed=11)
     x, states, dout, dstates = random_case(m, np.random.default_rng(5))
@@ -340,16 +367,20 @@ def test_batch_first_and_unbatched_equal_time_major(kind):
     bf = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=1)
     x, states, dout, dstates = random_case(tm, rng)
     a = run_ours(tm, x, states, LENGTHS["padded"], dout, dstates)
-    b = run_ours(bf, x.transpose(1, 0, 2), states, LENGTHS["padded"], dout.transpose(1, 0, 2),
-                 dstates)
+    b = run_ours(bf, x.transpose(1, 0, 2), states, LENGTHS["padded"], dout.transpose(1, 0, 2), dstates)
     np.testing.assert_array_equal(a["out"], b["out"].transpose(1, 0, 2))
     np.testing.assert_array_equal(a["dx"], b["dx"].transpose(1, 0, 2))
     # unbatched (T, I) is batch column 0 alone
     u = make(kind, num_layers=2, bidirectional=True, seed=1)
-    c = run_ours(u, x[:, 0], [s[:, 0] for s in states], None, dout[:, 0],
-                 [s[:, 0] for s in dstates])
-    d = run_ours(make(kind, num_layers=2, bidirectional=True, seed=1), x[:, :1],
-                 [s[:, :1] for s in states], None, dout[:, :1], [s[:, :1] for s in dstates])
+    c = run_ours(u, x[:, 0], [s[:, 0] for s in states], None, dout[:, 0], [s[:, 0] for s in dstates])
+    d = run_ours(
+        make(kind, num_layers=2, bidirectional=True, seed=1),
+        x[:, :1],
+        [s[:, :1] for s in states],
+        None,
+        dout[:, :1],
+        [s[:, :1] for s in dstates],
+    )
     close(c["out"], d["out"][:, 0], np.float64, "out")
     close(c["dx"], d["dx"][:, 0], np.float64, "dx")
     for s, t in zip(c["finals"] + c["dinit"], d["finals"] + d["dinit"]):
@@ -358,21 +389,24 @@ def test_batch_first_and_unbatched_equal_time_major(kind):
 
 # ----------------------------------------------------------------------------- parameters
 
+
 def test_parameter_names_and_shapes():
     m = nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P)
     names = [n for n, _ in m.named_parameters()]
-    per = ["weight_ih_l{}{}", "weight_hh_l{}{}", "bias_ih_l{}{}", "bias_hh_l{}{}",
-           "weight_hr_l{}{}"]
-    assert names == [f.format(layer, sfx) for layer in (0, 1) for sfx in ("", "_reverse")
-                     for f in per]
+    per = ["weight_ih_l{}{}", "weight_hh_l{}{}", "bias_ih_l{}{}", "bias_hh_l{}{}", "weight_hr_l{}{}"]
+    assert names == [f.format(layer, sfx) for layer in (0, 1) for sfx in ("", "_reverse") for f in per]
     assert m.weight_ih_l0.shape == (4 * H, I)
     assert m.weight_ih_l1_reverse.shape == (4 * H, 2 * P)
     assert m.weight_hh_l1.shape == (4 * H, P)
     assert m.weight_hr_l0.shape == (P, H)
     assert m.parameters()[0] is m.weight_ih_l0 and m.weight_ih_l0.name == "weight_ih_l0"
     g = nn.GRU(I, H, num_layers=2, bias=False)
-    assert [n for n, _ in g.named_parameters()] == ["weight_ih_l0", "weight_hh_l0",
-                                                     "weight_ih_l1", "weight_hh_l1"]
+    assert [n for n, _ in g.named_parameters()] == [
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "weight_ih_l1",
+        "weight_hh_l1",
+    ]
     assert g.weight_ih_l1.shape == (3 * H, H)
 
 
@@ -387,14 +421,13 @@ def test_initialisation(kind):
     assert np.abs(values).max() <= bound and np.abs(values).max() > 0.9 * bound
     same = make(kind, np.float32, num_layers=2, bidirectional=True, seed=0)
     other = make(kind, np.float32, num_layers=2, bidirectional=True, seed=1)
-    for (a, b, c) in zip(m.parameters(), same.parameters(), other.parameters()):
+    for a, b, c in zip(m.parameters(), same.parameters(), other.parameters()):
         np.testing.assert_array_equal(a.data, b.data)
         assert not np.array_equal(a.data, c.data)
     # the documented recipe: U(-1/sqrt(H), 1/sqrt(H)) in parameter order from default_rng(seed)
     rng = np.random.default_rng(0)
     for p in m.parameters():
-        np.testing.assert_array_equal(
-            p.data, rng.uniform(-bound, bound, p.shape).astype(np.float32))
+        np.testing.assert_array_equal(p.data, rng.uniform(-bound, bound, p.shape).astype(np.float32))
 
 
 def test_state_dict_copies_and_load_converts():
@@ -412,6 +445,7 @@ def test_state_dict_copies_and_load_converts():
 
 
 # ----------------------------------------------------------------------------- gradients
+
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
 def test_backward_accumulates_and_zero_grad(kind):
@@ -436,6 +470,7 @@ def test_backward_accumulates_and_zero_grad(kind):
 
 
 # ----------------------------------------------------------------------------- dropout
+
 
 def _fresh(kind, **kw):
     return make(kind, num_layers=3, bidirectional=True, dropout=0.5, seed=21, **kw)
@@ -497,19 +532,26 @@ def test_dropout_gradients_by_finite_differences(kind):
 
 # ----------------------------------------------------------------------------- errors
 
+
 def test_load_state_dict_errors():
     m = nn.LSTM(I, H, num_layers=2)
     sd = m.state_dict()
     bad = dict(sd)
     del bad["bias_hh_l1"]
     bad["weight_ih_l2"] = np.zeros((4 * H, H))
-    with pytest.raises(ValueError, match=r"missing keys: \['bias_hh_l1'\].*unexpected keys: "
-                                         r"\['weight_ih_l2'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys: \['bias_hh_l1'\].*unexpected keys: "
+        r"\['weight_ih_l2'\]",
+    ):
         m.load_state_dict(bad)
     assert m.load_state_dict(bad, strict=False) == (["bias_hh_l1"], ["weight_ih_l2"])
     bad = dict(sd, weight_hh_l1=np.zeros((4 * H, H - 1)))
-    with pytest.raises(ValueError, match=r"weight_hh_l1: expected shape \(4\*H, H\) = "
-                                         rf"\({4 * H}, {H}\), got \({4 * H}, {H - 1}\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight_hh_l1: expected shape \(4\*H, H\) = "
+        rf"\({4 * H}, {H}\), got \({4 * H}, {H - 1}\)",
+    ):
         m.load_state_dict(bad)
     np.testing.assert_array_equal(m.weight_hh_l1.data, sd["weight_hh_l1"])  # nothing loaded
     with pytest.raises(ValueError, match=r"weight_ih_l1: expected shape \(4\*H, H\)"):
@@ -531,8 +573,11 @@ def test_forward_input_errors():
         m(np.zeros((T, B, I + 1), np.float32))
     with pytest.raises(ValueError, match=r"x: expected 3 dimensions \(T, B, I\)"):
         m(np.zeros((1, T, B, I), np.float32))
-    with pytest.raises(ValueError, match=rf"h0: expected shape \(num_layers\*D, B, H\) = "
-                                         rf"\(4, {B}, {H}\), got \(2, {B}, {H}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"h0: expected shape \(num_layers\*D, B, H\) = "
+        rf"\(4, {B}, {H}\), got \(2, {B}, {H}\)",
+    ):
         m(x, np.zeros((2, B, H), np.float32))
     with pytest.raises(TypeError, match="h0: expected dtype float32"):
         m(x, np.zeros((4, B, H)))
@@ -545,12 +590,15 @@ def test_forward_input_errors():
         lstm(x, (None, np.zeros((1, B, H + 1), np.float32)))
 
 
-@pytest.mark.parametrize("lengths, error, match", [
-    ([0, 1, 2, 3], ValueError, r"lengths: every length must satisfy 1 <= length <= T = 5"),
-    ([1, 2, 6, 3], ValueError, r"1 <= length <= T = 5, got \[6\]"),
-    ([1, 2, 3], ValueError, r"lengths: expected shape \(B,\) = \(4,\)"),
-    ([1.0, 2.0, 3.0, 4.0], TypeError, "lengths: expected an integer array"),
-])
+@pytest.mark.parametrize(
+    "lengths, error, match",
+    [
+        ([0, 1, 2, 3], ValueError, r"lengths: every length must satisfy 1 <= length <= T = 5"),
+        ([1, 2, 6, 3], ValueError, r"1 <= length <= T = 5, got \[6\]"),
+        ([1, 2, 3], ValueError, r"lengths: expected shape \(B,\) = \(4,\)"),
+        ([1.0, 2.0, 3.0, 4.0], TypeError, "lengths: expected an integer array"),
+    ],
+)
 def test_lengths_errors(lengths, error, match):
     m = nn.RNN(I, H)
     with pytest.raises(error, match=match):
@@ -563,8 +611,11 @@ def test_backward_errors():
         m.backward(np.zeros((B, T, H), np.float32))
     x = np.zeros((B, T, I), np.float32)
     m(x)
-    with pytest.raises(ValueError, match=rf"dout: expected shape \(B, T, D\*H_out\) = "
-                                         rf"\({B}, {T}, {H}\), got \({T}, {B}, {H}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"dout: expected shape \(B, T, D\*H_out\) = "
+        rf"\({B}, {T}, {H}\), got \({T}, {B}, {H}\)",
+    ):
         m.backward(np.zeros((T, B, H), np.float32))
     with pytest.raises(TypeError, match="dout: expected dtype float32"):
         m.backward(np.zeros((B, T, H)))
@@ -601,7 +652,11 @@ def test_constructor_errors():
 
 
 def test_repr():
-    assert repr(nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P)) == \
-        f"LSTM({I}, {H}, num_layers=2, bidirectional=True, proj_size={P})"
-    assert repr(nn.RNN(I, H, nonlinearity="relu", dtype=np.float64)) == \
-        f"RNN({I}, {H}, nonlinearity='relu', dtype=float64)"
+    assert (
+        repr(nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P))
+        == f"LSTM({I}, {H}, num_layers=2, bidirectional=True, proj_size={P})"
+    )
+    assert (
+        repr(nn.RNN(I, H, nonlinearity="relu", dtype=np.float64))
+        == f"RNN({I}, {H}, nonlinearity='relu', dtype=float64)"
+    )

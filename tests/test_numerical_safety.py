@@ -51,8 +51,16 @@ def test_nan_inf_propagate_like_the_oracle(cell, rng):
 
 
 def test_nan_inf_in_losses():
-    logits = np.array([[0.0, 1.0, 2.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0],
-                       [0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, 0.0]])
+    logits = np.array(
+        [
+            [0.0, 1.0, 2.0],
+            [np.inf, 0.0, 1.0],
+            [-np.inf, 0.0, 1.0],
+            [0.0, -np.inf, 1.0],
+            [-np.inf, -np.inf, -np.inf],
+            [np.nan, 0.0, 0.0],
+        ]
+    )
     t = np.array([0, 1, 0, 2, 1, 2])
     with np.errstate(all="ignore"):
         want_p = ref.softmax(logits)
@@ -70,8 +78,32 @@ def test_nan_inf_in_losses():
 
 # ============================================================================= numerical safety
 
-PRE = np.array([0.0, 1e-8, -0.5, 0.62, -0.63, 1.0, -3.0, 9.0, -15.0, 20.0, -30.0, 44.0, -87.5,
-                88.5, -300.0, 709.5, -710.5, 1e3, -2e3, 5e3, -1e4, 1e4])
+PRE = np.array(
+    [
+        0.0,
+        1e-8,
+        -0.5,
+        0.62,
+        -0.63,
+        1.0,
+        -3.0,
+        9.0,
+        -15.0,
+        20.0,
+        -30.0,
+        44.0,
+        -87.5,
+        88.5,
+        -300.0,
+        709.5,
+        -710.5,
+        1e3,
+        -2e3,
+        5e3,
+        -1e4,
+        1e4,
+    ]
+)
 
 
 def _exact_sigmoid(a):
@@ -89,8 +121,7 @@ def test_tanh_and_sigmoid_at_large_preactivations(dtype):
     n = a.size
     x = np.ones((1, 1), dtype)
     # tanh: RNN cell, h_next = tanh(a); the bias gradient is tanh'(a) = 1 - tanh(a)^2
-    h, cache = rnnkit.rnn_cell_forward(x, None, a[:, None], np.zeros((n, n), dtype),
-                                       np.zeros(n, dtype), None)
+    h, cache = rnnkit.rnn_cell_forward(x, None, a[:, None], np.zeros((n, n), dtype), np.zeros(n, dtype), None)
     g = rnnkit.rnn_cell_backward(np.ones((1, n), dtype), cache)
     th = np.tanh(a.astype(np.float64))
     np.testing.assert_allclose(h[0], th, rtol=4 * eps, atol=0)
@@ -99,13 +130,14 @@ def test_tanh_and_sigmoid_at_large_preactivations(dtype):
     # sigmoid: GRU cell with h = 1 and a zero n block gives h_next = z = sigmoid(a_z); the
     # z block's bias gradient is (h - n) z (1 - z) = sigmoid'(a)
     W_ih = np.zeros((3 * n, 1), dtype)
-    W_ih[n:2 * n, 0] = a
-    h1, cache = rnnkit.gru_cell_forward(x, np.ones((1, n), dtype), W_ih,
-                                        np.zeros((3 * n, n), dtype), np.zeros(3 * n, dtype), None)
+    W_ih[n : 2 * n, 0] = a
+    h1, cache = rnnkit.gru_cell_forward(
+        x, np.ones((1, n), dtype), W_ih, np.zeros((3 * n, n), dtype), np.zeros(3 * n, dtype), None
+    )
     g = rnnkit.gru_cell_backward(np.ones((1, n), dtype), cache)
     s = _exact_sigmoid(a)
     np.testing.assert_allclose(h1[0], s, rtol=4 * eps, atol=4 * np.finfo(dtype).tiny)
-    np.testing.assert_allclose(g.db_ih[n:2 * n], s * _exact_sigmoid(-a), rtol=0, atol=4 * eps)
+    np.testing.assert_allclose(g.db_ih[n : 2 * n], s * _exact_sigmoid(-a), rtol=0, atol=4 * eps)
     assert np.isfinite(h1).all() and np.isfinite(g.db_ih).all() and np.isfinite(g.dW_ih).all()
 
 
@@ -135,8 +167,13 @@ def test_cross_entropy_stable_up_to_1e4(dtype, rng):
     """Logits up to +-1e4 (spread 2e4): the loss and gradient equal the float64 logsumexp
     formula, finite; no overflow to inf or NaN."""
     C = 7
-    rows = [np.full(C, 1e4), np.full(C, -1e4), np.linspace(-1e4, 1e4, C),
-            np.array([1e4, -1e4, 0, 1, 2, 3, 9999.5]), rng.uniform(-1e4, 1e4, C)]
+    rows = [
+        np.full(C, 1e4),
+        np.full(C, -1e4),
+        np.linspace(-1e4, 1e4, C),
+        np.array([1e4, -1e4, 0, 1, 2, 3, 9999.5]),
+        rng.uniform(-1e4, 1e4, C),
+    ]
     logits = np.array(rows).astype(dtype)
     N = len(rows)
     t = np.array([0, 3, 0, 1, 6])

@@ -61,7 +61,7 @@ def test_adam_by_hand():
         opt.step()
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
-        mhat, vhat = m / (1 - 0.9 ** t), v / (1 - 0.999 ** t)
+        mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)
         expect = expect - 0.01 * mhat / (np.sqrt(vhat) + 1e-8)
         np.testing.assert_allclose(p.data, expect, rtol=1e-12)
     # the first Adam step moves each coordinate by ~lr * sign(g)
@@ -96,8 +96,11 @@ CASES = {
     "sgd_nesterov": (optim.SGD, "SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
     "sgd_dampening": (optim.SGD, "SGD", dict(lr=0.05, momentum=0.8, dampening=0.3)),
     "adam": (optim.Adam, "Adam", dict(lr=1e-2)),
-    "adam_wd_amsgrad": (optim.Adam, "Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True,
-                                                 betas=(0.8, 0.99), eps=1e-6)),
+    "adam_wd_amsgrad": (
+        optim.Adam,
+        "Adam",
+        dict(lr=1e-2, weight_decay=0.1, amsgrad=True, betas=(0.8, 0.99), eps=1e-6),
+    ),
     "adamw": (optim.AdamW, "AdamW", dict(lr=1e-2, weight_decay=0.1)),
 }
 

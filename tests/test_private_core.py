@@ -32,22 +32,56 @@ def test_private_module_rechecks_instead_of_crashing():
         with pytest.raises(ValueError):
             fwd(*args, False, True)
     bwd = _core.lstm_backward
-    ok = dict(dy=None, dh_T=None, dc_T=None, x=x, W_ih=W_ih, W_hh=W_hh, W_hr=None, hprev=z3,
-              cprev=z3, gates=g4, extra=z3, m=None, lengths=None, has_b_ih=True, has_b_hh=True,
-              reverse=False)
+    ok = dict(
+        dy=None,
+        dh_T=None,
+        dc_T=None,
+        x=x,
+        W_ih=W_ih,
+        W_hh=W_hh,
+        W_hr=None,
+        hprev=z3,
+        cprev=z3,
+        gates=g4,
+        extra=z3,
+        m=None,
+        lengths=None,
+        has_b_ih=True,
+        has_b_hh=True,
+        reverse=False,
+    )
     bwd(**ok)
-    for change in [dict(dy=np.zeros((2, 2, 5))), dict(dh_T=np.zeros((2, 4))),
-                   dict(dc_T=np.zeros((1, 5))), dict(hprev=np.zeros((3, 2, 4))),
-                   dict(cprev=np.zeros((2, 2, 5))), dict(gates=np.zeros((3, 2, 19))),
-                   dict(extra=np.zeros((3, 1, 5))), dict(W_hr=np.zeros((5, 5))),
-                   dict(lengths=np.array([9, 1]))]:
+    for change in [
+        dict(dy=np.zeros((2, 2, 5))),
+        dict(dh_T=np.zeros((2, 4))),
+        dict(dc_T=np.zeros((1, 5))),
+        dict(hprev=np.zeros((3, 2, 4))),
+        dict(cprev=np.zeros((2, 2, 5))),
+        dict(gates=np.zeros((3, 2, 19))),
+        dict(extra=np.zeros((3, 1, 5))),
+        dict(W_hr=np.zeros((5, 5))),
+        dict(lengths=np.array([9, 1])),
+    ]:
         with pytest.raises(ValueError):
             bwd(**dict(ok, **change))
     with pytest.raises(ValueError):
         _core.rnn_forward(x, None, np.zeros((5, 4)), h, None, None, None, "gelu", False, True)
     with pytest.raises(ValueError):
-        _core.gru_backward(None, None, x, np.zeros((15, 4)), np.zeros((15, 5)), z3,
-                           np.zeros((3, 2, 15)), np.zeros((3, 2, 4)), None, True, True, True, False)
+        _core.gru_backward(
+            None,
+            None,
+            x,
+            np.zeros((15, 4)),
+            np.zeros((15, 5)),
+            z3,
+            np.zeros((3, 2, 15)),
+            np.zeros((3, 2, 4)),
+            None,
+            True,
+            True,
+            True,
+            False,
+        )
     with pytest.raises(ValueError):
         _core.softmax(np.zeros(3, d))
     with pytest.raises(ValueError):

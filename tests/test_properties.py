@@ -24,8 +24,12 @@ from rnnkit import reference as ref
 
 SANITIZED = bool(os.environ.get("RNNKIT_SANITIZED"))
 EXAMPLES = int(os.environ.get("RNNKIT_HYPOTHESIS_EXAMPLES", 25 if SANITIZED else 150))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 DTYPES = [np.float32, np.float64]
 
@@ -62,28 +66,41 @@ def sequence_cases(draw):
     family = CELLS[cell][0]
     dtype = draw(st.sampled_from(DTYPES))
     if draw(st.integers(0, 9)) == 0:  # now and then, enough work per step for the team
-        T, B, I, H = (draw(st.integers(4, 6)), draw(st.integers(8, 14)), draw(st.integers(1, 12)),
-                      draw(st.integers(32, 48)))
+        T, B, I, H = (
+            draw(st.integers(4, 6)),
+            draw(st.integers(8, 14)),
+            draw(st.integers(1, 12)),
+            draw(st.integers(32, 48)),
+        )
     else:
-        T, B, I, H = (draw(st.integers(0, 7)), draw(st.integers(0, 6)), draw(st.integers(0, 9)),
-                      draw(st.integers(1, 17)))
+        T, B, I, H = (
+            draw(st.integers(0, 7)),
+            draw(st.integers(0, 6)),
+            draw(st.integers(0, 9)),
+            draw(st.integers(1, 17)),
+        )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     lengths = None
     if T >= 1 and draw(st.booleans()):
         lengths = np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B)), np.int64)
     n_states = 2 if family == "lstm" else 1
-    states = tuple(rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None
-                   for _ in range(n_states))
+    states = tuple(
+        rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None for _ in range(n_states)
+    )
     return {
-        "cell": cell, "dtype": dtype, "shape": (T, B, I, H),
+        "cell": cell,
+        "dtype": dtype,
+        "shape": (T, B, I, H),
         "x": rng.standard_normal((T, B, I)).astype(dtype),
         "states": states,
         "params": _params(rng, family, I, H, dtype, draw(st.tuples(st.booleans(), st.booleans()))),
         "lengths": lengths,
         "reverse": draw(st.booleans()),
         "dy": rng.standard_normal((T, B, H)).astype(dtype) if draw(st.booleans()) else None,
-        "d_finals": tuple(rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans())
-                          else None for _ in range(n_states)),
+        "d_finals": tuple(
+            rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None
+            for _ in range(n_states)
+        ),
         "threads": draw(st.sampled_from([1, 2])),
         "limit": draw(st.sampled_from([0, 1000])),  # BLAS or register-blocked per-step products
     }
@@ -125,13 +142,16 @@ def cell_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = 2 if family == "lstm" else 1
     return {
-        "cell": cell, "dtype": dtype,
+        "cell": cell,
+        "dtype": dtype,
         "x": rng.standard_normal((B, I)).astype(dtype),
-        "states": tuple(rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None
-                        for _ in range(n)),
+        "states": tuple(
+            rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None for _ in range(n)
+        ),
         "params": _params(rng, family, I, H, dtype, draw(st.tuples(st.booleans(), st.booleans()))),
-        "d_next": tuple(rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None
-                        for _ in range(n)),
+        "d_next": tuple(
+            rng.standard_normal((B, H)).astype(dtype) if draw(st.booleans()) else None for _ in range(n)
+        ),
     }
 
 
@@ -159,7 +179,6 @@ def test_cells_match_oracle(c):
 # ----------------------------------------------------------------------------- modules
 
 
-
 def _module_oracle(m, cell, x, states, lengths, dout, d_states):
     """rnnkit.nn's multi-layer, bidirectional stacking built from the oracle's single-layer
     functions. x (T, B, I) time-major; states / d_states: per state (L*D, B, H) or None.
@@ -171,8 +190,10 @@ def _module_oracle(m, cell, x, states, lengths, dout, d_states):
 
     def weights(layer, d):
         sfx = f"_l{layer}" + ("_reverse" if d else "")
-        return tuple(p[n + sfx].data if n + sfx in p else None
-                     for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return tuple(
+            p[n + sfx].data if n + sfx in p else None
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
 
     inp, cache = x, []
     finals = [[] for _ in states]
@@ -181,8 +202,14 @@ def _module_oracle(m, cell, x, states, lengths, dout, d_states):
         for d in range(D):
             k = layer * D + d
             st0 = [None if s is None else s[k] for s in states]
-            out = fwd(inp, *st0, *weights(layer, d), reverse=bool(d), lengths=lengths,
-                      **({} if family == "lstm" else variant))
+            out = fwd(
+                inp,
+                *st0,
+                *weights(layer, d),
+                reverse=bool(d),
+                lengths=lengths,
+                **({} if family == "lstm" else variant),
+            )
             y, fin, ws = out[0], (out[1] if family == "lstm" else (out[1],)), out[2]
             ys.append(y)
             wss.append(ws)
@@ -197,14 +224,18 @@ def _module_oracle(m, cell, x, states, lengths, dout, d_states):
         d_in = 0
         for d in range(D):
             k = layer * D + d
-            dy = None if d_out is None else d_out[:, :, d * H:(d + 1) * H]
+            dy = None if d_out is None else d_out[:, :, d * H : (d + 1) * H]
             g = bwd(dy, *(None if s is None else s[k] for s in d_states), cache[layer][d])
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            for name, field in (("weight_ih", "dW_ih"), ("weight_hh", "dW_hh"),
-                                ("bias_ih", "db_ih"), ("bias_hh", "db_hh")):
+            for name, field in (
+                ("weight_ih", "dW_ih"),
+                ("weight_hh", "dW_hh"),
+                ("bias_ih", "db_ih"),
+                ("bias_hh", "db_hh"),
+            ):
                 if name + sfx in p:
                     grads[name + sfx] = getattr(g, field)
-            for acc, ds in zip(d_init, g[1:1 + len(d_init)]):
+            for acc, ds in zip(d_init, g[1 : 1 + len(d_init)]):
                 acc[k] = ds
             d_in = d_in + g.dx
         d_out = d_in
@@ -216,23 +247,39 @@ def module_cases(draw):
     cell = draw(st.sampled_from(sorted(CELLS)))
     dtype = draw(st.sampled_from(DTYPES))
     L, bidir = draw(st.integers(1, 3)), draw(st.booleans())
-    T, B, I, H = (draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 6)),
-                  draw(st.integers(1, 9)))
+    T, B, I, H = (
+        draw(st.integers(1, 5)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 9)),
+    )
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     D = 2 if bidir else 1
     n = 2 if cell == "lstm" else 1
-    lengths = (np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
-               if draw(st.booleans()) else None)
+    lengths = (
+        np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B))) if draw(st.booleans()) else None
+    )
     return {
-        "cell": cell, "dtype": dtype, "L": L, "bidirectional": bidir, "seed": seed, "H": H,
-        "bias": draw(st.booleans()), "batch_first": draw(st.booleans()),
-        "x": rng.standard_normal((T, B, I)).astype(dtype), "lengths": lengths,
-        "states": [rng.standard_normal((L * D, B, H)).astype(dtype) if draw(st.booleans())
-                   else None for _ in range(n)],
+        "cell": cell,
+        "dtype": dtype,
+        "L": L,
+        "bidirectional": bidir,
+        "seed": seed,
+        "H": H,
+        "bias": draw(st.booleans()),
+        "batch_first": draw(st.booleans()),
+        "x": rng.standard_normal((T, B, I)).astype(dtype),
+        "lengths": lengths,
+        "states": [
+            rng.standard_normal((L * D, B, H)).astype(dtype) if draw(st.booleans()) else None
+            for _ in range(n)
+        ],
         "dout": rng.standard_normal((T, B, D * H)).astype(dtype) if draw(st.booleans()) else None,
-        "d_states": [rng.standard_normal((L * D, B, H)).astype(dtype) if draw(st.booleans())
-                     else None for _ in range(n)],
+        "d_states": [
+            rng.standard_normal((L * D, B, H)).astype(dtype) if draw(st.booleans()) else None
+            for _ in range(n)
+        ],
         "threads": draw(st.sampled_from([1, 2])),
         "limit": draw(st.sampled_from([0, 1000])),
     }
@@ -243,14 +290,24 @@ def module_cases(draw):
 def test_modules_match_stacked_oracle(c):
     cls, kw = module_class(c["cell"]), CELLS[c["cell"]][1]
     I = c["x"].shape[2]
-    m = cls(I, c["H"], num_layers=c["L"], bias=c["bias"], batch_first=c["batch_first"],
-            bidirectional=c["bidirectional"], dtype=c["dtype"], seed=c["seed"], **kw)
+    m = cls(
+        I,
+        c["H"],
+        num_layers=c["L"],
+        bias=c["bias"],
+        batch_first=c["batch_first"],
+        bidirectional=c["bidirectional"],
+        dtype=c["dtype"],
+        seed=c["seed"],
+        **kw,
+    )
     dtype, dout, states = c["dtype"], c["dout"], c["states"]
 
     def bf(a):  # time-major <-> the module's batch-first layout
         if a is None or not c["batch_first"]:
             return a
         return np.ascontiguousarray(a.transpose(1, 0, 2))
+
     with Settings(c["threads"], c["limit"]):
         if c["cell"] == "lstm":
             out, finals = m(bf(c["x"]), tuple(states), lengths=c["lengths"])
@@ -275,9 +332,16 @@ def test_modules_match_stacked_oracle(c):
 
 # ----------------------------------------------------------------------------- losses
 
+
 @SETTINGS
-@given(st.sampled_from(DTYPES), st.integers(0, 12), st.integers(1, 40),
-       st.sampled_from(["mean", "sum", "none"]), st.floats(0.1, 1e4), st.integers(0, 2**32 - 1))
+@given(
+    st.sampled_from(DTYPES),
+    st.integers(0, 12),
+    st.integers(1, 40),
+    st.sampled_from(["mean", "sum", "none"]),
+    st.floats(0.1, 1e4),
+    st.integers(0, 2**32 - 1),
+)
 def test_softmax_cross_entropy_matches_oracle(dtype, N, C, reduction, scale, seed):
     rng = np.random.default_rng(seed)
     logits = (scale * rng.standard_normal((N, C))).astype(dtype)

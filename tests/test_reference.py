@@ -173,8 +173,10 @@ def test_sequence_gradients_match_finite_differences(kind, reverse, lengths):
 @pytest.mark.parametrize("kind", CELLS)
 def test_sequence_gradients_with_none_inputs(kind, reverse, missing):
     make_opts = {
-        "bias": (missing not in ("biases", "biases_and_states", "b_ih"),
-                 missing not in ("biases", "biases_and_states", "b_hh")),
+        "bias": (
+            missing not in ("biases", "biases_and_states", "b_ih"),
+            missing not in ("biases", "biases_and_states", "b_hh"),
+        ),
         "h0": missing not in ("states", "biases_and_states"),
     }
     check_sequence_gradients(kind, 1, {"reverse": reverse, "lengths": [2, 4, 1]}, **make_opts)
@@ -201,12 +203,18 @@ def run_cell_backward(kind, d_next, cache):
     cell = CELLS[kind][0]
     if cell == "lstm":
         g = ref.lstm_cell_backward(*d_next, cache)
-        return {"x": g.dx, "h0": g.dh, "c0": g.dc, "W_ih": g.dW_ih, "W_hh": g.dW_hh,
-                "b_ih": g.db_ih, "b_hh": g.db_hh}
+        return {
+            "x": g.dx,
+            "h0": g.dh,
+            "c0": g.dc,
+            "W_ih": g.dW_ih,
+            "W_hh": g.dW_hh,
+            "b_ih": g.db_ih,
+            "b_hh": g.db_hh,
+        }
     backward = ref.rnn_cell_backward if cell == "rnn" else ref.gru_cell_backward
     g = backward(*d_next, cache)
-    return {"x": g.dx, "h0": g.dh, "W_ih": g.dW_ih, "W_hh": g.dW_hh,
-            "b_ih": g.db_ih, "b_hh": g.db_hh}
+    return {"x": g.dx, "h0": g.dh, "W_ih": g.dW_ih, "W_hh": g.dW_hh, "b_ih": g.db_ih, "b_hh": g.db_hh}
 
 
 @pytest.mark.parametrize("kind", CELLS)
@@ -274,11 +282,11 @@ def test_padded_batch_equals_sequences_run_alone(kind, reverse):
     summed = {name: 0.0 for name in ("W_ih", "W_hh", "b_ih", "b_hh")}
     for b, L in enumerate(lengths):
         # sequence b alone: its first L steps, batch of one
-        alone = dict(p, x=p["x"][:L, b:b + 1])
+        alone = dict(p, x=p["x"][:L, b : b + 1])
         for name in state_names(kind):
-            alone[name] = p[name][b:b + 1]
+            alone[name] = p[name][b : b + 1]
         y_b, finals_b, ws_b = run_forward(kind, alone, reverse=reverse)
-        grads_b = run_backward(kind, dy[:L, b:b + 1], tuple(d[b:b + 1] for d in d_finals), ws_b)
+        grads_b = run_backward(kind, dy[:L, b : b + 1], tuple(d[b : b + 1] for d in d_finals), ws_b)
 
         np.testing.assert_allclose(y[:L, b], y_b[:, 0], rtol=1e-12, atol=1e-14)
         assert not y[L:, b].any(), "outputs past the sequence's length must be zero"
@@ -381,8 +389,7 @@ def test_cells_compute_in_float32(kind):
     # The sequence driver stores into float32 buffers, which would hide a silent
     # float64 upcast inside a cell; the cells return their arrays as computed.
     rng = np.random.default_rng(16)
-    p = {k: None if v is None else v.astype(np.float32)
-         for k, v in make_params(kind, rng, T=1).items()}
+    p = {k: None if v is None else v.astype(np.float32) for k, v in make_params(kind, rng, T=1).items()}
     p["x"] = p["x"][0]
     _, d_next = random_cotangents(kind, rng)
     states, cache = run_cell(kind, p)
@@ -417,8 +424,7 @@ def test_cross_entropy_gradient_matches_finite_differences(reduction, ignore_ind
     targets = np.array([0, ignore_index, 4, 2, ignore_index, 1])
     kept = targets != ignore_index
 
-    res = ref.softmax_cross_entropy(logits, targets, ignore_index=ignore_index,
-                                    reduction=reduction)
+    res = ref.softmax_cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
     # loss value from its definition: -log softmax at the target, kept rows only
     p_target = ref.softmax(logits)[np.arange(N), np.where(kept, targets, 0)]
     row_loss = np.where(kept, -np.log(p_target), 0)
@@ -427,8 +433,7 @@ def test_cross_entropy_gradient_matches_finite_differences(reduction, ignore_ind
     assert not res.dlogits[~kept].any(), "ignored rows must get zero gradient"
 
     def loss():
-        r = ref.softmax_cross_entropy(logits, targets, ignore_index=ignore_index,
-                                      reduction=reduction)
+        r = ref.softmax_cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
         return np.sum(r.loss)  # "none": dlogits is the gradient of loss.sum()
 
     numeric = finite_difference(loss, logits)
@@ -502,7 +507,6 @@ def test_whole_model_gradients_match_finite_differences(kind, reverse):
 # ----------------------------------------------------------------------------------
 
 
-
 def run_torch(kind, p, dy, d_finals, *, reverse, lengths):
     """Outputs and gradients of the matching torch.nn module, as NumPy arrays.
 
@@ -535,8 +539,7 @@ def run_torch(kind, p, dy, d_finals, *, reverse, lengths):
 
     inp = x
     if lengths is not None:
-        inp = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths),
-                                                      enforce_sorted=False)
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
     out, final = module(inp, hx)
     if lengths is not None:
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)

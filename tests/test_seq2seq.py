@@ -59,8 +59,11 @@ def oracle_logits(m, src, tgt, lengths):
     s = np.tanh(np.concatenate(hs, 1) @ p["bridge.weight"].T + p["bridge.bias"])
     c = None
     if m.decoder_cell == "lstm":
-        c = (np.concatenate(cs, 1) @ p["bridge_c.weight"].T + p["bridge_c.bias"]
-             if m.encoder_cell == "lstm" else np.zeros_like(s))
+        c = (
+            np.concatenate(cs, 1) @ p["bridge_c.weight"].T + p["bridge_c.bias"]
+            if m.encoder_cell == "lstm"
+            else np.zeros_like(s)
+        )
     Wd = [p[f"decoder.{k}_l0"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
     feed = np.zeros((src.shape[1], m.feed_size)) if m.input_feeding else None
     logits = []
@@ -79,13 +82,18 @@ def oracle_logits(m, src, tgt, lengths):
         if m.attention_kind is not None:
             if m.attention_kind == "additive":
                 ctx, _, _ = ra.additive_attention_forward(
-                    s, memory, memory, p["attention.query.weight"], p["attention.key.weight"],
-                    p["attention.v"], mask=mask)
+                    s,
+                    memory,
+                    memory,
+                    p["attention.query.weight"],
+                    p["attention.key.weight"],
+                    p["attention.v"],
+                    mask=mask,
+                )
             elif m.attention_kind == "dot":
                 ctx, _, _ = ra.dot_attention_forward(s, memory, memory, mask=mask)
             else:
-                ctx, _, _ = ra.general_attention_forward(s, memory, memory,
-                                                         p["attention.weight"], mask=mask)
+                ctx, _, _ = ra.general_attention_forward(s, memory, memory, p["attention.weight"], mask=mask)
             o = np.tanh(np.concatenate([s, ctx], 1) @ p["combine.weight"].T + p["combine.bias"])
             feed = {"attentional": o, "context": ctx, None: None}[m.input_feeding]
         logits.append(o @ p["out.weight"].T + p["out.bias"])
@@ -117,10 +125,16 @@ GRAD_CONFIGS = [
     dict(encoder_cell="gru", attention="dot"),
     dict(encoder_cell="rnn", attention="general"),
     dict(encoder_cell="lstm", attention=None),
-    dict(encoder_cell="lstm", decoder_cell="gru", attention="additive", input_feeding="context",
-         encoder_layers=2),
-    dict(encoder_cell="gru", decoder_cell="lstm", attention="general", input_feeding=None,
-         bidirectional=False),
+    dict(
+        encoder_cell="lstm",
+        decoder_cell="gru",
+        attention="additive",
+        input_feeding="context",
+        encoder_layers=2,
+    ),
+    dict(
+        encoder_cell="gru", decoder_cell="lstm", attention="general", input_feeding=None, bidirectional=False
+    ),
     dict(encoder_cell="lstm", attention="additive", teacher_prob=0.5),
 ]
 
@@ -158,8 +172,7 @@ def test_gradients_finite_differences(cfg, rng):
 
 
 def test_scheduled_sampling_extremes_and_schedule(rng):
-    m = Seq2Seq(V, V, embedding_dim=4, hidden_size=6, attention="additive", dtype=np.float64,
-                seed=3)
+    m = Seq2Seq(V, V, embedding_dim=4, hidden_size=6, attention="additive", dtype=np.float64, seed=3)
     src, tgt, lengths = make_data(rng)
     tf = m(src, tgt, lengths)
     np.testing.assert_array_equal(m(src, tgt, lengths, teacher_prob=1.0), tf)
@@ -174,8 +187,7 @@ def test_scheduled_sampling_extremes_and_schedule(rng):
         lg[:, [m.pad_id, m.bos_id]] = -np.inf
         tok = lg.argmax(1)
     g = greedy_decode(m, src, lengths, max_len=T)
-    np.testing.assert_array_equal(own.argmax(2)[:g.tokens.shape[0]][g.tokens != 0],
-                                  g.tokens[g.tokens != 0])
+    np.testing.assert_array_equal(own.argmax(2)[: g.tokens.shape[0]][g.tokens != 0], g.tokens[g.tokens != 0])
     # a schedule: p decays per training forward, coins seeded by (seed, step)
     m.set_scheduled_sampling(LinearDecay(4, 1.0, 0.0), seed=5)
     outs = [m(src, tgt, lengths) for _ in range(5)]
@@ -228,8 +240,14 @@ def test_fit_tuple_state_dict_and_modes(rng):
     src, tgt, lengths = make_data(rng)
     names = [n for n, _ in m.named_parameters()]
     assert names[:2] == ["src_embed.weight", "tgt_embed.weight"]
-    assert {"bridge.weight", "bridge_c.weight", "decoder.weight_ih_l0", "attention.v",
-            "combine.weight", "out.bias"} <= set(names)
+    assert {
+        "bridge.weight",
+        "bridge_c.weight",
+        "decoder.weight_ih_l0",
+        "attention.v",
+        "combine.weight",
+        "out.bias",
+    } <= set(names)
     assert m.decoder.weight_ih_l0.shape == (16, 3 + 4)  # [E ; F] with input feeding
     a = m((src, tgt, lengths))
     np.testing.assert_array_equal(a, m(src, tgt, lengths))
@@ -294,8 +312,20 @@ def test_quick_demo_attention_beats_no_attention(tmp_path, capsys):
     from rnnkit.demos import reverse, sort
 
     # bounded by steps, not time (the budgets are generous): deterministic on any machine
-    out = reverse.main(["--quick", "--out", str(tmp_path), "--no-progress", "--steps", "600",
-                        "--budget", "120", "--budget-plain", "120"])
+    out = reverse.main(
+        [
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--steps",
+            "600",
+            "--budget",
+            "120",
+            "--budget-plain",
+            "120",
+        ]
+    )
     att, plain = out["results"]
     assert att["attention"] == "additive" and plain["attention"] is None
     assert att["test_exact"] >= 0.9, att
@@ -307,6 +337,19 @@ def test_quick_demo_attention_beats_no_attention(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert (tmp_path / "reverse_attention.png").stat().st_size > 1000
     assert (tmp_path / "reverse_accuracy_by_length.png").exists()
-    res = sort.main(["--quick", "--steps", "20", "--budget-plain", "0", "--beam", "1",
-                     "--no-plot", "--no-progress", "--out", str(tmp_path)])
+    res = sort.main(
+        [
+            "--quick",
+            "--steps",
+            "20",
+            "--budget-plain",
+            "0",
+            "--beam",
+            "1",
+            "--no-plot",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert res["meta"]["task"] == "sort" and len(res["results"]) == 1

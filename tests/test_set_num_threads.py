@@ -25,9 +25,15 @@ def test_rejects_non_integers(n, restore_threads):
         rnnkit.set_num_threads(n)
 
 
-@pytest.mark.parametrize("n, message", [(0, "at least 1, got 0"), (-3, "at least 1, got -3"),
-                                        (2**40, f"at most 1024, got {2**40}"),
-                                        (1025, "at most 1024, got 1025")])
+@pytest.mark.parametrize(
+    "n, message",
+    [
+        (0, "at least 1, got 0"),
+        (-3, "at least 1, got -3"),
+        (2**40, f"at most 1024, got {2**40}"),
+        (1025, "at most 1024, got 1025"),
+    ],
+)
 def test_rejects_out_of_range(n, message, restore_threads):
     before = rnnkit.get_num_threads()
     with pytest.raises(ValueError, match=f"n: expected {message}"):

@@ -130,10 +130,18 @@ def test_step_errors(rng):
 def test_every_module_with_parameters_is_a_module():
     from rnnkit import models
 
-    for obj in (nn.RNN(2, 3), nn.LSTM(2, 3, proj_size=1), nn.GRU(2, 3), nn.Linear(2, 3),
-                nn.Embedding(4, 2), nn.AdditiveAttention(3, 3), nn.GeneralAttention(3, 2),
-                models.SequenceRegressor("lstm", 2, 3), models.RecurrentDecoder(3, vocab_size=5),
-                models.Seq2Seq(5, 6, embedding_dim=2, hidden_size=4)):
+    for obj in (
+        nn.RNN(2, 3),
+        nn.LSTM(2, 3, proj_size=1),
+        nn.GRU(2, 3),
+        nn.Linear(2, 3),
+        nn.Embedding(4, 2),
+        nn.AdditiveAttention(3, 3),
+        nn.GeneralAttention(3, 2),
+        models.SequenceRegressor("lstm", 2, 3),
+        models.RecurrentDecoder(3, vocab_size=5),
+        models.Seq2Seq(5, 6, embedding_dim=2, hidden_size=4),
+    ):
         assert isinstance(obj, Module), type(obj)
     reg = models.SequenceRegressor("gru", 2, 3, num_layers=2)
     names = [n for n, _ in reg.named_parameters()]

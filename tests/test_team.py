@@ -14,8 +14,13 @@ from conftest import GATES, finite_difference
 from rnnkit import _core
 from rnnkit import reference as ref
 
-VARIANTS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {}),
-            ("gru", {"reset_after": False})]
+VARIANTS = [
+    ("rnn", {}),
+    ("rnn", {"nonlinearity": "relu"}),
+    ("lstm", {}),
+    ("gru", {}),
+    ("gru", {"reset_after": False}),
+]
 
 
 @pytest.fixture
@@ -41,18 +46,15 @@ def make(cell, T, B, I, H, rng, P=None):
     G = GATES[cell]
     S = P or H
     W = [0.2 * rng.standard_normal(s) for s in [(G * H, I), (G * H, S), (G * H,), (G * H,)]]
-    args = (rng.standard_normal((T, B, I)), rng.standard_normal((B, S)),
-            rng.standard_normal((B, H)), W)
-    grads = (rng.standard_normal((T, B, S)), rng.standard_normal((B, S)),
-             rng.standard_normal((B, H)))
+    args = (rng.standard_normal((T, B, I)), rng.standard_normal((B, S)), rng.standard_normal((B, H)), W)
+    grads = (rng.standard_normal((T, B, S)), rng.standard_normal((B, S)), rng.standard_normal((B, H)))
     return args, grads
 
 
 @pytest.mark.parametrize("cell,kw", VARIANTS, ids=lambda v: str(v))
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_team_threads_are_bitwise_equal_and_match_oracle(cell, kw, reverse, with_lengths,
-                                                         restore_settings):
+def test_team_threads_are_bitwise_equal_and_match_oracle(cell, kw, reverse, with_lengths, restore_settings):
     rng = np.random.default_rng(7)
     T, B, I, H = 6, 12, 20, 64  # enough work per step for the team to use both threads
     args, grads = make(cell, T, B, I, H, rng)
@@ -85,8 +87,7 @@ def test_packed_and_blas_paths_agree(cell, kw, restore_settings):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {"reset_after": False})],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {"reset_after": False})], ids=lambda v: str(v))
 def test_blocked_whole_sequence_products(cell, kw, dtype, restore_settings):
     """The input projection and dx run on rnnkit's blocked GEMM (cpp/block_gemm.hpp) from 32
     rows: here 135 rows (two row blocks of 128), K = 530 and K = G*H > 512 (two K blocks), N

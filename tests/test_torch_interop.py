@@ -31,6 +31,7 @@ def assert_close(actual, expected, what):
 
 # ----------------------------------------------------------------------------- torch side
 
+
 def torch_run(cell, directions, x, states, dy, d_finals, lengths, bias):
     """Run a torch module holding the given per-direction weights; return numpy results.
 
@@ -54,8 +55,7 @@ def torch_run(cell, directions, x, states, dy, d_finals, lengths, bias):
     hx = None if st[0] is None else (tuple(st) if cell == "lstm" else st[0])
     inp = xt
     if lengths is not None:
-        inp = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths),
-                                                      enforce_sorted=False)
+        inp = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
     out, fin = mod(inp, hx)
     if lengths is not None:
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
@@ -70,13 +70,14 @@ def torch_run(cell, directions, x, states, dy, d_finals, lengths, bias):
             if p is not None:
                 wrt[f"{name}{d}"] = p
     grads = torch.autograd.grad(
-        [out, *fin], list(wrt.values()),
-        [torch.from_numpy(dy)] + [torch.from_numpy(g) for g in d_finals])
+        [out, *fin], list(wrt.values()), [torch.from_numpy(dy)] + [torch.from_numpy(g) for g in d_finals]
+    )
     grads = {k: g.numpy() for k, g in zip(wrt, grads)}
     return out.detach().numpy(), [f.detach().numpy() for f in fin], grads
 
 
 # ----------------------------------------------------------------------------- rnnkit side
+
 
 def rnnkit_run(cell, params, x, states, dy, d_finals, lengths, reverse):
     """One direction through rnnkit -> (y, finals list, grads NamedTuple)."""
@@ -93,8 +94,7 @@ def rnnkit_run(cell, params, x, states, dy, d_finals, lengths, reverse):
 
 def make_inputs(cell, D, with_states, rng):
     x = rng.standard_normal((T, B, I))
-    states = [rng.standard_normal((D, B, H)) * 0.5 if with_states else None
-              for _ in range(n_states(cell))]
+    states = [rng.standard_normal((D, B, H)) * 0.5 if with_states else None for _ in range(n_states(cell))]
     dy = rng.standard_normal((T, B, D * H))
     d_finals = [rng.standard_normal((D, B, H)) for _ in range(n_states(cell))]
     return x, states, dy, d_finals
@@ -109,8 +109,16 @@ def compare(cell, D, bias, with_states, lengths, rng):
     dx = np.zeros_like(x)
     for d, params in enumerate(directions):
         part = slice(d * H, (d + 1) * H)  # torch concatenates directions along features
-        y, fin, g = rnnkit_run(cell, params, x, [None if s is None else s[d] for s in states],
-                               dy[:, :, part], [f[d] for f in d_finals], lengths, reverse=d == 1)
+        y, fin, g = rnnkit_run(
+            cell,
+            params,
+            x,
+            [None if s is None else s[d] for s in states],
+            dy[:, :, part],
+            [f[d] for f in d_finals],
+            lengths,
+            reverse=d == 1,
+        )
         assert_close(y, y_t[:, :, part], f"y direction {d}")
         for k, f in enumerate(fin):
             assert_close(f, fin_t[k][d], f"final state {k} direction {d}")
@@ -132,16 +140,19 @@ def compare(cell, D, bias, with_states, lengths, rng):
 
 # ----------------------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("bias, with_states", [(True, True), (False, False)],
-                         ids=["full", "no_bias_no_state"])
+
+@pytest.mark.parametrize(
+    "bias, with_states", [(True, True), (False, False)], ids=["full", "no_bias_no_state"]
+)
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["dense", "packed"])
 @pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_unidirectional(cell, lengths, bias, with_states):
     compare(cell, 1, bias, with_states, lengths, np.random.default_rng(1))
 
 
-@pytest.mark.parametrize("bias, with_states", [(True, True), (False, False)],
-                         ids=["full", "no_bias_no_state"])
+@pytest.mark.parametrize(
+    "bias, with_states", [(True, True), (False, False)], ids=["full", "no_bias_no_state"]
+)
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["dense", "packed"])
 @pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_bidirectional_reverse_half(cell, lengths, bias, with_states):
@@ -154,10 +165,10 @@ def test_reverse_equals_torch_on_flipped_time(cell):
     rng = np.random.default_rng(3)
     params = make_params(cell, I, H, np.float64, rng)
     x, states, dy, d_finals = make_inputs(cell, 1, True, rng)
-    y_t, fin_t, g_t = torch_run(cell, [params], x[::-1].copy(), states, dy[::-1].copy(),
-                                d_finals, None, True)
-    y, fin, g = rnnkit_run(cell, params, x, [s[0] for s in states], dy,
-                           [f[0] for f in d_finals], None, reverse=True)
+    y_t, fin_t, g_t = torch_run(cell, [params], x[::-1].copy(), states, dy[::-1].copy(), d_finals, None, True)
+    y, fin, g = rnnkit_run(
+        cell, params, x, [s[0] for s in states], dy, [f[0] for f in d_finals], None, reverse=True
+    )
     assert_close(y, y_t[::-1], "y")
     for k, f in enumerate(fin):
         assert_close(f, fin_t[k][0], f"final state {k}")
@@ -175,12 +186,12 @@ def test_softmax_cross_entropy(reduction, ignore_index):
     logits = 3 * rng.standard_normal((N, C))
     targets = rng.integers(0, C, size=N)
     targets[::4] = ignore_index
-    got = rnnkit.softmax_cross_entropy(logits, targets, ignore_index=ignore_index,
-                                       reduction=reduction)
+    got = rnnkit.softmax_cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
 
     lt = torch.tensor(logits, requires_grad=True)
-    loss = torch.nn.functional.cross_entropy(lt, torch.tensor(targets),
-                                             ignore_index=ignore_index, reduction=reduction)
+    loss = torch.nn.functional.cross_entropy(
+        lt, torch.tensor(targets), ignore_index=ignore_index, reduction=reduction
+    )
     (dl,) = torch.autograd.grad(loss.sum(), [lt])
     assert_close(got.loss, loss.detach().numpy(), "loss")
     assert_close(got.dlogits, dl.numpy(), "dlogits")

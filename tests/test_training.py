@@ -32,7 +32,7 @@ def test_clip_grad_norm_by_hand():
     assert norm == pytest.approx(5.0)  # returned before clipping
     np.testing.assert_allclose(ps[0].grad, [3 / (5 + 1e-6), 0], rtol=1e-12)
     np.testing.assert_allclose(ps[1].grad, [[4 / (5 + 1e-6)]], rtol=1e-12)
-    assert math.sqrt(sum((p.grad ** 2).sum() for p in ps)) == pytest.approx(1.0, rel=1e-6)
+    assert math.sqrt(sum((p.grad**2).sum() for p in ps)) == pytest.approx(1.0, rel=1e-6)
     small = params_with_grads([[0.3, 0.4]])
     assert training.clip_grad_norm(small, 1.0) == pytest.approx(0.5)
     np.testing.assert_array_equal(small[0].grad, [0.3, 0.4])  # below the limit: unchanged
@@ -82,8 +82,7 @@ T, B, I, H, O = 10, 3, 2, 4, 1
 
 
 def regressor(cell, seed=0):
-    return models.SequenceRegressor(cell, I, H, O, many_to_many=True, dtype=np.float64,
-                                    seed=seed)
+    return models.SequenceRegressor(cell, I, H, O, many_to_many=True, dtype=np.float64, seed=seed)
 
 
 def grads_of(m):
@@ -116,7 +115,7 @@ def test_truncated_bptt_chunks_cut_the_gradient(cell, rng):
     m.zero_grad()
     s, losses = None, []
     for a in range(0, T, k):
-        losses.append(float(lf(m(x[a:a + k], state=s), y[a:a + k])) * len(x[a:a + k]))
+        losses.append(float(lf(m(x[a : a + k], state=s), y[a : a + k])) * len(x[a : a + k]))
         m.backward(lf.backward())
         s = m.final_state
     for n, g in grads_of(m).items():
@@ -148,6 +147,7 @@ def test_truncated_bptt_with_optimizer_updates_per_chunk(rng):
 
 # ============================================================================ fit
 
+
 def linear_task(rng, n_batches=20):
     w = np.array([[2.0, -1.0, 0.5]])
     batches = []
@@ -165,9 +165,16 @@ def test_fit_trains_and_records(rng, capsys):
     def val(model):
         return float(np.mean((model(xv) - yv) ** 2))
 
-    state = training.fit(lin, layers.MSELoss(), optim.Adam(lin, lr=0.1), data, epochs=10,
-                         clip_norm=10.0, callbacks=[training.Evaluate(val, every=50)],
-                         progress=True)
+    state = training.fit(
+        lin,
+        layers.MSELoss(),
+        optim.Adam(lin, lr=0.1),
+        data,
+        epochs=10,
+        clip_norm=10.0,
+        callbacks=[training.Evaluate(val, every=50)],
+        progress=True,
+    )
     assert state.step == 200 and len(state.history["loss"]) == 200
     assert state.history["val_loss"][-1][1] < 1e-3 * state.history["loss"][0][1]
     assert [s for s, _ in state.history["val_loss"]] == [50, 100, 150, 200]
@@ -185,19 +192,38 @@ def test_early_stopping_target_patience_and_time_limit(rng):
         return float(np.mean((model(data[0][0]) - data[0][1]) ** 2))
 
     stop = training.EarlyStopping("val_loss", target=0.05)
-    state = training.fit(lin, layers.MSELoss(), optim.Adam(lin, lr=0.1), data, epochs=100,
-                         callbacks=[training.Evaluate(val, every=5), stop], progress=False)
+    state = training.fit(
+        lin,
+        layers.MSELoss(),
+        optim.Adam(lin, lr=0.1),
+        data,
+        epochs=100,
+        callbacks=[training.Evaluate(val, every=5), stop],
+        progress=False,
+    )
     assert state.stop and "target" in state.stop_reason
     assert state.history["val_loss"][-1][1] <= 0.05 < state.history["val_loss"][-2][1]
     # patience: a metric that never improves stops after `patience` evaluations
     lin2 = layers.Linear(3, 1, dtype=np.float64, seed=0)
-    state = training.fit(lin2, layers.MSELoss(), optim.SGD(lin2, lr=0.0), data, epochs=100,
-                         callbacks=[training.Evaluate(lambda m: 1.0, every=2),
-                                    training.EarlyStopping("val_loss", patience=3)],
-                         progress=False)
+    state = training.fit(
+        lin2,
+        layers.MSELoss(),
+        optim.SGD(lin2, lr=0.0),
+        data,
+        epochs=100,
+        callbacks=[training.Evaluate(lambda m: 1.0, every=2), training.EarlyStopping("val_loss", patience=3)],
+        progress=False,
+    )
     assert state.step == 8 and "did not improve" in state.stop_reason
-    state = training.fit(lin2, layers.MSELoss(), optim.SGD(lin2, lr=0.0),
-                         lambda i: data[i % 20], steps=10**6, time_limit=0.2, progress=False)
+    state = training.fit(
+        lin2,
+        layers.MSELoss(),
+        optim.SGD(lin2, lr=0.0),
+        lambda i: data[i % 20],
+        steps=10**6,
+        time_limit=0.2,
+        progress=False,
+    )
     assert "time limit" in state.stop_reason
 
 
@@ -234,12 +260,16 @@ def test_checkpoint_on_best_and_fit_errors(tmp_path, rng):
     lin = layers.Linear(3, 1, dtype=np.float64, seed=0)
     vals = iter([3.0, 2.0, 2.5, 1.0])
     cb = training.Checkpoint(tmp_path / "best.npz", monitor="val_loss")
-    training.fit(lin, layers.MSELoss(), optim.SGD(lin, lr=0.0), linear_task(rng, 4),
-                 callbacks=[training.Evaluate(lambda m: next(vals), every=1), cb],
-                 progress=False)
+    training.fit(
+        lin,
+        layers.MSELoss(),
+        optim.SGD(lin, lr=0.0),
+        linear_task(rng, 4),
+        callbacks=[training.Evaluate(lambda m: next(vals), every=1), cb],
+        progress=False,
+    )
     assert cb.saved_steps == [1, 2, 4]
     with pytest.raises(ValueError, match="steps: needed"):
-        training.fit(lin, layers.MSELoss(), optim.SGD(lin, lr=0.1), lambda i: None,
-                     progress=False)
+        training.fit(lin, layers.MSELoss(), optim.SGD(lin, lr=0.1), lambda i: None, progress=False)
     with pytest.raises(TypeError, match=r"callbacks\[0\]"):
         training.fit(lin, layers.MSELoss(), optim.SGD(lin, lr=0.1), [], callbacks=[print])

@@ -15,9 +15,11 @@ from rnnkit import nn
 
 def test_workspace_checks():
     ws = lstm_workspace()
-    for saved in (dict(ws.saved, hprev=ws.saved["hprev"].tolist()),  # a list
-                  dict(ws.saved, hprev=np.asfortranarray(ws.saved["hprev"])),  # Fortran order
-                  dict(ws.saved, cprev=ws.saved["cprev"][:, :1])):  # a wrong shape
+    for saved in (
+        dict(ws.saved, hprev=ws.saved["hprev"].tolist()),  # a list
+        dict(ws.saved, hprev=np.asfortranarray(ws.saved["hprev"])),  # Fortran order
+        dict(ws.saved, cprev=ws.saved["cprev"][:, :1]),
+    ):  # a wrong shape
         bad = dataclasses.replace(ws, saved=saved)
         with pytest.raises((TypeError, ValueError), match=r"^workspace"):
             rnnkit.lstm_backward(None, None, None, bad)

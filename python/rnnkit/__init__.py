@@ -20,10 +20,29 @@ import warnings as _warnings
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 # Load the shared OpenBLAS (RTLD_GLOBAL) before the extension that links it.
-import scipy_openblas32 as _scipy_openblas32  # noqa: E402,F401
+import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import _core  # noqa: E402
-from ._types import (  # noqa: E402
+# The layers (ops -> nn -> models -> train; reference beside ops), and the former flat modules,
+# kept as re-exports so that every old import path works.
+from . import (
+    _core,
+    attention,
+    decoding,
+    diagnostics,
+    layers,
+    models,
+    nn,
+    ops,
+    optim,
+    recurrent,
+    reference,
+    reference_attention,
+    sampling,
+    seq2seq,
+    train,
+    training,
+)
+from ._types import (
     CellGrads,
     CrossEntropyResult,
     LSTMCellGrads,
@@ -31,8 +50,8 @@ from ._types import (  # noqa: E402
     LSTMSequenceGrads,
     SequenceGrads,
 )
-from .ops.losses import softmax, softmax_cross_entropy  # noqa: E402
-from .ops.recurrent import (  # noqa: E402
+from .ops.losses import softmax, softmax_cross_entropy
+from .ops.recurrent import (
     Workspace,
     gru_backward,
     gru_cell_backward,
@@ -47,24 +66,8 @@ from .ops.recurrent import (  # noqa: E402
     rnn_cell_forward,
     rnn_forward,
 )
+from .train import clip_grad_norm, clip_grad_value
 
-# The layers (ops -> nn -> models -> train; reference beside ops), and the former flat modules,
-# kept as re-exports so that every old import path works.
-from . import nn, ops, reference  # noqa: E402
-from . import models, train  # noqa: E402
-from . import (  # noqa: E402
-    attention,
-    decoding,
-    diagnostics,
-    layers,
-    optim,
-    recurrent,
-    reference_attention,
-    sampling,
-    seq2seq,
-    training,
-)
-from .train import clip_grad_norm, clip_grad_value  # noqa: E402
 __version__ = "0.1.0"
 
 
@@ -95,9 +98,12 @@ def set_num_threads(n: int) -> None:
         raise ValueError(f"n: expected at most {_MAX_THREADS}, got {n}")
     usable = _usable_cores()
     if n > 4 * usable:
-        _warnings.warn(f"n: {n} threads on {usable} usable cores oversubscribes them (more than 4 "
-                       f"per core); rnnkit will run much slower than with {usable}",
-                       RuntimeWarning, stacklevel=2)
+        _warnings.warn(
+            f"n: {n} threads on {usable} usable cores oversubscribes them (more than 4 "
+            f"per core); rnnkit will run much slower than with {usable}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     _core.set_num_threads(n)
 
 
@@ -128,15 +134,49 @@ def get_flush_denormal() -> bool:
 
 
 __all__ = [
-    "CellGrads", "CrossEntropyResult", "LSTMCellGrads", "LSTMProjSequenceGrads", "LSTMSequenceGrads", "SequenceGrads",
-    "Workspace", "get_flush_denormal", "get_num_threads", "gru_backward", "gru_cell_backward", "gru_cell_forward",
-    "gru_forward", "lstm_backward", "lstm_cell_backward", "lstm_cell_forward", "lstm_forward",
-    "rnn_backward", "rnn_cell_backward", "rnn_cell_forward", "rnn_forward", "set_flush_denormal",
-    "set_num_threads", "softmax", "softmax_cross_entropy", "clip_grad_norm", "clip_grad_value",
+    "CellGrads",
+    "CrossEntropyResult",
+    "LSTMCellGrads",
+    "LSTMProjSequenceGrads",
+    "LSTMSequenceGrads",
+    "SequenceGrads",
+    "Workspace",
+    "get_flush_denormal",
+    "get_num_threads",
+    "gru_backward",
+    "gru_cell_backward",
+    "gru_cell_forward",
+    "gru_forward",
+    "lstm_backward",
+    "lstm_cell_backward",
+    "lstm_cell_forward",
+    "lstm_forward",
+    "rnn_backward",
+    "rnn_cell_backward",
+    "rnn_cell_forward",
+    "rnn_forward",
+    "set_flush_denormal",
+    "set_num_threads",
+    "softmax",
+    "softmax_cross_entropy",
+    "clip_grad_norm",
+    "clip_grad_value",
     "__version__",
     # the layers
-    "ops", "reference", "nn", "models", "train",
+    "ops",
+    "reference",
+    "nn",
+    "models",
+    "train",
     # former flat modules (re-exports of the layers above)
-    "attention", "decoding", "diagnostics", "layers", "optim", "recurrent",
-    "reference_attention", "sampling", "seq2seq", "training",
+    "attention",
+    "decoding",
+    "diagnostics",
+    "layers",
+    "optim",
+    "recurrent",
+    "reference_attention",
+    "sampling",
+    "seq2seq",
+    "training",
 ]

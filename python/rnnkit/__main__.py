@@ -32,8 +32,9 @@ def main(argv=None):
             return 0 if rest else 2
         name = rest[0]
         if name not in DEMOS:
-            print(f"rnnkit demo: unknown demo {name!r}; available: {', '.join(sorted(DEMOS))}",
-                  file=sys.stderr)
+            print(
+                f"rnnkit demo: unknown demo {name!r}; available: {', '.join(sorted(DEMOS))}", file=sys.stderr
+            )
             return 2
         importlib.import_module(DEMOS[name]).main(rest[1:])
         return 0
@@ -43,8 +44,11 @@ def main(argv=None):
         except ModuleNotFoundError as exc:
             if exc.name not in ("rnnkit.bench",):
                 raise
-            print("rnnkit bench: bench module not available (rnnkit.bench is not installed in "
-                  "this version; run bench/bench_rnn.py from a source checkout)", file=sys.stderr)
+            print(
+                "rnnkit bench: bench module not available (rnnkit.bench is not installed in "
+                "this version; run bench/bench_rnn.py from a source checkout)",
+                file=sys.stderr,
+            )
             return 2
         result = bench.main(rest)
         return result if isinstance(result, int) else 0

@@ -107,6 +107,7 @@ class CrossEntropyResult(NamedTuple):
 # Attention (rnnkit.ops.attention and its oracle); letters as there: B batch, T query steps,
 # S memory steps, Hq / Hk / Hv query / key / value sizes, A attention size.
 
+
 class AdditiveAttentionGrads(NamedTuple):
     """Gradients of :func:`additive_attention_forward`'s inputs."""
 

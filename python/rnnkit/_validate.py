@@ -32,8 +32,11 @@ def float_array(name, a, dtype=None):
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     # Fast path, the common case: already a contiguous native float array of the call's dtype.
-    if type(a) is np.ndarray and a.flags.c_contiguous and (
-            a.dtype is dtype or (dtype is None and a.dtype in FLOAT_DTYPES)):
+    if (
+        type(a) is np.ndarray
+        and a.flags.c_contiguous
+        and (a.dtype is dtype or (dtype is None and a.dtype in FLOAT_DTYPES))
+    ):
         return a
     arr = np.asarray(a)
     # float32/float64 stored in the other byte order hold the same values: accepted, made native
@@ -107,6 +110,7 @@ def flag(name, value):
 # Every scalar argument of rnnkit is checked by one of these (sizes, probabilities, rates,
 # seeds, temperatures): the same rule and the same message wherever the argument appears.
 
+
 def int_arg(name: str, value: Any, minimum: int | None = 1) -> int:
     """An integer (not a bool) >= ``minimum`` (None: any): TypeError if not an integer, else
     ValueError."""
@@ -117,13 +121,25 @@ def int_arg(name: str, value: Any, minimum: int | None = 1) -> int:
     return int(value)
 
 
-def real(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
-         lo_open: bool = False, hi_open: bool = False, finite: bool = True) -> float:
+def real(
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    finite: bool = True,
+) -> float:
     """A real number (not a bool, not nan; finite unless ``finite=False``) in the range given,
     returned as a float. TypeError for a non-number, ValueError naming the bound it breaks,
     e.g. ``lr: expected a number >= 0.0, got -1.0``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) \
-            or (finite and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or math.isnan(value)
+        or (finite and not math.isfinite(value))
+    ):
         raise TypeError(f"{name}: expected a {'finite ' if finite else ''}number, got {value!r}")
     value = float(value)
     if lo is not None and (value < lo or (lo_open and value == lo)):
@@ -216,11 +232,13 @@ def check_gemm_sizes(arg=None, **dims):
     for sym, value in dims.items():
         if value > INT32_MAX:
             name = arg or _GEMM_ARG.get(sym)
-            raise ValueError(f"{name + ': ' if name else ''}{sym} = {value} exceeds the BLAS's "
-                             f"32-bit size limit {INT32_MAX}")
+            raise ValueError(
+                f"{name + ': ' if name else ''}{sym} = {value} exceeds the BLAS's "
+                f"32-bit size limit {INT32_MAX}"
+            )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def memory_limit():
     """Bytes this process could ever hold: physical memory plus swap; None where unknown.
 
@@ -260,18 +278,23 @@ def check_alloc(arg, dtype, n_elements, what):
     dtype = np.dtype(dtype)
     nbytes = int(n_elements) * dtype.itemsize  # Python ints: no overflow here
     if nbytes > INTP_MAX:
-        raise ValueError(f"{arg}: {what} would take {nbytes} bytes of {dtype.name}, more than a "
-                         f"64-bit size can hold ({INTP_MAX})")
+        raise ValueError(
+            f"{arg}: {what} would take {nbytes} bytes of {dtype.name}, more than a "
+            f"64-bit size can hold ({INTP_MAX})"
+        )
     if nbytes < (1 << 30):  # surely fine; spares reading /proc on every call
         return
     limit = memory_limit()
     if limit is not None and nbytes > limit:
-        raise MemoryError(f"{arg}: {what} would take {_human(nbytes)} of {dtype.name}, more than "
-                          f"this machine's memory ({_human(limit)}, RAM + swap)")
+        raise MemoryError(
+            f"{arg}: {what} would take {_human(nbytes)} of {dtype.name}, more than "
+            f"this machine's memory ({_human(limit)}, RAM + swap)"
+        )
 
 
-def check_rnn_module_sizes(module, gates, input_size, hidden_size, num_layers, num_directions,
-                           proj_size, bias, dtype):
+def check_rnn_module_sizes(
+    module, gates, input_size, hidden_size, num_layers, num_directions, proj_size, bias, dtype
+):
     """Sizes of a multi-layer recurrent module (rnnkit.nn), checked before any allocation.
 
     ``G*hidden_size`` and ``input_size`` must fit the BLAS's 32-bit sizes (ValueError); all the
@@ -296,7 +319,14 @@ def check_workspace_arrays(ws):
     dtype = getattr(ws.x, "dtype", None)
     for name, a in arrays:
         if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
-            got = (f"a {type(a).__name__}" if not isinstance(a, np.ndarray) else
-                   f"dtype {a.dtype}" if a.dtype != dtype else "a non-contiguous array")
-            raise TypeError(f"workspace: its {name} is {got}, but a workspace must come unmodified "
-                            f"from its forward (x is {dtype})")
+            got = (
+                f"a {type(a).__name__}"
+                if not isinstance(a, np.ndarray)
+                else f"dtype {a.dtype}"
+                if a.dtype != dtype
+                else "a non-contiguous array"
+            )
+            raise TypeError(
+                f"workspace: its {name} is {got}, but a workspace must come unmodified "
+                f"from its forward (x is {dtype})"
+            )

@@ -5,5 +5,13 @@ from .nn.layers import Dropout, Embedding, Linear, scatter_add_rows
 from .nn.losses import CrossEntropyLoss, MSELoss
 from .nn.module import Module, Parameter
 
-__all__ = ["Module", "Parameter", "Linear", "Embedding", "Dropout", "CrossEntropyLoss", "MSELoss",
-           "scatter_add_rows"]
+__all__ = [
+    "Module",
+    "Parameter",
+    "Linear",
+    "Embedding",
+    "Dropout",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "scatter_add_rows",
+]

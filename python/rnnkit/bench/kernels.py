@@ -100,6 +100,7 @@ MIN_SAMPLES = 3  # even a slow contender gets this many samples
 # FLOP count
 # ---------------------------------------------------------------------------------------------
 
+
 def gemm_flops(G, T, B, I, H, mode):
     """GEMM flops of one call as (whole_sequence, per_step), counting 2*M*N*K per GEMM.
 
@@ -124,6 +125,7 @@ def gemm_flops(G, T, B, I, H, mode):
 # ---------------------------------------------------------------------------------------------
 # Timing helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _cpu_busy_s():
     """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
@@ -209,6 +211,7 @@ def set_threads(n):
 # Problems and contenders
 # ---------------------------------------------------------------------------------------------
 
+
 class Problem:
     """Random inputs of one cell at one shape, weights initialised as torch does."""
 
@@ -222,8 +225,7 @@ class Problem:
         self.x = rng.standard_normal((T, B, I)).astype(dtype)
         self.h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
         self.spec = CELL_TABLE[family]
-        self.c0 = (rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
-                   if self.spec.has_cell_state else None)
+        self.c0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5) if self.spec.has_cell_state else None
         self.W_ih, self.W_hh, self.b_ih, self.b_hh = u(G * H, I), u(G * H, H), u(G * H), u(G * H)
         self.dy = rng.standard_normal((T, B, H)).astype(dtype)
 
@@ -237,11 +239,13 @@ class Problem:
     # -- rnnkit and the oracle share signatures: `lib` is rnnkit or rnnkit.reference
     def forward(self, lib, a, training):
         if self.spec.has_cell_state:
-            return lib.lstm_forward(a["x"], a["h0"], a["c0"], a["W_ih"], a["W_hh"], a["b_ih"],
-                                    a["b_hh"], training=training)
+            return lib.lstm_forward(
+                a["x"], a["h0"], a["c0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training
+            )
         fwd = getattr(lib, f"{self.family}_forward")
-        return fwd(a["x"], a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training,
-                   **self.opts)
+        return fwd(
+            a["x"], a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training, **self.opts
+        )
 
     def backward(self, lib, a, ws):
         if self.spec.has_cell_state:
@@ -258,6 +262,7 @@ class Problem:
         def train():
             _, _, ws = self.forward(lib, a, True)
             return self.backward(lib, a, ws)
+
         return train
 
     def results(self, lib, a=None):
@@ -279,13 +284,18 @@ class Problem:
             return None
         m, x, state, dy, params = self._torch_setup()
         if mode == "inference":
+
             def infer():
                 with torch.no_grad():
                     return m(x, state)
+
             return infer
         xg = x.detach().requires_grad_()
-        sg = tuple(s.detach().requires_grad_() for s in state) if isinstance(state, tuple) \
+        sg = (
+            tuple(s.detach().requires_grad_() for s in state)
+            if isinstance(state, tuple)
             else state.detach().requires_grad_()
+        )
         leaves = params + [xg] + (list(sg) if isinstance(sg, tuple) else [sg])
 
         def train():
@@ -293,6 +303,7 @@ class Problem:
                 p.grad = None
             y, _ = m(xg, sg)
             y.backward(dy)
+
         return train
 
     def torch_results(self):
@@ -322,8 +333,12 @@ class Problem:
         tdtype = torch.float64 if self.x.dtype == np.float64 else torch.float32
         m = mod(self.I, self.H, **kw).to(tdtype)  # batch_first=False: time-major like rnnkit
         with torch.no_grad():
-            for name, a in (("weight_ih_l0", self.W_ih), ("weight_hh_l0", self.W_hh),
-                            ("bias_ih_l0", self.b_ih), ("bias_hh_l0", self.b_hh)):
+            for name, a in (
+                ("weight_ih_l0", self.W_ih),
+                ("weight_hh_l0", self.W_hh),
+                ("bias_ih_l0", self.b_ih),
+                ("bias_hh_l0", self.b_hh),
+            ):
                 getattr(m, name).copy_(torch.from_numpy(a))
         params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
         x = torch.from_numpy(self.x)
@@ -335,6 +350,7 @@ class Problem:
 # ---------------------------------------------------------------------------------------------
 # 1. Validation
 # ---------------------------------------------------------------------------------------------
+
 
 def max_rel_error(got, want):
     """max over the arrays of max|got - want| / max|want| (each array normed on its own)."""
@@ -353,9 +369,11 @@ def max_rel_error(got, want):
 def validate(cells, dtype, vs):
     T, B, I, H = VALIDATE_SHAPE
     tol = TOLERANCE[np.dtype(dtype).name]
-    print(f"## Validation: T={T} B={B} I={I} H={H}, {np.dtype(dtype).name}, outputs y, final "
-          f"states and all gradients; max relative error (max|a-b| / max|b|, per array), "
-          f"tolerance {tol:g}")
+    print(
+        f"## Validation: T={T} B={B} I={I} H={H}, {np.dtype(dtype).name}, outputs y, final "
+        f"states and all gradients; max relative error (max|a-b| / max|b|, per array), "
+        f"tolerance {tol:g}"
+    )
     ok = True
     for cell in cells:
         p = Problem(cell, T, B, I, H, dtype, seed=1)
@@ -410,11 +428,18 @@ def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
         W_hh = rng.standard_normal((G * H, H)).astype(dtype)
         out_seq, out_step = np.empty((T * B, G * H), dtype), np.empty((T, B, G * H), dtype)
         # W.T: the same transposed operand the kernel passes to its BLAS
-        t = time_alternating({"seq": lambda: np.matmul(X, W_ih.T, out=out_seq),
-                              "step": lambda: np.matmul(hs, W_hh.T, out=out_step)},
-                             max_samples=5 if quick else 7, budget_s=0.3 if quick else 0.6)
-        _roofline_cache[key] = (2 * T * B * I * G * H / t["seq"][0] / 1e9,
-                                2 * T * B * H * G * H / t["step"][0] / 1e9)
+        t = time_alternating(
+            {
+                "seq": lambda: np.matmul(X, W_ih.T, out=out_seq),
+                "step": lambda: np.matmul(hs, W_hh.T, out=out_step),
+            },
+            max_samples=5 if quick else 7,
+            budget_s=0.3 if quick else 0.6,
+        )
+        _roofline_cache[key] = (
+            2 * T * B * I * G * H / t["seq"][0] / 1e9,
+            2 * T * B * H * G * H / t["step"][0] / 1e9,
+        )
     return _roofline_cache[key]
 
 
@@ -444,11 +469,16 @@ def roofline_gflops(flops, rates):
 def run_grid(args, shapes, cells, threads, dtype):
     base_name = "torch" if args.vs == "torch" else "numpy"
     rows = []
-    header = (f"{'shape':22s} {'cell':7s} {'mode':9s} {'thr':>3s} {'rnnkit ms':>10s} "
-              f"{base_name + ' ms':>10s} {'ratio':>6s} {'GFLOP/s':>8s} {'roof':>6s} {'%roof':>6s} "
-              f"{'%peak':>6s} {'ws MiB':>7s} {'n':>5s} {'bg':>4s}  kernel")
-    print(f"## Grid: rnnkit vs {base_name} ({'oracle rnnkit.reference' if base_name == 'numpy' else 'torch.nn.RNN/LSTM/GRU'}), "
-          f"{np.dtype(dtype).name}; ratio = rnnkit / {base_name} (< 1: rnnkit faster)")
+    header = (
+        f"{'shape':22s} {'cell':7s} {'mode':9s} {'thr':>3s} {'rnnkit ms':>10s} "
+        f"{base_name + ' ms':>10s} {'ratio':>6s} {'GFLOP/s':>8s} {'roof':>6s} {'%roof':>6s} "
+        f"{'%peak':>6s} {'ws MiB':>7s} {'n':>5s} {'bg':>4s}  kernel"
+    )
+    baseline = "oracle rnnkit.reference" if base_name == "numpy" else "torch.nn.RNN/LSTM/GRU"
+    print(
+        f"## Grid: rnnkit vs {base_name} ({baseline}), "
+        f"{np.dtype(dtype).name}; ratio = rnnkit / {base_name} (< 1: rnnkit faster)"
+    )
     print(header)
     print("-" * len(header))
     max_samples = args.repeats
@@ -470,8 +500,7 @@ def run_grid(args, shapes, cells, threads, dtype):
                     gc.collect()
                     base = p.torch_call(mode) if args.vs == "torch" else p.call(ref, mode)
                     meter = LoadMeter().start()
-                    t = time_alternating({"rnnkit": p.call(rnnkit, mode), "base": base},
-                                         max_samples, budget)
+                    t = time_alternating({"rnnkit": p.call(rnnkit, mode), "base": base}, max_samples, budget)
                     bg = meter.stop()
                     flops = gemm_flops(p.G, T, B, I, H, mode)
                     rk_s, rk_n = t["rnnkit"]
@@ -479,14 +508,20 @@ def run_grid(args, shapes, cells, threads, dtype):
                     gflops = sum(flops) / rk_s / 1e9
                     roof = roofline_gflops(flops, rates)
                     row = {
-                        "shape": f"{shape_name} ({T},{B},{I})", "cell": cell, "mode": mode,
-                        "threads": n_threads, "rnnkit_ms": rk_s * 1e3,
+                        "shape": f"{shape_name} ({T},{B},{I})",
+                        "cell": cell,
+                        "mode": mode,
+                        "threads": n_threads,
+                        "rnnkit_ms": rk_s * 1e3,
                         "base_ms": None if base_s is None else base_s * 1e3,
                         "ratio": None if base_s is None else rk_s / base_s,
-                        "gflops": gflops, "roof": roof, "frac": gflops / roof,
+                        "gflops": gflops,
+                        "roof": roof,
+                        "frac": gflops / roof,
                         "peak_frac": gflops / (fma_peak_gflops(dtype) * n_threads),
                         "ws_mib": ws_bytes / 2**20 if mode == "training" else None,
-                        "n": f"{rk_n}/{base_n if base_s is not None else '-'}", "bg": bg,
+                        "n": f"{rk_n}/{base_n if base_s is not None else '-'}",
+                        "bg": bg,
                         "kernel": step_kernel(p.G, B, H, n_threads, dtype),
                     }
                     # oversubscribed: other processes took more than the cores this row left free
@@ -494,8 +529,10 @@ def run_grid(args, shapes, cells, threads, dtype):
                     rows.append(row)
                     print(format_row(row), flush=True)
         print(f"({n_threads} thread{'s' if n_threads > 1 else ''}: {time.perf_counter() - t_block:.0f} s)")
-    print(f"bg marked *: other processes kept more cores busy than the row's threads left free; "
-          f"its times are inflated and its ratio is less reliable")
+    print(
+        "bg marked *: other processes kept more cores busy than the row's threads left free; "
+        "its times are inflated and its ratio is less reliable"
+    )
     print()
     return rows
 
@@ -505,12 +542,14 @@ def _f(v, fmt, width):
 
 
 def format_row(r):
-    return (f"{r['shape']:22s} {r['cell']:7s} {r['mode']:9s} {r['threads']:3d} "
-            f"{_f(r['rnnkit_ms'], '.3f', 10)} {_f(r['base_ms'], '.3f', 10)} "
-            f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
-            f"{_f(100 * r['frac'], '.0f', 5)}% {_f(100 * r['peak_frac'], '.0f', 5)}% "
-            f"{_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
-            f"{r['bg']:4.1f}{'*' if r['busy'] else ''}  {r['kernel']}")
+    return (
+        f"{r['shape']:22s} {r['cell']:7s} {r['mode']:9s} {r['threads']:3d} "
+        f"{_f(r['rnnkit_ms'], '.3f', 10)} {_f(r['base_ms'], '.3f', 10)} "
+        f"{_f(r['ratio'], '.2f', 6)} {_f(r['gflops'], '.1f', 8)} {_f(r['roof'], '.1f', 6)} "
+        f"{_f(100 * r['frac'], '.0f', 5)}% {_f(100 * r['peak_frac'], '.0f', 5)}% "
+        f"{_f(r['ws_mib'], '.2f', 7)} {r['n']:>5s} "
+        f"{r['bg']:4.1f}{'*' if r['busy'] else ''}  {r['kernel']}"
+    )
 
 
 def step_kernel(G, B, H, n_threads, dtype):
@@ -535,7 +574,7 @@ def denormal_rows(dtype, quick):
         y, _, ws = rnnkit.rnn_forward(x, None, W_ih, W_hh, None, None)
         dy = np.zeros_like(y)
         dy[-1] = 1.0
-        calls[scale] = (lambda dy=dy, ws=ws: rnnkit.rnn_backward(dy, None, ws))
+        calls[scale] = lambda dy=dy, ws=ws: rnnkit.rnn_backward(dy, None, ws)
     print(f"## Subnormals: vanilla RNN backward ({T},{B},{I},{H}), 1 thread, {np.dtype(dtype).name}")
     saved = rnnkit.get_flush_denormal()
     out = {}
@@ -545,8 +584,10 @@ def denormal_rows(dtype, quick):
             t = time_alternating({"fast": calls[1.0], "slow": calls[0.3]}, 9 if quick else 15, 1.0)
             fast, slow = t["fast"][0] * 1e3, t["slow"][0] * 1e3
             out[flush] = (fast, slow)
-            print(f"  flush {'on ' if flush else 'off'}: W_hh scale 1 {fast:.3f} ms, scale 0.3 "
-                  f"{slow:.3f} ms -> slow/fast = {slow / fast:.2f}")
+            print(
+                f"  flush {'on ' if flush else 'off'}: W_hh scale 1 {fast:.3f} ms, scale 0.3 "
+                f"{slow:.3f} ms -> slow/fast = {slow / fast:.2f}"
+            )
     finally:
         rnnkit.set_flush_denormal(saved)
     print()
@@ -556,16 +597,21 @@ def denormal_rows(dtype, quick):
 def markdown_table(rows, base_name):
     def c(v, fmt):
         return "-" if v is None else format(v, fmt)
-    out = [f"| shape (T,B,I=H) | cell | mode | thr | rnnkit ms | {base_name} ms | ratio | "
-           "GFLOP/s | roof GFLOP/s | %roof | %peak | ws MiB | n | bg | kernel |",
-           "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+
+    out = [
+        f"| shape (T,B,I=H) | cell | mode | thr | rnnkit ms | {base_name} ms | ratio | "
+        "GFLOP/s | roof GFLOP/s | %roof | %peak | ws MiB | n | bg | kernel |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['threads']} | "
-                   f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
-                   f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
-                   f"{c(100 * r['frac'], '.0f')}% | {c(100 * r['peak_frac'], '.0f')}% | "
-                   f"{c(r['ws_mib'], '.2f')} | {r['n']} | "
-                   f"{r['bg']:.1f}{'*' if r['busy'] else ''} | {r['kernel']} |")
+        out.append(
+            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['threads']} | "
+            f"{c(r['rnnkit_ms'], '.3f')} | {c(r['base_ms'], '.3f')} | "
+            f"{c(r['ratio'], '.2f')} | {c(r['gflops'], '.1f')} | {c(r['roof'], '.1f')} | "
+            f"{c(100 * r['frac'], '.0f')}% | {c(100 * r['peak_frac'], '.0f')}% | "
+            f"{c(r['ws_mib'], '.2f')} | {r['n']} | "
+            f"{r['bg']:.1f}{'*' if r['busy'] else ''} | {r['kernel']} |"
+        )
     return "\n".join(out)
 
 
@@ -573,15 +619,53 @@ def markdown_table(rows, base_name):
 # 3. Living beside NumPy
 # ---------------------------------------------------------------------------------------------
 
+
+def _layer_contenders(ours, kind, kw, x, dout, lengths, dtype):
+    """One training step of the rnnkit module `ours` and (when torch is present) of the same
+    torch.nn module loaded with its weights, as {"rnnkit": fn, "torch": fn}."""
+    T = x.shape[0]
+
+    def rk_step():
+        ours.zero_grad()
+        ours(x, lengths=lengths)
+        ours.backward(dout)
+
+    contenders = {"rnnkit": rk_step}
+    if torch is None:
+        return contenders
+    tmod = getattr(torch.nn, CELL_TABLE[kind].torch_name)(ours.input_size, ours.hidden_size, **kw).to(
+        torch.float32 if dtype == np.float32 else torch.float64
+    )
+    tmod.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
+
+    def torch_step():
+        tmod.zero_grad()
+        xin = xt.clone().requires_grad_()
+        if lengths is None:
+            out = tmod(xin)[0]
+        else:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                xin, torch.from_numpy(lengths), enforce_sorted=False
+            )
+            out = torch.nn.utils.rnn.pad_packed_sequence(tmod(packed)[0], total_length=T)[0]
+        out.backward(dt)
+
+    contenders["torch"] = torch_step
+    return contenders
+
+
 def layer_rows(dtype, threads, quick):
     """Whole modules: a 2-layer bidirectional LSTM, and one layer over a variable-length batch
     (lengths spread evenly over 1..T, as rnnkit.nn's `lengths` and torch's packed sequence).
     Training = forward + backward through every layer; against torch when --vs torch, else
     only rnnkit (the oracle has no module). Prints one line per case and thread count."""
     T, B, H = (50, 16, 256) if quick else (100, 32, 512)
-    cases = [("lstm 2-layer bidirectional", dict(num_layers=2, bidirectional=True), None),
-             ("lstm variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),
-             ("gru variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy())]
+    cases = [
+        ("lstm 2-layer bidirectional", dict(num_layers=2, bidirectional=True), None),
+        ("lstm variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),
+        ("gru variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),
+    ]
     print(f"\n## Layers (rnnkit.nn vs torch.nn), T={T} B={B} I=H={H}, {np.dtype(dtype).name}, training step")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, B, H)).astype(dtype)
@@ -593,37 +677,16 @@ def layer_rows(dtype, threads, quick):
         if lengths is not None:
             dout[np.arange(T)[:, None] >= lengths[None, :]] = 0
 
-        def rk_step():
-            ours.zero_grad()
-            ours(x, lengths=lengths)
-            ours.backward(dout)
-
-        contenders = {"rnnkit": rk_step}
-        if torch is not None:
-            tmod = getattr(torch.nn, CELL_TABLE[kind].torch_name)(H, H, **kw).to(
-                torch.float32 if dtype == np.float32 else torch.float64)
-            tmod.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
-            xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
-
-            def torch_step():
-                tmod.zero_grad()
-                xin = xt.clone().requires_grad_()
-                if lengths is None:
-                    out = tmod(xin)[0]
-                else:
-                    packed = torch.nn.utils.rnn.pack_padded_sequence(
-                        xin, torch.from_numpy(lengths), enforce_sorted=False)
-                    out = torch.nn.utils.rnn.pad_packed_sequence(tmod(packed)[0], total_length=T)[0]
-                out.backward(dt)
-
-            contenders["torch"] = torch_step
+        contenders = _layer_contenders(ours, kind, kw, x, dout, lengths, dtype)
         for n in threads:
             set_threads(n)
             res = time_alternating(contenders, 3 if quick else 5, 2.0)
             line = f"  {name:28s} thr {n}: rnnkit {res['rnnkit'][0] * 1e3:8.2f} ms"
             if "torch" in res:
-                line += (f"   torch {res['torch'][0] * 1e3:8.2f} ms   ratio "
-                         f"{res['rnnkit'][0] / res['torch'][0]:.2f}")
+                line += (
+                    f"   torch {res['torch'][0] * 1e3:8.2f} ms   ratio "
+                    f"{res['rnnkit'][0] / res['torch'][0]:.2f}"
+                )
             print(line)
 
 
@@ -651,21 +714,23 @@ def beside_numpy(dtype, quick):
     rounds = 30 if quick else 60
     meter = LoadMeter().start()
     for i in range(rounds):
-        pairs = [("mm_alone", mm, mm), ("mm_after_rk", rk, mm),
-                 ("rk_alone", rk, rk), ("rk_after_mm", mm, rk)]
-        for key, first, second in (pairs if i % 2 == 0 else pairs[::-1]):
+        pairs = [("mm_alone", mm, mm), ("mm_after_rk", rk, mm), ("rk_alone", rk, rk), ("rk_after_mm", mm, rk)]
+        for key, first, second in pairs if i % 2 == 0 else pairs[::-1]:
             first()
             res[key].append(timed(second))
     bg = meter.stop()
     med = {k: statistics.median(v) * 1e3 for k, v in res.items()}
-    print(f"## Living beside NumPy: 2 threads, {np.dtype(dtype).name}, {rounds} rounds, "
-          f"bg {bg:.1f} cores")
-    print(f"  numpy matmul (256x512 @ 512x2048): alone {med['mm_alone']:.3f} ms, right after an "
-          f"rnnkit call {med['mm_after_rk']:.3f} ms -> after/alone = "
-          f"{med['mm_after_rk'] / med['mm_alone']:.2f}")
-    print(f"  rnnkit lstm inference (50,16,256):  alone {med['rk_alone']:.3f} ms, right after a "
-          f"numpy matmul {med['rk_after_mm']:.3f} ms -> after/alone = "
-          f"{med['rk_after_mm'] / med['rk_alone']:.2f}")
+    print(f"## Living beside NumPy: 2 threads, {np.dtype(dtype).name}, {rounds} rounds, bg {bg:.1f} cores")
+    print(
+        f"  numpy matmul (256x512 @ 512x2048): alone {med['mm_alone']:.3f} ms, right after an "
+        f"rnnkit call {med['mm_after_rk']:.3f} ms -> after/alone = "
+        f"{med['mm_after_rk'] / med['mm_alone']:.2f}"
+    )
+    print(
+        f"  rnnkit lstm inference (50,16,256):  alone {med['rk_alone']:.3f} ms, right after a "
+        f"numpy matmul {med['rk_after_mm']:.3f} ms -> after/alone = "
+        f"{med['rk_after_mm'] / med['rk_alone']:.2f}"
+    )
     print()
     return med, bg
 
@@ -673,6 +738,7 @@ def beside_numpy(dtype, quick):
 # ---------------------------------------------------------------------------------------------
 # Header: machine, versions, BLAS
 # ---------------------------------------------------------------------------------------------
+
 
 def _cpu_model():
     try:
@@ -697,8 +763,10 @@ def _git_commit():
     here = os.path.dirname(os.path.abspath(rnnkit.__file__))
 
     def git(*a):
-        return subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", here, *a], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
     try:
         rev = git("rev-parse", "--short", "HEAD")
         if not rev:
@@ -712,8 +780,10 @@ def _git_commit():
 
 def _core_built():
     path = rnnkit._core.__file__
-    return (f"{os.path.dirname(os.path.abspath(rnnkit.__file__))}, _core built "
-            f"{datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec='seconds')}")
+    return (
+        f"{os.path.dirname(os.path.abspath(rnnkit.__file__))}, _core built "
+        f"{datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec='seconds')}"
+    )
 
 
 def print_header(args):
@@ -724,21 +794,26 @@ def print_header(args):
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
-    print(f"machine: {_cpu_model()}, {cores} cores ({usable} usable), {platform.machine()}, "
-          f"load average {load}")
-    print(f"versions: python {platform.python_version()}, numpy {np.__version__}, "
-          f"torch {torch.__version__ if torch is not None else _version('torch')}, "
-          f"rnnkit {rnnkit.__version__} (commit {_git_commit()}), threadpoolctl "
-          f"{threadpoolctl.__version__}")
+    print(
+        f"machine: {_cpu_model()}, {cores} cores ({usable} usable), {platform.machine()}, load average {load}"
+    )
+    print(
+        f"versions: python {platform.python_version()}, numpy {np.__version__}, "
+        f"torch {torch.__version__ if torch is not None else _version('torch')}, "
+        f"rnnkit {rnnkit.__version__} (commit {_git_commit()}), threadpoolctl "
+        f"{threadpoolctl.__version__}"
+    )
     print(f"rnnkit:  {_core_built()}")
     removed = os.environ.get(_REEXEC_MARK)
     if removed:
         print(f"environment: re-executed once without {removed} (they can slow OpenBLAS)")
     else:
         print(f"environment: {' and '.join(_SLOW_OPENBLAS_VARS)} not set, no re-exec needed")
-    print(f"OPENBLAS_THREAD_TIMEOUT: {_USER_THREAD_TIMEOUT or 'unset'} when NumPy loaded, "
-          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')} when rnnkit loaded its OpenBLAS "
-          f"(NumPy is imported first)")
+    print(
+        f"OPENBLAS_THREAD_TIMEOUT: {_USER_THREAD_TIMEOUT or 'unset'} when NumPy loaded, "
+        f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')} when rnnkit loaded its OpenBLAS "
+        f"(NumPy is imported first)"
+    )
     print("BLAS / OpenMP pools (threadpoolctl):")
     for lib in threadpool_info():
         parts = [f"{lib.get('internal_api')} {lib.get('version') or ''}".strip()]
@@ -749,26 +824,35 @@ def print_header(args):
         parts.append(f"{lib['num_threads']} threads")
         print(f"  {os.path.basename(lib['filepath'])}: {', '.join(parts)}")
     if torch is not None:
-        print(f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
-              f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}")
+        print(
+            f"torch: {torch.get_num_threads()} intra-op threads, mkldnn "
+            f"{'on' if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else 'off'}"
+        )
     cpu = rnnkit._core._cpu_info()
     kib = lambda n: f"{n // 1024} KiB" if n < 2**20 else f"{n / 2**20:g} MiB"  # noqa: E731
     features = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if cpu[f]]
-    print(f"CPU (CPUID): {cpu['model_name']} ({cpu['vendor']} family {cpu['family']} model "
-          f"{cpu['model']}); L1d {kib(cpu['l1d_bytes'])}, L2 {kib(cpu['l2_bytes'])} per core, "
-          f"L3 {kib(cpu['l3_bytes'])}; {' '.join(features)}")
-    print(f"kernel choice (from CPUID, no timing pass): {cpu['tile_rows']}-row register tiles; "
-          f"panel-major walk when a thread's packed weights exceed "
-          f"{kib(cpu['panel_major_above_bytes'])} (half its L2); per grid point in the 'kernel' column")
-    print(f"FMA peak (one core, vector FMAs on registers, measured now): "
-          f"{fma_peak_gflops(np.float32):.1f} GFLOP/s float32, "
-          f"{fma_peak_gflops(np.float64):.1f} GFLOP/s float64")
+    print(
+        f"CPU (CPUID): {cpu['model_name']} ({cpu['vendor']} family {cpu['family']} model "
+        f"{cpu['model']}); L1d {kib(cpu['l1d_bytes'])}, L2 {kib(cpu['l2_bytes'])} per core, "
+        f"L3 {kib(cpu['l3_bytes'])}; {' '.join(features)}"
+    )
+    print(
+        f"kernel choice (from CPUID, no timing pass): {cpu['tile_rows']}-row register tiles; "
+        f"panel-major walk when a thread's packed weights exceed "
+        f"{kib(cpu['panel_major_above_bytes'])} (half its L2); per grid point in the 'kernel' column"
+    )
+    print(
+        f"FMA peak (one core, vector FMAs on registers, measured now): "
+        f"{fma_peak_gflops(np.float32):.1f} GFLOP/s float32, "
+        f"{fma_peak_gflops(np.float64):.1f} GFLOP/s float64"
+    )
     print()
 
 
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
+
 
 def _csv(kind, allowed=None):
     def parse(s):
@@ -780,25 +864,41 @@ def _csv(kind, allowed=None):
             if bad:
                 raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
         return [kind(x) for x in items]
+
     return parse
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help=f"shapes {', '.join(QUICK_SHAPES)} only, fewer repeats")
-    ap.add_argument("--vs", choices=("numpy", "torch"), default="numpy",
-                    help="baseline: the NumPy oracle rnnkit.reference (default) or torch.nn")
-    ap.add_argument("--cells", type=_csv(str, CELLS), default=list(CELLS),
-                    help="comma list of rnn,lstm,gru,gru_tb (default all)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help=f"shapes {', '.join(QUICK_SHAPES)} only, fewer repeats"
+    )
+    ap.add_argument(
+        "--vs",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="baseline: the NumPy oracle rnnkit.reference (default) or torch.nn",
+    )
+    ap.add_argument(
+        "--cells",
+        type=_csv(str, CELLS),
+        default=list(CELLS),
+        help="comma list of rnn,lstm,gru,gru_tb (default all)",
+    )
     ap.add_argument("--threads", type=_csv(int), default=[1, 2], help="comma list (default 1,2)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="max timing samples per contender and grid point (default 7, --quick 5); "
-                         f"slow contenders get fewer, never below {MIN_SAMPLES}")
-    ap.add_argument("--markdown", action="store_true",
-                    help="also print the grid as a Markdown table at the end")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="max timing samples per contender and grid point (default 7, --quick 5); "
+        f"slow contenders get fewer, never below {MIN_SAMPLES}",
+    )
+    ap.add_argument(
+        "--markdown", action="store_true", help="also print the grid as a Markdown table at the end"
+    )
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 5 if args.quick else 7
@@ -809,6 +909,7 @@ def main(argv=None):
     global torch
     if args.vs == "torch":
         import torch as _torch
+
         torch = _torch
 
     t_start = time.perf_counter()
@@ -823,8 +924,10 @@ def main(argv=None):
     if args.markdown:
         print(markdown_table(rows, "torch" if args.vs == "torch" else "numpy"))
         print()
-    print(f"total {time.perf_counter() - t_start:.0f} s; other processes kept {meter.stop():.1f} "
-          f"cores busy on average during the timings")
+    print(
+        f"total {time.perf_counter() - t_start:.0f} s; other processes kept {meter.stop():.1f} "
+        f"cores busy on average during the timings"
+    )
 
 
 if __name__ == "__main__":

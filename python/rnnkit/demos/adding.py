@@ -58,19 +58,44 @@ def adding_batch(n, T, rng, dtype=np.float32):
 
 
 # Defaults of the full run (tuned on 2 cores; see bench/RESULTS.md "Adding problem demo").
-FULL = dict(T=100, hidden=64, batch=64, lr=1e-2, clip=1.0, steps=6000, eval_every=100,
-            test_size=1000, target=1e-3, budget=None, forget_bias=3.0,
-            models="rnn,lstm,gru", total_budget=570.0)
+FULL = dict(
+    T=100,
+    hidden=64,
+    batch=64,
+    lr=1e-2,
+    clip=1.0,
+    steps=6000,
+    eval_every=100,
+    test_size=1000,
+    target=1e-3,
+    budget=None,
+    forget_bias=3.0,
+    models="rnn,lstm,gru",
+    total_budget=570.0,
+)
 # --quick: tiny settings for the test suite (seconds).
 # No time budget: the run is deterministic (fixed seeds, one thread), a few seconds.
-QUICK = dict(T=20, hidden=32, batch=32, lr=1e-2, clip=1.0, steps=800, eval_every=50,
-             test_size=500, target=0.01, budget=None, forget_bias=3.0, models="lstm,gru",
-             total_budget=None)
+QUICK = dict(
+    T=20,
+    hidden=32,
+    batch=32,
+    lr=1e-2,
+    clip=1.0,
+    steps=800,
+    eval_every=50,
+    test_size=500,
+    target=0.01,
+    budget=None,
+    forget_bias=3.0,
+    models="lstm,gru",
+    total_budget=None,
+)
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m rnnkit demo adding",
-                                description="The adding problem: vanilla RNN vs LSTM vs GRU.")
+    p = argparse.ArgumentParser(
+        prog="python -m rnnkit demo adding", description="The adding problem: vanilla RNN vs LSTM vs GRU."
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds), for tests")
     p.add_argument("--out", default="adding-demo", help="output directory (default %(default)s)")
     p.add_argument("--models", help="comma-separated cells among rnn, lstm, gru")
@@ -84,10 +109,18 @@ def _parser():
     p.add_argument("--test-size", type=int, dest="test_size", help="test sequences N")
     p.add_argument("--target", type=float, help="stop a model once its test MSE is below this")
     p.add_argument("--budget", type=float, help="seconds per model (default: share of the total)")
-    p.add_argument("--total-budget", type=float, dest="total_budget",
-                   help="seconds for all models together (split evenly)")
-    p.add_argument("--forget-bias", type=float, dest="forget_bias",
-                   help="initial LSTM forget-gate / GRU update-gate bias")
+    p.add_argument(
+        "--total-budget",
+        type=float,
+        dest="total_budget",
+        help="seconds for all models together (split evenly)",
+    )
+    p.add_argument(
+        "--forget-bias",
+        type=float,
+        dest="forget_bias",
+        help="initial LSTM forget-gate / GRU update-gate bias",
+    )
     add_run_args(p)
     return p
 
@@ -128,26 +161,46 @@ def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=N
     if cfg["target"]:
         callbacks.append(EarlyStopping("test_mse", patience=10**9, target=cfg["target"]))
     t0 = time.perf_counter()  # the test evaluations' time is included in the wall time
-    state = fit(model, MSELoss(), opt, data, steps=cfg["steps"], clip_norm=cfg["clip"],
-                callbacks=callbacks, progress=progress, desc=f"{cell:>4}", log_every=10,
-                time_limit=budget)
+    state = fit(
+        model,
+        MSELoss(),
+        opt,
+        data,
+        steps=cfg["steps"],
+        clip_norm=cfg["clip"],
+        callbacks=callbacks,
+        progress=progress,
+        desc=f"{cell:>4}",
+        log_every=10,
+        time_limit=budget,
+    )
     wall = time.perf_counter() - t0
     curve = state.history["test_mse"]
     final = curve[-1][1]
     first_below = next((s for s, v in curve if v < 0.01), None)
-    result = {"cell": cell, "final_test_mse": final, "best_test_mse": min(v for _, v in curve),
-              "steps": state.step, "wall_s": wall, "steps_per_s": state.step / wall,
-              "first_step_below_0.01": first_below,
-              "stop_reason": state.stop_reason or "max steps", "curve": curve,
-              "curve_seconds": eval_times[:len(curve)]}
-    log(f"{cell:>4}: test MSE {final:.5f} after {state.step} steps, {wall:.1f} s "
-        f"({state.step / wall:.1f} steps/s); {result['stop_reason']}")
+    result = {
+        "cell": cell,
+        "final_test_mse": final,
+        "best_test_mse": min(v for _, v in curve),
+        "steps": state.step,
+        "wall_s": wall,
+        "steps_per_s": state.step / wall,
+        "first_step_below_0.01": first_below,
+        "stop_reason": state.stop_reason or "max steps",
+        "curve": curve,
+        "curve_seconds": eval_times[: len(curve)],
+    }
+    log(
+        f"{cell:>4}: test MSE {final:.5f} after {state.step} steps, {wall:.1f} s "
+        f"({state.step / wall:.1f} steps/s); {result['stop_reason']}"
+    )
     return model, result
 
 
 def _plots(out, results, grad_norms, cfg):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -165,8 +218,10 @@ def _plots(out, results, grad_norms, cfg):
         ax.set_xlabel(xl)
     axes[0].set_ylabel("test MSE")
     axes[1].legend()
-    fig.suptitle(f"Adding problem, T = {cfg['T']}, H = {cfg['hidden']}, B = {cfg['batch']}, "
-                 f"Adam lr = {cfg['lr']}, clip {cfg['clip']}")
+    fig.suptitle(
+        f"Adding problem, T = {cfg['T']}, H = {cfg['hidden']}, B = {cfg['batch']}, "
+        f"Adam lr = {cfg['lr']}, clip {cfg['clip']}"
+    )
     fig.tight_layout()
     path = os.path.join(out, "adding_mse.png")
     fig.savefig(path, dpi=110)
@@ -200,42 +255,64 @@ def main(argv=None):
 def _run(args, cfg, dtype, argv):
 
     os.makedirs(args.out, exist_ok=True)
-    x_test, y_test = adding_batch(cfg["test_size"], cfg["T"], np.random.default_rng([args.seed, 0]),
-                                  dtype)
+    x_test, y_test = adding_batch(cfg["test_size"], cfg["T"], np.random.default_rng([args.seed, 0]), dtype)
     budget = cfg["budget"]
     if budget is None and cfg["total_budget"]:
         budget = cfg["total_budget"] / len(cfg["models"])
-    print(f"adding problem: T={cfg['T']} H={cfg['hidden']} B={cfg['batch']} lr={cfg['lr']} "
-          f"clip={cfg['clip']} max steps={cfg['steps']} target={cfg['target']} "
-          f"budget/model={budget} s, threads={args.threads}, {dtype.name}; "
-          f"trivial predictor MSE = {TRIVIAL_MSE:.4f}", flush=True)
+    print(
+        f"adding problem: T={cfg['T']} H={cfg['hidden']} B={cfg['batch']} lr={cfg['lr']} "
+        f"clip={cfg['clip']} max steps={cfg['steps']} target={cfg['target']} "
+        f"budget/model={budget} s, threads={args.threads}, {dtype.name}; "
+        f"trivial predictor MSE = {TRIVIAL_MSE:.4f}",
+        flush=True,
+    )
     t_all = time.perf_counter()
     results, grad_norms = [], {}
     for cell in cfg["models"]:
-        model, res = train_one(cell, cfg, x_test, y_test, seed=args.seed + _CELL_SEED[cell],
-                               dtype=dtype, progress=not args.no_progress, budget=budget)
+        model, res = train_one(
+            cell,
+            cfg,
+            x_test,
+            y_test,
+            seed=args.seed + _CELL_SEED[cell],
+            dtype=dtype,
+            progress=not args.no_progress,
+            budget=budget,
+        )
         # the gradient-flow diagnostic in float64 (a vanilla RNN's ratio underflows float32)
         m64 = SequenceRegressor(cell, 2, cfg["hidden"], 1, dtype=np.float64)
         m64.load_state_dict(model.state_dict())
         n = min(100, cfg["test_size"])
         grad_norms[cell] = gradient_norms_through_time(
-            m64, x_test[:, :n].astype(np.float64), y_test[:n].astype(np.float64)).tolist()
+            m64, x_test[:, :n].astype(np.float64), y_test[:n].astype(np.float64)
+        ).tolist()
         res["grad_ratio_first_last"] = grad_norms[cell][0] / grad_norms[cell][-1]
         results.append(res)
     total = time.perf_counter() - t_all
 
-    print(f"\n{'model':<6} {'test MSE':>10} {'best':>10} {'steps':>7} {'time s':>8} "
-          f"{'<0.01 at':>9}  {'|g_0|/|g_T-1|':>13}")
+    print(
+        f"\n{'model':<6} {'test MSE':>10} {'best':>10} {'steps':>7} {'time s':>8} "
+        f"{'<0.01 at':>9}  {'|g_0|/|g_T-1|':>13}"
+    )
     for r in results:
         below = r["first_step_below_0.01"]
-        print(f"{r['cell']:<6} {r['final_test_mse']:>10.5f} {r['best_test_mse']:>10.5f} "
-              f"{r['steps']:>7} {r['wall_s']:>8.1f} {('-' if below is None else below):>9}  "
-              f"{r['grad_ratio_first_last']:>13.3g}")
+        print(
+            f"{r['cell']:<6} {r['final_test_mse']:>10.5f} {r['best_test_mse']:>10.5f} "
+            f"{r['steps']:>7} {r['wall_s']:>8.1f} {('-' if below is None else below):>9}  "
+            f"{r['grad_ratio_first_last']:>13.3g}"
+        )
     print(f"total {total:.1f} s")
-    meta = {"config": cfg, "argv": list(argv) if argv is not None else sys.argv[1:],
-            "dtype": dtype.name, "threads": args.threads, "seed": args.seed,
-            "total_wall_s": total, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "python": platform.python_version(), "cpus": os.cpu_count()}
+    meta = {
+        "config": cfg,
+        "argv": list(argv) if argv is not None else sys.argv[1:],
+        "dtype": dtype.name,
+        "threads": args.threads,
+        "seed": args.seed,
+        "total_wall_s": total,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     with open(os.path.join(args.out, "adding_results.json"), "w") as f:
         json.dump({"meta": meta, "results": results, "grad_norms": grad_norms}, f, indent=1)
     if not args.no_plot:

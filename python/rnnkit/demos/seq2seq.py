@@ -49,17 +49,56 @@ PAD, BOS, EOS = 0, 1, 2
 FIRST = 3  # the first ordinary token id
 TASKS = ("reverse", "sort")
 
-FULL = dict(symbols=20, min_len=5, max_len=20, embedding=32, hidden=128, cell=LSTM_CELL.name,
-            attention="additive", batch=64, lr=3e-3, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
-            clip=5.0, eval_every=100, val_size=1024, test_per_length=200, target=0.999,
-            budget=330.0, budget_plain=200.0, steps=20000, beam=5)
-QUICK = dict(symbols=8, min_len=3, max_len=8, embedding=16, hidden=32, cell=LSTM_CELL.name,
-             attention="additive", batch=32, lr=1e-2, lr_decay=0.5, lr_patience=2, lr_min=1e-4,
-             clip=5.0, eval_every=50, val_size=128, test_per_length=25, target=0.98,
-             budget=20.0, budget_plain=8.0, steps=1500, beam=3)
+FULL = dict(
+    symbols=20,
+    min_len=5,
+    max_len=20,
+    embedding=32,
+    hidden=128,
+    cell=LSTM_CELL.name,
+    attention="additive",
+    batch=64,
+    lr=3e-3,
+    lr_decay=0.5,
+    lr_patience=2,
+    lr_min=1e-4,
+    clip=5.0,
+    eval_every=100,
+    val_size=1024,
+    test_per_length=200,
+    target=0.999,
+    budget=330.0,
+    budget_plain=200.0,
+    steps=20000,
+    beam=5,
+)
+QUICK = dict(
+    symbols=8,
+    min_len=3,
+    max_len=8,
+    embedding=16,
+    hidden=32,
+    cell=LSTM_CELL.name,
+    attention="additive",
+    batch=32,
+    lr=1e-2,
+    lr_decay=0.5,
+    lr_patience=2,
+    lr_min=1e-4,
+    clip=5.0,
+    eval_every=50,
+    val_size=128,
+    test_per_length=25,
+    target=0.98,
+    budget=20.0,
+    budget_plain=8.0,
+    steps=1500,
+    beam=3,
+)
 
 
 # ============================================================================ data
+
 
 def target_of(seq, task):
     """The target token sequence of a source sequence (without the end token)."""
@@ -95,8 +134,7 @@ class SequenceSource:
         added to the excluded set as it is drawn (so they are distinct too)."""
         out = []
         while len(out) < n:
-            L = length if length is not None else int(self.rng.integers(self.min_len,
-                                                                        self.max_len + 1))
+            L = length if length is not None else int(self.rng.integers(self.min_len, self.max_len + 1))
             s = self.rng.integers(FIRST, FIRST + self.symbols, L)
             key = tuple(s.tolist())
             if key not in self.exclude:
@@ -121,19 +159,19 @@ def held_out_sets(cfg, seed):
 
 # ============================================================================ evaluation
 
+
 def decode(model, seqs, *, beam=1, chunk=512, return_attention=False):
     """Decoded token lists for the source sequences (greedy, or beam search)."""
 
     out, atts = [], []
     for i in range(0, len(seqs), chunk):
-        part = seqs[i:i + chunk]
+        part = seqs[i : i + chunk]
         src, lengths, _ = make_batch(part, "reverse")
         max_len = int(lengths.max()) + 5
         if beam > 1:
             res = beam_search(model, src, lengths, beam_width=beam, max_len=max_len)
         else:
-            res = greedy_decode(model, src, lengths, max_len=max_len,
-                                return_attention=return_attention)
+            res = greedy_decode(model, src, lengths, max_len=max_len, return_attention=return_attention)
         out += res.as_lists()
         if return_attention:
             atts.append(res)
@@ -150,6 +188,7 @@ def exact_match(model, seqs, task, *, beam=1):
 
 
 # ============================================================================ training
+
 
 def _log(*a):
     print(*a, flush=True)
@@ -185,17 +224,29 @@ def _plateau_decay(factor, patience, lr_min, monitor="val_exact"):
     return ReduceOnPlateau()
 
 
-def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True,
-                target=None, log=_log):
+def train_model(
+    cfg, task, attention, val, seen, *, seed, budget, dtype, progress=True, target=None, log=_log
+):
     """Train one Seq2Seq; returns (model, result dict)."""
 
     V = FIRST + cfg["symbols"]
-    model = Seq2Seq(V, V, embedding_dim=cfg["embedding"], hidden_size=cfg["hidden"],
-                    encoder_cell=cfg["cell"], attention=attention, pad_id=PAD, bos_id=BOS,
-                    eos_id=EOS, dtype=dtype, seed=seed)
+    model = Seq2Seq(
+        V,
+        V,
+        embedding_dim=cfg["embedding"],
+        hidden_size=cfg["hidden"],
+        encoder_cell=cfg["cell"],
+        attention=attention,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
+        dtype=dtype,
+        seed=seed,
+    )
     opt = Adam(model.parameters(), lr=cfg["lr"])
-    data_src = SequenceSource(cfg["symbols"], cfg["min_len"], cfg["max_len"],
-                              np.random.default_rng([seed, 1]), seen)
+    data_src = SequenceSource(
+        cfg["symbols"], cfg["min_len"], cfg["max_len"], np.random.default_rng([seed, 1]), seen
+    )
 
     def data(step):
         src, lengths, tgt = make_batch(data_src.draw(cfg["batch"]), task)
@@ -213,26 +264,46 @@ def train_model(cfg, task, attention, val, seen, *, seed, budget, dtype, progres
     if target:
         callbacks.append(EarlyStopping("val_exact", mode="max", patience=10**9, target=target))
     name = f"{task} {'attention' if attention else 'no attention'}"
-    state = fit(model, model.make_loss(), opt, data, steps=cfg["steps"], clip_norm=cfg["clip"],
-                callbacks=callbacks, progress=progress, desc=name, log_every=10,
-                time_limit=budget)
+    state = fit(
+        model,
+        model.make_loss(),
+        opt,
+        data,
+        steps=cfg["steps"],
+        clip_norm=cfg["clip"],
+        callbacks=callbacks,
+        progress=progress,
+        desc=name,
+        log_every=10,
+        time_limit=budget,
+    )
     wall = time.perf_counter() - t0
     curve = state.history["val_exact"]
-    res = {"attention": attention, "steps": state.step, "train_seconds": wall,
-           "steps_per_second": state.step / wall, "final_val_exact": curve[-1][1],
-           "stop_reason": state.stop_reason or "max steps",
-           "val_curve": [(s, v, t) for (s, v), t in zip(curve, curve_t)],
-           "final_train_loss": state.loss, "lr_changes": decay.changes}
-    log(f"{name}: validation exact match {curve[-1][1]:.4f} after {state.step} steps, "
-        f"{wall:.1f} s ({res['stop_reason']})")
+    res = {
+        "attention": attention,
+        "steps": state.step,
+        "train_seconds": wall,
+        "steps_per_second": state.step / wall,
+        "final_val_exact": curve[-1][1],
+        "stop_reason": state.stop_reason or "max steps",
+        "val_curve": [(s, v, t) for (s, v), t in zip(curve, curve_t)],
+        "final_train_loss": state.loss,
+        "lr_changes": decay.changes,
+    }
+    log(
+        f"{name}: validation exact match {curve[-1][1]:.4f} after {state.step} steps, "
+        f"{wall:.1f} s ({res['stop_reason']})"
+    )
     return model, res
 
 
 # ============================================================================ plots
 
+
 def _plots(out, task, results, model, example, cfg):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -242,9 +313,12 @@ def _plots(out, task, results, model, example, cfg):
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         Ls = sorted(int(k) for k in r["test_by_length"])
-        ax.plot(Ls, [r["test_by_length"][str(L)] * 100 for L in Ls], "o-",
-                label=("attention (" + r["attention"] + ")") if r["attention"]
-                else "no attention")
+        ax.plot(
+            Ls,
+            [r["test_by_length"][str(L)] * 100 for L in Ls],
+            "o-",
+            label=("attention (" + r["attention"] + ")") if r["attention"] else "no attention",
+        )
     ax.set_xlabel("source length")
     ax.set_ylabel("exact match on held-out sequences (%)")
     ax.set_ylim(-2, 102)
@@ -260,15 +334,14 @@ def _plots(out, task, results, model, example, cfg):
     if model is not None:
         (hyp,), (res,) = decode(model, [example], return_attention=True)
         n_out = int(res.lengths[0])
-        w = res.attention[:n_out, 0, :len(example)]  # (T_out, S)
+        w = res.attention[:n_out, 0, : len(example)]  # (T_out, S)
         fig, ax = plt.subplots(figsize=(0.42 * len(example) + 2, 0.42 * n_out + 1.6))
         im = ax.imshow(w, cmap="viridis", vmin=0, vmax=1, aspect="equal")
         name = {PAD: "<pad>", BOS: "<bos>", EOS: "<eos>"}
         ax.set_xticks(range(len(example)))
         ax.set_xticklabels([str(int(t) - FIRST) for t in example])
         ax.set_yticks(range(n_out))
-        ax.set_yticklabels([name.get(int(t), str(int(t) - FIRST))
-                            for t in res.tokens[:n_out, 0]])
+        ax.set_yticklabels([name.get(int(t), str(int(t) - FIRST)) for t in res.tokens[:n_out, 0]])
         ax.set_xlabel("source token")
         ax.set_ylabel("output token")
         ax.set_title(f"{task}: attention weights ({cfg['attention']})")
@@ -283,10 +356,12 @@ def _plots(out, task, results, model, example, cfg):
 
 # ============================================================================ main
 
+
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m rnnkit demo reverse|sort",
-                                description="Seq2seq with and without attention on reversing "
-                                            "or sorting random token sequences.")
+    p = argparse.ArgumentParser(
+        prog="python -m rnnkit demo reverse|sort",
+        description="Seq2seq with and without attention on reversing or sorting random token sequences.",
+    )
     p.add_argument("task", nargs="?", choices=TASKS, default="reverse")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds), for tests")
     p.add_argument("--out", default=None, help="output directory (default <task>-demo)")
@@ -299,9 +374,13 @@ def _parser():
     p.add_argument("--attention", choices=("additive", "dot", "general"))
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate (initial)")
-    p.add_argument("--lr-decay", type=float, dest="lr_decay",
-                   help="multiply the learning rate by this after --lr-patience evaluations "
-                        "without a new best validation accuracy (1: never)")
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        dest="lr_decay",
+        help="multiply the learning rate by this after --lr-patience evaluations "
+        "without a new best validation accuracy (1: never)",
+    )
     p.add_argument("--lr-patience", type=int, dest="lr_patience")
     p.add_argument("--lr-min", type=float, dest="lr_min")
     p.add_argument("--clip", type=float, help="global gradient-norm clip")
@@ -309,13 +388,15 @@ def _parser():
     p.add_argument("--eval-every", type=int, dest="eval_every")
     p.add_argument("--val-size", type=int, dest="val_size")
     p.add_argument("--test-per-length", type=int, dest="test_per_length")
-    p.add_argument("--target", type=float,
-                   help="stop the attention model at this validation exact match")
+    p.add_argument("--target", type=float, help="stop the attention model at this validation exact match")
     p.add_argument("--budget", type=float, help="seconds for the attention model")
-    p.add_argument("--budget-plain", type=float, dest="budget_plain",
-                   help="seconds for the model without attention (0: skip it)")
-    p.add_argument("--beam", type=int, help="also score the attention model with this beam "
-                                            "width (1: skip)")
+    p.add_argument(
+        "--budget-plain",
+        type=float,
+        dest="budget_plain",
+        help="seconds for the model without attention (0: skip it)",
+    )
+    p.add_argument("--beam", type=int, help="also score the attention model with this beam width (1: skip)")
     add_run_args(p)
     return p
 
@@ -342,21 +423,33 @@ def _run(args, cfg, argv):
     dtype = np.dtype(args.dtype)
     test, val, seen = held_out_sets(cfg, args.seed)
     lengths = range(cfg["min_len"], cfg["max_len"] + 1)
-    print(f"{task}: {cfg['symbols']} symbols, lengths {cfg['min_len']}..{cfg['max_len']}, "
-          f"{cfg['cell']} E={cfg['embedding']} H={cfg['hidden']} B={cfg['batch']} "
-          f"lr={cfg['lr']} (x{cfg['lr_decay']} after {cfg['lr_patience']} evaluations without "
-          f"progress, min {cfg['lr_min']}) "
-          f"clip={cfg['clip']}; held out: {len(test)} test, {len(val)} "
-          f"validation sequences; threads={args.threads}, {dtype.name}", flush=True)
+    print(
+        f"{task}: {cfg['symbols']} symbols, lengths {cfg['min_len']}..{cfg['max_len']}, "
+        f"{cfg['cell']} E={cfg['embedding']} H={cfg['hidden']} B={cfg['batch']} "
+        f"lr={cfg['lr']} (x{cfg['lr_decay']} after {cfg['lr_patience']} evaluations without "
+        f"progress, min {cfg['lr_min']}) "
+        f"clip={cfg['clip']}; held out: {len(test)} test, {len(val)} "
+        f"validation sequences; threads={args.threads}, {dtype.name}",
+        flush=True,
+    )
     t_all = time.perf_counter()
     results, att_model = [], None
     runs = [(cfg["attention"], cfg["budget"], cfg["target"])]
     if cfg["budget_plain"] and cfg["budget_plain"] > 0:
         runs.append((None, cfg["budget_plain"], None))
     for k, (attention, budget, target) in enumerate(runs):
-        model, res = train_model(cfg, task, attention, val, seen, seed=args.seed + 1 + k,
-                                 budget=budget, dtype=dtype, progress=not args.no_progress,
-                                 target=target)
+        model, res = train_model(
+            cfg,
+            task,
+            attention,
+            val,
+            seen,
+            seed=args.seed + 1 + k,
+            budget=budget,
+            dtype=dtype,
+            progress=not args.no_progress,
+            target=target,
+        )
         t = time.perf_counter()
         acc, by_len = exact_match(model, test, task)
         res["test_exact"] = acc
@@ -375,33 +468,46 @@ def _run(args, cfg, argv):
 
     # report
     heads = [("attention" if r["attention"] else "no attention") for r in results]
-    print(f"\nheld-out exact match by source length (greedy decoding, "
-          f"{cfg['test_per_length']} sequences per length):")
+    print(
+        f"\nheld-out exact match by source length (greedy decoding, "
+        f"{cfg['test_per_length']} sequences per length):"
+    )
     print(f"{'length':>6} " + " ".join(f"{h:>14}" for h in heads))
     for L in lengths:
-        print(f"{L:>6} " + " ".join(f"{r['test_by_length'][str(L)] * 100:>13.1f}%"
-                                    for r in results))
+        print(f"{L:>6} " + " ".join(f"{r['test_by_length'][str(L)] * 100:>13.1f}%" for r in results))
     print(f"{'all':>6} " + " ".join(f"{r['test_exact'] * 100:>13.2f}%" for r in results))
     for h, r in zip(heads, results):
-        beam = (f"; beam {cfg['beam']}: {r['test_exact_beam'] * 100:.2f}%"
-                if "test_exact_beam" in r else "")
-        print(f"{h}: {r['steps']} steps in {r['train_seconds']:.1f} s "
-              f"({r['steps_per_second']:.1f} steps/s){beam}")
+        beam = f"; beam {cfg['beam']}: {r['test_exact_beam'] * 100:.2f}%" if "test_exact_beam" in r else ""
+        print(
+            f"{h}: {r['steps']} steps in {r['train_seconds']:.1f} s "
+            f"({r['steps_per_second']:.1f} steps/s){beam}"
+        )
     print(f"total {total:.1f} s")
 
-    meta = {"task": task, "config": cfg, "argv": list(argv) if argv is not None else sys.argv[1:],
-            "dtype": args.dtype, "threads": args.threads, "seed": args.seed,
-            "total_seconds": total, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    meta = {
+        "task": task,
+        "config": cfg,
+        "argv": list(argv) if argv is not None else sys.argv[1:],
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "seed": args.seed,
+        "total_seconds": total,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
     summary = {"meta": meta, "results": results}
     path = os.path.join(out, f"{task}_results.json")
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     print(f"wrote {path}")
     if not args.no_plot:
-        example = next(s for s in test if len(s) == min(cfg["max_len"], 14)) \
-            if any(len(s) == min(cfg["max_len"], 14) for s in test) else test[-1]
+        example = (
+            next(s for s in test if len(s) == min(cfg["max_len"], 14))
+            if any(len(s) == min(cfg["max_len"], 14) for s in test)
+            else test[-1]
+        )
         for p in _plots(out, task, results, att_model, example, cfg):
             print(f"wrote {p}")
     return summary

@@ -12,16 +12,45 @@ models builds on :mod:`rnnkit.nn` and never imports :mod:`rnnkit.train`.
 
 from .autoregressive import OutputRecurrentRNN, RecurrentDecoder, shift_right
 from .decoding import DecodeResult, beam_search, greedy_decode, length_penalty, score_sequences
-from .sampling import (ConstantSchedule, ExponentialDecay, InverseSigmoidDecay, LinearDecay,
-                       SamplingPlan, ScheduledSampler, make_schedule, sample_tokens,
-                       scheduled_sampling_backward, scheduled_sampling_forward,
-                       teacher_forcing_mask)
+from .sampling import (
+    ConstantSchedule,
+    ExponentialDecay,
+    InverseSigmoidDecay,
+    LinearDecay,
+    SamplingPlan,
+    ScheduledSampler,
+    make_schedule,
+    sample_tokens,
+    scheduled_sampling_backward,
+    scheduled_sampling_forward,
+    teacher_forcing_mask,
+)
 from .seq2seq import DecoderState, Encoded, Seq2Seq
 from .sequence import SequenceClassifier, SequenceRegressor
 
-__all__ = ["OutputRecurrentRNN", "RecurrentDecoder", "SequenceRegressor", "SequenceClassifier",
-           "Seq2Seq", "DecoderState", "Encoded", "shift_right", "sample_tokens",
-           "DecodeResult", "greedy_decode", "beam_search", "score_sequences", "length_penalty",
-           "ConstantSchedule", "LinearDecay", "ExponentialDecay", "InverseSigmoidDecay",
-           "make_schedule", "teacher_forcing_mask", "scheduled_sampling_forward",
-           "scheduled_sampling_backward", "ScheduledSampler", "SamplingPlan"]
+__all__ = [
+    "OutputRecurrentRNN",
+    "RecurrentDecoder",
+    "SequenceRegressor",
+    "SequenceClassifier",
+    "Seq2Seq",
+    "DecoderState",
+    "Encoded",
+    "shift_right",
+    "sample_tokens",
+    "DecodeResult",
+    "greedy_decode",
+    "beam_search",
+    "score_sequences",
+    "length_penalty",
+    "ConstantSchedule",
+    "LinearDecay",
+    "ExponentialDecay",
+    "InverseSigmoidDecay",
+    "make_schedule",
+    "teacher_forcing_mask",
+    "scheduled_sampling_forward",
+    "scheduled_sampling_backward",
+    "ScheduledSampler",
+    "SamplingPlan",
+]

@@ -75,8 +75,10 @@ class _AutoregressiveBase(Module):
     def _init_io(self, hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype):
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
         if (vocab_size is None) == (output_size is None):
-            raise ValueError("vocab_size, output_size: give exactly one (vocab_size V for token "
-                             "targets, output_size O for real-valued targets)")
+            raise ValueError(
+                "vocab_size, output_size: give exactly one (vocab_size V for token "
+                "targets, output_size O for real-valued targets)"
+            )
         self.vocab_size = None if vocab_size is None else v.int_arg("vocab_size", vocab_size)
         self.output_size = None if output_size is None else v.int_arg("output_size", output_size)
         self.input_size = v.int_arg("input_size", input_size, minimum=0)
@@ -101,8 +103,9 @@ class _AutoregressiveBase(Module):
         """The inputs of every step: tokens (T, B) or values (T, B, O)."""
         y_prev = self._check_prev("y_prev", y_prev, None)
         if y_prev.ndim != (2 if self.discrete else 3):
-            raise ValueError(f"y_prev: expected shape "
-                             f"{'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}")
+            raise ValueError(
+                f"y_prev: expected shape {'(T, B)' if self.discrete else '(T, B, O)'}, got {y_prev.shape}"
+            )
         return y_prev
 
     def _check_prev(self, name, prev, lead):
@@ -110,16 +113,18 @@ class _AutoregressiveBase(Module):
         if self.discrete:
             prev = v.index_array(name, prev, self.vocab_size)
             if lead is not None and prev.shape != lead:
-                raise ValueError(f"{name}: expected token shape {self._lead_sym(lead)} = {lead}, "
-                                 f"got {prev.shape}")
+                raise ValueError(
+                    f"{name}: expected token shape {self._lead_sym(lead)} = {lead}, got {prev.shape}"
+                )
             if prev.ndim not in (1, 2):
                 raise ValueError(f"{name}: expected tokens (T, B), got shape {prev.shape}")
             return prev
         prev = self._check_input(name, prev)
         if lead is None:
             if prev.ndim not in (2, 3) or prev.shape[-1] != self.output_size:
-                raise ValueError(f"{name}: expected shape (T, B, O) with O = {self.output_size},"
-                                 f" got {prev.shape}")
+                raise ValueError(
+                    f"{name}: expected shape (T, B, O) with O = {self.output_size}, got {prev.shape}"
+                )
         else:
             v.check_shape(name, prev, lead + (self.output_size,), self._lead_sym(lead, "O"))
         return prev
@@ -135,12 +140,12 @@ class _AutoregressiveBase(Module):
     def _check_x(self, name, x, lead):
         if self.input_size == 0:
             if x is not None:
-                raise ValueError(f"{name}: this model has input_size = 0 (no extra input); "
-                                 "pass None")
+                raise ValueError(f"{name}: this model has input_size = 0 (no extra input); pass None")
             return None
         if x is None:
-            raise ValueError(f"{name}: expected an array {self._lead_sym(lead, 'I')} with "
-                             f"I = {self.input_size}, got None")
+            raise ValueError(
+                f"{name}: expected an array {self._lead_sym(lead, 'I')} with I = {self.input_size}, got None"
+            )
         x = self._check_input(name, x)
         v.check_shape(name, x, lead + (self.input_size,), self._lead_sym(lead, "I"))
         return x
@@ -149,8 +154,11 @@ class _AutoregressiveBase(Module):
         """The input of step 0: tokens (B,) (``start`` an int or (B,), default 0) or values
         (B, O) (``start`` broadcastable to (B, O), default zeros)."""
         if self.discrete:
-            s = np.zeros(B, np.int64) if start is None else np.broadcast_to(
-                v.index_array("start", start, self.vocab_size), (B,)).astype(np.int64)
+            s = (
+                np.zeros(B, np.int64)
+                if start is None
+                else np.broadcast_to(v.index_array("start", start, self.vocab_size), (B,)).astype(np.int64)
+            )
             return s
         if start is None:
             return np.zeros((B, self.output_size), self.dtype)
@@ -160,16 +168,16 @@ class _AutoregressiveBase(Module):
         try:
             return np.array(np.broadcast_to(s, (B, self.output_size)))
         except ValueError:
-            raise ValueError(f"start: expected a shape broadcastable to (B, O) = "
-                             f"{(B, self.output_size)}, got {s.shape}") from None
+            raise ValueError(
+                f"start: expected a shape broadcastable to (B, O) = {(B, self.output_size)}, got {s.shape}"
+            ) from None
 
     def teacher_inputs(self, y, start=None):
         """Teacher-forcing inputs from targets: y (T, B) or (T, B, O) -> y_prev (same shape),
         ``y_prev[0]`` = :meth:`start_input`, ``y_prev[t] = y[t-1]``."""
         y = self._check_prev("y", y, None)
         if y.ndim != (2 if self.discrete else 3):
-            raise ValueError(f"y: expected shape {'(T, B)' if self.discrete else '(T, B, O)'}, "
-                             f"got {y.shape}")
+            raise ValueError(f"y: expected shape {'(T, B)' if self.discrete else '(T, B, O)'}, got {y.shape}")
         return shift_right(y, self.start_input(y.shape[1], start))
 
     def feedback(self, out, rng=None, greedy=True, temperature=1.0):
@@ -179,8 +187,18 @@ class _AutoregressiveBase(Module):
             return sample_tokens(out, rng, greedy=greedy, temperature=temperature)
         return out
 
-    def generate(self, steps, *, x=None, batch_size=None, start=None, greedy=True,
-                 temperature=1.0, seed=None, return_outputs=False):
+    def generate(
+        self,
+        steps,
+        *,
+        x=None,
+        batch_size=None,
+        start=None,
+        greedy=True,
+        temperature=1.0,
+        seed=None,
+        return_outputs=False,
+    ):
         """Open-loop generation: each step's input is the model's previous output.
 
         Args: steps T; x (T, B, I) when input_size > 0 (else None, and batch_size B is
@@ -194,8 +212,9 @@ class _AutoregressiveBase(Module):
         if x is not None or self.input_size:
             shape = None if x is None else np.shape(x)
             if shape is None or len(shape) != 3 or shape[0] != T:
-                raise ValueError(f"x: expected shape (T, B, I) with T = steps = {T}, I = "
-                                 f"{self.input_size}, got {shape}")
+                raise ValueError(
+                    f"x: expected shape (T, B, I) with T = steps = {T}, I = {self.input_size}, got {shape}"
+                )
             B = shape[1]
             x = self._check_x("x", x, (T, B))
         else:
@@ -233,15 +252,23 @@ class OutputRecurrentRNN(_AutoregressiveBase):
     model.backward(do)``; :meth:`generate` runs open-loop.
     """
 
-    def __init__(self, hidden_size, *, vocab_size=None, output_size=None, input_size=0,
-                 embedding_dim=None, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        hidden_size,
+        *,
+        vocab_size=None,
+        output_size=None,
+        input_size=0,
+        embedding_dim=None,
+        dtype=np.float32,
+        seed=None,
+    ):
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
         H, dt = self.hidden_size, self.dtype
         s = seeds(seed, 5)
         k = 1 / np.sqrt(H)
         self.b = self._param("b", np.random.default_rng(s[0]).uniform(-k, k, H).astype(dt))
-        self.W = Linear(self.input_size, H, bias=False, dtype=dt, seed=s[1]) \
-            if self.input_size else None
+        self.W = Linear(self.input_size, H, bias=False, dtype=dt, seed=s[1]) if self.input_size else None
         if self.discrete:
             E = embedding_dim or H
             self.embed = Embedding(self.vocab_size, E, dtype=dt, seed=s[2])
@@ -274,8 +301,11 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             # b + embed without U): one small GEMM instead of one over all T*B rows when
             # V <= T*B, and one gather. Exact: the same sums.
             e = "table"
-            table = (self.embed.weight.data @ self.U.weight.data.T if self.U is not None
-                     else self.embed.weight.data) + self.b.data
+            table = (
+                self.embed.weight.data @ self.U.weight.data.T
+                if self.U is not None
+                else self.embed.weight.data
+            ) + self.b.data
             a = self._buf("a", prev.shape + (H,), self.dtype, reuse)
             np.take(table, prev, axis=0, out=a)
         elif self.discrete:
@@ -313,8 +343,9 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         lead = h.shape[:-1]
         dx = self.W.accumulate(x, da.reshape(lead + (H,))) if self.W is not None else None
         if isinstance(e, str):  # the table path: scatter da into (V, H); every row lands there
-            dtable = scatter_add_rows(np.zeros((self.vocab_size, H), da.dtype),
-                                      prev.reshape(-1), da, work=tmp)
+            dtable = scatter_add_rows(
+                np.zeros((self.vocab_size, H), da.dtype), prev.reshape(-1), da, work=tmp
+            )
             self.b.grad += dtable.sum(axis=0)
             if self.U is not None:
                 self.U.weight.grad += dtable.T @ self.embed.weight.data
@@ -351,8 +382,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         cache = self._need_cache()
         dout = self._check_input("dout", dout)
         lead = cache[3].shape[:-1]
-        v.check_shape("dout", dout, lead + (self.n_out,), "(T, B, V)" if self.discrete
-                      else "(T, B, O)")
+        v.check_shape("dout", dout, lead + (self.n_out,), "(T, B, V)" if self.discrete else "(T, B, O)")
         return self._core_backward(dout, cache, reuse=True)
 
     # ------------------------------------------------------------------ step protocol
@@ -373,8 +403,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         return dprev, dx, None
 
     def __repr__(self):
-        what = f"vocab_size={self.vocab_size}" if self.discrete else \
-            f"output_size={self.output_size}"
+        what = f"vocab_size={self.vocab_size}" if self.discrete else f"output_size={self.output_size}"
         extra = f", input_size={self.input_size}" if self.input_size else ""
         extra += f", embedding_dim={self.embedding_dim}" if self.embedding_dim else ""
         return f"OutputRecurrentRNN({self.hidden_size}, {what}{extra})"
@@ -391,8 +420,18 @@ class RecurrentDecoder(_AutoregressiveBase):
     (the rnn's own :meth:`~rnnkit.nn.LSTM.step`). Children: ``embed``, ``rnn``, ``out``.
     """
 
-    def __init__(self, hidden_size, *, cell=GRU_CELL.name, vocab_size=None, output_size=None,
-                 input_size=0, embedding_dim=None, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        hidden_size,
+        *,
+        cell=GRU_CELL.name,
+        vocab_size=None,
+        output_size=None,
+        input_size=0,
+        embedding_dim=None,
+        dtype=np.float32,
+        seed=None,
+    ):
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
         cls = module_class(cell)
         self.cell = cls.CELL.name
@@ -412,8 +451,8 @@ class RecurrentDecoder(_AutoregressiveBase):
         return e if x is None else np.concatenate([x, e], axis=-1)
 
     def _d_inputs(self, prev, dinp):
-        dx = dinp[..., :self.input_size] if self.input_size else None
-        de = dinp[..., self.input_size:]
+        dx = dinp[..., : self.input_size] if self.input_size else None
+        de = dinp[..., self.input_size :]
         if self.discrete:
             self.embed.accumulate(prev, de)
             return dx, None
@@ -462,6 +501,5 @@ class RecurrentDecoder(_AutoregressiveBase):
         return dprev, dx, dstate_prev
 
     def __repr__(self):
-        what = f"vocab_size={self.vocab_size}" if self.discrete else \
-            f"output_size={self.output_size}"
+        what = f"vocab_size={self.vocab_size}" if self.discrete else f"output_size={self.output_size}"
         return f"RecurrentDecoder({self.hidden_size}, cell={self.cell!r}, {what})"

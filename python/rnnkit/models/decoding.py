@@ -25,7 +25,7 @@ max_len steps. With K = 1 this is exactly greedy search.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class DecodeResult(NamedTuple):
     lengths: np.ndarray  # (B,) [or (B, K)]: tokens up to and including eos
     scores: np.ndarray  # (B,) [or (B, K)] float64: sum of the tokens' log-probabilities
     normalized_scores: np.ndarray  # scores / lp(lengths)
-    attention: Optional[np.ndarray]  # (L, B, S) [or (L, B, K, S)] weights per token, or None
+    attention: np.ndarray | None  # (L, B, S) [or (L, B, K, S)] weights per token, or None
     eos_id: int
 
     def as_lists(self, drop_eos=True):
@@ -51,7 +51,7 @@ class DecodeResult(NamedTuple):
         n = self.lengths if self.lengths.ndim == 1 else self.lengths[:, 0]
         out = []
         for b in range(tok.shape[1]):
-            seq = tok[:n[b], b].tolist()
+            seq = tok[: n[b], b].tolist()
             if drop_eos and seq and seq[-1] == self.eos_id:
                 seq = seq[:-1]
             out.append(seq)
@@ -105,8 +105,7 @@ class _EvalMode:
         self.model.train(self.was)
 
 
-def greedy_decode(model, src, src_lengths=None, *, max_len=None, length_penalty=0.0,
-                  return_attention=False):
+def greedy_decode(model, src, src_lengths=None, *, max_len=None, length_penalty=0.0, return_attention=False):
     """Greedy search: at each step the most probable token (argmax).
 
     Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; max_len (default 2*S + 10);
@@ -141,8 +140,7 @@ def greedy_decode(model, src, src_lengths=None, *, max_len=None, length_penalty=
             if done.all():
                 break
     att = np.stack(atts) if atts else None
-    return DecodeResult(np.stack(toks), lengths, scores, scores / _lp(lengths, alpha), att,
-                        model.eos_id)
+    return DecodeResult(np.stack(toks), lengths, scores, scores / _lp(lengths, alpha), att, model.eos_id)
 
 
 def _lp(n, alpha):
@@ -161,8 +159,17 @@ def _topk(keys, K):
     return np.take_along_axis(part, order, axis=1)
 
 
-def beam_search(model, src, src_lengths=None, *, beam_width=5, max_len=None,
-                length_penalty=0.0, return_all=False, return_attention=False):
+def beam_search(
+    model,
+    src,
+    src_lengths=None,
+    *,
+    beam_width=5,
+    max_len=None,
+    length_penalty=0.0,
+    return_all=False,
+    return_attention=False,
+):
     """Beam search (see the module docstring), batched over B rows x K beams.
 
     Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; beam_width K >= 1; max_len
@@ -199,8 +206,9 @@ def beam_search(model, src, src_lengths=None, *, beam_width=5, max_len=None,
             top = _topk(flat, K)  # (B, K)
             parent, token = top // V, top % V
             parent_done = np.take_along_axis(done, parent, axis=1)
-            scores = np.where(parent_done, np.take_along_axis(scores, parent, axis=1),
-                              np.take_along_axis(flat, top, axis=1))
+            scores = np.where(
+                parent_done, np.take_along_axis(scores, parent, axis=1), np.take_along_axis(flat, top, axis=1)
+            )
             lengths = np.where(parent_done, np.take_along_axis(lengths, parent, axis=1), t + 1)
             token = np.where(parent_done, pad, token)
             done = parent_done | (token == eos)

@@ -38,16 +38,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import _validate as v
 
-__all__ = ["ConstantSchedule", "LinearDecay", "ExponentialDecay", "InverseSigmoidDecay",
-           "make_schedule", "teacher_forcing_mask", "scheduled_sampling_forward",
-           "scheduled_sampling_backward", "ScheduledSampler", "SamplingTape", "SamplingPlan",
-           "sample_tokens"]
+__all__ = [
+    "ConstantSchedule",
+    "LinearDecay",
+    "ExponentialDecay",
+    "InverseSigmoidDecay",
+    "make_schedule",
+    "teacher_forcing_mask",
+    "scheduled_sampling_forward",
+    "scheduled_sampling_backward",
+    "ScheduledSampler",
+    "SamplingTape",
+    "SamplingPlan",
+    "sample_tokens",
+]
 
 
 def sample_tokens(logits, rng=None, *, greedy=True, temperature=1.0):
@@ -127,8 +137,12 @@ class InverseSigmoidDecay:
         return f"InverseSigmoidDecay(k={self.k})"
 
 
-_SCHEDULES = {"constant": ConstantSchedule, "linear": LinearDecay,
-              "exponential": ExponentialDecay, "inverse_sigmoid": InverseSigmoidDecay}
+_SCHEDULES = {
+    "constant": ConstantSchedule,
+    "linear": LinearDecay,
+    "exponential": ExponentialDecay,
+    "inverse_sigmoid": InverseSigmoidDecay,
+}
 
 
 def make_schedule(kind, **kwargs):
@@ -157,8 +171,19 @@ class SamplingTape:
     discrete: bool
 
 
-def scheduled_sampling_forward(model, y, x=None, *, teacher_prob, rng=None, seed=None,
-                               start=None, greedy=True, temperature=1.0, keep=True):
+def scheduled_sampling_forward(
+    model,
+    y,
+    x=None,
+    *,
+    teacher_prob,
+    rng=None,
+    seed=None,
+    start=None,
+    greedy=True,
+    temperature=1.0,
+    keep=True,
+):
     """Run ``model`` step by step, feeding at (t, b) the ground truth y[t-1, b] with
     probability ``teacher_prob``, else the model's own output of step t-1.
 
@@ -173,8 +198,7 @@ def scheduled_sampling_forward(model, y, x=None, *, teacher_prob, rng=None, seed
     v.flag("greedy", greedy)
     y = model._check_prev("y", y, None)
     if y.ndim != (2 if model.discrete else 3):
-        raise ValueError(f"y: expected shape {'(T, B)' if model.discrete else '(T, B, O)'}, "
-                         f"got {y.shape}")
+        raise ValueError(f"y: expected shape {'(T, B)' if model.discrete else '(T, B, O)'}, got {y.shape}")
     T, B = y.shape[:2]
     x = model._check_x("x", x, (T, B))
     teacher = teacher_forcing_mask(T, B, teacher_prob, rng)
@@ -202,8 +226,7 @@ def scheduled_sampling_backward(model, dout, tape):
     T = len(tape.caches)
     dout = np.asarray(dout)
     if dout.shape[0] != T:
-        raise ValueError(f"dout: expected T = {T} steps in the first dimension, got shape "
-                         f"{dout.shape}")
+        raise ValueError(f"dout: expected T = {T} steps in the first dimension, got shape {dout.shape}")
     dstate, carry, dxs = None, None, [None] * T
     for t in reversed(range(T)):
         do = dout[t]
@@ -224,18 +247,23 @@ class SamplingPlan:
     ``p, rng = plan.next(step=None)`` advances the count (or uses the step given).
     """
 
-    def __init__(self, schedule: Callable[[int], float], *, seed: int = 0, greedy: bool = True,
-                 temperature: float = 1.0):
+    def __init__(
+        self,
+        schedule: Callable[[int], float],
+        *,
+        seed: int = 0,
+        greedy: bool = True,
+        temperature: float = 1.0,
+    ):
         if not callable(schedule):
-            raise TypeError(f"schedule: expected a callable i -> probability, got "
-                            f"{type(schedule).__name__}")
+            raise TypeError(f"schedule: expected a callable i -> probability, got {type(schedule).__name__}")
         self.greedy, self.temperature = v.sampling_options(greedy, temperature)
         self.seed = v.seed_arg(seed)
         self.schedule = schedule
         self.step_count = 0
         self.last_teacher_prob = 1.0
 
-    def next(self, step: Optional[int] = None) -> tuple[float, np.random.Generator]:
+    def next(self, step: int | None = None) -> tuple[float, np.random.Generator]:
         """The teacher-forcing probability of this training call and its coins' generator."""
         i = self.step_count if step is None else v.step_index(step)
         p = self.schedule(i)
@@ -271,8 +299,15 @@ class ScheduledSampler:
     def forward(self, y, x=None, *, step=None, start=None):
         p, rng = self.plan.next(step)
         out, self._tape = scheduled_sampling_forward(
-            self.model, y, x, teacher_prob=p, rng=rng, start=start, greedy=self.greedy,
-            temperature=self.temperature)
+            self.model,
+            y,
+            x,
+            teacher_prob=p,
+            rng=rng,
+            start=start,
+            greedy=self.greedy,
+            temperature=self.temperature,
+        )
         return out
 
     __call__ = forward

@@ -44,14 +44,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from .. import _validate as _v
 from .._cells import LSTM_CELL
-from ..nn import (AttentionMemory, CrossEntropyLoss, Embedding, Linear, Module, make_attention,
-                  module_class)
+from ..nn import AttentionMemory, CrossEntropyLoss, Embedding, Linear, Module, make_attention, module_class
 from ..ops.attention import lengths_to_mask
 from .decoding import beam_search, greedy_decode
 from .sampling import SamplingPlan, teacher_forcing_mask
@@ -67,13 +65,16 @@ class DecoderState:
     feed (N, F) the vector fed into the next step (None without input feeding)."""
 
     h: np.ndarray
-    c: Optional[np.ndarray]
-    feed: Optional[np.ndarray]
+    c: np.ndarray | None
+    feed: np.ndarray | None
 
     def take(self, idx):
         """The state of rows ``idx`` (reordering / repeating rows, e.g. for beams)."""
-        return DecoderState(self.h[idx], None if self.c is None else self.c[idx],
-                            None if self.feed is None else self.feed[idx])
+        return DecoderState(
+            self.h[idx],
+            None if self.c is None else self.c[idx],
+            None if self.feed is None else self.feed[idx],
+        )
 
 
 @dataclass(eq=False)
@@ -81,7 +82,7 @@ class Encoded:
     """:meth:`Seq2Seq.encode`'s result: the attention memory (None without attention), the
     decoder's initial state, and the source lengths (B,) (S each if none were given)."""
 
-    memory: Optional[AttentionMemory]
+    memory: AttentionMemory | None
     state: DecoderState
     src_lengths: np.ndarray
 
@@ -91,8 +92,11 @@ class Encoded:
 
     def take(self, idx):
         """Rows ``idx`` of everything (e.g. ``np.repeat(np.arange(B), K)`` for K beams)."""
-        return Encoded(None if self.memory is None else self.memory.take(idx),
-                       self.state.take(idx), self.src_lengths[idx])
+        return Encoded(
+            None if self.memory is None else self.memory.take(idx),
+            self.state.take(idx),
+            self.src_lengths[idx],
+        )
 
 
 class Seq2Seq(Module):
@@ -118,11 +122,27 @@ class Seq2Seq(Module):
     ``weight_ih_l0`` takes ``[E ; F]``), ``attention``, ``combine`` (W_c), ``out`` (W_o).
     """
 
-    def __init__(self, src_vocab, tgt_vocab, *, embedding_dim=64, hidden_size=128,
-                 encoder_cell=LSTM_CELL.name, decoder_cell=None, encoder_hidden_size=None,
-                 encoder_layers=1, bidirectional=True, attention="additive",
-                 attention_size=None, input_feeding="attentional", pad_id=0, bos_id=1, eos_id=2,
-                 dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        src_vocab,
+        tgt_vocab,
+        *,
+        embedding_dim=64,
+        hidden_size=128,
+        encoder_cell=LSTM_CELL.name,
+        decoder_cell=None,
+        encoder_hidden_size=None,
+        encoder_layers=1,
+        bidirectional=True,
+        attention="additive",
+        attention_size=None,
+        input_feeding="attentional",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        dtype=np.float32,
+        seed=None,
+    ):
         self.src_vocab = _v.int_arg("src_vocab", src_vocab)
         self.tgt_vocab = _v.int_arg("tgt_vocab", tgt_vocab)
         E = self.embedding_dim = _v.int_arg("embedding_dim", embedding_dim)
@@ -142,44 +162,52 @@ class Seq2Seq(Module):
         _v.choice("input_feeding", input_feeding, _FEEDS)
         self.input_feeding = input_feeding if attention is not None else None
         for name, tok in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if isinstance(tok, bool) or not isinstance(tok, numbers.Integral) \
-                    or not 0 <= tok < self.tgt_vocab:
-                raise ValueError(f"{name}: expected a token id in [0, tgt_vocab) = "
-                                 f"[0, {self.tgt_vocab}), got {tok!r}")
+            if (
+                isinstance(tok, bool)
+                or not isinstance(tok, numbers.Integral)
+                or not 0 <= tok < self.tgt_vocab
+            ):
+                raise ValueError(
+                    f"{name}: expected a token id in [0, tgt_vocab) = [0, {self.tgt_vocab}), got {tok!r}"
+                )
         if pad_id >= self.src_vocab:
-            raise ValueError(f"pad_id: expected a token id in [0, src_vocab) = "
-                             f"[0, {self.src_vocab}) (sources are padded with it too), got "
-                             f"{pad_id}")
+            raise ValueError(
+                f"pad_id: expected a token id in [0, src_vocab) = "
+                f"[0, {self.src_vocab}) (sources are padded with it too), got "
+                f"{pad_id}"
+            )
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
         self.dtype = _v.dtype_arg(dtype)
         M = self.memory_size = D * He
         F = {"attentional": H, "context": M, None: 0}[self.input_feeding]
         self.feed_size = F
         if attention == "dot" and M != H:
-            raise ValueError(f"attention: 'dot' needs the memory size D*He = {M} to equal "
-                             f"hidden_size = {H}; set encoder_hidden_size, or use 'general'")
+            raise ValueError(
+                f"attention: 'dot' needs the memory size D*He = {M} to equal "
+                f"hidden_size = {H}; set encoder_hidden_size, or use 'general'"
+            )
 
         ss = np.random.SeedSequence(seed).spawn(9)
         dt = self.dtype
-        self.src_embed = Embedding(self.src_vocab, E, padding_idx=self.pad_id, dtype=dt,
-                                   seed=_seed(ss[0]))
-        self.tgt_embed = Embedding(self.tgt_vocab, E, padding_idx=self.pad_id, dtype=dt,
-                                   seed=_seed(ss[1]))
-        self.encoder = encoder_cls(E, He, self.encoder_layers, bidirectional=self.bidirectional,
-                                   dtype=dt, seed=_seed(ss[2]))
+        self.src_embed = Embedding(self.src_vocab, E, padding_idx=self.pad_id, dtype=dt, seed=_seed(ss[0]))
+        self.tgt_embed = Embedding(self.tgt_vocab, E, padding_idx=self.pad_id, dtype=dt, seed=_seed(ss[1]))
+        self.encoder = encoder_cls(
+            E, He, self.encoder_layers, bidirectional=self.bidirectional, dtype=dt, seed=_seed(ss[2])
+        )
         self.bridge = Linear(M, H, dtype=dt, seed=_seed(ss[3]))
-        self.bridge_c = (Linear(M, H, dtype=dt, seed=_seed(ss[4]))
-                         if encoder_cls.CELL.has_cell_state and decoder_cls.CELL.has_cell_state
-                         else None)
+        self.bridge_c = (
+            Linear(M, H, dtype=dt, seed=_seed(ss[4]))
+            if encoder_cls.CELL.has_cell_state and decoder_cls.CELL.has_cell_state
+            else None
+        )
         self.decoder = decoder_cls(E + F, H, dtype=dt, seed=_seed(ss[5]))
         if attention is not None:
-            self.attention = make_attention(attention, H, M, attention_size, dtype=dt,
-                                            seed=_seed(ss[6]))
+            self.attention = make_attention(attention, H, M, attention_size, dtype=dt, seed=_seed(ss[6]))
             self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
         else:
             self.attention = self.combine = None
         self.out = Linear(H, self.tgt_vocab, dtype=dt, seed=_seed(ss[8]))
-        self.plan: Optional[SamplingPlan] = None  # scheduled sampling (set_scheduled_sampling)
+        self.plan: SamplingPlan | None = None  # scheduled sampling (set_scheduled_sampling)
         self.last_teacher_prob = 1.0
         self._cache = None
 
@@ -196,10 +224,10 @@ class Seq2Seq(Module):
         (seed, i), the model's own token by argmax (greedy) or sampled with ``temperature``.
         ``schedule=None`` returns to teacher forcing. Resets the step count to 0."""
         if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule: expected a callable i -> probability or None, got "
-                            f"{type(schedule).__name__}")
-        plan = SamplingPlan(schedule or (lambda i: 1.0), seed=seed, greedy=greedy,
-                            temperature=temperature)
+            raise TypeError(
+                f"schedule: expected a callable i -> probability or None, got {type(schedule).__name__}"
+            )
+        plan = SamplingPlan(schedule or (lambda i: 1.0), seed=seed, greedy=greedy, temperature=temperature)
         self.plan = plan if schedule is not None else None
 
     @property
@@ -224,8 +252,7 @@ class Seq2Seq(Module):
         src = self._check_tokens("src", src, self.src_vocab, "(S, B)")
         S, B = src.shape
         if S == 0:
-            raise ValueError("src: expected at least one source step, got shape "
-                             f"{src.shape}")
+            raise ValueError(f"src: expected at least one source step, got shape {src.shape}")
         return src, _v.lengths_array(src_lengths, S, B)
 
     # ------------------------------------------------------------------ encoder
@@ -264,7 +291,7 @@ class Seq2Seq(Module):
         dh_last = self.bridge.accumulate(ecache["h_last"], dpre)  # (B, M)
         dh_n = np.zeros((L * D, B, He), self.dtype)
         for d in range(D):
-            dh_n[(L - 1) * D + d] = dh_last[:, d * He:(d + 1) * He]
+            dh_n[(L - 1) * D + d] = dh_last[:, d * He : (d + 1) * He]
         d_final = dh_n
         if self.encoder.CELL.has_cell_state:
             dc_n = None
@@ -272,7 +299,7 @@ class Seq2Seq(Module):
                 dc_last = self.bridge_c.accumulate(ecache["c_last"], dc0)
                 dc_n = np.zeros((L * D, B, He), self.dtype)
                 for d in range(D):
-                    dc_n[(L - 1) * D + d] = dc_last[:, d * He:(d + 1) * He]
+                    dc_n[(L - 1) * D + d] = dc_last[:, d * He : (d + 1) * He]
             d_final = (dh_n, dc_n)
         dout = None if dmem is None else np.ascontiguousarray(dmem.transpose(1, 0, 2))
         dx, _ = self.encoder.backward(dout, d_final)  # (S, B, E)
@@ -294,8 +321,7 @@ class Seq2Seq(Module):
         """Backward of the most recent kept decoder step: dh, dc (N, H) (dc None but for an LSTM
         decoder). Returns (dx (N, E+F), dh_prev, dc_prev or None); adds the weight gradients."""
         if self.decoder.CELL.has_cell_state:
-            dx, (dh_prev, dc_prev) = self.decoder.step_backward(
-                dh, (None, None if dc is None else dc[None]))
+            dx, (dh_prev, dc_prev) = self.decoder.step_backward(dh, (None, None if dc is None else dc[None]))
             return dx, dh_prev[0], dc_prev[0]
         dx, dh_prev = self.decoder.step_backward(dh, None)
         return dx, dh_prev[0], None
@@ -343,8 +369,7 @@ class Seq2Seq(Module):
         S, B = src.shape
         T = tgt.shape[0]
         if tgt.shape[1] != B:
-            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape (T, B), got "
-                             f"{tgt.shape}")
+            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape (T, B), got {tgt.shape}")
         coins, rng = self._coins(T, B, teacher_prob, rng)
         keep = self.training
         enc, ecache = self._encode(src, src_lengths)
@@ -470,8 +495,10 @@ class Seq2Seq(Module):
         weights (N, S) or None)``; keeps nothing."""
         tokens = _v.index_array("tokens", tokens, self.tgt_vocab)
         if tokens.ndim != 1 or tokens.shape[0] != state.h.shape[0]:
-            raise ValueError(f"tokens: expected shape (N,) with N = {state.h.shape[0]} (the "
-                             f"state's rows), got {tokens.shape}")
+            raise ValueError(
+                f"tokens: expected shape (N,) with N = {state.h.shape[0]} (the "
+                f"state's rows), got {tokens.shape}"
+            )
         o, state, w, _ = self._step(tokens, state, memory, keep=False)
         return self.out.apply(o), state, w
 
@@ -484,12 +511,16 @@ class Seq2Seq(Module):
         return beam_search(self, src, src_lengths, **kw)
 
     def __repr__(self):
-        enc = (f"{self.encoder_cell}(He={self.encoder_hidden_size}, "
-               f"layers={self.encoder_layers}{', bidirectional' if self.bidirectional else ''})")
-        return (f"Seq2Seq(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
-                f"E={self.embedding_dim}, encoder={enc}, decoder={self.decoder_cell}"
-                f"(H={self.hidden_size}), attention={self.attention_kind!r}, "
-                f"input_feeding={self.input_feeding!r})")
+        enc = (
+            f"{self.encoder_cell}(He={self.encoder_hidden_size}, "
+            f"layers={self.encoder_layers}{', bidirectional' if self.bidirectional else ''})"
+        )
+        return (
+            f"Seq2Seq(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
+            f"E={self.embedding_dim}, encoder={enc}, decoder={self.decoder_cell}"
+            f"(H={self.hidden_size}), attention={self.attention_kind!r}, "
+            f"input_feeding={self.input_feeding!r})"
+        )
 
 
 def _seed(ss):

@@ -32,9 +32,20 @@ class SequenceRegressor(Module):
 
     default_loss = MSELoss
 
-    def __init__(self, cell, input_size, hidden_size, output_size=1, *, num_layers=1,
-                 many_to_many=False, forget_bias=0.0, nonlinearity="tanh", dtype=np.float32,
-                 seed=None):
+    def __init__(
+        self,
+        cell,
+        input_size,
+        hidden_size,
+        output_size=1,
+        *,
+        num_layers=1,
+        many_to_many=False,
+        forget_bias=0.0,
+        nonlinearity="tanh",
+        dtype=np.float32,
+        seed=None,
+    ):
         cls = module_class(cell)
         spec = cls.CELL
         self.cell = spec.name
@@ -53,7 +64,7 @@ class SequenceRegressor(Module):
             H = self.hidden_size
             for layer in range(self.rnn.num_layers):
                 if self.rnn.bias:
-                    getattr(self.rnn, f"bias_ih_l{layer}").data[H:2 * H] += forget_bias
+                    getattr(self.rnn, f"bias_ih_l{layer}").data[H : 2 * H] += forget_bias
         self.final_state = None
         self._cache = None
 
@@ -76,8 +87,9 @@ class SequenceRegressor(Module):
         """dy like y. Adds every parameter gradient into .grad; returns dx (T, B, I)."""
         feats, out_shape = self._need_cache()
         dy = self._check_input("dy", dy)
-        v.check_shape("dy", dy, feats.shape[:-1] + (self.output_size,),
-                      "(T, B, O)" if self.many_to_many else "(B, O)")
+        v.check_shape(
+            "dy", dy, feats.shape[:-1] + (self.output_size,), "(T, B, O)" if self.many_to_many else "(B, O)"
+        )
         dfeat = self.head.accumulate(feats, dy)
         if self.many_to_many:
             dx, _ = self.rnn.backward(dfeat, None)
@@ -89,8 +101,11 @@ class SequenceRegressor(Module):
         return dx
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.rnn!r}, head={self.head!r}"
-                + (", many_to_many=True" if self.many_to_many else "") + ")")
+        return (
+            f"{type(self).__name__}({self.rnn!r}, head={self.head!r}"
+            + (", many_to_many=True" if self.many_to_many else "")
+            + ")"
+        )
 
 
 class SequenceClassifier(SequenceRegressor):

@@ -11,13 +11,35 @@
 nn builds on :mod:`rnnkit.ops` and never imports :mod:`rnnkit.models` or :mod:`rnnkit.train`.
 """
 
-from .attention import (AdditiveAttention, AttentionMemory, DotAttention, GeneralAttention,
-                        MemoryGrads, make_attention)
+from .attention import (
+    AdditiveAttention,
+    AttentionMemory,
+    DotAttention,
+    GeneralAttention,
+    MemoryGrads,
+    make_attention,
+)
 from .layers import Dropout, Embedding, Linear
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, module_class
 
-__all__ = ["Parameter", "Module", "RNN", "LSTM", "GRU", "module_class", "Linear", "Embedding",
-           "Dropout", "CrossEntropyLoss", "MSELoss", "AdditiveAttention", "DotAttention",
-           "GeneralAttention", "AttentionMemory", "MemoryGrads", "make_attention"]
+__all__ = [
+    "Parameter",
+    "Module",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "module_class",
+    "Linear",
+    "Embedding",
+    "Dropout",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "AdditiveAttention",
+    "DotAttention",
+    "GeneralAttention",
+    "AttentionMemory",
+    "MemoryGrads",
+    "make_attention",
+]

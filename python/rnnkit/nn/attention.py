@@ -16,7 +16,6 @@ Hv value size, A attention size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -25,8 +24,14 @@ from ..ops import attention as _ops
 from .layers import Linear
 from .module import Module
 
-__all__ = ["AttentionMemory", "MemoryGrads", "AdditiveAttention", "DotAttention",
-           "GeneralAttention", "make_attention"]
+__all__ = [
+    "AttentionMemory",
+    "MemoryGrads",
+    "AdditiveAttention",
+    "DotAttention",
+    "GeneralAttention",
+    "make_attention",
+]
 
 
 def _flat(a):
@@ -47,7 +52,7 @@ class AttentionMemory:
     keys: np.ndarray
     values: np.ndarray
     proj: np.ndarray
-    mask: Optional[np.ndarray]
+    mask: np.ndarray | None
 
     @property
     def batch_size(self):
@@ -62,9 +67,12 @@ class AttentionMemory:
         same_v = self.values is self.keys
         same_p = self.proj is self.keys
         keys = self.keys[idx]
-        return AttentionMemory(keys, keys if same_v else self.values[idx],
-                               keys if same_p else self.proj[idx],
-                               None if self.mask is None else self.mask[idx])
+        return AttentionMemory(
+            keys,
+            keys if same_v else self.values[idx],
+            keys if same_p else self.proj[idx],
+            None if self.mask is None else self.mask[idx],
+        )
 
     def repeat(self, k):
         """Each batch row repeated k times in a row: row b*k + i is row b (beam search)."""
@@ -98,8 +106,7 @@ class _Attention(Module):
         (the keys); mask (B, S) or None. Returns an :class:`AttentionMemory`."""
         keys = self._check_input("keys", keys)
         if keys.ndim != 3 or keys.shape[2] != self.key_size:
-            raise ValueError(f"keys: expected shape (B, S, Hk) with Hk = {self.key_size}, got "
-                             f"{keys.shape}")
+            raise ValueError(f"keys: expected shape (B, S, Hk) with Hk = {self.key_size}, got {keys.shape}")
         keys = np.ascontiguousarray(keys)
         B, S = keys.shape[:2]
         if values is None:
@@ -107,8 +114,9 @@ class _Attention(Module):
         else:
             values = np.ascontiguousarray(self._check_input("values", values))
             if values.ndim != 3 or values.shape[:2] != (B, S):
-                raise ValueError(f"values: expected shape (B, S, Hv) with (B, S) = {(B, S)}, got "
-                                 f"{values.shape}")
+                raise ValueError(
+                    f"values: expected shape (B, S, Hv) with (B, S) = {(B, S)}, got {values.shape}"
+                )
         return AttentionMemory(keys, values, self._project_keys(keys), _ops.mask_u8(mask, B, S))
 
     def new_grads(self, mem):
@@ -132,9 +140,11 @@ class _Attention(Module):
         squeeze = query.ndim == 2
         q3 = query[:, None, :] if squeeze else query
         if q3.ndim != 3 or q3.shape[0] != mem.batch_size or q3.shape[2] != self.query_size:
-            raise ValueError(f"query: expected shape (N, Hq) or (N, T, Hq) with N = "
-                             f"{mem.batch_size} (the memory's rows), Hq = {self.query_size}, "
-                             f"got {query.shape}")
+            raise ValueError(
+                f"query: expected shape (N, Hq) or (N, T, Hq) with N = "
+                f"{mem.batch_size} (the memory's rows), Hq = {self.query_size}, "
+                f"got {query.shape}"
+            )
         q3 = np.ascontiguousarray(q3)
         ctx, w, extra = self._scores_context(q3, mem)
         cache = (q3, w, extra, squeeze, mem) if keep else None
@@ -152,8 +162,7 @@ class _Attention(Module):
             g = np.asarray(g, dtype=self.dtype)
             return np.ascontiguousarray(g[:, None, :] if squeeze else g)
 
-        dq = self._scores_context_backward(lift(dcontext), lift(dweights), q3, w, extra, mem,
-                                           grads)
+        dq = self._scores_context_backward(lift(dcontext), lift(dweights), q3, w, extra, mem, grads)
         return _squeeze(dq, squeeze)
 
     # ------------------------------------------------------------------ whole sequence
@@ -188,19 +197,14 @@ class AdditiveAttention(_Attention):
 
     kind = "additive"
 
-    def __init__(self, query_size, key_size, attention_size=None, *, bias=False,
-                 dtype=np.float32, seed=None):
+    def __init__(self, query_size, key_size, attention_size=None, *, bias=False, dtype=np.float32, seed=None):
         self._init_common(query_size, key_size, dtype)
         A = self.attention_size = _v.int_arg("attention_size", attention_size or self.query_size)
-        ss = (seed if isinstance(seed, np.random.SeedSequence)
-              else np.random.SeedSequence(seed)).spawn(3)
-        self.query = Linear(self.query_size, A, bias=_v.flag("bias", bias), dtype=self.dtype,
-                            seed=ss[0])
-        self.key = Linear(self.key_size, A, bias=False, dtype=self.dtype,
-                          seed=ss[1])
+        ss = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(3)
+        self.query = Linear(self.query_size, A, bias=_v.flag("bias", bias), dtype=self.dtype, seed=ss[0])
+        self.key = Linear(self.key_size, A, bias=False, dtype=self.dtype, seed=ss[1])
         k = 1 / np.sqrt(A)
-        self.v = self._param("v", np.random.default_rng(ss[2]).uniform(-k, k, A)
-                             .astype(self.dtype))
+        self.v = self._param("v", np.random.default_rng(ss[2]).uniform(-k, k, A).astype(self.dtype))
 
     def _project_keys(self, keys):
         B, S, _ = keys.shape
@@ -220,7 +224,8 @@ class AdditiveAttention(_Attention):
 
     def _scores_context_backward(self, dctx, dw, q3, w, qp, mem, grads):
         dqp, dkp, dv, dvalues = _ops.additive_scores_context_backward(
-            dctx, dw, qp, mem.proj, self.v.data, mem.values, w, mem.mask)
+            dctx, dw, qp, mem.proj, self.v.data, mem.values, w, mem.mask
+        )
         grads.dproj += dkp
         grads.dvalues += dvalues
         self.v.grad += dv
@@ -231,8 +236,7 @@ class AdditiveAttention(_Attention):
         return (dqp2 @ self.query.weight.data).reshape(q3.shape)
 
     def __repr__(self):
-        return (f"AdditiveAttention({self.query_size}, {self.key_size}, "
-                f"attention_size={self.attention_size})")
+        return f"AdditiveAttention({self.query_size}, {self.key_size}, attention_size={self.attention_size})"
 
 
 class DotAttention(_Attention):
@@ -244,9 +248,11 @@ class DotAttention(_Attention):
     def __init__(self, query_size, key_size=None, *, scale=1.0, dtype=np.float32, seed=None):
         self._init_common(query_size, key_size or query_size, dtype)
         if self.key_size != self.query_size:
-            raise ValueError(f"key_size: dot attention needs key_size = query_size = "
-                             f"{self.query_size}, got {self.key_size} (use 'general' or "
-                             "'additive' attention for different sizes)")
+            raise ValueError(
+                f"key_size: dot attention needs key_size = query_size = "
+                f"{self.query_size}, got {self.key_size} (use 'general' or "
+                "'additive' attention for different sizes)"
+            )
         self.scale = _v.real("scale", scale)
 
     def _project_keys(self, keys):
@@ -260,15 +266,15 @@ class DotAttention(_Attention):
         return ctx, w, None
 
     def _scores_context_backward(self, dctx, dw, q3, w, extra, mem, grads):
-        dq, dk, dvalues = _ops.dot_scores_context_backward(dctx, dw, q3, mem.proj, mem.values, w,
-                                                       mem.mask, self.scale)
+        dq, dk, dvalues = _ops.dot_scores_context_backward(
+            dctx, dw, q3, mem.proj, mem.values, w, mem.mask, self.scale
+        )
         grads.dproj += dk
         grads.dvalues += dvalues
         return dq
 
     def __repr__(self):
-        return f"DotAttention({self.query_size}" + (
-            f", scale={self.scale})" if self.scale != 1 else ")")
+        return f"DotAttention({self.query_size}" + (f", scale={self.scale})" if self.scale != 1 else ")")
 
 
 class GeneralAttention(DotAttention):
@@ -281,8 +287,10 @@ class GeneralAttention(DotAttention):
         self._init_common(query_size, key_size, dtype)
         self.scale = 1.0
         k = 1 / np.sqrt(self.key_size)
-        self.weight = self._param("weight", np.random.default_rng(seed).uniform(
-            -k, k, (self.query_size, self.key_size)).astype(self.dtype))
+        self.weight = self._param(
+            "weight",
+            np.random.default_rng(seed).uniform(-k, k, (self.query_size, self.key_size)).astype(self.dtype),
+        )
 
     def _project_keys(self, keys):
         B, S, _ = keys.shape
@@ -299,8 +307,7 @@ class GeneralAttention(DotAttention):
 _KINDS = {"additive": AdditiveAttention, "dot": DotAttention, "general": GeneralAttention}
 
 
-def make_attention(kind, query_size, key_size, attention_size=None, *, dtype=np.float32,
-                   seed=None):
+def make_attention(kind, query_size, key_size, attention_size=None, *, dtype=np.float32, seed=None):
     """An attention module by name: "additive" (attention_size A, default Hq), "dot" (needs
     query_size = key_size) or "general"."""
     _v.choice("kind", kind, tuple(_KINDS))

@@ -24,6 +24,7 @@ __all__ = ["Linear", "Embedding", "Dropout", "scatter_add_rows"]
 
 # ============================================================================ Linear
 
+
 class Linear(Module):
     """Affine map ``y = x W^T + b``: x (..., I) -> y (..., O); weight (O, I), bias (O,).
 
@@ -40,16 +41,16 @@ class Linear(Module):
         k = 1 / np.sqrt(self.in_features)
         shape = (self.out_features, self.in_features)
         self.weight = self._param("weight", rng.uniform(-k, k, shape).astype(self.dtype))
-        self.bias = (self._param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
-                     if bias else None)
+        self.bias = (
+            self._param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype)) if bias else None
+        )
         self._cache = None
 
     def forward(self, x):
         """x (..., I) -> y (..., O)."""
         x = self._check_input("x", x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected shape (..., I) with I = {self.in_features}, got "
-                             f"{x.shape}")
+            raise ValueError(f"x: expected shape (..., I) with I = {self.in_features}, got {x.shape}")
         self._cache = None
         y = self.apply(x)
         if self.training:
@@ -89,6 +90,7 @@ class Linear(Module):
 
 # ============================================================================ Embedding
 
+
 def scatter_add_rows(target, idx, rows, work=None):
     """``target[idx[n]] += rows[n]`` for every n, duplicates summed: target (V, E), idx (N,)
     integers, rows (N, E). Returns target.
@@ -115,13 +117,13 @@ def scatter_add_rows(target, idx, rows, work=None):
         ends = np.r_[starts[1:], n]
         sums = np.empty((len(starts), rows.shape[1]), rows.dtype)
         for k in range(len(starts)):
-            np.sum(ro[starts[k]:ends[k]], axis=0, out=sums[k])
+            np.sum(ro[starts[k] : ends[k]], axis=0, out=sums[k])
     else:
         E = rows.shape[1]
         sums = np.empty((len(starts), E), rows.dtype)
         for j in range(0, E, 64):  # narrow contiguous column blocks keep reduceat fast
-            block = np.ascontiguousarray(ro[:, j:j + 64])
-            sums[:, j:j + 64] = np.add.reduceat(block, starts, axis=0)
+            block = np.ascontiguousarray(ro[:, j : j + 64])
+            sums[:, j : j + 64] = np.add.reduceat(block, starts, axis=0)
     target[uniq] += sums
     return target
 
@@ -133,8 +135,7 @@ class Embedding(Module):
     gets no gradient. Backward is a scatter-add of dy into the rows that were looked up.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32,
-                 seed=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32, seed=None):
         self.num_embeddings = v.int_arg("num_embeddings", num_embeddings)
         self.embedding_dim = v.int_arg("embedding_dim", embedding_dim)
         self.dtype = v.dtype_arg(dtype)
@@ -142,9 +143,11 @@ class Embedding(Module):
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
                 raise TypeError(f"padding_idx: expected an int or None, got {padding_idx!r}")
             if not -self.num_embeddings <= padding_idx < self.num_embeddings:
-                raise ValueError(f"padding_idx: expected an index in [-V, V) = "
-                                 f"[{-self.num_embeddings}, {self.num_embeddings}), got "
-                                 f"{padding_idx}")
+                raise ValueError(
+                    f"padding_idx: expected an index in [-V, V) = "
+                    f"[{-self.num_embeddings}, {self.num_embeddings}), got "
+                    f"{padding_idx}"
+                )
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         rng = np.random.default_rng(seed)
@@ -187,6 +190,7 @@ class Embedding(Module):
 
 
 # ============================================================================ Dropout
+
 
 class Dropout(Module):
     """Inverted dropout: in training mode each element is kept with probability 1 - p and

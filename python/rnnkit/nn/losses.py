@@ -38,12 +38,17 @@ class CrossEntropyLoss(Module):
             raise ValueError("logits: expected at least 1 dimension (..., C), got a scalar")
         targets = np.asarray(targets)
         if targets.shape != logits.shape[:-1]:
-            raise ValueError(f"targets: expected shape (...) = {logits.shape[:-1]} (logits' "
-                             f"leading dimensions), got {targets.shape}")
+            raise ValueError(
+                f"targets: expected shape (...) = {logits.shape[:-1]} (logits' "
+                f"leading dimensions), got {targets.shape}"
+            )
         C = logits.shape[-1]
-        loss, dlogits = softmax_cross_entropy(logits.reshape(-1, C), targets.reshape(-1),
-                                              ignore_index=self.ignore_index,
-                                              reduction=self.reduction)
+        loss, dlogits = softmax_cross_entropy(
+            logits.reshape(-1, C),
+            targets.reshape(-1),
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
         if self.reduction == "none":
             loss = loss.reshape(targets.shape)
         self._cache = dlogits.reshape(logits.shape)
@@ -93,8 +98,7 @@ class MSELoss(Module):
             scale, loss = 1.0, pred.dtype.type(sq.sum(dtype=np.float64))
         else:
             n = max(sq.size, 1)
-            scale, loss = 1.0 / n, pred.dtype.type(sq.sum(dtype=np.float64) / n if sq.size
-                                                  else np.nan)
+            scale, loss = 1.0 / n, pred.dtype.type(sq.sum(dtype=np.float64) / n if sq.size else np.nan)
         self._cache = diff * pred.dtype.type(2 * scale)
         return loss
 

@@ -15,7 +15,8 @@ parameters are named with dots (``rnn.weight_ih_l0``, ``head.bias``), so that a 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -128,8 +129,9 @@ class Module:
         """{dotted name: copy of the parameter's array}, in parameter order."""
         return {n: p.data.copy() for n, p in self.named_parameters()}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
-                        ) -> tuple[list[str], list[str]]:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> tuple[list[str], list[str]]:
         """Copy arrays (anything np.asarray accepts, e.g. torch tensors) into the parameters,
         converted to each parameter's dtype. All entries are checked before any is loaded.
 
@@ -138,14 +140,17 @@ class Module:
         ``(missing_keys, unexpected_keys)``.
         """
         if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict: expected a mapping of names to arrays, got "
-                            f"{type(state_dict).__name__}")
+            raise TypeError(
+                f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}"
+            )
         named = dict(self.named_parameters())
         missing = [k for k in named if k not in state_dict]
         unexpected = [k for k in state_dict if k not in named]
         if strict and (missing or unexpected):
-            raise ValueError(f"state_dict: keys do not match {type(self).__name__}'s parameters;"
-                             f" missing keys: {missing}, unexpected keys: {unexpected}")
+            raise ValueError(
+                f"state_dict: keys do not match {type(self).__name__}'s parameters;"
+                f" missing keys: {missing}, unexpected keys: {unexpected}"
+            )
         loaded = {}
         for name, p in named.items():
             if name not in state_dict:
@@ -171,19 +176,22 @@ class Module:
         """x as an array of the module's dtype (TypeError naming ``name`` otherwise)."""
         x = np.asarray(x)
         if x.dtype != self.dtype:
-            raise TypeError(f"{name}: expected dtype {self.dtype.name} (the module's dtype), got "
-                            f"{x.dtype}")
+            raise TypeError(f"{name}: expected dtype {self.dtype.name} (the module's dtype), got {x.dtype}")
         return x
 
     def _need_cache(self, what: str = "backward") -> Any:
         """What the last training forward kept; RuntimeError naming why there is none."""
         if not self.training:
-            raise RuntimeError(f"{type(self).__name__}.{what}: the module is in eval mode, which "
-                               "keeps nothing for backward; call train() and run forward again")
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}: the module is in eval mode, which "
+                "keeps nothing for backward; call train() and run forward again"
+            )
         cache = self.__dict__.get("_cache")
         if cache is None:
-            raise RuntimeError(f"{type(self).__name__}.{what}: no forward to differentiate; run "
-                               "forward in training mode first")
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}: no forward to differentiate; run "
+                "forward in training mode first"
+            )
         return cache
 
     def __repr__(self) -> str:

@@ -48,8 +48,7 @@ import numpy as np
 
 from .. import _validate as v
 from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
-from ..ops.recurrent import (gru_backward, gru_forward, lstm_backward, lstm_forward,
-                             rnn_backward, rnn_forward)
+from ..ops.recurrent import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
 from .module import Module
 
 __all__ = ["RNN", "LSTM", "GRU", "module_class"]
@@ -57,8 +56,13 @@ __all__ = ["RNN", "LSTM", "GRU", "module_class"]
 # Parameter kinds in torch's order within one layer and direction, and the field of the
 # kernels' backward NamedTuple holding each one's gradient.
 _KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-_GRAD_FIELD = {"weight_ih": "dW_ih", "weight_hh": "dW_hh", "bias_ih": "db_ih",
-               "bias_hh": "db_hh", "weight_hr": "dW_hr"}
+_GRAD_FIELD = {
+    "weight_ih": "dW_ih",
+    "weight_hh": "dW_hh",
+    "bias_ih": "db_ih",
+    "bias_hh": "db_hh",
+    "weight_hr": "dW_hr",
+}
 
 
 class _RNNBase(Module):
@@ -67,8 +71,19 @@ class _RNNBase(Module):
 
     CELL: ClassVar[Cell]  # the cell family: gate blocks G, state names ("h",) or ("h", "c")
 
-    def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                 bidirectional, proj_size, dtype, seed):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers,
+        bias,
+        batch_first,
+        dropout,
+        bidirectional,
+        proj_size,
+        dtype,
+        seed,
+    ):
         self.input_size = v.int_arg("input_size", input_size)
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
         self.num_layers = v.int_arg("num_layers", num_layers)
@@ -77,16 +92,29 @@ class _RNNBase(Module):
         self.bidirectional = v.flag("bidirectional", bidirectional)
         self.proj_size = v.int_arg("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
-            raise ValueError(f"proj_size: expected 0 (no projection) or less than hidden_size = "
-                             f"{self.hidden_size}, got {self.proj_size}")
+            raise ValueError(
+                f"proj_size: expected 0 (no projection) or less than hidden_size = "
+                f"{self.hidden_size}, got {self.proj_size}"
+            )
         self.dropout = v.probability("dropout", dropout)
         if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "
-                          "on the output of every layer but the last", stacklevel=3)
+            warnings.warn(
+                f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "
+                "on the output of every layer but the last",
+                stacklevel=3,
+            )
         self.dtype = v.dtype_arg(dtype)
-        v.check_rnn_module_sizes(type(self).__name__, self.CELL.gates, self.input_size,
-                                 self.hidden_size, self.num_layers, self.num_directions,
-                                 self.proj_size, self.bias, self.dtype)
+        v.check_rnn_module_sizes(
+            type(self).__name__,
+            self.CELL.gates,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.num_directions,
+            self.proj_size,
+            self.bias,
+            self.dtype,
+        )
         self.training = True
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
         self._cache = None  # what the last training forward saved for backward
@@ -101,12 +129,24 @@ class _RNNBase(Module):
                     self._param(name, data, symbolic)
         # per (layer, direction): the parameter names by kind (None where absent), and the
         # (Parameter, gradient field) pairs a backward adds into
-        self._names = [[{kind: (n if n in self._params else None)
-                         for kind in _KINDS for n in [self._name(kind, layer, d)]}
-                        for d in range(self.num_directions)] for layer in range(self.num_layers)]
-        self._grad_fields = [[[(self._params[n], _GRAD_FIELD[kind])
-                               for kind, n in names.items() if n is not None]
-                              for names in per_layer] for per_layer in self._names]
+        self._names = [
+            [
+                {
+                    kind: (n if n in self._params else None)
+                    for kind in _KINDS
+                    for n in [self._name(kind, layer, d)]
+                }
+                for d in range(self.num_directions)
+            ]
+            for layer in range(self.num_layers)
+        ]
+        self._grad_fields = [
+            [
+                [(self._params[n], _GRAD_FIELD[kind]) for kind, n in names.items() if n is not None]
+                for names in per_layer
+            ]
+            for per_layer in self._names
+        ]
 
     # ------------------------------------------------------------------ structure
 
@@ -121,7 +161,7 @@ class _RNNBase(Module):
 
     def _state_sizes(self):
         """Size of each recurrent state: (H_out,) or, for the LSTM, (H_out, H)."""
-        return (self._out_size, self.hidden_size)[:len(self.CELL.state_names)]
+        return (self._out_size, self.hidden_size)[: len(self.CELL.state_names)]
 
     def _shapes(self, layer):
         """kind -> (shape, symbolic shape) of one direction's parameters of ``layer``."""
@@ -132,8 +172,10 @@ class _RNNBase(Module):
             n_in, sym_in = self.input_size, "I"
         else:
             n_in, sym_in = D * self._out_size, f"D*{h_out}" if D > 1 else h_out
-        shapes = {"weight_ih": ((G * H, n_in), f"({gh}, {sym_in})"),
-                  "weight_hh": ((G * H, self._out_size), f"({gh}, {h_out})")}
+        shapes = {
+            "weight_ih": ((G * H, n_in), f"({gh}, {sym_in})"),
+            "weight_hh": ((G * H, self._out_size), f"({gh}, {h_out})"),
+        }
         if self.bias:
             shapes["bias_ih"] = ((G * H,), f"({gh},)")
             shapes["bias_hh"] = ((G * H,), f"({gh},)")
@@ -148,8 +190,9 @@ class _RNNBase(Module):
     def _weights(self, layer, direction):
         """kind -> array for the kernels; absent biases / projection are None."""
         params = self._params
-        return {kind: None if n is None else params[n].data
-                for kind, n in self._names[layer][direction].items()}
+        return {
+            kind: None if n is None else params[n].data for kind, n in self._names[layer][direction].items()
+        }
 
     def _add_grads(self, layer, direction, g):
         """Add one layer-direction's kernel gradients ``g`` into the parameters' .grad."""
@@ -173,23 +216,28 @@ class _RNNBase(Module):
         self._check_dtype("x", x)
         user_shape = x.shape
         if x.ndim not in (2, 3):
-            raise ValueError(f"x: expected 3 dimensions {self._x_symbolic()} or 2 (T, I) "
-                             f"(unbatched), got shape {x.shape}")
+            raise ValueError(
+                f"x: expected 3 dimensions {self._x_symbolic()} or 2 (T, I) (unbatched), got shape {x.shape}"
+            )
         unbatched = x.ndim == 2
         if unbatched:
             if lengths is not None:
-                raise ValueError("lengths: not supported with unbatched input x (T, I); "
-                                 "use x of shape (T, 1, I)")
+                raise ValueError(
+                    "lengths: not supported with unbatched input x (T, I); use x of shape (T, 1, I)"
+                )
             x = x[:, None]  # (T, 1, I)
         elif self.batch_first:
             x = x.transpose(1, 0, 2)  # (B, T, I) -> (T, B, I)
         T, B, I = x.shape
         if I != self.input_size:
-            raise ValueError(f"x: expected input size I = {self.input_size} (last dimension), "
-                             f"got shape {user_shape}")
+            raise ValueError(
+                f"x: expected input size I = {self.input_size} (last dimension), got shape {user_shape}"
+            )
         lengths = v.lengths_array(lengths, T, B)
-        states = [self._check_state(n + "0", s, size, B, unbatched)
-                  for n, s, size in zip(self.CELL.state_names, states, self._state_sizes())]
+        states = [
+            self._check_state(n + "0", s, size, B, unbatched)
+            for n, s, size in zip(self.CELL.state_names, states, self._state_sizes())
+        ]
 
         D, L = self.num_directions, self.num_layers
         use_dropout = self.training and self.dropout > 0
@@ -201,8 +249,13 @@ class _RNNBase(Module):
             for d in range(D):
                 k = layer * D + d
                 y, final, ws = self._kernel_forward(
-                    inp, [None if s is None else s[k] for s in states], self._weights(layer, d),
-                    reverse=bool(d), lengths=lengths, training=self.training)
+                    inp,
+                    [None if s is None else s[k] for s in states],
+                    self._weights(layer, d),
+                    reverse=bool(d),
+                    lengths=lengths,
+                    training=self.training,
+                )
                 ys.append(y)  # (T, B, H_out)
                 workspaces.append(ws)
                 for f, s in zip(finals, final):
@@ -218,18 +271,21 @@ class _RNNBase(Module):
         if self.training:
             self._cache = {"layers": layers, "shape": (T, B), "unbatched": unbatched}
         finals = [np.stack(f) for f in finals]  # each (L*D, B, size)
-        return self._to_user(out, unbatched), tuple(self._state_to_user(f, unbatched)
-                                                    for f in finals)
+        return self._to_user(out, unbatched), tuple(self._state_to_user(f, unbatched) for f in finals)
 
     def _backward(self, dout, d_states):
         """dout like out (or None); d_states: one array or None per final state.
         Adds the parameter gradients into .grad; returns (dx, tuple of initial-state grads)."""
         if not self.training:
-            raise RuntimeError(f"{type(self).__name__}.backward: the module is in eval mode, "
-                               "which keeps no workspace; call train() and run forward again")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: the module is in eval mode, "
+                "which keeps no workspace; call train() and run forward again"
+            )
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward: no forward to differentiate; "
-                               "run forward in training mode first")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: no forward to differentiate; "
+                "run forward in training mode first"
+            )
         cache = self._cache
         T, B = cache["shape"]
         unbatched = cache["unbatched"]
@@ -245,9 +301,12 @@ class _RNNBase(Module):
                 dout = dout.transpose(1, 0, 2)
             else:
                 v.check_shape("dout", dout, (T, B, D * H_out), "(T, B, D*H_out)")
-        d_states = [self._check_state(n, s, size, B, unbatched)
-                    for n, s, size in zip(("d" + n + "_n" for n in self.CELL.state_names),
-                                          d_states, self._state_sizes())]
+        d_states = [
+            self._check_state(n, s, size, B, unbatched)
+            for n, s, size in zip(
+                ("d" + n + "_n" for n in self.CELL.state_names), d_states, self._state_sizes()
+            )
+        ]
 
         d_init = [np.zeros((L * D, B, size), self.dtype) for size in self._state_sizes()]
         d_out = dout  # gradient w.r.t. the current layer's output (T, B, D*H_out), or None
@@ -258,16 +317,16 @@ class _RNNBase(Module):
             d_in = None  # gradient w.r.t. the layer's input, summed over directions
             for d in range(D):
                 k = layer * D + d
-                dy = None if d_out is None else d_out[:, :, d * H_out:(d + 1) * H_out]
+                dy = None if d_out is None else d_out[:, :, d * H_out : (d + 1) * H_out]
                 g, d_first = self._kernel_backward(
-                    dy, [None if s is None else s[k] for s in d_states], workspaces[d])
+                    dy, [None if s is None else s[k] for s in d_states], workspaces[d]
+                )
                 self._add_grads(layer, d, g)
                 for acc, s in zip(d_init, d_first):
                     acc[k] = s
                 d_in = g.dx if d_in is None else d_in + g.dx
             d_out = d_in
-        return self._to_user(d_out, unbatched), tuple(self._state_to_user(s, unbatched)
-                                                      for s in d_init)
+        return self._to_user(d_out, unbatched), tuple(self._state_to_user(s, unbatched) for s in d_init)
 
     # ------------------------------------------------------------------ one step
 
@@ -289,13 +348,15 @@ class _RNNBase(Module):
         x_t = np.asarray(x_t)
         self._check_dtype("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
-            raise ValueError(f"x_t: expected shape (B, I) with I = {self.input_size}, got "
-                             f"{x_t.shape}")
+            raise ValueError(f"x_t: expected shape (B, I) with I = {self.input_size}, got {x_t.shape}")
         B = x_t.shape[0]
         names = self.CELL.state_names
-        states = [self._check_state(n, s, size, B, False) for n, s, size in
-                  zip(names, (state,) if len(names) == 1 else _pair("state", state),
-                      self._state_sizes())]
+        states = [
+            self._check_state(n, s, size, B, False)
+            for n, s, size in zip(
+                names, (state,) if len(names) == 1 else _pair("state", state), self._state_sizes()
+            )
+        ]
         L = self.num_layers
         dropout = self.training and self.dropout > 0
         finals: list[list[np.ndarray]] = [[] for _ in names]
@@ -303,8 +364,13 @@ class _RNNBase(Module):
         inp = x_t[None]  # (1, B, I), then (1, B, H_out)
         for layer in range(L):
             y, final, ws = self._kernel_forward(
-                inp, [None if s is None else s[layer] for s in states], self._weights(layer, 0),
-                reverse=False, lengths=None, training=keep)
+                inp,
+                [None if s is None else s[layer] for s in states],
+                self._weights(layer, 0),
+                reverse=False,
+                lengths=None,
+                training=keep,
+            )
             for f, s in zip(finals, final):
                 f.append(s)
             mask = None
@@ -329,8 +395,10 @@ class _RNNBase(Module):
         """
         self._check_can_step("step_backward")
         if not self._steps:
-            raise RuntimeError(f"{type(self).__name__}.step_backward: no step to differentiate; "
-                               "run step in training mode (or with keep=True) first")
+            raise RuntimeError(
+                f"{type(self).__name__}.step_backward: no step to differentiate; "
+                "run step in training mode (or with keep=True) first"
+            )
         layers = self._steps[-1]
         B = layers[0][0].x.shape[1]
         names = self.CELL.state_names
@@ -339,9 +407,12 @@ class _RNNBase(Module):
             dout_t = np.asarray(dout_t)
             self._check_dtype("dout_t", dout_t)
             v.check_shape("dout_t", dout_t, (B, H_out), "(B, H_out)")
-        d_states = [self._check_state("d" + n, s, size, B, False) for n, s, size in
-                    zip(names, (dstate,) if len(names) == 1 else _pair("dstate", dstate),
-                        self._state_sizes())]
+        d_states = [
+            self._check_state("d" + n, s, size, B, False)
+            for n, s, size in zip(
+                names, (dstate,) if len(names) == 1 else _pair("dstate", dstate), self._state_sizes()
+            )
+        ]
         self._steps.pop()
         L = self.num_layers
         d_prev = [np.empty((L, B, size), self.dtype) for size in self._state_sizes()]
@@ -350,8 +421,7 @@ class _RNNBase(Module):
             ws, mask = layers[layer]
             if mask is not None and d_out is not None:
                 d_out = d_out * mask
-            g, d_first = self._kernel_backward(
-                d_out, [None if s is None else s[layer] for s in d_states], ws)
+            g, d_first = self._kernel_backward(d_out, [None if s is None else s[layer] for s in d_states], ws)
             self._add_grads(layer, 0, g)
             for acc, s in zip(d_prev, d_first):
                 acc[layer] = s
@@ -364,9 +434,11 @@ class _RNNBase(Module):
 
     def _check_can_step(self, what):
         if self.bidirectional:
-            raise ValueError(f"{type(self).__name__}.{what}: a bidirectional module cannot run "
-                             "step by step: its reverse direction starts from the end of the "
-                             "sequence; run forward over the whole sequence instead")
+            raise ValueError(
+                f"{type(self).__name__}.{what}: a bidirectional module cannot run "
+                "step by step: its reverse direction starts from the end of the "
+                "sequence; run forward over the whole sequence instead"
+            )
 
     def _dropout_mask(self, shape):
         """Keep each element with probability 1 - p, scaled by 1 / (1 - p) (torch's dropout)."""
@@ -381,8 +453,7 @@ class _RNNBase(Module):
 
     def _check_dtype(self, name, a):
         if a.dtype != self.dtype:
-            raise TypeError(f"{name}: expected dtype {self.dtype.name} (the module's dtype), got "
-                            f"{a.dtype}")
+            raise TypeError(f"{name}: expected dtype {self.dtype.name} (the module's dtype), got {a.dtype}")
 
     def _check_state(self, name, s, size, B, unbatched):
         """None, or a state-shaped array of the module dtype; returned as (L*D, B, size)."""
@@ -405,9 +476,11 @@ class _RNNBase(Module):
                 for kind, (shape, symbolic) in self._shapes(layer).items():
                     p = self._params[self._name(kind, layer, d)]
                     if not isinstance(p.data, np.ndarray) or p.data.dtype != self.dtype:
-                        raise TypeError(f"{p.name}: expected a {self.dtype.name} numpy array, "
-                                        f"got {type(p.data).__name__} of dtype "
-                                        f"{getattr(p.data, 'dtype', None)}")
+                        raise TypeError(
+                            f"{p.name}: expected a {self.dtype.name} numpy array, "
+                            f"got {type(p.data).__name__} of dtype "
+                            f"{getattr(p.data, 'dtype', None)}"
+                        )
                     v.check_shape(p.name, p.data, shape, symbolic)
 
     def _to_user(self, a, unbatched):
@@ -424,8 +497,14 @@ class _RNNBase(Module):
 
     def __repr__(self):
         args = [str(self.input_size), str(self.hidden_size)]
-        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
-                              ("dropout", 0.0), ("bidirectional", False), ("proj_size", 0)):
+        for name, default in (
+            ("num_layers", 1),
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+            ("proj_size", 0),
+        ):
             if getattr(self, name) != default:
                 args.append(f"{name}={getattr(self, name)}")
         args += self._extra_repr()
@@ -451,12 +530,24 @@ class RNN(_RNNBase):
 
     CELL = RNN_CELL
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
-                 seed=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        nonlinearity="tanh",
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        *,
+        dtype=np.float32,
+        seed=None,
+    ):
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
+        )
 
     def forward(self, x, h0=None, lengths=None):
         """x (T, B, I) or (B, T, I) batch-first or (T, I); h0 (L*D, B, H) or None;
@@ -471,8 +562,16 @@ class RNN(_RNNBase):
         return dx, dh0
 
     def _kernel_forward(self, x, states, w, **kw):
-        y, h_T, ws = rnn_forward(x, states[0], w["weight_ih"], w["weight_hh"], w["bias_ih"],
-                                 w["bias_hh"], nonlinearity=self.nonlinearity, **kw)
+        y, h_T, ws = rnn_forward(
+            x,
+            states[0],
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            nonlinearity=self.nonlinearity,
+            **kw,
+        )
         return y, (h_T,), ws
 
     def _kernel_backward(self, dy, d_states, ws):
@@ -493,10 +592,32 @@ class LSTM(_RNNBase):
 
     CELL = LSTM_CELL
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, *, dtype=np.float32, seed=None):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, dtype, seed)
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        *,
+        dtype=np.float32,
+        seed=None,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            dtype,
+            seed,
+        )
 
     def forward(self, x, hx=None, lengths=None):
         """x (T, B, I) or (B, T, I) batch-first or (T, I); hx = (h0 (L*D, B, H_out),
@@ -513,8 +634,9 @@ class LSTM(_RNNBase):
 
     def _kernel_forward(self, x, states, w, **kw):
         proj = {"W_hr": w["weight_hr"]} if self.proj_size else {}
-        y, (h_T, c_T), ws = lstm_forward(x, states[0], states[1], w["weight_ih"], w["weight_hh"],
-                                         w["bias_ih"], w["bias_hh"], **proj, **kw)
+        y, (h_T, c_T), ws = lstm_forward(
+            x, states[0], states[1], w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], **proj, **kw
+        )
         return y, (h_T, c_T), ws
 
     def _kernel_backward(self, dy, d_states, ws):
@@ -527,9 +649,10 @@ def _pair(name, hx):
     if hx is None:
         return (None, None)
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(f"{name}: expected a pair (h, c) (either may be None) or None, got "
-                        f"{type(hx).__name__}" + (f" of length {len(hx)}"
-                                                  if isinstance(hx, (tuple, list)) else ""))
+        raise TypeError(
+            f"{name}: expected a pair (h, c) (either may be None) or None, got "
+            f"{type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+        )
     return tuple(hx)
 
 
@@ -543,12 +666,24 @@ class GRU(_RNNBase):
 
     CELL = GRU_CELL
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, reset_after=True, dtype=np.float32,
-                 seed=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        *,
+        reset_after=True,
+        dtype=np.float32,
+        seed=None,
+    ):
         self.reset_after = v.flag("reset_after", reset_after)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
+        )
 
     def forward(self, x, h0=None, lengths=None):
         """As :meth:`RNN.forward`: returns ``(out (T, B, D*H), h_n (L*D, B, H))``."""
@@ -561,8 +696,16 @@ class GRU(_RNNBase):
         return dx, dh0
 
     def _kernel_forward(self, x, states, w, **kw):
-        y, h_T, ws = gru_forward(x, states[0], w["weight_ih"], w["weight_hh"], w["bias_ih"],
-                                 w["bias_hh"], reset_after=self.reset_after, **kw)
+        y, h_T, ws = gru_forward(
+            x,
+            states[0],
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            reset_after=self.reset_after,
+            **kw,
+        )
         return y, (h_T,), ws
 
     def _kernel_backward(self, dy, d_states, ws):
@@ -571,7 +714,6 @@ class GRU(_RNNBase):
 
     def _extra_repr(self):
         return [] if self.reset_after else ["reset_after=False"]
-
 
 
 _MODULES: dict[str, type[_RNNBase]] = {RNN.CELL.name: RNN, LSTM.CELL.name: LSTM, GRU.CELL.name: GRU}

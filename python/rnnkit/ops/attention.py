@@ -39,15 +39,23 @@ from .. import _validate as _v
 from .._types import AdditiveAttentionGrads, DotAttentionGrads, GeneralAttentionGrads
 
 __all__ = [
-    "additive_attention_forward", "additive_attention_backward",
-    "dot_attention_forward", "dot_attention_backward",
-    "general_attention_forward", "general_attention_backward",
-    "lengths_to_mask", "AdditiveAttentionGrads", "DotAttentionGrads", "GeneralAttentionGrads",
-    "AttentionCache", "mask_u8",
+    "additive_attention_forward",
+    "additive_attention_backward",
+    "dot_attention_forward",
+    "dot_attention_backward",
+    "general_attention_forward",
+    "general_attention_backward",
+    "lengths_to_mask",
+    "AdditiveAttentionGrads",
+    "DotAttentionGrads",
+    "GeneralAttentionGrads",
+    "AttentionCache",
+    "mask_u8",
 ]
 
 
 # ============================================================================ validation
+
 
 def lengths_to_mask(lengths, S):
     """mask (B, S) bool, True at j < lengths[b]: lengths (B,) integers in [0, S]."""
@@ -56,8 +64,7 @@ def lengths_to_mask(lengths, S):
     _v.check_ndim("lengths", arr, 1, "(B,)")
     if arr.size and (arr.min() < 0 or arr.max() > S):
         bad = arr[(arr < 0) | (arr > S)]
-        raise ValueError(f"lengths: every length must satisfy 0 <= length <= S = {S}, got "
-                         f"{bad.tolist()[:5]}")
+        raise ValueError(f"lengths: every length must satisfy 0 <= length <= S = {S}, got {bad.tolist()[:5]}")
     return np.arange(S)[None, :] < arr[:, None]
 
 
@@ -80,8 +87,9 @@ def _check_qkv(query, keys, values, key_size_must_match=False):
     query = _v.float_array("query", query)
     dtype = query.dtype
     if query.ndim not in (2, 3):
-        raise ValueError(f"query: expected 3 dimensions (B, T, Hq) or 2 (B, Hq) (one step), got "
-                         f"shape {query.shape}")
+        raise ValueError(
+            f"query: expected 3 dimensions (B, T, Hq) or 2 (B, Hq) (one step), got shape {query.shape}"
+        )
     squeeze = query.ndim == 2
     q3 = query[:, None, :] if squeeze else query
     B, _, Hq = q3.shape
@@ -91,13 +99,16 @@ def _check_qkv(query, keys, values, key_size_must_match=False):
         raise ValueError(f"keys: expected batch size B = {B} (query's), got shape {keys.shape}")
     S, Hk = keys.shape[1:]
     if key_size_must_match and Hk != Hq:
-        raise ValueError(f"keys: expected shape (B, S, H) with H = {Hq} (query's size: dot "
-                         f"attention needs equal sizes), got {keys.shape}")
+        raise ValueError(
+            f"keys: expected shape (B, S, H) with H = {Hq} (query's size: dot "
+            f"attention needs equal sizes), got {keys.shape}"
+        )
     values = _v.float_array("values", values, dtype)
     _v.check_ndim("values", values, 3, "(B, S, Hv)")
     if values.shape[:2] != (B, S):
-        raise ValueError(f"values: expected shape (B, S, Hv) with (B, S) = {(B, S)} (keys'), got "
-                         f"{values.shape}")
+        raise ValueError(
+            f"values: expected shape (B, S, Hv) with (B, S) = {(B, S)} (keys'), got {values.shape}"
+        )
     return np.ascontiguousarray(q3), keys, values, squeeze
 
 
@@ -113,20 +124,28 @@ class AttentionCache:
     def __repr__(self):
         q = self.arrays["query"]
         w = self.arrays["w"]
-        return (f"AttentionCache(kind={self.kind!r}, B={w.shape[0]}, T={w.shape[1]}, "
-                f"S={w.shape[2]}, Hq={q.shape[2]}, dtype={q.dtype.name})")
+        return (
+            f"AttentionCache(kind={self.kind!r}, B={w.shape[0]}, T={w.shape[1]}, "
+            f"S={w.shape[2]}, Hq={q.shape[2]}, dtype={q.dtype.name})"
+        )
 
 
 def _check_cache(cache, kind, fn):
     if cache is None:
-        raise ValueError(f"cache: got None; {fn} needs the cache of a forward run with "
-                         "training=True (training=False keeps none)")
+        raise ValueError(
+            f"cache: got None; {fn} needs the cache of a forward run with "
+            "training=True (training=False keeps none)"
+        )
     if not isinstance(cache, AttentionCache):
-        raise TypeError(f"cache: expected the AttentionCache returned by {kind}_attention_forward,"
-                        f" got {type(cache).__name__}")
+        raise TypeError(
+            f"cache: expected the AttentionCache returned by {kind}_attention_forward,"
+            f" got {type(cache).__name__}"
+        )
     if cache.kind != kind:
-        raise ValueError(f"cache: it comes from {cache.kind}_attention_forward, but {fn} needs "
-                         f"one from {kind}_attention_forward")
+        raise ValueError(
+            f"cache: it comes from {cache.kind}_attention_forward, but {fn} needs "
+            f"one from {kind}_attention_forward"
+        )
 
 
 def _check_upstream(cache, dcontext, dweights):
@@ -159,8 +178,8 @@ def _squeeze(a, squeeze):
 
 # ============================================================================ additive
 
-def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None,
-                               training=True):
+
+def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None, training=True):
     """Additive (Bahdanau) attention, ``e_tj = v . tanh(W_q q_t + b + W_k k_j)``.
 
     Args: query (B, T, Hq) or (B, Hq); keys (B, S, Hk); values (B, S, Hv); W_q (A, Hq);
@@ -195,9 +214,23 @@ def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask
     ctx, w = _core.attention_additive_forward(qp, kp, v, values, m)
     cache = None
     if training:
-        cache = AttentionCache("additive", squeeze, dict(
-            query=q3, keys=keys, values=values, W_q=W_q, W_k=W_k, v=v, has_b=b is not None,
-            qp=qp, kp=kp, mask=m, w=w))
+        cache = AttentionCache(
+            "additive",
+            squeeze,
+            dict(
+                query=q3,
+                keys=keys,
+                values=values,
+                W_q=W_q,
+                W_k=W_k,
+                v=v,
+                has_b=b is not None,
+                qp=qp,
+                kp=kp,
+                mask=m,
+                w=w,
+            ),
+        )
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
@@ -211,18 +244,19 @@ def additive_attention_backward(dcontext, dweights, cache):
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
     dqp, dkp, dv, dvalues = _core.attention_additive_backward(
-        dctx, dw, a["qp"], a["kp"], a["v"], a["values"], a["w"], a["mask"])
+        dctx, dw, a["qp"], a["kp"], a["v"], a["values"], a["w"], a["mask"]
+    )
     B, T, Hq = a["query"].shape
     dquery = (_flat(dqp) @ a["W_q"]).reshape(B, T, Hq)
     dW_q = _flat(dqp).T @ _flat(a["query"])
     db = _flat(dqp).sum(axis=0) if a["has_b"] else None
     dkeys = (_flat(dkp) @ a["W_k"]).reshape(a["keys"].shape)
     dW_k = _flat(dkp).T @ _flat(a["keys"])
-    return AdditiveAttentionGrads(_squeeze(dquery, cache.squeeze), dkeys, dvalues, dW_q, dW_k,
-                                  dv, db)
+    return AdditiveAttentionGrads(_squeeze(dquery, cache.squeeze), dkeys, dvalues, dW_q, dW_k, dv, db)
 
 
 # ============================================================================ dot / general
+
 
 def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training=True):
     """Dot-product (Luong "dot") attention, ``e_tj = scale * q_t . k_j``.
@@ -240,8 +274,9 @@ def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training
     ctx, w = _core.attention_dot_forward(q3, keys, values, m, scale)
     cache = None
     if training:
-        cache = AttentionCache("dot", squeeze, dict(query=q3, keys=keys, values=values, mask=m,
-                                                    w=w, scale=scale))
+        cache = AttentionCache(
+            "dot", squeeze, dict(query=q3, keys=keys, values=values, mask=m, w=w, scale=scale)
+        )
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
@@ -250,8 +285,9 @@ def dot_attention_backward(dcontext, dweights, cache):
     _check_cache(cache, "dot", "dot_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
-    dq, dk, dvalues = _core.attention_dot_backward(dctx, dw, a["query"], a["keys"], a["values"],
-                                                   a["w"], a["mask"], a["scale"])
+    dq, dk, dvalues = _core.attention_dot_backward(
+        dctx, dw, a["query"], a["keys"], a["values"], a["w"], a["mask"], a["scale"]
+    )
     return DotAttentionGrads(_squeeze(dq, cache.squeeze), dk, dvalues)
 
 
@@ -275,8 +311,9 @@ def general_attention_forward(query, keys, values, W_a, *, mask=None, training=T
     ctx, w = _core.attention_dot_forward(q3, kp, values, m, 1.0)
     cache = None
     if training:
-        cache = AttentionCache("general", squeeze, dict(query=q3, keys=keys, values=values,
-                                                        W_a=W_a, kp=kp, mask=m, w=w))
+        cache = AttentionCache(
+            "general", squeeze, dict(query=q3, keys=keys, values=values, W_a=W_a, kp=kp, mask=m, w=w)
+        )
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
@@ -286,8 +323,9 @@ def general_attention_backward(dcontext, dweights, cache):
     _check_cache(cache, "general", "general_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
-    dq, dkp, dvalues = _core.attention_dot_backward(dctx, dw, a["query"], a["kp"], a["values"],
-                                                    a["w"], a["mask"], 1.0)
+    dq, dkp, dvalues = _core.attention_dot_backward(
+        dctx, dw, a["query"], a["kp"], a["values"], a["w"], a["mask"], 1.0
+    )
     dkeys = (_flat(dkp) @ a["W_a"]).reshape(a["keys"].shape)
     dW_a = _flat(dkp).T @ _flat(a["keys"])
     return GeneralAttentionGrads(_squeeze(dq, cache.squeeze), dkeys, dvalues, dW_a)

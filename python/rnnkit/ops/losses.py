@@ -48,8 +48,10 @@ def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean
     v.int_arg("ignore_index", ignore_index, minimum=None)
     bad = (t != ignore_index) & ((t < 0) | (t >= C))
     if bad.any():
-        raise ValueError(f"targets: expected class indices in [0, C) = [0, {C}) or "
-                         f"ignore_index={ignore_index}, got {t[bad][:5].tolist()}")
+        raise ValueError(
+            f"targets: expected class indices in [0, C) = [0, {C}) or "
+            f"ignore_index={ignore_index}, got {t[bad][:5].tolist()}"
+        )
     t = np.ascontiguousarray(t, dtype=np.int64)
     count = int(np.count_nonzero(t != ignore_index))
     scale = 1.0 / count if (reduction == "mean" and count > 0) else 1.0

@@ -29,12 +29,23 @@ import numpy as np
 from .. import _core
 from .. import _validate as v
 from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL, cell_spec
-from .._types import (CellGrads, LSTMCellGrads, LSTMProjSequenceGrads, LSTMSequenceGrads,
-                      SequenceGrads)
+from .._types import CellGrads, LSTMCellGrads, LSTMProjSequenceGrads, LSTMSequenceGrads, SequenceGrads
 
-__all__ = ["Workspace", "rnn_forward", "rnn_backward", "rnn_cell_forward", "rnn_cell_backward",
-           "lstm_forward", "lstm_backward", "lstm_cell_forward", "lstm_cell_backward",
-           "gru_forward", "gru_backward", "gru_cell_forward", "gru_cell_backward"]
+__all__ = [
+    "Workspace",
+    "rnn_forward",
+    "rnn_backward",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+]
 
 _RNN, _LSTM, _GRU = RNN_CELL.name, LSTM_CELL.name, GRU_CELL.name
 
@@ -80,12 +91,13 @@ class Workspace:
 
     def __repr__(self):
         T, B, I = self.x.shape
-        return (f"Workspace(cell={self.cell!r}, options={self.options}, T={T}, B={B}, I={I}, "
-                f"H={self.W_hh.shape[1]}, dtype={self.dtype.name}, reverse={self.reverse})")
+        return (
+            f"Workspace(cell={self.cell!r}, options={self.options}, T={T}, B={B}, I={I}, "
+            f"H={self.W_hh.shape[1]}, dtype={self.dtype.name}, reverse={self.reverse})"
+        )
 
 
-def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training,
-                         W_hr=None):
+def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None):
     """Validate a sequence forward's arguments; return them as contiguous arrays.
 
     ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
@@ -133,21 +145,36 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
 def _workspace(cell, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved, single_step=False):
     if saved is None:
         return None
-    return Workspace(cell, options, bool(reverse), single_step, x, W_ih, W_hh,
-                     b_ih is not None, b_hh is not None, lengths, saved)
+    return Workspace(
+        cell,
+        options,
+        bool(reverse),
+        single_step,
+        x,
+        W_ih,
+        W_hh,
+        b_ih is not None,
+        b_hh is not None,
+        lengths,
+        saved,
+    )
 
 
 def _check_workspace(workspace, cell, fn, single_step):
     """The workspace must come from a training-mode forward of the same cell family."""
     if workspace is None:
-        raise ValueError(f"workspace: got None; {fn} needs the workspace of a forward run with "
-                         "training=True (training=False keeps none)")
+        raise ValueError(
+            f"workspace: got None; {fn} needs the workspace of a forward run with "
+            "training=True (training=False keeps none)"
+        )
     if not isinstance(workspace, Workspace):
-        raise TypeError(f"workspace: expected the Workspace returned by {cell}_forward, got "
-                        f"{type(workspace).__name__}")
+        raise TypeError(
+            f"workspace: expected the Workspace returned by {cell}_forward, got {type(workspace).__name__}"
+        )
     if workspace.cell != cell:
-        raise ValueError(f"workspace: it comes from a {workspace.cell} forward, but {fn} "
-                         f"needs one from a {cell} forward")
+        raise ValueError(
+            f"workspace: it comes from a {workspace.cell} forward, but {fn} needs one from a {cell} forward"
+        )
     if workspace.single_step != single_step:
         made_by = f"{cell}_cell_forward" if workspace.single_step else f"{cell}_forward"
         raise ValueError(f"workspace: it comes from {made_by} and cannot be used by {fn}")
@@ -175,8 +202,10 @@ def _check_grads(ws, named):
 
 # ----------------------------------------------------------------------------- vanilla RNN
 
-def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False,
-                lengths=None, training=True):
+
+def rnn_forward(
+    x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False, lengths=None, training=True
+):
     """Vanilla RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
 
     Args: x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
@@ -187,11 +216,12 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=F
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
     x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
-        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
-    y, h_T, _, saved = _core.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, lengths, nonlinearity,
-                                         bool(reverse), bool(training))
-    ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, reverse, x, W_ih, W_hh, b_ih, b_hh,
-                    lengths, saved)
+        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
+    )
+    y, h_T, _, saved = _core.rnn_forward(
+        x, h0, W_ih, W_hh, b_ih, b_hh, lengths, nonlinearity, bool(reverse), bool(training)
+    )
+    ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
     return y, h_T, ws
 
 
@@ -212,8 +242,20 @@ def _rnn_backward(dy, dh_T, ws):
     s = ws.saved
     # Without lengths the RNN saves no h_{t-1}: backward rebuilds it from the gates (= h_t) and h0.
     dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(
-        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s.get("hprev"), s.get("h0"), s["gates"], ws.lengths,
-        ws.has_b_ih, ws.has_b_hh, ws.options["nonlinearity"], ws.reverse)
+        dy,
+        dh_T,
+        ws.x,
+        ws.W_ih,
+        ws.W_hh,
+        s.get("hprev"),
+        s.get("h0"),
+        s["gates"],
+        ws.lengths,
+        ws.has_b_ih,
+        ws.has_b_hh,
+        ws.options["nonlinearity"],
+        ws.reverse,
+    )
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -243,8 +285,8 @@ def rnn_cell_backward(dh_next, cache):
 
 # ----------------------------------------------------------------------------- LSTM
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None,
-                 training=True):
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None, training=True):
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
     ``[i f g o] = [σ σ tanh σ](x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``,
@@ -257,12 +299,14 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
     b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training.
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
     """
-    checked = _check_sequence_args(_LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh,
-                                   lengths, reverse, training, W_hr)
+    checked = _check_sequence_args(
+        _LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr
+    )
     x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths = checked[:7]
     W_hr = checked[7] if W_hr is not None else None
-    y, h_T, c_T, saved = _core.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
-                                            bool(reverse), bool(training))
+    y, h_T, c_T, saved = _core.lstm_forward(
+        x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, bool(reverse), bool(training)
+    )
     options = {} if W_hr is None else {"W_hr": W_hr}
     ws = _workspace(_LSTM, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
     return y, (h_T, c_T), ws
@@ -281,13 +325,27 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 
 
 def _lstm_backward(dy, dh_T, dc_T, ws):
-    dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True),
-                                       ("dc_T", dc_T, True)])
+    dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True), ("dc_T", dc_T, True)])
     s = ws.saved
     W_hr = ws.options.get("W_hr")
     dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(
-        dy, dh_T, dc_T, ws.x, ws.W_ih, ws.W_hh, W_hr, s["hprev"], s["cprev"], s["gates"],
-        s["extra"], s.get("m"), ws.lengths, ws.has_b_ih, ws.has_b_hh, ws.reverse)
+        dy,
+        dh_T,
+        dc_T,
+        ws.x,
+        ws.W_ih,
+        ws.W_hh,
+        W_hr,
+        s["hprev"],
+        s["cprev"],
+        s["gates"],
+        s["extra"],
+        s.get("m"),
+        ws.lengths,
+        ws.has_b_ih,
+        ws.has_b_hh,
+        ws.reverse,
+    )
     if W_hr is not None:
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
@@ -320,8 +378,10 @@ def lstm_cell_backward(dh_next, dc_next, cache):
 
 # ----------------------------------------------------------------------------- GRU
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False,
-                lengths=None, training=True):
+
+def gru_forward(
+    x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False, lengths=None, training=True
+):
     """GRU over a sequence (gate order r, z, n):
 
     ``r, z = σ(x_t W_i{r,z}^T + b_i{r,z} + h_{t-1} W_h{r,z}^T + b_h{r,z})``,
@@ -335,11 +395,14 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=Fals
     """
     v.flag("reset_after", reset_after)
     x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
-        _GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
-    y, h_T, _, saved = _core.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, lengths, bool(reset_after),
-                                         bool(reverse), bool(training))
-    ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, reverse, x, W_ih, W_hh, b_ih, b_hh,
-                    lengths, saved)
+        _GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
+    )
+    y, h_T, _, saved = _core.gru_forward(
+        x, h0, W_ih, W_hh, b_ih, b_hh, lengths, bool(reset_after), bool(reverse), bool(training)
+    )
+    ws = _workspace(
+        _GRU, {"reset_after": bool(reset_after)}, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved
+    )
     return y, h_T, ws
 
 
@@ -358,8 +421,20 @@ def _gru_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     s = ws.saved
     dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(
-        dy, dh_T, ws.x, ws.W_ih, ws.W_hh, s["hprev"], s["gates"], s["extra"], ws.lengths,
-        ws.has_b_ih, ws.has_b_hh, ws.options["reset_after"], ws.reverse)
+        dy,
+        dh_T,
+        ws.x,
+        ws.W_ih,
+        ws.W_hh,
+        s["hprev"],
+        s["gates"],
+        s["extra"],
+        ws.lengths,
+        ws.has_b_ih,
+        ws.has_b_hh,
+        ws.options["reset_after"],
+        ws.reverse,
+    )
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -389,6 +464,7 @@ def gru_cell_backward(dh_next, cache):
 # ----------------------------------------------------------------------------- cell helpers
 # A cell step is the sequence driver with T = 1: one code path, one set of kernels.
 
+
 def _cell_input(x):
     x = v.float_array("x", x)
     v.check_ndim("x", x, 2, "(B, I)")
@@ -416,5 +492,16 @@ def _cell_grad(name, g, ws):
 
 
 def _as_cell_cache(ws):
-    return Workspace(ws.cell, ws.options, ws.reverse, True, ws.x, ws.W_ih, ws.W_hh,
-                     ws.has_b_ih, ws.has_b_hh, ws.lengths, ws.saved)
+    return Workspace(
+        ws.cell,
+        ws.options,
+        ws.reverse,
+        True,
+        ws.x,
+        ws.W_ih,
+        ws.W_hh,
+        ws.has_b_ih,
+        ws.has_b_hh,
+        ws.lengths,
+        ws.saved,
+    )

@@ -25,8 +25,21 @@ from .recurrent import (
 )
 
 __all__ = [
-    "rnn_cell_forward", "rnn_cell_backward", "rnn_forward", "rnn_backward",
-    "lstm_cell_forward", "lstm_cell_backward", "lstm_forward", "lstm_backward",
-    "gru_cell_forward", "gru_cell_backward", "gru_forward", "gru_backward",
-    "softmax", "softmax_cross_entropy", "attention", "losses", "recurrent",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "softmax",
+    "softmax_cross_entropy",
+    "attention",
+    "losses",
+    "recurrent",
 ]

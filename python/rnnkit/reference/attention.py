@@ -23,9 +23,15 @@ import numpy as np
 from .._types import AdditiveAttentionGrads, DotAttentionGrads, GeneralAttentionGrads
 from .._validate import check_ndim, int_arg, integer_array
 
-__all__ = ["additive_attention_forward", "additive_attention_backward",
-           "dot_attention_forward", "dot_attention_backward",
-           "general_attention_forward", "general_attention_backward", "lengths_to_mask"]
+__all__ = [
+    "additive_attention_forward",
+    "additive_attention_backward",
+    "dot_attention_forward",
+    "dot_attention_backward",
+    "general_attention_forward",
+    "general_attention_backward",
+    "lengths_to_mask",
+]
 
 
 def lengths_to_mask(lengths, S):
@@ -36,8 +42,7 @@ def lengths_to_mask(lengths, S):
     check_ndim("lengths", arr, 1, "(B,)")
     if arr.size and (arr.min() < 0 or arr.max() > S):
         bad = arr[(arr < 0) | (arr > S)]
-        raise ValueError(f"lengths: every length must satisfy 0 <= length <= S = {S}, got "
-                         f"{bad.tolist()[:5]}")
+        raise ValueError(f"lengths: every length must satisfy 0 <= length <= S = {S}, got {bad.tolist()[:5]}")
     return np.arange(S)[None, :] < arr[:, None]
 
 
@@ -95,8 +100,8 @@ def _need(cache, kind):
 
 # ----------------------------------------------------------------------------- additive
 
-def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None,
-                               training=True):
+
+def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None, training=True):
     """Oracle of :func:`rnnkit.attention.additive_attention_forward`."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     qp = q3 @ W_q.T  # (B, T, A)
@@ -109,8 +114,19 @@ def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask
     ctx = _context(w, values)
     cache = None
     if training:
-        cache = dict(kind="additive", q3=q3, keys=keys, values=values, W_q=W_q, W_k=W_k, v=v,
-                     has_b=b is not None, th=th, w=w, squeeze=squeeze)
+        cache = dict(
+            kind="additive",
+            q3=q3,
+            keys=keys,
+            values=values,
+            W_q=W_q,
+            W_k=W_k,
+            v=v,
+            has_b=b is not None,
+            th=th,
+            w=w,
+            squeeze=squeeze,
+        )
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 
@@ -128,11 +144,11 @@ def additive_attention_backward(dcontext, dweights, cache):
     db = dqp.sum(axis=(0, 1)) if cache["has_b"] else None
     dkeys = dkp @ cache["W_k"]
     dW_k = np.einsum("bsa,bsk->ak", dkp, cache["keys"])
-    return AdditiveAttentionGrads(_out(dquery, cache["squeeze"]), dkeys, dvalues, dW_q, dW_k,
-                                  dv, db)
+    return AdditiveAttentionGrads(_out(dquery, cache["squeeze"]), dkeys, dvalues, dW_q, dW_k, dv, db)
 
 
 # ----------------------------------------------------------------------------- dot
+
 
 def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training=True):
     """Oracle of :func:`rnnkit.attention.dot_attention_forward`."""
@@ -142,8 +158,7 @@ def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training
     ctx = _context(w, values)
     cache = None
     if training:
-        cache = dict(kind="dot", q3=q3, keys=keys, values=values, scale=scale, w=w,
-                     squeeze=squeeze)
+        cache = dict(kind="dot", q3=q3, keys=keys, values=values, scale=scale, w=w, squeeze=squeeze)
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 
@@ -159,6 +174,7 @@ def dot_attention_backward(dcontext, dweights, cache):
 
 # ----------------------------------------------------------------------------- general
 
+
 def general_attention_forward(query, keys, values, W_a, *, mask=None, training=True):
     """Oracle of :func:`rnnkit.attention.general_attention_forward`."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
@@ -167,8 +183,7 @@ def general_attention_forward(query, keys, values, W_a, *, mask=None, training=T
     ctx = _context(w, values)
     cache = None
     if training:
-        cache = dict(kind="general", q3=q3, keys=keys, values=values, W_a=W_a, w=w,
-                     squeeze=squeeze)
+        cache = dict(kind="general", q3=q3, keys=keys, values=values, W_a=W_a, w=w, squeeze=squeeze)
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 

@@ -142,9 +142,17 @@ def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
     a = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, H) pre-activation
     h_next = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     cache = {
-        "cell": _RNN, "kind": "cell", "nonlinearity": nonlinearity,
-        "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
-        "a": a, "h_next": h_next,
+        "cell": _RNN,
+        "kind": "cell",
+        "nonlinearity": nonlinearity,
+        "x": x,
+        "h": h,
+        "W_ih": W_ih,
+        "W_hh": W_hh,
+        "b_ih": b_ih,
+        "b_hh": b_hh,
+        "a": a,
+        "h_next": h_next,
     }
     return h_next, cache
 
@@ -191,9 +199,20 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     tc = np.tanh(c_next)
     h_next = o * tc
     cache = {
-        "cell": _LSTM, "kind": "cell",
-        "x": x, "h": h, "c": c, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
-        "i": i, "f": f, "g": g, "o": o, "tc": tc,
+        "cell": _LSTM,
+        "kind": "cell",
+        "x": x,
+        "h": h,
+        "c": c,
+        "W_ih": W_ih,
+        "W_hh": W_hh,
+        "b_ih": b_ih,
+        "b_hh": b_hh,
+        "i": i,
+        "f": f,
+        "g": g,
+        "o": o,
+        "tc": tc,
     }
     return (h_next, c_next), cache
 
@@ -257,18 +276,29 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
     else:
         # r has to be known before the n-block matmul, because r scales h itself
         b_rz = None if b_hh is None else b_hh[: 2 * H]
-        b_hn = None if b_hh is None else b_hh[2 * H:]
+        b_hn = None if b_hh is None else b_hh[2 * H :]
         gh_r, gh_z = np.split(_affine(h, W_hh[: 2 * H], b_rz), 2, axis=1)
         r = _sigmoid(gi_r + gh_r)
         z = _sigmoid(gi_z + gh_z)
         rh = r * h
-        gh_n = _affine(rh, W_hh[2 * H:], b_hn)
+        gh_n = _affine(rh, W_hh[2 * H :], b_hn)
         n = np.tanh(gi_n + gh_n)
     h_next = (1 - z) * n + z * h
     cache = {
-        "cell": _GRU, "kind": "cell", "reset_after": reset_after,
-        "x": x, "h": h, "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
-        "r": r, "z": z, "n": n, "gh_n": gh_n, "rh": rh,
+        "cell": _GRU,
+        "kind": "cell",
+        "reset_after": reset_after,
+        "x": x,
+        "h": h,
+        "W_ih": W_ih,
+        "W_hh": W_hh,
+        "b_ih": b_ih,
+        "b_hh": b_hh,
+        "r": r,
+        "z": z,
+        "n": n,
+        "gh_n": gh_n,
+        "rh": rh,
     }
     return h_next, cache
 
@@ -302,7 +332,7 @@ def gru_cell_backward(dh_next, cache):
         db_hh = _bias_grad(d_gh, k["b_hh"])
     else:
         # n = tanh(gi_n + (r * h) W_hn^T + b_hn): r and h meet before the matmul
-        d_rh = da_n @ W_hh[2 * H:]  # gradient w.r.t. r * h
+        d_rh = da_n @ W_hh[2 * H :]  # gradient w.r.t. r * h
         da_r = d_rh * h * _dsigmoid(r)
         dh = dh + d_rh * r
         d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
@@ -356,8 +386,7 @@ def _active_rows(t, lengths, B):
     return np.flatnonzero(t < lengths)
 
 
-def _forward_driver(cell, step, x, init_states, W_ih, W_hh, b_ih, b_hh,
-                    lengths, reverse, training):
+def _forward_driver(cell, step, x, init_states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training):
     """Run ``step`` over time; shared by rnn_forward, lstm_forward and gru_forward.
 
     step(x_t (b, I), *states (b, H)) -> (new_states tuple, cache) runs one cell on the
@@ -382,9 +411,15 @@ def _forward_driver(cell, step, x, init_states, W_ih, W_hh, b_ih, b_hh,
     if not training:
         return y, states, None
     workspace = {
-        "cell": cell, "kind": "sequence", "reverse": reverse,
-        "x_shape": x.shape, "dtype": x.dtype,
-        "W_ih": W_ih, "W_hh": W_hh, "b_ih": b_ih, "b_hh": b_hh,
+        "cell": cell,
+        "kind": "sequence",
+        "reverse": reverse,
+        "x_shape": x.shape,
+        "dtype": x.dtype,
+        "W_ih": W_ih,
+        "W_hh": W_hh,
+        "b_ih": b_ih,
+        "b_hh": b_hh,
         "caches": caches,  # caches[t]: the cell cache of step t (its active rows only)
         "rows": rows_at,  # rows[t]: which batch rows ran at step t
     }
@@ -422,7 +457,7 @@ def _backward_driver(cell, step_backward, dy, d_final_states, workspace):
         g = step_backward(*d_here, ws["caches"][t])
         dx[t, rows] = g.dx
         # g = (dx, dh[, dc], ...): the gradients w.r.t. the states this step started from
-        for d_state, d_prev in zip(d_states, g[1:1 + len(d_states)]):
+        for d_state, d_prev in zip(d_states, g[1 : 1 + len(d_states)]):
             d_state[rows] = d_prev
         dW_ih += g.dW_ih
         dW_hh += g.dW_hh
@@ -433,8 +468,9 @@ def _backward_driver(cell, step_backward, dy, d_final_states, workspace):
     return dx, d_states, dW_ih, dW_hh, db_ih, db_hh
 
 
-def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False,
-                lengths=None, training=True):
+def rnn_forward(
+    x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False, lengths=None, training=True
+):
     """Vanilla RNN over a sequence: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
     x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
@@ -444,12 +480,10 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=F
     h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
 
     def step(x_t, h):
-        h_next, cache = rnn_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh,
-                                         nonlinearity=nonlinearity)
+        h_next, cache = rnn_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
         return (h_next,), cache
 
-    y, (h_T,), ws = _forward_driver(_RNN, step, x, [h0], W_ih, W_hh, b_ih, b_hh,
-                                    lengths, reverse, training)
+    y, (h_T,), ws = _forward_driver(_RNN, step, x, [h0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
     return y, h_T, ws
 
 
@@ -460,13 +494,11 @@ def rnn_backward(dy, dh_T, workspace):
     Returns SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (H, I), dW_hh (H, H),
     db_ih, db_hh (H,) or None).
     """
-    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        _RNN, rnn_cell_backward, dy, [dh_T], workspace)
+    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(_RNN, rnn_cell_backward, dy, [dh_T], workspace)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None,
-                 training=True):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None, training=True):
     """LSTM over a sequence (gate order i, f, g, o).
 
     x (T, B, I); h0, c0 (B, H) or None; W_ih (4H, I); W_hh (4H, H); b_ih, b_hh (4H,) or None;
@@ -486,8 +518,9 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
             return (m, c_next), cache
         return (m @ W_hr.T, c_next), {"cell": _LSTM, "kind": "cell", "cell_cache": cache, "m": m}
 
-    y, (h_T, c_T), ws = _forward_driver(_LSTM, step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh,
-                                        lengths, reverse, training)
+    y, (h_T, c_T), ws = _forward_driver(
+        _LSTM, step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
+    )
     if ws is not None:
         ws["W_hr"] = W_hr
     return y, (h_T, c_T), ws
@@ -505,7 +538,8 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
     W_hr = ws.get("W_hr")
     if W_hr is None:
         dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-            _LSTM, lstm_cell_backward, dy, [dh_T, dc_T], workspace)
+            _LSTM, lstm_cell_backward, dy, [dh_T, dc_T], workspace
+        )
         return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
     # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t.
     dW_hr = np.zeros_like(W_hr)
@@ -519,12 +553,14 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
     if dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
         dc_T = np.zeros((B, W_hr.shape[1]), dtype=ws["dtype"])
     dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        _LSTM, step_backward, dy, [dh_T, dc_T], workspace)
+        _LSTM, step_backward, dy, [dh_T, dc_T], workspace
+    )
     return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
 
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False,
-                lengths=None, training=True):
+def gru_forward(
+    x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False, lengths=None, training=True
+):
     """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after).
 
     x (T, B, I); h0 (B, H) or None; W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
@@ -534,12 +570,10 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=Fals
     h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
 
     def step(x_t, h):
-        h_next, cache = gru_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh,
-                                         reset_after=reset_after)
+        h_next, cache = gru_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
         return (h_next,), cache
 
-    y, (h_T,), ws = _forward_driver(_GRU, step, x, [h0], W_ih, W_hh, b_ih, b_hh,
-                                    lengths, reverse, training)
+    y, (h_T,), ws = _forward_driver(_GRU, step, x, [h0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
     return y, h_T, ws
 
 
@@ -550,6 +584,5 @@ def gru_backward(dy, dh_T, workspace):
     Returns SequenceGrads(dx (T, B, I), dh0 (B, H), dW_ih (3H, I), dW_hh (3H, H),
     db_ih, db_hh (3H,) or None).
     """
-    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-        _GRU, gru_cell_backward, dy, [dh_T], workspace)
+    dx, (dh0,), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(_GRU, gru_cell_backward, dy, [dh_T], workspace)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)

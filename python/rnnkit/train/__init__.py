@@ -19,6 +19,21 @@ from .diagnostics import gradient_norms_through_time
 from .fit import Callback, Checkpoint, EarlyStopping, Evaluate, TrainState, fit
 from .optim import SGD, Adam, AdamW, Optimizer
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "fit", "TrainState", "Callback", "Evaluate",
-           "EarlyStopping", "Checkpoint", "truncated_bptt", "clip_grad_norm", "clip_grad_value",
-           "save_checkpoint", "load_checkpoint", "gradient_norms_through_time"]
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "fit",
+    "TrainState",
+    "Callback",
+    "Evaluate",
+    "EarlyStopping",
+    "Checkpoint",
+    "truncated_bptt",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "save_checkpoint",
+    "load_checkpoint",
+    "gradient_norms_through_time",
+]

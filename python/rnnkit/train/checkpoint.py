@@ -36,8 +36,8 @@ def _json_default(o):
 def load_checkpoint(path, model, optimizer=None, strict=True):
     """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); returns meta."""
     with np.load(os.fspath(path), allow_pickle=False) as f:
-        params = {k[len("param/"):]: f[k] for k in f.files if k.startswith("param/")}
-        optim = {k[len("optim/"):]: f[k] for k in f.files if k.startswith("optim/")}
+        params = {k[len("param/") :]: f[k] for k in f.files if k.startswith("param/")}
+        optim = {k[len("optim/") :]: f[k] for k in f.files if k.startswith("optim/")}
         meta = json.loads(str(f["meta"])) if "meta" in f.files else {}
     model.load_state_dict(params, strict=strict)
     if optimizer is not None:

@@ -30,8 +30,9 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     elif norm_type == 2.0:
         total = math.sqrt(sum(float(np.vdot(p.grad, p.grad).real) for p in params))
     else:
-        total = sum(float((np.abs(p.grad.astype(np.float64)) ** norm_type).sum())
-                    for p in params) ** (1.0 / norm_type)
+        total = sum(float((np.abs(p.grad.astype(np.float64)) ** norm_type).sum()) for p in params) ** (
+            1.0 / norm_type
+        )
     if not math.isfinite(total):
         if error_if_nonfinite:
             raise ValueError(f"the total gradient norm is non-finite ({total})")

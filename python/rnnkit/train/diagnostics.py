@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 __all__ = ["gradient_norms_through_time"]
 
 
@@ -33,8 +32,9 @@ def gradient_norms_through_time(model, x, y, *, loss=None, per_sequence=False):
     """
     rnn, head = model.rnn, model.head
     if rnn.num_layers != 1 or rnn.num_directions != 1:
-        raise ValueError("model: gradient_norms_through_time needs a single-layer, "
-                         "unidirectional recurrent module")
+        raise ValueError(
+            "model: gradient_norms_through_time needs a single-layer, unidirectional recurrent module"
+        )
     x = np.asarray(x)
     if x.dtype != model.dtype:
         raise TypeError(f"x: expected dtype {model.dtype.name} (the model's dtype), got {x.dtype}")
@@ -67,8 +67,7 @@ def gradient_norms_through_time(model, x, y, *, loss=None, per_sequence=False):
         for t in reversed(range(T)):
             dh = dh_read[t] if dh_next is None else dh_read[t] + dh_next[0]
             d64 = dh.astype(np.float64)
-            norms[t] = np.sqrt((d64 * d64).sum(axis=-1)) if per_sequence else \
-                np.sqrt((d64 * d64).sum())
+            norms[t] = np.sqrt((d64 * d64).sum(axis=-1)) if per_sequence else np.sqrt((d64 * d64).sum())
             if t == 0:
                 break
             # h_t is the step's output and its state: dh enters once, as the output's gradient

@@ -12,13 +12,10 @@ truncation length of truncated BPTT.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import time
-
-import numpy as np
 
 from .. import _validate as v
 from .checkpoint import save_checkpoint
@@ -113,8 +110,7 @@ class EarlyStopping(Callback):
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min", target=None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
-                or patience < 1:
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
             raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
         self.monitor, self.patience, self.mode = monitor, int(patience), mode
         self.min_delta = v.real("min_delta", min_delta, 0, finite=False)
@@ -130,8 +126,7 @@ class EarlyStopping(Callback):
             return
         self._seen = len(h)
         value = h[-1][1]
-        if self.target is not None and (value <= self.target if self.mode == "min"
-                                        else value >= self.target):
+        if self.target is not None and (value <= self.target if self.mode == "min" else value >= self.target):
             state.stop = True
             state.stop_reason = f"{self.monitor} = {value:.4g} reached the target {self.target}"
             return
@@ -141,8 +136,9 @@ class EarlyStopping(Callback):
             self.bad += 1
             if self.bad >= self.patience:
                 state.stop = True
-                state.stop_reason = (f"{self.monitor} did not improve for {self.patience} "
-                                     f"evaluations (best {self.best:.4g})")
+                state.stop_reason = (
+                    f"{self.monitor} did not improve for {self.patience} evaluations (best {self.best:.4g})"
+                )
 
     on_train_end = Callback.on_train_end
 
@@ -155,13 +151,17 @@ class Checkpoint(Callback):
     def __init__(self, path, every=None, monitor=None, mode="min", at_end=False):
         if every is None and monitor is None and not at_end:
             raise ValueError("every, monitor, at_end: give at least one")
-        self.path, self.every, self.monitor, self.mode, self.at_end = \
-            os.fspath(path), every, monitor, mode, at_end
+        self.path, self.every, self.monitor, self.mode, self.at_end = (
+            os.fspath(path),
+            every,
+            monitor,
+            mode,
+            at_end,
+        )
         self.best, self._seen, self.saved_steps = None, 0, []
 
     def _save(self, state):
-        save_checkpoint(self.path, state.model, state.optimizer, step=state.step,
-                        history=state.history)
+        save_checkpoint(self.path, state.model, state.optimizer, step=state.step, history=state.history)
         self.saved_steps.append(state.step)
 
     def on_step_end(self, state):
@@ -172,8 +172,7 @@ class Checkpoint(Callback):
             if len(h) != self._seen:
                 self._seen = len(h)
                 value = h[-1][1]
-                if self.best is None or (value < self.best if self.mode == "min"
-                                         else value > self.best):
+                if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
                     self.best = value
                     self._save(state)
 
@@ -195,8 +194,7 @@ def _batches(data, steps, epochs):
     for _ in range(epochs):
         it = iter(data)
         if it is data and _ > 0:
-            raise ValueError("data: an iterator can be used for one epoch only; pass a list "
-                             "or a callable")
+            raise ValueError("data: an iterator can be used for one epoch only; pass a list or a callable")
         for batch in it:
             if steps is not None and n >= steps:
                 return
@@ -204,9 +202,22 @@ def _batches(data, steps, epochs):
             n += 1
 
 
-def fit(model, loss_fn, optimizer, data, *, steps=None, epochs=1, clip_norm=None,
-        clip_value=None, callbacks=(), progress=True, desc="train", log_every=1,
-        time_limit=None):
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    data,
+    *,
+    steps=None,
+    epochs=1,
+    clip_norm=None,
+    clip_value=None,
+    callbacks=(),
+    progress=True,
+    desc="train",
+    log_every=1,
+    time_limit=None,
+):
     """Train ``model`` with ``optimizer`` on ``loss_fn``.
 
     data: a callable ``data(step) -> (x, y)`` (with ``steps``) or a re-iterable of (x, y)
@@ -217,8 +228,9 @@ def fit(model, loss_fn, optimizer, data, *, steps=None, epochs=1, clip_norm=None
     callbacks' metrics and the speed. time_limit: stop after that many seconds.
     Returns the :class:`TrainState` (``state.history["loss"]`` holds (step, loss) pairs).
     """
-    if isinstance(steps, bool) or (steps is not None and (
-            not isinstance(steps, numbers.Integral) or steps < 1)):
+    if isinstance(steps, bool) or (
+        steps is not None and (not isinstance(steps, numbers.Integral) or steps < 1)
+    ):
         raise ValueError(f"steps: expected an int >= 1 or None, got {steps!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
@@ -231,8 +243,8 @@ def fit(model, loss_fn, optimizer, data, *, steps=None, epochs=1, clip_norm=None
     if progress:
         try:
             from tqdm.auto import tqdm
-            total = steps if (steps is not None or not hasattr(data, "__len__")) \
-                else len(data) * epochs
+
+            total = steps if (steps is not None or not hasattr(data, "__len__")) else len(data) * epochs
             bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
         except ImportError:  # pragma: no cover - tqdm is optional
             bar = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 
 import numpy as np
 
@@ -27,17 +26,20 @@ def param_list(params):
     if callable(getattr(params, "parameters", None)):
         params = params.parameters()
     if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
-        raise TypeError(f"params: expected an iterable of Parameters or a module, got "
-                        f"{type(params).__name__}")
+        raise TypeError(
+            f"params: expected an iterable of Parameters or a module, got {type(params).__name__}"
+        )
     out, seen = [], set()
     for k, p in enumerate(params):
-        if not (isinstance(getattr(p, "data", None), np.ndarray)
-                and isinstance(getattr(p, "grad", None), np.ndarray)):
-            raise TypeError(f"params[{k}]: expected a Parameter (with .data and .grad arrays), "
-                            f"got {type(p).__name__}")
+        if not (
+            isinstance(getattr(p, "data", None), np.ndarray)
+            and isinstance(getattr(p, "grad", None), np.ndarray)
+        ):
+            raise TypeError(
+                f"params[{k}]: expected a Parameter (with .data and .grad arrays), got {type(p).__name__}"
+            )
         if p.data.dtype not in (np.float32, np.float64):
-            raise TypeError(f"params[{k}]: expected float32 or float64 data, got "
-                            f"{p.data.dtype}")
+            raise TypeError(f"params[{k}]: expected float32 or float64 data, got {p.data.dtype}")
         if id(p) not in seen:
             seen.add(id(p))
             out.append(p)
@@ -67,8 +69,9 @@ class Optimizer(abc.ABC):
         self.step_count += 1
         for p, st in zip(self.params, self.state):
             if p.grad.shape != p.data.shape:
-                raise ValueError(f"{getattr(p, 'name', 'param')}: grad shape {p.grad.shape} != "
-                                 f"data shape {p.data.shape}")
+                raise ValueError(
+                    f"{getattr(p, 'name', 'param')}: grad shape {p.grad.shape} != data shape {p.data.shape}"
+                )
             self._update(p, st)
 
     @abc.abstractmethod
@@ -94,13 +97,13 @@ class Optimizer(abc.ABC):
                 raise ValueError(f"state: unexpected key {key!r}")
             k = int(parts[1])
             if k >= len(self.params):
-                raise ValueError(f"state: key {key!r} refers to parameter {k}, but the optimiser "
-                                 f"has {len(self.params)}")
+                raise ValueError(
+                    f"state: key {key!r} refers to parameter {k}, but the optimiser has {len(self.params)}"
+                )
             arr = np.asarray(val)
             p = self.params[k]
             if arr.ndim and arr.shape != p.data.shape:
-                raise ValueError(f"state: {key!r} has shape {arr.shape}, parameter {k} has "
-                                 f"{p.data.shape}")
+                raise ValueError(f"state: {key!r} has shape {arr.shape}, parameter {k} has {p.data.shape}")
             new[k][parts[2]] = np.array(arr, dtype=p.data.dtype) if arr.ndim else arr.item()
         self.state = new
         self.step_count = int(np.asarray(state.get("step", 0)))
@@ -114,14 +117,13 @@ class Optimizer(abc.ABC):
 class SGD(Optimizer):
     """Stochastic gradient descent, torch.optim.SGD's rule::
 
-        g = grad + weight_decay * p
-        buf = g (first step), else momentum * buf + (1 - dampening) * g
-        g = g + momentum * buf if nesterov else buf          (when momentum > 0)
-        p -= lr * g
+    g = grad + weight_decay * p
+    buf = g (first step), else momentum * buf + (1 - dampening) * g
+    g = g + momentum * buf if nesterov else buf          (when momentum > 0)
+    p -= lr * g
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
         self.momentum = v.real("momentum", momentum, 0.0)
         self.dampening = v.real("dampening", dampening, 0.0)
@@ -151,21 +153,22 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), torch.optim.Adam's rule (t = step count)::
 
-        g = grad + weight_decay * p                     (L2 penalty; AdamW decouples it)
-        m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
-        v_max = max(v_max, v) if amsgrad
-        p -= lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
+    g = grad + weight_decay * p                     (L2 penalty; AdamW decouples it)
+    m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+    v_max = max(v_max, v) if amsgrad
+    p -= lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
     """
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        self.betas = (v.real("betas[0]", betas[0], 0.0, hi=1.0, hi_open=True),
-                      v.real("betas[1]", betas[1], 0.0, hi=1.0, hi_open=True))
+        self.betas = (
+            v.real("betas[0]", betas[0], 0.0, hi=1.0, hi_open=True),
+            v.real("betas[1]", betas[1], 0.0, hi=1.0, hi_open=True),
+        )
         self.eps = v.real("eps", eps, 0.0)
         self.weight_decay = v.real("weight_decay", weight_decay, 0.0)
         if not isinstance(amsgrad, bool):
@@ -195,8 +198,8 @@ class Adam(Optimizer):
         if self.amsgrad:
             np.maximum(st["max_exp_avg_sq"], s, out=st["max_exp_avg_sq"])
             s = st["max_exp_avg_sq"]
-        bc1 = 1 - b1 ** t
-        bc2 = 1 - b2 ** t
+        bc1 = 1 - b1**t
+        bc2 = 1 - b2**t
         denom = np.sqrt(s) / dt(math.sqrt(bc2))
         denom += dt(self.eps)
         p.data -= dt(self.lr / bc1) * (m / denom)
@@ -208,6 +211,5 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
