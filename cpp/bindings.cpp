@@ -21,6 +21,7 @@
 #include "fma_peak.hpp"
 #include "loss.hpp"
 #include "memory.hpp"
+#include "workspace.hpp"
 
 namespace py = pybind11;
 using namespace rnnkit;
@@ -78,10 +79,11 @@ SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
 }
 
 template <class Cell, class T>
-py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
-                  const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-                  const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training) {
-  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
+py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0,
+                  const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih,
+                  const OptArray<T>& b_hh, const OptArray<T>& W_hr, const Lengths& lengths, bool reverse,
+                  bool training) {
+  SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
   const index_t T_ = s.T, B = s.B, H = s.H, S = s.S, GH = Cell::G * H;
   if (h0) require_shape(*h0, {B, S}, "h0");
   if (c0) require_shape(*c0, {B, H}, "c0");
@@ -91,9 +93,10 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
   Array<T> y = cached_array<T>({T_, B, S}), h_T = cached_array<T>({B, S});
   std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m;
   if (Cell::kHasCellState) c_T = cached_array<T>({B, H});
+  SavedSequence w{variant, reverse, bool(b_ih), bool(b_hh), x, W_ih, W_hh};
   if (training) {
-    // Rows past a sequence's length are never written; they must be zero because backward's
-    // whole-sequence GEMMs read them (multiplied by zero gradients).
+    // The workspace's layout (workspace.hpp). Rows past a sequence's length are never written;
+    // they must be zero because backward's whole-sequence GEMMs read them.
     auto make = [&](std::vector<index_t> shape) {
       Array<T> a = cached_array<T>(shape);
       if (s.lengths) std::fill_n(a.mutable_data(), a.size(), T(0));
@@ -104,6 +107,15 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
     if (W_hr) m = make({T_, B, H});
+    if (lengths) {  // the workspace's own copy, which the kernel then reads
+      py::array_t<std::int64_t> copy(B);
+      std::copy_n(s.lengths, B, copy.mutable_data());
+      s.lengths = copy.data();
+      w.lengths = copy;
+    }
+    if (W_hr) w.W_hr = *W_hr;
+    if (!hprev && h0) w.h0 = *h0;  // backward rebuilds h_{t-1} from the gates and h0
+    w.fingerprint_inputs();
   }
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
   ForwardArgs<T> p{x.data(),          ptr(h0),           ptr(c0),         W_ih.data(),
@@ -117,59 +129,69 @@ py::tuple forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c
   }
   py::object ws = py::none();
   if (training) {
-    py::dict d;
-    if (hprev) d["hprev"] = *hprev;
-    else if (h0) d["h0"] = *h0;  // backward rebuilds h_{t-1} from the gates and h0
-    d["gates"] = *gates;
-    if (cprev) d["cprev"] = *cprev;
-    if (extra) d["extra"] = *extra;
-    if (m) d["m"] = *m;
-    ws = d;
+    auto saved = [](std::optional<Array<T>>& a) -> py::object {
+      if (!a) return py::none();
+      a->attr("flags").attr("writeable") = false;
+      return *a;
+    };
+    w.hprev = saved(hprev);
+    w.cprev = saved(cprev);
+    w.gates = saved(gates);
+    w.extra = saved(extra);
+    w.m = saved(m);
+    ws = py::cast(std::move(w));
   }
   py::object cT = c_T ? py::object(*c_T) : py::none();
   return py::make_tuple(y, h_T, cT, ws);
 }
 
+// A cotangent: None, or a C-contiguous array of the workspace's dtype (the Python layer has
+// checked it; a direct caller of the private module gets an error instead of a conversion).
+template <class T>
+OptArray<T> cotangent(const py::object& a, const char* name) {
+  if (a.is_none()) return std::nullopt;
+  require(py::isinstance<Array<T>>(a),
+          std::string(name) + ": expected a C-contiguous array of the workspace's dtype");
+  return py::reinterpret_borrow<Array<T>>(a);
+}
+
+template <class T>
+OptArray<T> saved_array(const py::object& a) {
+  if (a.is_none()) return std::nullopt;
+  return py::reinterpret_borrow<Array<T>>(a);
+}
+
 template <class Cell, class T>
-py::tuple backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
-                   const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& W_hr,
-                   const OptArray<T>& hprev, const OptArray<T>& h0, const OptArray<T>& cprev,
-                   const Array<T>& gates,
-                   const OptArray<T>& extra, const OptArray<T>& m, const Lengths& lengths, bool has_b_ih,
-                   bool has_b_hh, bool reverse) {
-  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
+py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::object& dc_T_,
+                   const SavedSequence& w) {
+  w.check_inputs_unchanged();
+  const OptArray<T> dy = cotangent<T>(dy_, "dy"), dh_T = cotangent<T>(dh_T_, "dh_T"),
+                    dc_T = cotangent<T>(dc_T_, "dc_T");
+  const auto x = py::reinterpret_borrow<Array<T>>(w.x), W_ih = py::reinterpret_borrow<Array<T>>(w.W_ih),
+             W_hh = py::reinterpret_borrow<Array<T>>(w.W_hh);
+  const OptArray<T> W_hr = saved_array<T>(w.W_hr), h0 = saved_array<T>(w.h0),
+                    hprev = saved_array<T>(w.hprev), cprev = saved_array<T>(w.cprev),
+                    gates = saved_array<T>(w.gates), extra = saved_array<T>(w.extra),
+                    m = saved_array<T>(w.m);
+  Lengths lengths;
+  if (!w.lengths.is_none()) lengths = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(w.lengths);
+  const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, w.reverse);
   const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = Cell::G * H;
   if (dy) require_shape(*dy, {T_, B, S}, "dy");
   if (dh_T) require_shape(*dh_T, {B, S}, "dh_T");
   if (dc_T) require_shape(*dc_T, {B, H}, "dc_T");
-  require(bool(hprev) == saves_hprev<Cell>(s), "workspace: hprev missing or unexpected");
-  if (hprev) require_shape(*hprev, {T_, B, S}, "workspace hprev");
-  if (h0) require_shape(*h0, {B, S}, "workspace h0");
-  if (W_hr) {
-    require(bool(m), "workspace: m missing");
-    require_shape(*m, {T_, B, H}, "workspace m");
-  }
-  require_shape(gates, {T_, B, GH}, "workspace gates");
-  if (Cell::kHasCellState) {
-    require(bool(cprev), "workspace: cprev missing");
-    require_shape(*cprev, {T_, B, H}, "workspace cprev");
-  }
-  if (Cell::kHasExtra) {
-    require(bool(extra), "workspace: extra missing");
-    require_shape(*extra, {T_, B, H}, "workspace extra");
-  }
 
   Array<T> dx = cached_array<T>({T_, B, I}), dh0 = cached_array<T>({B, S}),
            dW_ih = cached_array<T>({GH, I}), dW_hh = cached_array<T>({GH, S});
   std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr;
   if (W_hr) dW_hr = cached_array<T>({S, H});
   if (Cell::kHasCellState) dc0 = cached_array<T>({B, H});
-  if (has_b_ih) db_ih = cached_array<T>({GH});
-  if (has_b_hh) db_hh = cached_array<T>({GH});
+  if (w.has_b_ih) db_ih = cached_array<T>({GH});
+  if (w.has_b_hh) db_hh = cached_array<T>({GH});
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
   BackwardArgs<T> p{ptr(dy),             ptr(dh_T),         ptr(dc_T),        x.data(),
                     W_ih.data(),         W_hh.data(),       ptr(W_hr),        ptr(hprev),          ptr(h0),
-                    ptr(cprev),          gates.data(),      ptr(extra),       ptr(m),
+                    ptr(cprev),          ptr(gates),        ptr(extra),       ptr(m),
                     dx.mutable_data(),   dh0.mutable_data(), out(dc0),        dW_ih.mutable_data(),
                     dW_hh.mutable_data(), out(db_ih),       out(db_hh),       out(dW_hr)};
   {
@@ -188,40 +210,18 @@ py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
                       const std::string& nonlinearity, bool reverse, bool training) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
   if (nonlinearity == "relu")
-    return forward<RnnCell<true>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
-  return forward<RnnCell<false>, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
-}
-
-template <class T>
-py::tuple rnn_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
-                       const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& hprev,
-                       const OptArray<T>& h0, const Array<T>& gates, const Lengths& lengths,
-                       bool has_b_ih, bool has_b_hh, const std::string& nonlinearity, bool reverse) {
-  require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
-  if (nonlinearity == "relu")
-    return backward<RnnCell<true>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, h0,
-                                      std::nullopt, gates, std::nullopt, std::nullopt, lengths, has_b_ih,
-                                      has_b_hh, reverse);
-  return backward<RnnCell<false>, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev, h0,
-                                     std::nullopt, gates, std::nullopt, std::nullopt, lengths, has_b_ih,
-                                     has_b_hh, reverse);
+    return forward<RnnCell<true>, T>(CellVariant::kRnnRelu, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
+                                     std::nullopt, lengths, reverse, training);
+  return forward<RnnCell<false>, T>(CellVariant::kRnnTanh, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
+                                    std::nullopt, lengths, reverse, training);
 }
 
 template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
                        const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training) {
-  return forward<LstmCell, T>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, training);
-}
-
-template <class T>
-py::tuple lstm_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const OptArray<T>& dc_T,
-                        const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
-                        const OptArray<T>& W_hr, const OptArray<T>& hprev, const Array<T>& cprev,
-                        const Array<T>& gates, const Array<T>& extra, const OptArray<T>& m,
-                        const Lengths& lengths, bool has_b_ih, bool has_b_hh, bool reverse) {
-  return backward<LstmCell, T>(dy, dh_T, dc_T, x, W_ih, W_hh, W_hr, hprev, std::nullopt, cprev, gates,
-                               extra, m, lengths, has_b_ih, has_b_hh, reverse);
+  return forward<LstmCell, T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse,
+                              training);
 }
 
 template <class T>
@@ -229,22 +229,36 @@ py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& 
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
                       bool reset_after, bool reverse, bool training) {
   if (reset_after)
-    return forward<GruResetAfterCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
-  return forward<GruResetBeforeCell, T>(x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths, reverse, training);
+    return forward<GruResetAfterCell, T>(CellVariant::kGruResetAfter, x, h0, std::nullopt, W_ih, W_hh, b_ih,
+                                         b_hh, std::nullopt, lengths, reverse, training);
+  return forward<GruResetBeforeCell, T>(CellVariant::kGruResetBefore, x, h0, std::nullopt, W_ih, W_hh, b_ih,
+                                        b_hh, std::nullopt, lengths, reverse, training);
 }
 
-template <class T>
-py::tuple gru_backward(const OptArray<T>& dy, const OptArray<T>& dh_T, const Array<T>& x,
-                       const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& hprev,
-                       const Array<T>& gates, const Array<T>& extra, const Lengths& lengths,
-                       bool has_b_ih, bool has_b_hh, bool reset_after, bool reverse) {
-  if (reset_after)
-    return backward<GruResetAfterCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev,
-                                          std::nullopt, std::nullopt, gates, extra, std::nullopt, lengths,
-                                          has_b_ih, has_b_hh, reverse);
-  return backward<GruResetBeforeCell, T>(dy, dh_T, std::nullopt, x, W_ih, W_hh, std::nullopt, hprev,
-                                         std::nullopt, std::nullopt, gates, extra, std::nullopt, lengths,
-                                         has_b_ih, has_b_hh, reverse);
+// Backward of any family's workspace, for the cell and dtype that made it; `family` is the
+// backward called, which must match.
+py::tuple sequence_backward_of(const char* family, const py::object& dy, const py::object& dh_T,
+                               const py::object& dc_T, const SavedSequence& w) {
+  require(std::string(family) == family_name(w.variant),
+          std::string("workspace: it comes from a ") + family_name(w.variant) + " forward, but " + family +
+              "_backward needs one from a " + family + " forward");
+  const bool f64 = w.is_float64();
+  switch (w.variant) {
+    case CellVariant::kRnnTanh:
+      return f64 ? backward<RnnCell<false>, double>(dy, dh_T, dc_T, w)
+                 : backward<RnnCell<false>, float>(dy, dh_T, dc_T, w);
+    case CellVariant::kRnnRelu:
+      return f64 ? backward<RnnCell<true>, double>(dy, dh_T, dc_T, w)
+                 : backward<RnnCell<true>, float>(dy, dh_T, dc_T, w);
+    case CellVariant::kLstm:
+      return f64 ? backward<LstmCell, double>(dy, dh_T, dc_T, w) : backward<LstmCell, float>(dy, dh_T, dc_T, w);
+    case CellVariant::kGruResetAfter:
+      return f64 ? backward<GruResetAfterCell, double>(dy, dh_T, dc_T, w)
+                 : backward<GruResetAfterCell, float>(dy, dh_T, dc_T, w);
+    default:
+      return f64 ? backward<GruResetBeforeCell, double>(dy, dh_T, dc_T, w)
+                 : backward<GruResetBeforeCell, float>(dy, dh_T, dc_T, w);
+  }
 }
 
 template <class T>
@@ -287,23 +301,61 @@ void bind_dtype(py::module_& m) {
   using namespace py::literals;
   m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a);
-  m.def("rnn_backward", &rnn_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
-        "hprev"_a.none(), "h0"_a.none(), "gates"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
-        "nonlinearity"_a, "reverse"_a);
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a,
         "training"_a);
-  m.def("lstm_backward", &lstm_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "x"_a,
-        "W_ih"_a, "W_hh"_a, "W_hr"_a.none(), "hprev"_a.none(), "cprev"_a, "gates"_a, "extra"_a, "m"_a.none(),
-        "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a, "reverse"_a);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
-  m.def("gru_backward", &gru_backward<T>, "dy"_a.none(), "dh_T"_a.none(), "x"_a, "W_ih"_a, "W_hh"_a,
-        "hprev"_a.none(), "gates"_a, "extra"_a, "lengths"_a.none(), "has_b_ih"_a, "has_b_hh"_a,
-        "reset_after"_a, "reverse"_a);
   m.def("softmax", &softmax_kernel<T>, "logits"_a);
   m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a,
         "ignore_index"_a, "scale"_a);
+}
+
+// rnnkit._core.SavedSequence (workspace.hpp): no constructor, read-only fields; and the
+// backward functions that take it (one per family, for either dtype: the workspace knows).
+void bind_workspace(py::module_& m) {
+  using namespace py::literals;
+  py::class_<SavedSequence> c(m, "SavedSequence",
+                              "What a training-mode sequence forward saved for its backward (opaque; "
+                              "made only by the *_forward kernels).");
+  c.def_property_readonly("cell", [](const SavedSequence& w) { return family_name(w.variant); });
+  c.def_property_readonly("reverse", [](const SavedSequence& w) { return w.reverse; });
+  c.def_property_readonly("has_b_ih", [](const SavedSequence& w) { return w.has_b_ih; });
+  c.def_property_readonly("has_b_hh", [](const SavedSequence& w) { return w.has_b_hh; });
+  c.def_property_readonly("dtype", [](const SavedSequence& w) { return w.x.dtype(); });
+  c.def_property_readonly("nbytes", &SavedSequence::nbytes);
+  c.def_readonly("x", &SavedSequence::x);
+  c.def_readonly("W_ih", &SavedSequence::W_ih);
+  c.def_readonly("W_hh", &SavedSequence::W_hh);
+  c.def_readonly("W_hr", &SavedSequence::W_hr);
+  c.def_readonly("h0", &SavedSequence::h0);
+  c.def_readonly("lengths", &SavedSequence::lengths);
+  c.def_readonly("hprev", &SavedSequence::hprev);
+  c.def_readonly("cprev", &SavedSequence::cprev);
+  c.def_readonly("gates", &SavedSequence::gates);
+  c.def_readonly("extra", &SavedSequence::extra);
+  c.def_readonly("m", &SavedSequence::m);
+  c.def("saved_arrays", [](const SavedSequence& w) {
+    py::dict d;
+    const std::pair<const char*, const py::object*> fields[] = {
+        {"hprev", &w.hprev}, {"cprev", &w.cprev}, {"gates", &w.gates}, {"extra", &w.extra}, {"m", &w.m}};
+    for (const auto& [name, a] : fields)
+      if (!a->is_none()) d[name] = *a;
+    return d;
+  }, "{name: array} of the arrays the forward wrote (read-only).");
+  m.def("rnn_backward",
+        [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
+          return sequence_backward_of("rnn", dy, dh_T, py::none(), w);
+        },
+        "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
+  m.def("lstm_backward", [](const py::object& dy, const py::object& dh_T, const py::object& dc_T,
+                            const SavedSequence& w) { return sequence_backward_of("lstm", dy, dh_T, dc_T, w); },
+        "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "workspace"_a);
+  m.def("gru_backward",
+        [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
+          return sequence_backward_of("gru", dy, dh_T, py::none(), w);
+        },
+        "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
 }
 
 }  // namespace
@@ -312,6 +364,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use the rnnkit package).";
   bind_dtype<float>(m);
   bind_dtype<double>(m);
+  bind_workspace(m);
   // rnnkit's threads: its team (the per-step loop) takes as many threads as its BLAS pool
   // (whole-sequence GEMMs) has, so this one number (which threadpoolctl also sees and limits,
   // and whose default honours OPENBLAS_NUM_THREADS / OMP_NUM_THREADS) controls both.

@@ -106,8 +106,18 @@ def _module_backward(dout):
 
 
 def tampered_workspace():
+    """A workspace whose compiled record was replaced by a dict of its saved arrays."""
     ws = lstm_workspace()
-    return dataclasses.replace(ws, saved=dict(ws.saved, gates=ws.saved["gates"].astype(np.float32)))
+    return dataclasses.replace(ws, saved=ws.saved.saved_arrays())
+
+
+def workspace_of_modified_input(name="x"):
+    """A workspace whose forward's input ``name`` was then changed in place (an optimizer step
+    before backward): backward must refuse it."""
+    args = base_args()
+    ws = rnnkit.lstm_forward(**args)[2]
+    args[name] *= 0.5
+    return ws
 
 
 def _eval_module_backward():
@@ -591,11 +601,26 @@ BAD_INPUTS = [
     ),
     Case(
         "workspace",
-        "`lstm_backward`: a workspace whose saved arrays were replaced (float32)",
+        "`lstm_backward`: a workspace whose saved state was replaced by a dict",
         lambda: _lstm_backward(ws=tampered_workspace()),
         TypeError,
-        "workspace: its saved 'gates' is dtype float32, but a workspace must come "
-        "unmodified from its forward (x is float64)",
+        "workspace: its saved state is a dict, but a workspace must come unmodified from its forward",
+    ),
+    Case(
+        "workspace",
+        "`lstm_backward`: x modified in place after the forward",
+        lambda: _lstm_backward(ws=workspace_of_modified_input("x")),
+        ValueError,
+        "workspace: x was modified in place after the forward that made this workspace (its "
+        "contents changed); backward needs the arrays that forward read: run the forward again, "
+        "or give it a copy",
+    ),
+    Case(
+        "workspace",
+        "`lstm_backward`: W_hh updated in place (an optimizer step) before backward",
+        lambda: _lstm_backward(ws=workspace_of_modified_input("W_hh")),
+        ValueError,
+        "workspace: W_hh was modified in place after the forward",
     ),
     Case(
         "workspace",

@@ -1,6 +1,7 @@
 """Threads: concurrent calls (kernels, losses, modules) give the bits of serial calls, at any
 BLAS / team thread count; results are bitwise reproducible."""
 
+import sys
 import threading
 
 import numpy as np
@@ -101,3 +102,91 @@ def test_concurrent_modules():
         th.join()
     for s in range(8):
         assert_bitwise(results[s], serial[s], f"module {s}")
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_one_module_shared_by_threads_in_training_mode(cell, rng):
+    """Threads sharing one module: each backward differentiates its own thread's forward (the
+    kept workspaces are per thread), and .grad ends as the sum over every thread's call."""
+    family = CELLS[cell][0]
+    m = nn.module_class(family)(6, 8, num_layers=2, seed=0, dtype=np.float64)
+    n_threads, rounds = 4, 20
+    xs = [rng.standard_normal((7, 3, 6)) for _ in range(n_threads)]
+    # serial results per input: the gradient w.r.t. x and the parameters' gradients
+    expected_dx, expected_grads = [], []
+    for x in xs:
+        m.zero_grad()
+        out, _ = m(x)
+        dx, _ = m.backward(np.ones_like(out))
+        expected_dx.append(dx)
+        expected_grads.append([p.grad.copy() for p in m.parameters()])
+    m.zero_grad()
+    errors = []
+    barrier = threading.Barrier(n_threads)
+
+    def work(k):
+        try:
+            barrier.wait()
+            for _ in range(rounds):
+                out, _ = m(xs[k])
+                dx, _ = m.backward(np.ones_like(out))
+                np.testing.assert_allclose(dx, expected_dx[k], rtol=1e-12, atol=1e-12)
+        except Exception as e:  # reported below, with the thread's index
+            errors.append((k, e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, between any forward and its backward
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    for i, p in enumerate(m.parameters()):
+        want = rounds * sum(g[i] for g in expected_grads)
+        np.testing.assert_allclose(p.grad, want, rtol=1e-10, atol=1e-10, err_msg=p.name)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_a_threads_backward_pairs_with_its_own_forward(cell, rng):
+    """The interleaving that went wrong, made deterministic: thread A runs forward, thread B
+    runs forward, then A runs backward; A gets the gradients of its own input."""
+    m = nn.module_class(CELLS[cell][0])(4, 5, seed=0, dtype=np.float64)
+    xa, xb = rng.standard_normal((6, 2, 4)), rng.standard_normal((6, 2, 4))
+    out, _ = m(xa)
+    expected, _ = m.backward(np.ones_like(out))
+    a_forward_done, b_forward_done = threading.Event(), threading.Event()
+    got = {}
+
+    def a():
+        out, _ = m(xa)
+        a_forward_done.set()
+        b_forward_done.wait(10)
+        got["dx"], _ = m.backward(np.ones_like(out))
+
+    def b():
+        a_forward_done.wait(10)
+        m(xb)
+        b_forward_done.set()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose(got["dx"], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_eval_drops_every_threads_kept_forward(rng):
+    m = nn.LSTM(3, 4, seed=0, dtype=np.float64)
+    x = rng.standard_normal((5, 2, 3))
+    t = threading.Thread(target=lambda: m(x))
+    t.start()
+    t.join()
+    m(x)
+    m.eval().train()
+    with pytest.raises(RuntimeError, match="no forward"):
+        m.backward(np.ones((5, 2, 4)))

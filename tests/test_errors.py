@@ -209,7 +209,7 @@ def test_cell_cache_and_sequence_workspace_are_not_interchangeable(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_workspace_of_wrong_type(family):
     ws, _ = _workspaces(family)
-    for bad in ({"cell": family}, dict(ws.saved), (1, 2)):
+    for bad in ({"cell": family}, ws.saved.saved_arrays(), ws.saved, (1, 2)):
         with raises(TypeError, "workspace"):
             backward(family, bad)
         with raises(TypeError, "workspace"):

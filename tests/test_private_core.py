@@ -9,9 +9,8 @@ from rnnkit import _core
 
 def test_private_module_rechecks_instead_of_crashing():
     """rnnkit._core trusts nothing: every size it relies on is re-checked (ValueError)."""
-    d = np.float64
     x, W_ih, W_hh = np.zeros((3, 2, 4)), np.zeros((20, 4)), np.zeros((20, 5))
-    h, z3 = np.zeros((2, 5)), np.zeros((3, 2, 5))
+    h = np.zeros((2, 5))
     g4 = np.zeros((3, 2, 20))
     fwd = _core.lstm_forward
     bad_forward = [
@@ -31,60 +30,48 @@ def test_private_module_rechecks_instead_of_crashing():
     for args in bad_forward:
         with pytest.raises(ValueError):
             fwd(*args, False, True)
-    bwd = _core.lstm_backward
-    ok = dict(
-        dy=None,
-        dh_T=None,
-        dc_T=None,
-        x=x,
-        W_ih=W_ih,
-        W_hh=W_hh,
-        W_hr=None,
-        hprev=z3,
-        cprev=z3,
-        gates=g4,
-        extra=z3,
-        m=None,
-        lengths=None,
-        has_b_ih=True,
-        has_b_hh=True,
-        reverse=False,
-    )
-    bwd(**ok)
-    for change in [
-        dict(dy=np.zeros((2, 2, 5))),
-        dict(dh_T=np.zeros((2, 4))),
-        dict(dc_T=np.zeros((1, 5))),
-        dict(hprev=np.zeros((3, 2, 4))),
-        dict(cprev=np.zeros((2, 2, 5))),
-        dict(gates=np.zeros((3, 2, 19))),
-        dict(extra=np.zeros((3, 1, 5))),
-        dict(W_hr=np.zeros((5, 5))),
-        dict(lengths=np.array([9, 1])),
-    ]:
-        with pytest.raises(ValueError):
-            bwd(**dict(ok, **change))
     with pytest.raises(ValueError):
         _core.rnn_forward(x, None, np.zeros((5, 4)), h, None, None, None, "gelu", False, True)
+    # backward takes the workspace object its forward made, and re-checks the cotangents
+    _, _, _, saved = fwd(x, None, None, W_ih, W_hh, None, None, None, np.array([3, 1]), False, True)
+    _core.lstm_backward(None, None, None, saved)
+    for dy, dh_T, dc_T in [
+        (np.zeros((2, 2, 5)), None, None),
+        (None, np.zeros((2, 4)), None),
+        (None, None, np.zeros((1, 5))),
+        (np.zeros((3, 2, 5), np.float32), None, None),  # not the workspace's dtype
+        (np.zeros((3, 2, 5))[::-1], None, None),  # not C-contiguous
+    ]:
+        with pytest.raises(ValueError):
+            _core.lstm_backward(dy, dh_T, dc_T, saved)
+    with pytest.raises(ValueError, match="comes from a lstm forward, but gru_backward"):
+        _core.gru_backward(None, None, saved)
+    with pytest.raises(TypeError):
+        _core.lstm_backward(None, None, None, {"gates": g4})
+
     with pytest.raises(ValueError):
-        _core.gru_backward(
-            None,
-            None,
-            x,
-            np.zeros((15, 4)),
-            np.zeros((15, 5)),
-            z3,
-            np.zeros((3, 2, 15)),
-            np.zeros((3, 2, 4)),
-            None,
-            True,
-            True,
-            True,
-            False,
-        )
-    with pytest.raises(ValueError):
-        _core.softmax(np.zeros(3, d))
+        _core.softmax(np.zeros(3, np.float64))
     with pytest.raises(ValueError):
         _core.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]), -100, 1.0)
     with pytest.raises(ValueError):
         _core.softmax_cross_entropy(np.zeros((2, 3)), np.array([0]), -100, 1.0)
+
+
+def test_saved_sequence_is_opaque():
+    """Only a forward makes a workspace; its fields and saved arrays cannot be changed."""
+    x, W_ih, W_hh = np.ones((3, 2, 4)), np.ones((20, 4)), np.ones((20, 5))
+    _, _, _, saved = _core.lstm_forward(x, None, None, W_ih, W_hh, None, None, None, None, False, True)
+    with pytest.raises(TypeError):
+        _core.SavedSequence()
+    for field in ("x", "gates", "lengths", "reverse", "cell"):
+        with pytest.raises(AttributeError):
+            setattr(saved, field, None)
+    assert saved.x is x and saved.W_hh is W_hh  # inputs by reference
+    arrays = saved.saved_arrays()
+    assert sorted(arrays) == ["cprev", "extra", "gates", "hprev"]
+    assert (saved.cell, saved.reverse, saved.has_b_ih) == ("lstm", False, False)
+    assert saved.nbytes == (3 * (3 * 2 * 5) + 3 * 2 * 20) * 8  # hprev, cprev, extra; gates
+    for a in arrays.values():
+        assert not a.flags.writeable
+        with pytest.raises(ValueError):
+            a[...] = 0

@@ -15,16 +15,17 @@ from rnnkit import nn
 
 def test_workspace_checks():
     ws = lstm_workspace()
-    for saved in (
-        dict(ws.saved, hprev=ws.saved["hprev"].tolist()),  # a list
-        dict(ws.saved, hprev=np.asfortranarray(ws.saved["hprev"])),  # Fortran order
-        dict(ws.saved, cprev=ws.saved["cprev"][:, :1]),
-    ):  # a wrong shape
-        bad = dataclasses.replace(ws, saved=saved)
-        with pytest.raises((TypeError, ValueError), match=r"^workspace"):
-            rnnkit.lstm_backward(None, None, None, bad)
-    bad = dataclasses.replace(ws, x=ws.x.astype(np.float32))
-    with pytest.raises(TypeError, match=r"^workspace: its W_ih is dtype float64"):
+    # the record is opaque: no field can be set, the saved arrays are read-only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ws.saved = None
+    for field in ("gates", "x", "lengths"):
+        with pytest.raises(AttributeError):
+            setattr(ws.saved, field, None)
+    for a in ws.saved.saved_arrays().values():
+        assert not a.flags.writeable
+    # another family's record put into an LSTM workspace
+    bad = dataclasses.replace(ws, saved=rnnkit.gru_forward(**base_args(cell="gru"))[2].saved)
+    with pytest.raises(ValueError, match=r"^workspace: it comes from a gru forward, but lstm_backward"):
         rnnkit.lstm_backward(None, None, None, bad)
     # a float32 workspace with float64 cotangents, and the reverse
     ws32 = lstm_workspace(np.float32)

@@ -307,26 +307,3 @@ def check_rnn_module_sizes(
     fixed = G * H * H_out + (2 * G * H if bias else 0) + proj_size * H  # per layer, per direction
     n = D * (G * H * input_size + fixed + (L - 1) * (G * H * D * H_out + fixed))
     check_alloc(module, dtype, n, f"the parameters ({n} values)")
-
-
-def check_workspace_arrays(ws):
-    """A workspace's arrays must be as its forward left them: ndarrays of one dtype (x's),
-    C-contiguous. A workspace edited by hand (``dataclasses.replace``, ``ws.saved[...] = ...``)
-    would otherwise be converted silently by the compiled module; reject it (TypeError)."""
-    arrays = [("x", ws.x), ("W_ih", ws.W_ih), ("W_hh", ws.W_hh)]
-    arrays += [(k, a) for k, a in ws.options.items() if k.startswith("W_")]
-    arrays += [(f"saved {k!r}", a) for k, a in ws.saved.items()]
-    dtype = getattr(ws.x, "dtype", None)
-    for name, a in arrays:
-        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
-            got = (
-                f"a {type(a).__name__}"
-                if not isinstance(a, np.ndarray)
-                else f"dtype {a.dtype}"
-                if a.dtype != dtype
-                else "a non-contiguous array"
-            )
-            raise TypeError(
-                f"workspace: its {name} is {got}, but a workspace must come unmodified "
-                f"from its forward (x is {dtype})"
-            )

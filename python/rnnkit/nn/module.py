@@ -15,6 +15,7 @@ parameters are named with dots (``rnn.weight_ih_l0``, ``head.bias``), so that a 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,10 @@ import numpy as np
 from .. import _validate as v
 
 __all__ = ["Parameter", "Module"]
+
+# Serialises gradient accumulation: modules shared by threads add into the same .grad arrays,
+# and NumPy's in-place add releases the GIL (two unguarded adds can lose one).
+_GRAD_LOCK = threading.Lock()
 
 
 class Parameter:
@@ -40,6 +45,11 @@ class Parameter:
         self.grad = np.zeros_like(data)
         self.symbolic = symbolic
 
+    def accumulate(self, g: np.ndarray) -> None:
+        """``grad += g``, safe when several threads run backward on one module."""
+        with _GRAD_LOCK:
+            self.grad += g
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
@@ -52,10 +62,25 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype.name})"
 
 
+class _ThreadState(threading.local):
+    """What a module's forward keeps for its backward, one per thread: a module shared by
+    threads pairs each thread's backward with that thread's own last forward."""
+
+    def __init__(self) -> None:
+        self.cache: Any = None  # what the last training forward kept
+        self.steps: list = []  # a recurrent module's step tape
+
+
 class Module:
     """Base class: parameter bookkeeping, train/eval, state dicts. Subclasses implement
     ``forward`` and ``backward`` and register parameters with :meth:`_param`; they need not
-    call ``Module.__init__`` (there is none)."""
+    call ``Module.__init__`` (there is none).
+
+    Threads: what forward keeps for backward (``_cache``, the step tape) is per thread, so
+    threads may share one module in training mode (each ``backward`` differentiates its own
+    thread's last forward), and gradients add into ``.grad`` under a lock
+    (:meth:`Parameter.accumulate`). Inference needs no lock at all.
+    """
 
     training = True
     dtype: np.dtype
@@ -119,9 +144,33 @@ class Module:
         """Inference mode: no caches (backward raises), no dropout; returns self."""
         return self.train(False)
 
+    def _thread_state(self) -> _ThreadState:
+        state = self.__dict__.get("_per_thread")
+        if state is None:  # setdefault: two threads racing here end up with the same one
+            state = self.__dict__.setdefault("_per_thread", _ThreadState())
+        return state
+
+    @property
+    def _cache(self) -> Any:
+        """What this thread's last training forward kept for backward (None: nothing)."""
+        return self._thread_state().cache
+
+    @_cache.setter
+    def _cache(self, value: Any) -> None:
+        self._thread_state().cache = value
+
+    @property
+    def _steps(self) -> list:
+        """This thread's step tape (recurrent modules)."""
+        return self._thread_state().steps
+
+    @_steps.setter
+    def _steps(self, value: list) -> None:
+        self._thread_state().steps = value
+
     def _drop_caches(self) -> None:
-        """Free what forward kept for backward (called by eval())."""
-        self._cache = None
+        """Free what forward kept for backward, in every thread (called by eval())."""
+        self.__dict__["_per_thread"] = _ThreadState()
 
     # ------------------------------------------------------------------ state dicts
 
@@ -186,7 +235,7 @@ class Module:
                 f"{type(self).__name__}.{what}: the module is in eval mode, which "
                 "keeps nothing for backward; call train() and run forward again"
             )
-        cache = self.__dict__.get("_cache")
+        cache = self._cache
         if cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.{what}: no forward to differentiate; run "

@@ -117,8 +117,8 @@ class _RNNBase(Module):
         )
         self.training = True
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
-        self._cache = None  # what the last training forward saved for backward
-        self._steps: list = []  # the step tape: per step run with keep, its layers' workspaces
+        # What forward keeps for backward, per thread (Module._cache): the last training
+        # forward's workspaces, and the step tape (per step run with keep, its layers' ones).
         self._params = {}  # name -> Parameter, in torch's order
         bound = 1 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
@@ -197,13 +197,7 @@ class _RNNBase(Module):
     def _add_grads(self, layer, direction, g):
         """Add one layer-direction's kernel gradients ``g`` into the parameters' .grad."""
         for p, field in self._grad_fields[layer][direction]:
-            p.grad += getattr(g, field)
-
-    # ------------------------------------------------------------------ modes
-
-    def _drop_caches(self):
-        self._cache = None
-        self._steps = []
+            p.accumulate(getattr(g, field))
 
     # ------------------------------------------------------------------ forward / backward
 

@@ -10,7 +10,9 @@ call shares one dtype, float32 or float64, and results have it too. Biases may b
 bias), and so may initial states (zeros) and incoming gradients (zero).
 
 Sequence functions return ``(y, final_state, workspace)``; the workspace holds what backward
-needs (the inputs are kept by reference: do not modify them in place before backward).
+needs. It keeps the inputs by reference: modifying x, h0 or a weight in place before backward
+makes backward raise ValueError (checked on a sample of each array), so pass a copy of a buffer
+you refill. ``lengths`` is copied.
 ``training=False`` keeps nothing and returns None for it. Backward results are NamedTuples
 (:mod:`rnnkit._types`); bias gradients are None where the bias was None.
 
@@ -22,7 +24,7 @@ PyTorch's packed sequences do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,46 +56,67 @@ _RNN, _LSTM, _GRU = RNN_CELL.name, LSTM_CELL.name, GRU_CELL.name
 class Workspace:
     """What a training-mode forward saved for its backward. Opaque to users.
 
-    ``cell`` is the family name (:mod:`rnnkit._cells`); ``options`` holds nonlinearity / reset_after;
-    ``single_step`` marks the cache of a ``*_cell_forward`` call. ``saved`` holds the C++
-    driver's arrays: h_{t-1} per step (T, B, H), c_{t-1} (LSTM), the activated gates
-    (T, B, G*H) and one cell-specific (T, B, H) array.
+    ``cell`` is the family name (:mod:`rnnkit._cells`); ``options`` holds nonlinearity /
+    reset_after; ``single_step`` marks the cache of a ``*_cell_forward`` call. ``saved`` is the
+    compiled module's record (``_core.SavedSequence``, laid out in ``cpp/workspace.hpp``): the
+    forward's inputs by reference, a copy of ``lengths``, and the arrays the forward wrote for
+    backward (read-only): h_{t-1} per step (T, B, H), c_{t-1} (LSTM), the activated gates
+    (T, B, G*H) and one cell-specific (T, B, H) array. Its fields cannot be changed; backward
+    raises ValueError if x, h0 or a weight it references was modified in place since the
+    forward (checked on a sample of each array's elements).
     """
 
     cell: str
     options: dict
-    reverse: bool
     single_step: bool
-    x: np.ndarray
-    W_ih: np.ndarray
-    W_hh: np.ndarray
-    has_b_ih: bool
-    has_b_hh: bool
-    lengths: np.ndarray | None
-    saved: dict = field(repr=False)
+    saved: _core.SavedSequence = field(repr=False)
 
     @property
-    def dtype(self):
-        return self.x.dtype
+    def x(self) -> np.ndarray:
+        return self.saved.x
 
     @property
-    def projected(self):
-        return "W_hr" in self.options
+    def W_ih(self) -> np.ndarray:
+        return self.saved.W_ih
 
     @property
-    def hidden_size(self):
-        return self.options["W_hr"].shape[1] if self.projected else self.W_hh.shape[1]
+    def W_hh(self) -> np.ndarray:
+        return self.saved.W_hh
 
     @property
-    def nbytes(self):
+    def W_hr(self) -> np.ndarray | None:
+        return self.saved.W_hr
+
+    @property
+    def lengths(self) -> np.ndarray | None:
+        return self.saved.lengths
+
+    @property
+    def reverse(self) -> bool:
+        return self.saved.reverse
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.saved.dtype
+
+    @property
+    def projected(self) -> bool:
+        return self.saved.W_hr is not None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.W_hr.shape[1] if self.W_hr is not None else self.W_hh.shape[1]
+
+    @property
+    def nbytes(self) -> int:
         """Bytes held by the saved per-step arrays (the inputs are references)."""
-        return sum(a.nbytes for a in self.saved.values())
+        return self.saved.nbytes
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         T, B, I = self.x.shape
         return (
             f"Workspace(cell={self.cell!r}, options={self.options}, T={T}, B={B}, I={I}, "
-            f"H={self.W_hh.shape[1]}, dtype={self.dtype.name}, reverse={self.reverse})"
+            f"H={self.hidden_size}, dtype={self.dtype.name}, reverse={self.reverse})"
         )
 
 
@@ -142,22 +165,8 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
     return out + (W_hr,) if W_hr is not None else out
 
 
-def _workspace(cell, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved, single_step=False):
-    if saved is None:
-        return None
-    return Workspace(
-        cell,
-        options,
-        bool(reverse),
-        single_step,
-        x,
-        W_ih,
-        W_hh,
-        b_ih is not None,
-        b_hh is not None,
-        lengths,
-        saved,
-    )
+def _workspace(cell, options, saved, single_step=False):
+    return None if saved is None else Workspace(cell, options, single_step, saved)
 
 
 def _check_workspace(workspace, cell, fn, single_step):
@@ -178,7 +187,11 @@ def _check_workspace(workspace, cell, fn, single_step):
     if workspace.single_step != single_step:
         made_by = f"{cell}_cell_forward" if workspace.single_step else f"{cell}_forward"
         raise ValueError(f"workspace: it comes from {made_by} and cannot be used by {fn}")
-    v.check_workspace_arrays(workspace)
+    if not isinstance(workspace.saved, _core.SavedSequence):
+        raise TypeError(
+            f"workspace: its saved state is a {type(workspace.saved).__name__}, but a workspace "
+            "must come unmodified from its forward"
+        )
 
 
 def _check_grads(ws, named):
@@ -221,7 +234,7 @@ def rnn_forward(
     y, h_T, _, saved = _core.rnn_forward(
         x, h0, W_ih, W_hh, b_ih, b_hh, lengths, nonlinearity, bool(reverse), bool(training)
     )
-    ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
+    ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
 
 
@@ -239,23 +252,7 @@ def rnn_backward(dy, dh_T, workspace):
 
 def _rnn_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
-    s = ws.saved
-    # Without lengths the RNN saves no h_{t-1}: backward rebuilds it from the gates (= h_t) and h0.
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(
-        dy,
-        dh_T,
-        ws.x,
-        ws.W_ih,
-        ws.W_hh,
-        s.get("hprev"),
-        s.get("h0"),
-        s["gates"],
-        ws.lengths,
-        ws.has_b_ih,
-        ws.has_b_hh,
-        ws.options["nonlinearity"],
-        ws.reverse,
-    )
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -307,8 +304,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
     y, h_T, c_T, saved = _core.lstm_forward(
         x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, bool(reverse), bool(training)
     )
-    options = {} if W_hr is None else {"W_hr": W_hr}
-    ws = _workspace(_LSTM, options, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved)
+    ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
 
 
@@ -326,27 +322,8 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 
 def _lstm_backward(dy, dh_T, dc_T, ws):
     dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True), ("dc_T", dc_T, True)])
-    s = ws.saved
-    W_hr = ws.options.get("W_hr")
-    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(
-        dy,
-        dh_T,
-        dc_T,
-        ws.x,
-        ws.W_ih,
-        ws.W_hh,
-        W_hr,
-        s["hprev"],
-        s["cprev"],
-        s["gates"],
-        s["extra"],
-        s.get("m"),
-        ws.lengths,
-        ws.has_b_ih,
-        ws.has_b_hh,
-        ws.reverse,
-    )
-    if W_hr is not None:
+    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(dy, dh_T, dc_T, ws.saved)
+    if ws.projected:
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
 
@@ -400,9 +377,7 @@ def gru_forward(
     y, h_T, _, saved = _core.gru_forward(
         x, h0, W_ih, W_hh, b_ih, b_hh, lengths, bool(reset_after), bool(reverse), bool(training)
     )
-    ws = _workspace(
-        _GRU, {"reset_after": bool(reset_after)}, reverse, x, W_ih, W_hh, b_ih, b_hh, lengths, saved
-    )
+    ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
 
 
@@ -419,22 +394,7 @@ def gru_backward(dy, dh_T, workspace):
 
 def _gru_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
-    s = ws.saved
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(
-        dy,
-        dh_T,
-        ws.x,
-        ws.W_ih,
-        ws.W_hh,
-        s["hprev"],
-        s["gates"],
-        s["extra"],
-        ws.lengths,
-        ws.has_b_ih,
-        ws.has_b_hh,
-        ws.options["reset_after"],
-        ws.reverse,
-    )
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -492,16 +452,4 @@ def _cell_grad(name, g, ws):
 
 
 def _as_cell_cache(ws):
-    return Workspace(
-        ws.cell,
-        ws.options,
-        ws.reverse,
-        True,
-        ws.x,
-        ws.W_ih,
-        ws.W_hh,
-        ws.has_b_ih,
-        ws.has_b_hh,
-        ws.lengths,
-        ws.saved,
-    )
+    return replace(ws, single_step=True)
