@@ -346,7 +346,7 @@ def _lstm_backward(dy, dh_T, dc_T, ws):
         ws.has_b_hh,
         ws.reverse,
     )
-    if W_hr is not None:
+    if dW_hr is not None:  # returned exactly when the forward projected (W_hr)
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
 
