@@ -151,14 +151,14 @@ def real(
 
 def probability(name: str, value: Any) -> float:
     """A number in [0, 1] (ValueError otherwise, bools and non-numbers included)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
     return float(value)
 
 
 def temperature(value: Any) -> float:
     """A sampling temperature: a number > 0 (ValueError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"temperature: expected a positive number, got {value!r}")
     return float(value)
 

@@ -14,6 +14,8 @@ The machine is shared and noisy, so every number that is compared is measured in
 the contenders alternate sample by sample and each reported time is a median of samples.
 """
 
+from __future__ import annotations
+
 # ---------------------------------------------------------------------------------------------
 # 0. Environment. This must run before numpy or rnnkit are imported: OpenBLAS reads its
 #    environment once, when the library loads. OPENBLAS_CORETYPE forces a kernel family and
@@ -57,6 +59,7 @@ import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 # NumPy first, then rnnkit: the order a user's script has.
 import numpy as np  # noqa: E402
@@ -68,7 +71,8 @@ from rnnkit import reference as ref  # noqa: E402
 from rnnkit._cells import CELLS as CELL_TABLE  # noqa: E402
 from rnnkit._cells import GRU_CELL, LSTM_CELL  # noqa: E402
 
-torch = None  # imported only for --vs torch
+# the torch module, imported only for --vs torch (by main); typed Any: torch is optional here
+torch: Any = None
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -85,7 +89,9 @@ QUICK_SHAPES = ("small", "large")
 
 # cell name -> (rnnkit family, gate blocks G, keyword options, torch module name or None)
 # (rnn, lstm, gru from the cell table at their default options, then the textbook GRU)
-CELLS = {c.name: (c.name, c.gates, c.default_options, c.torch_name) for c in CELL_TABLE.values()}
+CELLS: dict[str, tuple[str, int, dict[str, Any], str | None]] = {
+    c.name: (c.name, c.gates, c.default_options, c.torch_name) for c in CELL_TABLE.values()
+}
 CELLS["gru_tb"] = (GRU_CELL.name, GRU_CELL.gates, {"reset_after": False}, None)  # torch has none
 MODES = ("inference", "training")
 
@@ -221,7 +227,10 @@ class Problem:
         self.T, self.B, self.I, self.H = T, B, I, H
         rng = np.random.default_rng(seed)
         k = 1 / math.sqrt(H)
-        u = lambda *shape: rng.uniform(-k, k, shape).astype(dtype)  # noqa: E731
+
+        def u(*shape: int) -> np.ndarray:
+            return rng.uniform(-k, k, shape).astype(dtype)
+
         self.x = rng.standard_normal((T, B, I)).astype(dtype)
         self.h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
         self.spec = CELL_TABLE[family]
@@ -328,6 +337,8 @@ class Problem:
         return out
 
     def _torch_setup(self):
+        if self.torch_name is None:
+            raise ValueError(f"{self.cell}: torch has no such cell")
         mod = getattr(torch.nn, self.torch_name)
         kw = {"nonlinearity": self.opts["nonlinearity"]} if "nonlinearity" in self.opts else {}
         tdtype = torch.float64 if self.x.dtype == np.float64 else torch.float32
@@ -405,7 +416,8 @@ def validate(cells, dtype, vs):
 # 2. The grid
 # ---------------------------------------------------------------------------------------------
 
-_roofline_cache = {}
+# (T, B, I, H, G, dtype name, threads) -> (whole-sequence, per-step) GFLOP/s
+_roofline_cache: dict[tuple[Any, ...], tuple[float, float]] = {}
 
 
 def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
@@ -443,7 +455,7 @@ def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
     return _roofline_cache[key]
 
 
-_fma_peak_cache = {}
+_fma_peak_cache: dict[str, float] = {}  # dtype name -> GFLOP/s
 
 
 def fma_peak_gflops(dtype):
@@ -710,7 +722,7 @@ def beside_numpy(dtype, quick):
         return time.perf_counter() - t0
 
     mm(), rk()
-    res = {"mm_alone": [], "mm_after_rk": [], "rk_alone": [], "rk_after_mm": []}
+    res: dict[str, list[float]] = {"mm_alone": [], "mm_after_rk": [], "rk_alone": [], "rk_after_mm": []}
     rounds = 30 if quick else 60
     meter = LoadMeter().start()
     for i in range(rounds):

@@ -59,6 +59,9 @@ class Module:
 
     training = True
     dtype: np.dtype
+    # What the last training forward kept for its backward (each module its own kind), or None;
+    # read through _need_cache, freed by _drop_caches.
+    _cache: Any
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
