@@ -12,14 +12,16 @@ import functools
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def float_array(name, a, dtype=None):
+def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
     """Return ``a`` as a C-contiguous, native-byte-order float32/float64 array.
 
     ``dtype`` is the dtype of the call (set by its first array); every other array must match
@@ -57,11 +59,11 @@ def float_array(name, a, dtype=None):
     return np.asarray(arr, dtype=native, order="C")
 
 
-def optional_float_array(name, a, dtype):
+def optional_float_array(name: str, a: Any, dtype: np.dtype | None) -> np.ndarray | None:
     return None if a is None else float_array(name, a, dtype)
 
 
-def check_shape(name, arr, expected, symbolic):
+def check_shape(name: str, arr: np.ndarray, expected: tuple[Any, ...], symbolic: str) -> None:
     """Raise ValueError unless ``arr.shape == expected``; ``symbolic`` is e.g. ``"(4*H, H)"``."""
     if arr.shape != expected:
         expected = tuple(int(e) for e in expected)
@@ -69,12 +71,12 @@ def check_shape(name, arr, expected, symbolic):
             raise ValueError(f"{name}: expected shape {symbolic} = {expected}, got {arr.shape}")
 
 
-def check_ndim(name, arr, ndim, symbolic):
+def check_ndim(name: str, arr: np.ndarray, ndim: int, symbolic: str) -> None:
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions {symbolic}, got shape {arr.shape}")
 
 
-def hidden_size_of(W_hh, G):
+def hidden_size_of(W_hh: np.ndarray, G: int) -> int:
     """H as W_hh (G*H, H) states it: from its rows when they are a multiple of G (they are shared
     with W_ih and the biases, so a wrong column count is then reported against the right H,
     e.g. ``(4*H, H) = (1024, 256), got (1024, 255)``), else from its columns."""
@@ -82,7 +84,7 @@ def hidden_size_of(W_hh, G):
     return rows // G if rows % G == 0 else cols
 
 
-def lengths_array(lengths, T, B):
+def lengths_array(lengths: Any, T: int, B: int) -> np.ndarray | None:
     """Validate sequence lengths: integers, shape (B,), each in [1, T]; returned as int64."""
     if lengths is None:
         return None
@@ -94,13 +96,13 @@ def lengths_array(lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def choice(name, value, allowed):
+def choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
 
 
-def flag(name, value):
+def flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
@@ -151,14 +153,14 @@ def real(
 
 def probability(name: str, value: Any) -> float:
     """A number in [0, 1] (ValueError otherwise, bools and non-numbers included)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
     return float(value)
 
 
 def temperature(value: Any) -> float:
     """A sampling temperature: a number > 0 (ValueError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"temperature: expected a positive number, got {value!r}")
     return float(value)
 
@@ -222,7 +224,7 @@ INTP_MAX = int(np.iinfo(np.intp).max)
 _GEMM_ARG = {"T*B": "x", "I": "x", "G*H": "W_hh"}
 
 
-def check_gemm_sizes(arg=None, **dims):
+def check_gemm_sizes(arg: str | None = None, **dims: int) -> None:
     """Each GEMM dimension must fit the BLAS's 32-bit integers, else ValueError.
 
     ``dims`` maps a symbolic size to its value; the message names ``arg`` (by default the
@@ -239,7 +241,7 @@ def check_gemm_sizes(arg=None, **dims):
 
 
 @functools.cache
-def memory_limit():
+def memory_limit() -> int | None:
     """Bytes this process could ever hold: physical memory plus swap; None where unknown.
 
     A buffer larger than this cannot be backed even with every other process gone; with
@@ -267,7 +269,7 @@ def _human(nbytes):
         nbytes /= 1024
 
 
-def check_alloc(arg, dtype, n_elements, what):
+def check_alloc(arg: str, dtype: npt.DTypeLike, n_elements: int, what: str) -> None:
     """Refuse, before allocating, ``n_elements`` values of ``dtype`` that cannot exist.
 
     ValueError when the byte count does not fit a 64-bit size (it would overflow);

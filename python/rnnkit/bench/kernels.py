@@ -14,6 +14,8 @@ The machine is shared and noisy, so every number that is compared is measured in
 the contenders alternate sample by sample and each reported time is a median of samples.
 """
 
+from __future__ import annotations
+
 import argparse
 import datetime
 import gc
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 # NumPy first, then rnnkit: the order a user's script has.
 import numpy as np
@@ -65,7 +68,8 @@ def _reexec_without_slow_openblas_vars():
 _USER_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
 
 
-torch = None  # imported only for --vs torch
+# the torch module, imported only for --vs torch (by main); typed Any: torch is optional here
+torch: Any = None
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -82,7 +86,9 @@ QUICK_SHAPES = ("small", "large")
 
 # cell name -> (rnnkit family, gate blocks G, keyword options, torch module name or None)
 # (rnn, lstm, gru from the cell table at their default options, then the textbook GRU)
-CELLS = {c.name: (c.name, c.gates, c.default_options, c.torch_name) for c in CELL_TABLE.values()}
+CELLS: dict[str, tuple[str, int, dict[str, Any], str | None]] = {
+    c.name: (c.name, c.gates, c.default_options, c.torch_name) for c in CELL_TABLE.values()
+}
 CELLS["gru_tb"] = (GRU_CELL.name, GRU_CELL.gates, {"reset_after": False}, None)  # torch has none
 MODES = ("inference", "training")
 
@@ -218,7 +224,10 @@ class Problem:
         self.T, self.B, self.I, self.H = T, B, I, H
         rng = np.random.default_rng(seed)
         k = 1 / math.sqrt(H)
-        u = lambda *shape: rng.uniform(-k, k, shape).astype(dtype)  # noqa: E731
+
+        def u(*shape: int) -> np.ndarray:
+            return rng.uniform(-k, k, shape).astype(dtype)
+
         self.x = rng.standard_normal((T, B, I)).astype(dtype)
         self.h0 = rng.standard_normal((B, H)).astype(dtype) * dtype(0.5)
         self.spec = CELL_TABLE[family]
@@ -325,6 +334,8 @@ class Problem:
         return out
 
     def _torch_setup(self):
+        if self.torch_name is None:
+            raise ValueError(f"{self.cell}: torch has no such cell")
         mod = getattr(torch.nn, self.torch_name)
         kw = {"nonlinearity": self.opts["nonlinearity"]} if "nonlinearity" in self.opts else {}
         tdtype = torch.float64 if self.x.dtype == np.float64 else torch.float32
@@ -402,7 +413,8 @@ def validate(cells, dtype, vs):
 # 2. The grid
 # ---------------------------------------------------------------------------------------------
 
-_roofline_cache = {}
+# (T, B, I, H, G, dtype name, threads) -> (whole-sequence, per-step) GFLOP/s
+_roofline_cache: dict[tuple[Any, ...], tuple[float, float]] = {}
 
 
 def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
@@ -440,7 +452,7 @@ def sgemm_rates(T, B, I, H, G, dtype, n_threads, quick):
     return _roofline_cache[key]
 
 
-_fma_peak_cache = {}
+_fma_peak_cache: dict[str, float] = {}  # dtype name -> GFLOP/s
 
 
 def fma_peak_gflops(dtype):
@@ -707,7 +719,7 @@ def beside_numpy(dtype, quick):
         return time.perf_counter() - t0
 
     mm(), rk()
-    res = {"mm_alone": [], "mm_after_rk": [], "rk_alone": [], "rk_after_mm": []}
+    res: dict[str, list[float]] = {"mm_alone": [], "mm_after_rk": [], "rk_alone": [], "rk_after_mm": []}
     rounds = 30 if quick else 60
     meter = LoadMeter().start()
     for i in range(rounds):

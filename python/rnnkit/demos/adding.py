@@ -33,7 +33,7 @@ import numpy as np
 from .._cells import CELL_NAMES, RNN_CELL
 from ..models import SequenceRegressor
 from ..nn import MSELoss
-from ..train import Adam, EarlyStopping, Evaluate, fit, gradient_norms_through_time
+from ..train import Adam, Callback, EarlyStopping, Evaluate, fit, gradient_norms_through_time
 from ._common import Threads, add_run_args, config
 
 TRIVIAL_MSE = 1.0 / 6.0
@@ -157,7 +157,7 @@ def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=N
         pred = m(x_test)
         return float(np.mean((pred.astype(np.float64) - y_test) ** 2))
 
-    callbacks = [Evaluate(test_mse, every=cfg["eval_every"], name="test_mse", at_start=True)]
+    callbacks: list[Callback] = [Evaluate(test_mse, every=cfg["eval_every"], name="test_mse", at_start=True)]
     if cfg["target"]:
         callbacks.append(EarlyStopping("test_mse", patience=10**9, target=cfg["target"]))
     t0 = time.perf_counter()  # the test evaluations' time is included in the wall time

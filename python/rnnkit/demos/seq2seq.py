@@ -132,7 +132,7 @@ class SequenceSource:
     def draw(self, n, length=None, hold_out=False):
         """n sequences (of the given length, else uniform lengths); with hold_out, each one is
         added to the excluded set as it is drawn (so they are distinct too)."""
-        out = []
+        out: list[np.ndarray] = []
         while len(out) < n:
             L = length if length is not None else int(self.rng.integers(self.min_len, self.max_len + 1))
             s = self.rng.integers(FIRST, FIRST + self.symbols, L)
@@ -148,7 +148,7 @@ def held_out_sets(cfg, seed):
     """Test set (stratified: test_per_length of every length) and validation set, disjoint
     from each other; returns (test sequences, validation sequences, the excluded set)."""
     rng = np.random.default_rng([seed, 0])
-    seen = set()
+    seen: set[tuple[int, ...]] = set()
     src = SequenceSource(cfg["symbols"], cfg["min_len"], cfg["max_len"], rng, seen)
     test = []
     for L in range(cfg["min_len"], cfg["max_len"] + 1):

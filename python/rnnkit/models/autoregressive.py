@@ -40,6 +40,8 @@ Teacher-forced training and open-loop generation::
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import _validate as v
@@ -72,6 +74,9 @@ def shift_right(y, start):
 class _AutoregressiveBase(Module):
     """Shared input handling of the two decoders (previous targets and the optional x)."""
 
+    vocab_size: int | None  # V for token targets, else None
+    output_size: int | None  # O for real-valued targets, else None
+
     def _init_io(self, hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype):
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
         if (vocab_size is None) == (output_size is None):
@@ -95,9 +100,18 @@ class _AutoregressiveBase(Module):
         return self.vocab_size is not None
 
     @property
-    def n_out(self):
+    def n_out(self) -> int:
         """V or O: the size of each step's output."""
-        return self.vocab_size if self.discrete else self.output_size
+        n = self.vocab_size if self.vocab_size is not None else self.output_size
+        assert n is not None  # _init_io sets exactly one of the two
+        return n
+
+    # the step protocol, implemented by each model
+    def initial_state(self, B: int) -> Any:
+        raise NotImplementedError
+
+    def step(self, prev: Any, x_t: Any, state: Any, keep: bool = True) -> tuple[np.ndarray, Any, Any]:
+        raise NotImplementedError
 
     def _check_prev_sequence(self, y_prev):
         """The inputs of every step: tokens (T, B) or values (T, B, O)."""
@@ -110,7 +124,7 @@ class _AutoregressiveBase(Module):
 
     def _check_prev(self, name, prev, lead):
         """Previous targets: tokens (*lead) in [0, V), or values (*lead, O)."""
-        if self.discrete:
+        if self.vocab_size is not None:  # discrete
             prev = v.index_array(name, prev, self.vocab_size)
             if lead is not None and prev.shape != lead:
                 raise ValueError(
@@ -153,23 +167,24 @@ class _AutoregressiveBase(Module):
     def start_input(self, B, start=None):
         """The input of step 0: tokens (B,) (``start`` an int or (B,), default 0) or values
         (B, O) (``start`` broadcastable to (B, O), default zeros)."""
-        if self.discrete:
+        if self.vocab_size is not None:  # discrete
             s = (
                 np.zeros(B, np.int64)
                 if start is None
                 else np.broadcast_to(v.index_array("start", start, self.vocab_size), (B,)).astype(np.int64)
             )
             return s
+        O = self.n_out
         if start is None:
-            return np.zeros((B, self.output_size), self.dtype)
+            return np.zeros((B, O), self.dtype)
         s = np.asarray(start)
         if s.dtype != self.dtype:
             raise TypeError(f"start: expected dtype {self.dtype.name}, got {s.dtype}")
         try:
-            return np.array(np.broadcast_to(s, (B, self.output_size)))
+            return np.array(np.broadcast_to(s, (B, O)))
         except ValueError:
             raise ValueError(
-                f"start: expected a shape broadcastable to (B, O) = {(B, self.output_size)}, got {s.shape}"
+                f"start: expected a shape broadcastable to (B, O) = {(B, O)}, got {s.shape}"
             ) from None
 
     def teacher_inputs(self, y, start=None):
@@ -269,13 +284,16 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         k = 1 / np.sqrt(H)
         self.b = self._param("b", np.random.default_rng(s[0]).uniform(-k, k, H).astype(dt))
         self.W = Linear(self.input_size, H, bias=False, dtype=dt, seed=s[1]) if self.input_size else None
-        if self.discrete:
+        # tokens: embed (V, E), and U (H, E) with embedding_dim; real values: U (H, O), no embed
+        self.embed: Embedding | None
+        self.U: Linear | None
+        if self.vocab_size is not None:  # discrete
             E = embedding_dim or H
             self.embed = Embedding(self.vocab_size, E, dtype=dt, seed=s[2])
             self.U = Linear(E, H, bias=False, dtype=dt, seed=s[3]) if embedding_dim else None
         else:
             self.embed = None
-            self.U = Linear(self.output_size, H, bias=False, dtype=dt, seed=s[3])
+            self.U = Linear(self.n_out, H, bias=False, dtype=dt, seed=s[3])
         self.out = Linear(H, self.n_out, dtype=dt, seed=s[4])
         self._cache = None
 
@@ -296,25 +314,27 @@ class OutputRecurrentRNN(_AutoregressiveBase):
 
     def _core(self, prev, x, reuse=False):
         H = self.hidden_size
-        if self.discrete and (self.U is None or self._use_table(prev.size)):
+        embed, U = self.embed, self.U  # embed is set exactly for token targets (discrete)
+        e: np.ndarray | str | None
+        if embed is not None and (U is None or self._use_table(prev.size)):
             # For a token, b + y_{t-1} U^T is a row of the table (V, H) = b + embed U^T (or
             # b + embed without U): one small GEMM instead of one over all T*B rows when
             # V <= T*B, and one gather. Exact: the same sums.
             e = "table"
             table = (
-                self.embed.weight.data @ self.U.weight.data.T
-                if self.U is not None
-                else self.embed.weight.data
+                embed.weight.data @ U.weight.data.T if U is not None else embed.weight.data
             ) + self.b.data
             a = self._buf("a", prev.shape + (H,), self.dtype, reuse)
             np.take(table, prev, axis=0, out=a)
-        elif self.discrete:
-            e = self.embed.weight.data[prev]  # (..., E)
-            a = self.U.apply(e)
+        elif embed is not None:
+            assert U is not None  # tokens without the table: embedding_dim was given, so U exists
+            e = embed.weight.data[prev]  # (..., E)
+            a = U.apply(e)
             a += self.b.data
         else:
+            assert U is not None  # real-valued targets: U (H, O) always exists
             e = None
-            a = self.U.apply(prev)
+            a = U.apply(prev)
             a += self.b.data
         if self.W is not None:
             a += self.W.apply(x)
@@ -332,8 +352,10 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         W_out = self.out.weight.data
         do2 = do.reshape(n, -1)
         h2 = h.reshape(n, H)
+        out_bias = self.out.bias
+        assert out_bias is not None  # the output layer is made with a bias (c)
         self.out.weight.grad += do2.T @ h2
-        self.out.bias.grad += do2.sum(axis=0)
+        out_bias.grad += do2.sum(axis=0)
         da = self._buf("da", (n, H), h.dtype, reuse)
         np.matmul(do2, W_out, out=da)  # dh
         tmp = self._buf("tmp", (n, H), h.dtype, reuse)
@@ -342,23 +364,24 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         da *= tmp
         lead = h.shape[:-1]
         dx = self.W.accumulate(x, da.reshape(lead + (H,))) if self.W is not None else None
+        embed, U = self.embed, self.U  # embed is set exactly for token targets (discrete)
         if isinstance(e, str):  # the table path: scatter da into (V, H); every row lands there
-            dtable = scatter_add_rows(
-                np.zeros((self.vocab_size, H), da.dtype), prev.reshape(-1), da, work=tmp
-            )
+            assert embed is not None  # the table path is taken for tokens only
+            dtable = scatter_add_rows(np.zeros((self.n_out, H), da.dtype), prev.reshape(-1), da, work=tmp)
             self.b.grad += dtable.sum(axis=0)
-            if self.U is not None:
-                self.U.weight.grad += dtable.T @ self.embed.weight.data
-                self.embed.weight.grad += dtable @ self.U.weight.data
+            if U is not None:
+                U.weight.grad += dtable.T @ embed.weight.data
+                embed.weight.grad += dtable @ U.weight.data
             else:
-                self.embed.weight.grad += dtable
+                embed.weight.grad += dtable
             return dx, None
+        assert U is not None  # off the table path U exists (tokens with embedding_dim, or values)
         self.b.grad += da.sum(axis=0)
         da = da.reshape(lead + (H,))
-        if self.discrete:
-            self.embed.accumulate(prev, self.U.accumulate(e, da))
+        if embed is not None:
+            embed.accumulate(prev, U.accumulate(e, da))
             return dx, None
-        return dx, self.U.accumulate(prev, da)
+        return dx, U.accumulate(prev, da)
 
     # ------------------------------------------------------------------ whole sequence
 
@@ -436,24 +459,25 @@ class RecurrentDecoder(_AutoregressiveBase):
         cls = module_class(cell)
         self.cell = cls.CELL.name
         s = seeds(seed, 3)
-        if self.discrete:
+        self.embed: Embedding | None
+        if self.vocab_size is not None:  # discrete
             E = embedding_dim or self.hidden_size
             self.embed = Embedding(self.vocab_size, E, dtype=self.dtype, seed=s[0])
         else:
-            E, self.embed = self.output_size, None
+            E, self.embed = self.n_out, None
         self._E = E
         self.rnn = cls(self.input_size + E, self.hidden_size, dtype=self.dtype, seed=s[1])
         self.out = Linear(self.hidden_size, self.n_out, dtype=self.dtype, seed=s[2])
         self._cache = None
 
     def _inputs(self, prev, x):
-        e = self.embed.weight.data[prev] if self.discrete else prev
+        e = self.embed.weight.data[prev] if self.embed is not None else prev  # tokens: embedded
         return e if x is None else np.concatenate([x, e], axis=-1)
 
     def _d_inputs(self, prev, dinp):
         dx = dinp[..., : self.input_size] if self.input_size else None
         de = dinp[..., self.input_size :]
-        if self.discrete:
+        if self.embed is not None:  # discrete
             self.embed.accumulate(prev, de)
             return dx, None
         return dx, np.ascontiguousarray(de)

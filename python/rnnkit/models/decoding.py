@@ -86,7 +86,7 @@ def _options(model, src, max_len, alpha):
     if max_len is None:
         max_len = 2 * src.shape[0] + 10
     max_len = _v.int_arg("max_len", max_len)
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not float(alpha) >= 0:
         raise ValueError(f"length_penalty: expected a number >= 0, got {alpha!r}")
     return max_len, float(alpha)
 

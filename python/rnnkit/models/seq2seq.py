@@ -49,7 +49,17 @@ import numpy as np
 
 from .. import _validate as _v
 from .._cells import LSTM_CELL
-from ..nn import AttentionMemory, CrossEntropyLoss, Embedding, Linear, Module, make_attention, module_class
+from ..nn import (
+    AdditiveAttention,
+    AttentionMemory,
+    CrossEntropyLoss,
+    DotAttention,
+    Embedding,
+    Linear,
+    Module,
+    make_attention,
+    module_class,
+)
 from ..ops.attention import lengths_to_mask
 from .decoding import beam_search, greedy_decode
 from .sampling import SamplingPlan, teacher_forcing_mask
@@ -165,7 +175,7 @@ class Seq2Seq(Module):
             if (
                 isinstance(tok, bool)
                 or not isinstance(tok, numbers.Integral)
-                or not 0 <= tok < self.tgt_vocab
+                or not 0 <= int(tok) < self.tgt_vocab
             ):
                 raise ValueError(
                     f"{name}: expected a token id in [0, tgt_vocab) = [0, {self.tgt_vocab}), got {tok!r}"
@@ -201,6 +211,8 @@ class Seq2Seq(Module):
             else None
         )
         self.decoder = decoder_cls(E + F, H, dtype=dt, seed=_seed(ss[5]))
+        self.attention: AdditiveAttention | DotAttention | None  # with combine, or neither
+        self.combine: Linear | None
         if attention is not None:
             self.attention = make_attention(attention, H, M, attention_size, dtype=dt, seed=_seed(ss[6]))
             self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
@@ -270,6 +282,7 @@ class Seq2Seq(Module):
         c_last = c0 = None
         if self.decoder.CELL.has_cell_state:
             if self.bridge_c is not None:
+                assert c_n is not None  # bridge_c exists only when the encoder has a cell state
                 c_last = np.concatenate(list(c_n[-D:]), axis=1)
                 c0 = self.bridge_c.apply(c_last)
             else:
@@ -292,7 +305,7 @@ class Seq2Seq(Module):
         dh_n = np.zeros((L * D, B, He), self.dtype)
         for d in range(D):
             dh_n[(L - 1) * D + d] = dh_last[:, d * He : (d + 1) * He]
-        d_final = dh_n
+        d_final: np.ndarray | tuple[np.ndarray, np.ndarray | None] = dh_n
         if self.encoder.CELL.has_cell_state:
             dc_n = None
             if self.bridge_c is not None and dc0 is not None:
@@ -335,6 +348,7 @@ class Seq2Seq(Module):
         if self.attention is None:
             return h, DecoderState(h, c, None), None, ((tok, ccache) if keep else None)
         ctx, w, acache = self.attention.attend(h, mem, keep=keep)
+        assert self.combine is not None  # made together with the attention
         z = np.concatenate([h, ctx], axis=1)  # (N, H + M)
         ht = np.tanh(self.combine.apply(z))
         feed = {"attentional": ht, "context": ctx, None: None}[self.input_feeding]
@@ -375,14 +389,16 @@ class Seq2Seq(Module):
         enc, ecache = self._encode(src, src_lengths)
         state, mem = enc.state, enc.memory
         outs, caches, toks = [], [], np.empty((T, B), np.int64)
-        logits_steps = [] if coins is not None else None
-        pred = None
+        logits_steps: list[np.ndarray] = []  # per step, when sampling (coins)
+        pred: np.ndarray | None = None  # the model's own tokens of the previous step (sampling)
         for t in range(T):
+            tok: np.ndarray
             if t == 0:
                 tok = np.full(B, self.bos_id, np.int64)
             elif coins is None:
                 tok = tgt[t - 1]
             else:
+                assert pred is not None  # set at step t-1 whenever coins are drawn
                 tok = np.where(coins[t], tgt[t - 1], pred)
             toks[t] = tok
             o, state, _, cache = self._step(tok, state, mem, keep)
@@ -434,12 +450,12 @@ class Seq2Seq(Module):
         mem = enc.memory
         do = self.out.accumulate(O, dlogits)  # (T, B, H)
         E, H = self.embedding_dim, self.hidden_size
-        att = self.attention
+        att, combine = self.attention, self.combine  # both or neither
         grads = att.new_grads(mem) if att is not None else None
         de = np.empty((T, B, E), self.dtype)
         dpres, zs = [], []
         dfeed = dh_next = dc_next = None
-        W_c = self.combine.weight.data if att is not None else None
+        W_c = combine.weight.data if combine is not None else None
         for t in reversed(range(T)):
             if att is None:
                 tok, ccache = caches[t]
@@ -467,8 +483,9 @@ class Seq2Seq(Module):
         if att is not None:
             Z = np.stack(zs[::-1]).reshape(T * B, -1)
             DP = np.stack(dpres[::-1]).reshape(T * B, -1)
-            self.combine.weight.grad += DP.T @ Z
-            self.combine.bias.grad += DP.sum(axis=0)
+            assert combine is not None and combine.bias is not None  # made with the attention, biased
+            combine.weight.grad += DP.T @ Z
+            combine.bias.grad += DP.sum(axis=0)
             dkeys, dvalues = att.memory_backward(mem, grads)
             dmem = dkeys + dvalues
         self._encode_backward(cache["ecache"], dmem, dh_next, dc_next)

@@ -30,7 +30,7 @@ class SequenceRegressor(Module):
     makes the cell remember by default. Children: ``rnn``, ``head``.
     """
 
-    default_loss = MSELoss
+    default_loss: type[MSELoss] | type[CrossEntropyLoss] = MSELoss  # the loss fit uses by default
 
     def __init__(
         self,

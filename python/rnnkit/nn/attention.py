@@ -16,8 +16,10 @@ Hv value size, A attention size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as _v
 from ..ops import attention as _ops
@@ -98,6 +100,28 @@ class _Attention(Module):
         self.key_size = _v.int_arg("key_size", key_size)
         self.dtype = _v.dtype_arg(dtype)
         self._cache = None
+
+    # Implemented by each kind: the key projection kept in the memory, and the scores and context.
+    def _project_keys(self, keys: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _project_keys_backward(self, mem: AttentionMemory, dproj: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scores_context(self, q3: np.ndarray, mem: AttentionMemory) -> tuple[np.ndarray, np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _scores_context_backward(
+        self,
+        dctx: np.ndarray | None,
+        dw: np.ndarray | None,
+        q3: np.ndarray,
+        w: np.ndarray,
+        extra: Any,
+        mem: AttentionMemory,
+        grads: MemoryGrads,
+    ) -> np.ndarray:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ memory
 
@@ -307,7 +331,15 @@ class GeneralAttention(DotAttention):
 _KINDS = {"additive": AdditiveAttention, "dot": DotAttention, "general": GeneralAttention}
 
 
-def make_attention(kind, query_size, key_size, attention_size=None, *, dtype=np.float32, seed=None):
+def make_attention(
+    kind: str,
+    query_size: int,
+    key_size: int,
+    attention_size: int | None = None,
+    *,
+    dtype: npt.DTypeLike = np.float32,
+    seed: int | None = None,
+) -> AdditiveAttention | DotAttention:
     """An attention module by name: "additive" (attention_size A, default Hq), "dot" (needs
     query_size = key_size) or "general"."""
     _v.choice("kind", kind, tuple(_KINDS))

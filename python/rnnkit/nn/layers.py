@@ -142,7 +142,7 @@ class Embedding(Module):
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
                 raise TypeError(f"padding_idx: expected an int or None, got {padding_idx!r}")
-            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+            if not -self.num_embeddings <= int(padding_idx) < self.num_embeddings:
                 raise ValueError(
                     f"padding_idx: expected an index in [-V, V) = "
                     f"[{-self.num_embeddings}, {self.num_embeddings}), got "

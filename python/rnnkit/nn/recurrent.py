@@ -48,8 +48,16 @@ import numpy as np
 
 from .. import _validate as v
 from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
-from ..ops.recurrent import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
-from .module import Module
+from ..ops.recurrent import (
+    Workspace,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+)
+from .module import Module, Parameter
 
 __all__ = ["RNN", "LSTM", "GRU", "module_class"]
 
@@ -117,9 +125,10 @@ class _RNNBase(Module):
         )
         self.training = True
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
-        # What forward keeps for backward, per thread (Module._cache): the last training
-        # forward's workspaces, and the step tape (per step run with keep, its layers' ones).
-        self._params = {}  # name -> Parameter, in torch's order
+        # What forward keeps for backward is per thread (Module._cache: the last training
+        # forward's {"layers", "shape", "unbatched"}; Module._steps: the step tape, per step run
+        # with keep, its layers' workspaces).
+        self._params: dict[str, Parameter] = {}  # name -> Parameter, in torch's order
         bound = 1 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
@@ -172,7 +181,7 @@ class _RNNBase(Module):
             n_in, sym_in = self.input_size, "I"
         else:
             n_in, sym_in = D * self._out_size, f"D*{h_out}" if D > 1 else h_out
-        shapes = {
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {
             "weight_ih": ((G * H, n_in), f"({gh}, {sym_in})"),
             "weight_hh": ((G * H, self._out_size), f"({gh}, {h_out})"),
         }
@@ -198,6 +207,17 @@ class _RNNBase(Module):
         """Add one layer-direction's kernel gradients ``g`` into the parameters' .grad."""
         for p, field in self._grad_fields[layer][direction]:
             p.accumulate(getattr(g, field))
+
+    # one layer and direction through the kernels, implemented by each cell family's class
+    def _kernel_forward(
+        self, x: np.ndarray, states: list[Any], w: dict[str, Any], **kw: Any
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Workspace | None]:
+        raise NotImplementedError
+
+    def _kernel_backward(
+        self, dy: np.ndarray | None, d_states: list[Any], ws: Workspace
+    ) -> tuple[Any, tuple[np.ndarray, ...]]:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ forward / backward
 
@@ -235,7 +255,7 @@ class _RNNBase(Module):
 
         D, L = self.num_directions, self.num_layers
         use_dropout = self.training and self.dropout > 0
-        finals = [[] for _ in states]  # per state: L*D arrays (B, size)
+        finals: list[list[np.ndarray]] = [[] for _ in states]  # per state: L*D arrays (B, size)
         layers = []  # per layer: (workspaces per direction, dropout mask or None)
         inp = x  # (T, B, I), then (T, B, D*H_out)
         for layer in range(L):
@@ -264,8 +284,8 @@ class _RNNBase(Module):
 
         if self.training:
             self._cache = {"layers": layers, "shape": (T, B), "unbatched": unbatched}
-        finals = [np.stack(f) for f in finals]  # each (L*D, B, size)
-        return self._to_user(out, unbatched), tuple(self._state_to_user(f, unbatched) for f in finals)
+        stacked = [np.stack(f) for f in finals]  # each (L*D, B, size)
+        return self._to_user(out, unbatched), tuple(self._state_to_user(f, unbatched) for f in stacked)
 
     def _backward(self, dout, d_states):
         """dout like out (or None); d_states: one array or None per final state.
@@ -420,6 +440,7 @@ class _RNNBase(Module):
             for acc, s in zip(d_prev, d_first):
                 acc[layer] = s
             d_out = g.dx
+        assert d_out is not None  # num_layers >= 1: the loop ran and set it to a dx
         return d_out[0], (d_prev[0] if len(names) == 1 else tuple(d_prev))
 
     def clear_steps(self) -> None:
@@ -510,7 +531,7 @@ class _RNNBase(Module):
         return []
 
 
-def module_class(cell: str | Cell, name: str = "cell") -> type[_RNNBase]:
+def module_class(cell: str | Cell, name: str = "cell") -> type[RNN] | type[LSTM] | type[GRU]:
     """The recurrent module class of a cell family: "rnn" -> RNN, "lstm" -> LSTM, "gru" -> GRU
     (ValueError naming ``name`` for anything else)."""
     return _MODULES[cell_spec(cell, name).name]
@@ -710,5 +731,9 @@ class GRU(_RNNBase):
         return [] if self.reset_after else ["reset_after=False"]
 
 
-_MODULES: dict[str, type[_RNNBase]] = {RNN.CELL.name: RNN, LSTM.CELL.name: LSTM, GRU.CELL.name: GRU}
+_MODULES: dict[str, type[RNN] | type[LSTM] | type[GRU]] = {
+    RNN.CELL.name: RNN,
+    LSTM.CELL.name: LSTM,
+    GRU.CELL.name: GRU,
+}
 assert set(_MODULES) == set(CELLS), "every family of the cell table has its module class"

@@ -31,8 +31,10 @@ The module classes that hold the parameters and add a step interface for decoder
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _core
 from .. import _validate as _v
@@ -57,7 +59,7 @@ __all__ = [
 # ============================================================================ validation
 
 
-def lengths_to_mask(lengths, S):
+def lengths_to_mask(lengths: npt.ArrayLike, S: int) -> np.ndarray:
     """mask (B, S) bool, True at j < lengths[b]: lengths (B,) integers in [0, S]."""
     S = _v.int_arg("S", S, minimum=0)
     arr = _v.integer_array("lengths", lengths)
@@ -68,7 +70,7 @@ def lengths_to_mask(lengths, S):
     return np.arange(S)[None, :] < arr[:, None]
 
 
-def mask_u8(mask, B, S):
+def mask_u8(mask: npt.ArrayLike | None, B: int, S: int) -> np.ndarray | None:
     """None, or the mask (B, S) as C-contiguous uint8 (1 = attend) for the kernels."""
     if mask is None:
         return None
@@ -81,7 +83,9 @@ def mask_u8(mask, B, S):
     return np.ascontiguousarray(m != 0).view(np.uint8)
 
 
-def _check_qkv(query, keys, values, key_size_must_match=False):
+def _check_qkv(
+    query: Any, keys: Any, values: Any, key_size_must_match: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """query (B, T, Hq) or (B, Hq), keys (B, S, Hk), values (B, S, Hv): returns
     (query as (B, T, Hq), keys, values, squeezed?)."""
     query = _v.float_array("query", query)
@@ -179,7 +183,18 @@ def _squeeze(a, squeeze):
 # ============================================================================ additive
 
 
-def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None, training=True):
+def additive_attention_forward(
+    query: npt.ArrayLike,
+    keys: npt.ArrayLike,
+    values: npt.ArrayLike,
+    W_q: npt.ArrayLike,
+    W_k: npt.ArrayLike,
+    v: npt.ArrayLike,
+    b: npt.ArrayLike | None = None,
+    *,
+    mask: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, AttentionCache | None]:
     """Additive (Bahdanau) attention, ``e_tj = v . tanh(W_q q_t + b + W_k k_j)``.
 
     Args: query (B, T, Hq) or (B, Hq); keys (B, S, Hk); values (B, S, Hv); W_q (A, Hq);
@@ -234,7 +249,9 @@ def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
-def additive_attention_backward(dcontext, dweights, cache):
+def additive_attention_backward(
+    dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
+) -> AdditiveAttentionGrads:
     """Backward of :func:`additive_attention_forward`.
 
     Args: dcontext like the context or None; dweights like the weights or None; cache.
@@ -258,7 +275,15 @@ def additive_attention_backward(dcontext, dweights, cache):
 # ============================================================================ dot / general
 
 
-def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training=True):
+def dot_attention_forward(
+    query: npt.ArrayLike,
+    keys: npt.ArrayLike,
+    values: npt.ArrayLike,
+    *,
+    mask: npt.ArrayLike | None = None,
+    scale: float = 1.0,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, AttentionCache | None]:
     """Dot-product (Luong "dot") attention, ``e_tj = scale * q_t . k_j``.
 
     Args: query (B, T, H) or (B, H); keys (B, S, H); values (B, S, Hv); mask (B, S) or None;
@@ -280,7 +305,9 @@ def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
-def dot_attention_backward(dcontext, dweights, cache):
+def dot_attention_backward(
+    dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
+) -> DotAttentionGrads:
     """Backward of :func:`dot_attention_forward`: ``DotAttentionGrads(dquery, dkeys, dvalues)``."""
     _check_cache(cache, "dot", "dot_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
@@ -291,7 +318,15 @@ def dot_attention_backward(dcontext, dweights, cache):
     return DotAttentionGrads(_squeeze(dq, cache.squeeze), dk, dvalues)
 
 
-def general_attention_forward(query, keys, values, W_a, *, mask=None, training=True):
+def general_attention_forward(
+    query: npt.ArrayLike,
+    keys: npt.ArrayLike,
+    values: npt.ArrayLike,
+    W_a: npt.ArrayLike,
+    *,
+    mask: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, AttentionCache | None]:
     """Luong's "general" attention, ``e_tj = q_t^T W_a k_j``: the keys are projected once,
     ``k'_j = W_a k_j`` (Hq), then dot attention of the queries against them.
 
@@ -317,7 +352,9 @@ def general_attention_forward(query, keys, values, W_a, *, mask=None, training=T
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
-def general_attention_backward(dcontext, dweights, cache):
+def general_attention_backward(
+    dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
+) -> GeneralAttentionGrads:
     """Backward of :func:`general_attention_forward`:
     ``GeneralAttentionGrads(dquery, dkeys, dvalues, dW_a)``."""
     _check_cache(cache, "general", "general_attention_backward")

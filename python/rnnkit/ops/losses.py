@@ -6,6 +6,7 @@ Letters: N rows (for a sequence model, T*B flattened), C classes.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _core
 from .. import _validate as v
@@ -16,7 +17,7 @@ __all__ = ["softmax", "softmax_cross_entropy"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def softmax(logits):
+def softmax(logits: npt.ArrayLike) -> np.ndarray:
     """Softmax over the last axis, numerically stable. logits (..., C) -> probabilities (..., C)."""
     logits = v.float_array("logits", logits)
     if logits.ndim == 0:
@@ -25,7 +26,9 @@ def softmax(logits):
     return _core.softmax(np.ascontiguousarray(flat)).reshape(logits.shape)
 
 
-def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
+def softmax_cross_entropy(
+    logits: npt.ArrayLike, targets: npt.ArrayLike, *, ignore_index: int = -100, reduction: str = "mean"
+) -> CrossEntropyResult:
     """Cross-entropy of softmax(logits) against integer class targets, and its gradient.
 
     ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``; rows whose target equals

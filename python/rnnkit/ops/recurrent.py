@@ -25,8 +25,10 @@ PyTorch's packed sequences do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _core
 from .. import _validate as v
@@ -120,7 +122,22 @@ class Workspace:
         )
 
 
-def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None):
+class _SequenceArgs(NamedTuple):
+    """A sequence forward's arguments as checked: contiguous arrays of x's dtype."""
+
+    x: np.ndarray
+    states: list[np.ndarray | None]
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
+    lengths: np.ndarray | None
+    W_hr: np.ndarray | None
+
+
+def _check_sequence_args(
+    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None
+) -> _SequenceArgs:
     """Validate a sequence forward's arguments; return them as contiguous arrays.
 
     ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
@@ -161,8 +178,7 @@ def _check_sequence_args(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, rever
     v.flag("training", training)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
     v.check_alloc("x", dtype, T * B * (P + G * H), "y and the gate buffer (T*B*(H + G*H) values)")
-    out = (x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths)
-    return out + (W_hr,) if W_hr is not None else out
+    return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr)
 
 
 def _workspace(cell, options, saved, single_step=False):
@@ -217,8 +233,18 @@ def _check_grads(ws, named):
 
 
 def rnn_forward(
-    x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False, lengths=None, training=True
-):
+    x: npt.ArrayLike,
+    h0: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+    *,
+    nonlinearity: str = "tanh",
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """Vanilla RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
 
     Args: x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
@@ -228,17 +254,24 @@ def rnn_forward(
     Returns ``(y, h_T, workspace)``: y (T, B, H) every step's state, h_T (B, H) the final one.
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-    x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
-        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
-    )
+    a = _check_sequence_args(_RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
     y, h_T, _, saved = _core.rnn_forward(
-        x, h0, W_ih, W_hh, b_ih, b_hh, lengths, nonlinearity, bool(reverse), bool(training)
+        a.x,
+        a.states[0],
+        a.W_ih,
+        a.W_hh,
+        a.b_ih,
+        a.b_hh,
+        a.lengths,
+        nonlinearity,
+        bool(reverse),
+        bool(training),
     )
     ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
 
 
-def rnn_backward(dy, dh_T, workspace):
+def rnn_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace: Workspace) -> SequenceGrads:
     """Backprop through time for :func:`rnn_forward`.
 
     Args: dy (T, B, H) gradient of the loss w.r.t. y, or None; dh_T (B, H) w.r.t. h_T, or None;
@@ -256,7 +289,16 @@ def _rnn_backward(dy, dh_T, ws):
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
+def rnn_cell_forward(
+    x: npt.ArrayLike,
+    h: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[np.ndarray, Workspace]:
     """One vanilla RNN step: ``h_next = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
 
     Args: x (B, I); h (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None.
@@ -268,7 +310,7 @@ def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
     return h_next, _as_cell_cache(ws)
 
 
-def rnn_cell_backward(dh_next, cache):
+def rnn_cell_backward(dh_next: npt.ArrayLike | None, cache: Workspace) -> CellGrads:
     """Backward of :func:`rnn_cell_forward`.
 
     Args: dh_next (B, H) gradient w.r.t. h_next; cache from rnn_cell_forward.
@@ -283,7 +325,20 @@ def rnn_cell_backward(dh_next, cache):
 # ----------------------------------------------------------------------------- LSTM
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None, training=True):
+def lstm_forward(
+    x: npt.ArrayLike,
+    h0: npt.ArrayLike | None,
+    c0: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+    *,
+    W_hr: npt.ArrayLike | None = None,
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Workspace | None]:
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
     ``[i f g o] = [σ σ tanh σ](x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``,
@@ -296,19 +351,20 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
     b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training.
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
     """
-    checked = _check_sequence_args(
+    a = _check_sequence_args(
         _LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr
     )
-    x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths = checked[:7]
-    W_hr = checked[7] if W_hr is not None else None
+    (h0, c0) = a.states
     y, h_T, c_T, saved = _core.lstm_forward(
-        x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, bool(reverse), bool(training)
+        a.x, h0, c0, a.W_ih, a.W_hh, a.b_ih, a.b_hh, a.W_hr, a.lengths, bool(reverse), bool(training)
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
 
 
-def lstm_backward(dy, dh_T, dc_T, workspace):
+def lstm_backward(
+    dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, dc_T: npt.ArrayLike | None, workspace: Workspace
+) -> LSTMSequenceGrads | LSTMProjSequenceGrads:
     """Backprop through time for :func:`lstm_forward`.
 
     Args: dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from a training forward.
@@ -323,12 +379,20 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 def _lstm_backward(dy, dh_T, dc_T, ws):
     dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True), ("dc_T", dc_T, True)])
     dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(dy, dh_T, dc_T, ws.saved)
-    if ws.projected:
+    if dW_hr is not None:  # returned exactly when the forward projected (W_hr)
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
+def lstm_cell_forward(
+    x: npt.ArrayLike,
+    h: npt.ArrayLike | None,
+    c: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], Workspace]:
     """One LSTM step. Args: x (B, I); h, c (B, H) or None; weights as :func:`lstm_forward`.
 
     Returns ``((h_next (B, H), c_next (B, H)), cache)``.
@@ -340,7 +404,9 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     return (h_next, c_next), _as_cell_cache(ws)
 
 
-def lstm_cell_backward(dh_next, dc_next, cache):
+def lstm_cell_backward(
+    dh_next: npt.ArrayLike | None, dc_next: npt.ArrayLike | None, cache: Workspace
+) -> LSTMCellGrads:
     """Backward of :func:`lstm_cell_forward`.
 
     Args: dh_next, dc_next (B, H) or None; cache from lstm_cell_forward.
@@ -357,8 +423,18 @@ def lstm_cell_backward(dh_next, dc_next, cache):
 
 
 def gru_forward(
-    x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False, lengths=None, training=True
-):
+    x: npt.ArrayLike,
+    h0: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+    *,
+    reset_after: bool = True,
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """GRU over a sequence (gate order r, z, n):
 
     ``r, z = σ(x_t W_i{r,z}^T + b_i{r,z} + h_{t-1} W_h{r,z}^T + b_h{r,z})``,
@@ -371,17 +447,24 @@ def gru_forward(
     Returns ``(y (T, B, H), h_T (B, H), workspace)``.
     """
     v.flag("reset_after", reset_after)
-    x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths = _check_sequence_args(
-        _GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
-    )
+    a = _check_sequence_args(_GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
     y, h_T, _, saved = _core.gru_forward(
-        x, h0, W_ih, W_hh, b_ih, b_hh, lengths, bool(reset_after), bool(reverse), bool(training)
+        a.x,
+        a.states[0],
+        a.W_ih,
+        a.W_hh,
+        a.b_ih,
+        a.b_hh,
+        a.lengths,
+        bool(reset_after),
+        bool(reverse),
+        bool(training),
     )
     ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
 
 
-def gru_backward(dy, dh_T, workspace):
+def gru_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace: Workspace) -> SequenceGrads:
     """Backprop through time for :func:`gru_forward`.
 
     Args: dy (T, B, H) or None; dh_T (B, H) or None; workspace from a training forward.
@@ -398,7 +481,16 @@ def _gru_backward(dy, dh_T, ws):
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
+def gru_cell_forward(
+    x: npt.ArrayLike,
+    h: npt.ArrayLike | None,
+    W_ih: npt.ArrayLike,
+    W_hh: npt.ArrayLike,
+    b_ih: npt.ArrayLike | None,
+    b_hh: npt.ArrayLike | None,
+    *,
+    reset_after: bool = True,
+) -> tuple[np.ndarray, Workspace]:
     """One GRU step. Args: x (B, I); h (B, H) or None; weights as :func:`gru_forward`.
 
     Returns ``(h_next (B, H), cache)``.
@@ -409,7 +501,7 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
     return h_next, _as_cell_cache(ws)
 
 
-def gru_cell_backward(dh_next, cache):
+def gru_cell_backward(dh_next: npt.ArrayLike | None, cache: Workspace) -> CellGrads:
     """Backward of :func:`gru_cell_forward`.
 
     Args: dh_next (B, H) or None; cache from gru_cell_forward.

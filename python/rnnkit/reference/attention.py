@@ -18,7 +18,10 @@ chain rule through each score function.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from .._types import AdditiveAttentionGrads, DotAttentionGrads, GeneralAttentionGrads
 from .._validate import check_ndim, int_arg, integer_array
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 
-def lengths_to_mask(lengths, S):
+def lengths_to_mask(lengths: npt.ArrayLike, S: int) -> np.ndarray:
     """mask (B, S) bool, True at j < lengths[b]: lengths (B,) integers in [0, S] (as
     :func:`rnnkit.ops.attention.lengths_to_mask`)."""
     S = int_arg("S", S, minimum=0)
@@ -101,7 +104,18 @@ def _need(cache, kind):
 # ----------------------------------------------------------------------------- additive
 
 
-def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask=None, training=True):
+def additive_attention_forward(
+    query: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    W_q: np.ndarray,
+    W_k: np.ndarray,
+    v: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    mask: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Oracle of :func:`rnnkit.attention.additive_attention_forward`."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     qp = q3 @ W_q.T  # (B, T, A)
@@ -130,7 +144,9 @@ def additive_attention_forward(query, keys, values, W_q, W_k, v, b=None, *, mask
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 
-def additive_attention_backward(dcontext, dweights, cache):
+def additive_attention_backward(
+    dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
+) -> AdditiveAttentionGrads:
     """Oracle of :func:`rnnkit.attention.additive_attention_backward`."""
     _need(cache, "additive")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)
@@ -150,7 +166,15 @@ def additive_attention_backward(dcontext, dweights, cache):
 # ----------------------------------------------------------------------------- dot
 
 
-def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training=True):
+def dot_attention_forward(
+    query: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    *,
+    mask: npt.ArrayLike | None = None,
+    scale: float = 1.0,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Oracle of :func:`rnnkit.attention.dot_attention_forward`."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     e = scale * (q3 @ keys.transpose(0, 2, 1))  # (B, T, S)
@@ -162,7 +186,9 @@ def dot_attention_forward(query, keys, values, *, mask=None, scale=1.0, training
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 
-def dot_attention_backward(dcontext, dweights, cache):
+def dot_attention_backward(
+    dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
+) -> DotAttentionGrads:
     """Oracle of :func:`rnnkit.attention.dot_attention_backward`."""
     _need(cache, "dot")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)
@@ -175,7 +201,15 @@ def dot_attention_backward(dcontext, dweights, cache):
 # ----------------------------------------------------------------------------- general
 
 
-def general_attention_forward(query, keys, values, W_a, *, mask=None, training=True):
+def general_attention_forward(
+    query: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    W_a: np.ndarray,
+    *,
+    mask: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Oracle of :func:`rnnkit.attention.general_attention_forward`."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     e = q3 @ W_a @ keys.transpose(0, 2, 1)  # (B, T, S)
@@ -187,7 +221,9 @@ def general_attention_forward(query, keys, values, W_a, *, mask=None, training=T
     return _out(ctx, squeeze), _out(w, squeeze), cache
 
 
-def general_attention_backward(dcontext, dweights, cache):
+def general_attention_backward(
+    dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
+) -> GeneralAttentionGrads:
     """Oracle of :func:`rnnkit.attention.general_attention_backward`."""
     _need(cache, "general")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)

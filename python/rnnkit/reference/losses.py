@@ -4,13 +4,14 @@ Letters: N rows, C classes.
 """
 
 import numpy as np
+import numpy.typing as npt
 
 from .._types import CrossEntropyResult
 
 __all__ = ["softmax", "softmax_cross_entropy"]
 
 
-def softmax(logits):
+def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis; logits (..., C) -> probabilities (..., C).
 
     Subtracting the row maximum first keeps exp() from overflowing; it does not
@@ -21,7 +22,9 @@ def softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, targets, *, ignore_index=-100, reduction="mean"):
+def softmax_cross_entropy(
+    logits: np.ndarray, targets: npt.ArrayLike, *, ignore_index: int = -100, reduction: str = "mean"
+) -> CrossEntropyResult:
     """Cross-entropy of softmax(logits) against integer class targets, with its gradient.
 
     logits (N, C); targets (N,) integers in [0, C) or ``ignore_index``. A row whose target

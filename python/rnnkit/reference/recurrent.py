@@ -39,7 +39,10 @@ Conventions shared by every function here and by the C++-backed API:
   None or another cell's workspace raises ValueError.
 """
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL
 from .._types import (
@@ -129,7 +132,16 @@ def _check_cache(cache, cell, kind):
 # ----------------------------------------------------------------------------------
 
 
-def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
+def rnn_cell_forward(
+    x: np.ndarray,
+    h: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One vanilla RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
     x (B, I); h (B, H) or None (zeros); W_ih (H, I); W_hh (H, H);
@@ -157,7 +169,7 @@ def rnn_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh"):
     return h_next, cache
 
 
-def rnn_cell_backward(dh_next, cache):
+def rnn_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> CellGrads:
     """Backward of ``rnn_cell_forward``.
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
@@ -182,7 +194,15 @@ def rnn_cell_backward(dh_next, cache):
     )
 
 
-def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
+def lstm_cell_forward(
+    x: np.ndarray,
+    h: np.ndarray | None,
+    c: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """One LSTM step, PyTorch gate order i, f, g, o.
 
     x (B, I); h, c (B, H) or None (zeros); W_ih (4H, I); W_hh (4H, H);
@@ -217,7 +237,9 @@ def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     return (h_next, c_next), cache
 
 
-def lstm_cell_backward(dh_next, dc_next, cache):
+def lstm_cell_backward(
+    dh_next: np.ndarray | None, dc_next: np.ndarray | None, cache: dict[str, Any]
+) -> LSTMCellGrads:
     """Backward of ``lstm_cell_forward`` (docs/rnn-equations.md, section 2.5).
 
     dh_next, dc_next (B, H) or None (zeros): gradients w.r.t. h_next and c_next.
@@ -253,7 +275,16 @@ def lstm_cell_backward(dh_next, dc_next, cache):
     )
 
 
-def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
+def gru_cell_forward(
+    x: np.ndarray,
+    h: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+    *,
+    reset_after: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One GRU step, PyTorch gate order r, z, n.
 
     reset_after=True is PyTorch's form  n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn));
@@ -303,7 +334,7 @@ def gru_cell_forward(x, h, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
     return h_next, cache
 
 
-def gru_cell_backward(dh_next, cache):
+def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> CellGrads:
     """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, section 2.5).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
@@ -469,8 +500,18 @@ def _backward_driver(cell, step_backward, dy, d_final_states, workspace):
 
 
 def rnn_forward(
-    x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reverse=False, lengths=None, training=True
-):
+    x: np.ndarray,
+    h0: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+    *,
+    nonlinearity: str = "tanh",
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Vanilla RNN over a sequence: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
     x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
@@ -487,7 +528,7 @@ def rnn_forward(
     return y, h_T, ws
 
 
-def rnn_backward(dy, dh_T, workspace):
+def rnn_backward(dy: np.ndarray | None, dh_T: np.ndarray | None, workspace: dict[str, Any]) -> SequenceGrads:
     """Backward of ``rnn_forward``.
 
     dy (T, B, H) or None; dh_T (B, H) or None; workspace from rnn_forward(training=True).
@@ -498,7 +539,20 @@ def rnn_backward(dy, dh_T, workspace):
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False, lengths=None, training=True):
+def lstm_forward(
+    x: np.ndarray,
+    h0: np.ndarray | None,
+    c0: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+    *,
+    W_hr: np.ndarray | None = None,
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
     """LSTM over a sequence (gate order i, f, g, o).
 
     x (T, B, I); h0, c0 (B, H) or None; W_ih (4H, I); W_hh (4H, H); b_ih, b_hh (4H,) or None;
@@ -526,7 +580,9 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, W_hr=None, reverse=False,
     return y, (h_T, c_T), ws
 
 
-def lstm_backward(dy, dh_T, dc_T, workspace):
+def lstm_backward(
+    dy: np.ndarray | None, dh_T: np.ndarray | None, dc_T: np.ndarray | None, workspace: dict[str, Any]
+) -> LSTMSequenceGrads | LSTMProjSequenceGrads:
     """Backward of ``lstm_forward``.
 
     dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from lstm_forward(training=True).
@@ -559,8 +615,18 @@ def lstm_backward(dy, dh_T, dc_T, workspace):
 
 
 def gru_forward(
-    x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True, reverse=False, lengths=None, training=True
-):
+    x: np.ndarray,
+    h0: np.ndarray | None,
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b_ih: np.ndarray | None,
+    b_hh: np.ndarray | None,
+    *,
+    reset_after: bool = True,
+    reverse: bool = False,
+    lengths: npt.ArrayLike | None = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after).
 
     x (T, B, I); h0 (B, H) or None; W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
@@ -577,7 +643,7 @@ def gru_forward(
     return y, h_T, ws
 
 
-def gru_backward(dy, dh_T, workspace):
+def gru_backward(dy: np.ndarray | None, dh_T: np.ndarray | None, workspace: dict[str, Any]) -> SequenceGrads:
     """Backward of ``gru_forward``.
 
     dy (T, B, H) or None; dh_T (B, H) or None; workspace from gru_forward(training=True).

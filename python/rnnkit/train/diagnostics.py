@@ -47,11 +47,11 @@ def gradient_norms_through_time(model, x, y, *, loss=None, per_sequence=False):
     rnn.clear_steps()
     try:
         state = None
-        hs = []
+        steps = []
         for t in range(T):
             h, state = rnn.step(x[t], state, keep=True)
-            hs.append(h)
-        hs = np.stack(hs)  # (T, B, H)
+            steps.append(h)
+        hs = np.stack(steps)  # (T, B, H)
         W_out = head.weight.data  # (O, H)
         if model.many_to_many:
             pred = head.apply(hs)

@@ -34,7 +34,7 @@ class TrainState:
         self.step = 0
         self.loss = math.nan
         self.grad_norm = math.nan
-        self.history = {"loss": []}
+        self.history: dict[str, list[tuple[int, float]]] = {"loss": []}
         self.stop = False
         self.stop_reason = None
         self.postfix = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Optimizer(abc.ABC):
     def __init__(self, params, lr):
         self.params = param_list(params)
         self.lr = v.real("lr", lr, 0.0)
-        self.state = [dict() for _ in self.params]  # per parameter: buffers
+        self.state: list[dict[str, Any]] = [dict() for _ in self.params]  # per parameter: buffers
         self.step_count = 0
 
     def zero_grad(self):
@@ -88,7 +89,7 @@ class Optimizer(abc.ABC):
 
     def load_state_dict(self, state):
         """Restore from :meth:`state_dict` (buffers are copied, shapes checked)."""
-        new = [dict() for _ in self.params]
+        new: list[dict[str, Any]] = [dict() for _ in self.params]
         for key, val in state.items():
             if key in ("step", "lr"):
                 continue
