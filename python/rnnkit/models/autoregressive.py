@@ -354,8 +354,8 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         h2 = h.reshape(n, H)
         out_bias = self.out.bias
         assert out_bias is not None  # the output layer is made with a bias (c)
-        self.out.weight.grad += do2.T @ h2
-        out_bias.grad += do2.sum(axis=0)
+        self.out.weight.accumulate(do2.T @ h2)
+        out_bias.accumulate(do2.sum(axis=0))
         da = self._buf("da", (n, H), h.dtype, reuse)
         np.matmul(do2, W_out, out=da)  # dh
         tmp = self._buf("tmp", (n, H), h.dtype, reuse)
@@ -368,15 +368,15 @@ class OutputRecurrentRNN(_AutoregressiveBase):
         if isinstance(e, str):  # the table path: scatter da into (V, H); every row lands there
             assert embed is not None  # the table path is taken for tokens only
             dtable = scatter_add_rows(np.zeros((self.n_out, H), da.dtype), prev.reshape(-1), da, work=tmp)
-            self.b.grad += dtable.sum(axis=0)
+            self.b.accumulate(dtable.sum(axis=0))
             if U is not None:
-                U.weight.grad += dtable.T @ embed.weight.data
-                embed.weight.grad += dtable @ U.weight.data
+                U.weight.accumulate(dtable.T @ embed.weight.data)
+                embed.weight.accumulate(dtable @ U.weight.data)
             else:
-                embed.weight.grad += dtable
+                embed.weight.accumulate(dtable)
             return dx, None
         assert U is not None  # off the table path U exists (tokens with embedding_dim, or values)
-        self.b.grad += da.sum(axis=0)
+        self.b.accumulate(da.sum(axis=0))
         da = da.reshape(lead + (H,))
         if embed is not None:
             embed.accumulate(prev, U.accumulate(e, da))

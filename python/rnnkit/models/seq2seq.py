@@ -484,8 +484,8 @@ class Seq2Seq(Module):
             Z = np.stack(zs[::-1]).reshape(T * B, -1)
             DP = np.stack(dpres[::-1]).reshape(T * B, -1)
             assert combine is not None and combine.bias is not None  # made with the attention, biased
-            combine.weight.grad += DP.T @ Z
-            combine.bias.grad += DP.sum(axis=0)
+            combine.weight.accumulate(DP.T @ Z)
+            combine.bias.accumulate(DP.sum(axis=0))
             dkeys, dvalues = att.memory_backward(mem, grads)
             dmem = dkeys + dvalues
         self._encode_backward(cache["ecache"], dmem, dh_next, dc_next)

@@ -235,7 +235,7 @@ class AdditiveAttention(_Attention):
         return (_flat(keys) @ self.key.weight.data.T).reshape(B, S, self.attention_size)
 
     def _project_keys_backward(self, mem, dproj):
-        self.key.weight.grad += _flat(dproj).T @ _flat(mem.keys)
+        self.key.weight.accumulate(_flat(dproj).T @ _flat(mem.keys))
         return (_flat(dproj) @ self.key.weight.data).reshape(mem.keys.shape)
 
     def _scores_context(self, q3, mem):
@@ -252,11 +252,11 @@ class AdditiveAttention(_Attention):
         )
         grads.dproj += dkp
         grads.dvalues += dvalues
-        self.v.grad += dv
+        self.v.accumulate(dv)
         dqp2 = _flat(dqp)
-        self.query.weight.grad += dqp2.T @ _flat(q3)
+        self.query.weight.accumulate(dqp2.T @ _flat(q3))
         if self.query.bias is not None:
-            self.query.bias.grad += dqp2.sum(axis=0)
+            self.query.bias.accumulate(dqp2.sum(axis=0))
         return (dqp2 @ self.query.weight.data).reshape(q3.shape)
 
     def __repr__(self):
@@ -321,7 +321,7 @@ class GeneralAttention(DotAttention):
         return (_flat(keys) @ self.weight.data.T).reshape(B, S, self.query_size)
 
     def _project_keys_backward(self, mem, dproj):
-        self.weight.grad += _flat(dproj).T @ _flat(mem.keys)
+        self.weight.accumulate(_flat(dproj).T @ _flat(mem.keys))
         return (_flat(dproj) @ self.weight.data).reshape(mem.keys.shape)
 
     def __repr__(self):

@@ -77,9 +77,9 @@ class Linear(Module):
         ``x`` (..., I) for the output gradient ``dy`` (..., O); returns dx (..., I)."""
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
-        self.weight.grad += dy2.T @ x2
+        self.weight.accumulate(dy2.T @ x2)
         if self.bias is not None:
-            self.bias.grad += dy2.sum(axis=0)
+            self.bias.accumulate(dy2.sum(axis=0))
         return (dy2 @ self.weight.data).reshape(x.shape)
 
     def __repr__(self):
@@ -182,7 +182,8 @@ class Embedding(Module):
         if self.padding_idx is not None:
             keep = flat != self.padding_idx
             flat, rows = flat[keep], rows[keep]
-        scatter_add_rows(self.weight.grad, flat, rows)
+        with self.weight.grad_lock:
+            scatter_add_rows(self.weight.grad, flat, rows)
 
     def __repr__(self):
         extra = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"

@@ -45,6 +45,9 @@ class Parameter:
         self.grad = np.zeros_like(data)
         self.symbolic = symbolic
 
+    # Held while .grad is updated in place (accumulate, or a scatter-add under ``with``).
+    grad_lock = _GRAD_LOCK
+
     def accumulate(self, g: np.ndarray) -> None:
         """``grad += g``, safe when several threads run backward on one module."""
         with _GRAD_LOCK:
