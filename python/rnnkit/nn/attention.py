@@ -57,14 +57,14 @@ class AttentionMemory:
     mask: np.ndarray | None
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         return self.keys.shape[0]
 
     @property
-    def steps(self):
+    def steps(self) -> int:
         return self.keys.shape[1]
 
-    def take(self, idx):
+    def take(self, idx: np.ndarray) -> AttentionMemory:
         """The memory of batch rows ``idx`` (N,) (e.g. each row repeated per beam)."""
         same_v = self.values is self.keys
         same_p = self.proj is self.keys
@@ -76,7 +76,7 @@ class AttentionMemory:
             None if self.mask is None else self.mask[idx],
         )
 
-    def repeat(self, k):
+    def repeat(self, k: int) -> AttentionMemory:
         """Each batch row repeated k times in a row: row b*k + i is row b (beam search)."""
         return self.take(np.repeat(np.arange(self.batch_size), k))
 
@@ -221,7 +221,16 @@ class AdditiveAttention(_Attention):
 
     kind = "additive"
 
-    def __init__(self, query_size, key_size, attention_size=None, *, bias=False, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        attention_size: int | None = None,
+        *,
+        bias: bool = False,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size, dtype)
         A = self.attention_size = _v.int_arg("attention_size", attention_size or self.query_size)
         ss = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(3)
@@ -269,7 +278,15 @@ class DotAttention(_Attention):
 
     kind = "dot"
 
-    def __init__(self, query_size, key_size=None, *, scale=1.0, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int | None = None,
+        *,
+        scale: float = 1.0,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size or query_size, dtype)
         if self.key_size != self.query_size:
             raise ValueError(
@@ -307,7 +324,14 @@ class GeneralAttention(DotAttention):
 
     kind = "general"
 
-    def __init__(self, query_size, key_size, *, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        *,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size, dtype)
         self.scale = 1.0
         k = 1 / np.sqrt(self.key_size)
