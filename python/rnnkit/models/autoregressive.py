@@ -96,7 +96,7 @@ class _AutoregressiveBase(Module):
         self.dtype = v.dtype_arg(dtype)
 
     @property
-    def discrete(self):
+    def discrete(self) -> bool:
         """True for token targets (vocab_size), False for real-valued ones (output_size)."""
         return self.vocab_size is not None
 
@@ -165,7 +165,7 @@ class _AutoregressiveBase(Module):
         v.check_shape(name, x, lead + (self.input_size,), self._lead_sym(lead, "I"))
         return x
 
-    def start_input(self, B, start=None):
+    def start_input(self, B: int, start: npt.ArrayLike | None = None) -> np.ndarray:
         """The input of step 0: tokens (B,) (``start`` an int or (B,), default 0) or values
         (B, O) (``start`` broadcastable to (B, O), default zeros)."""
         if self.vocab_size is not None:  # discrete
@@ -188,7 +188,7 @@ class _AutoregressiveBase(Module):
                 f"start: expected a shape broadcastable to (B, O) = {(B, O)}, got {s.shape}"
             ) from None
 
-    def teacher_inputs(self, y, start=None):
+    def teacher_inputs(self, y: npt.ArrayLike, start: npt.ArrayLike | None = None) -> np.ndarray:
         """Teacher-forcing inputs from targets: y (T, B) or (T, B, O) -> y_prev (same shape),
         ``y_prev[0]`` = :meth:`start_input`, ``y_prev[t] = y[t-1]``."""
         y = self._check_prev("y", y, None)
@@ -196,7 +196,13 @@ class _AutoregressiveBase(Module):
             raise ValueError(f"y: expected shape {'(T, B)' if self.discrete else '(T, B, O)'}, got {y.shape}")
         return shift_right(y, self.start_input(y.shape[1], start))
 
-    def feedback(self, out, rng=None, greedy=True, temperature=1.0):
+    def feedback(
+        self,
+        out: np.ndarray,
+        rng: np.random.Generator | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+    ) -> np.ndarray:
         """The next step's input made from this step's output (B, V) or (B, O): a token (B,)
         (argmax, or sampled with temperature) or the output itself."""
         if self.discrete:
@@ -205,16 +211,16 @@ class _AutoregressiveBase(Module):
 
     def generate(
         self,
-        steps,
+        steps: int,
         *,
-        x=None,
-        batch_size=None,
-        start=None,
-        greedy=True,
-        temperature=1.0,
-        seed=None,
-        return_outputs=False,
-    ):
+        x: npt.ArrayLike | None = None,
+        batch_size: int | None = None,
+        start: npt.ArrayLike | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        return_outputs: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Open-loop generation: each step's input is the model's previous output.
 
         Args: steps T; x (T, B, I) when input_size > 0 (else None, and batch_size B is

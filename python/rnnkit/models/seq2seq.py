@@ -475,7 +475,7 @@ class Seq2Seq(Module):
         dfeed = dh_next = dc_next = None
         W_c = combine.weight.data if combine is not None else None
         for t in reversed(range(T)):
-            if att is None:
+            if att is None or grads is None:  # (grads exist exactly with the attention)
                 tok, ccache = caches[t]
                 dh = do[t]
             else:
@@ -498,7 +498,7 @@ class Seq2Seq(Module):
             dfeed = dx[:, E:] if self.input_feeding else None
         self.tgt_embed.accumulate(cache["toks"], de)
         dmem = None
-        if att is not None:
+        if att is not None and grads is not None:
             Z = np.stack(zs[::-1]).reshape(T * B, -1)
             DP = np.stack(dpres[::-1]).reshape(T * B, -1)
             assert combine is not None and combine.bias is not None  # made with the attention, biased
