@@ -670,7 +670,7 @@ def layer_rows(dtype, threads, quick):
     Training = forward + backward through every layer; against torch when --vs torch, else
     only rnnkit (the oracle has no module). Prints one line per case and thread count."""
     T, B, H = (50, 16, 256) if quick else (100, 32, 512)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], np.ndarray | None]] = [
         ("lstm 2-layer bidirectional", dict(num_layers=2, bidirectional=True), None),
         ("lstm variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),
         ("gru variable lengths", dict(), np.linspace(1, T, B).round().astype(np.int64)[::-1].copy()),

@@ -43,6 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 from .._cells import GRU_CELL
@@ -53,13 +54,13 @@ from .sampling import sample_tokens
 __all__ = ["OutputRecurrentRNN", "RecurrentDecoder", "shift_right", "seeds"]
 
 
-def seeds(seed, n):
+def seeds(seed: int | None, n: int) -> list[int]:
     """n independent integer seeds derived from ``seed`` (None stays random)."""
     ss = np.random.SeedSequence(seed)
     return [int(s.generate_state(1, np.uint64)[0]) for s in ss.spawn(n)]
 
 
-def shift_right(y, start):
+def shift_right(y: npt.ArrayLike, start: npt.ArrayLike) -> np.ndarray:
     """Teacher-forcing inputs: y (T, B) tokens or (T, B, O) values -> y_prev of the same
     shape with ``y_prev[0] = start`` (broadcast to (B,) / (B, O)) and ``y_prev[t] = y[t-1]``."""
     y = np.asarray(y)
@@ -95,7 +96,7 @@ class _AutoregressiveBase(Module):
         self.dtype = v.dtype_arg(dtype)
 
     @property
-    def discrete(self):
+    def discrete(self) -> bool:
         """True for token targets (vocab_size), False for real-valued ones (output_size)."""
         return self.vocab_size is not None
 
@@ -113,7 +114,7 @@ class _AutoregressiveBase(Module):
     def step(self, prev: Any, x_t: Any, state: Any, keep: bool = True) -> tuple[np.ndarray, Any, Any]:
         raise NotImplementedError
 
-    def _check_prev_sequence(self, y_prev):
+    def _check_prev_sequence(self, y_prev: Any) -> np.ndarray:
         """The inputs of every step: tokens (T, B) or values (T, B, O)."""
         y_prev = self._check_prev("y_prev", y_prev, None)
         if y_prev.ndim != (2 if self.discrete else 3):
@@ -122,7 +123,7 @@ class _AutoregressiveBase(Module):
             )
         return y_prev
 
-    def _check_prev(self, name, prev, lead):
+    def _check_prev(self, name: str, prev: Any, lead: tuple[int, ...] | None) -> np.ndarray:
         """Previous targets: tokens (*lead) in [0, V), or values (*lead, O)."""
         if self.vocab_size is not None:  # discrete
             prev = v.index_array(name, prev, self.vocab_size)
@@ -151,7 +152,7 @@ class _AutoregressiveBase(Module):
             return f"({', '.join(letters)})" if len(letters) > 1 else "(B,)"
         return f"({', '.join(letters + [last])})"
 
-    def _check_x(self, name, x, lead):
+    def _check_x(self, name: str, x: Any, lead: tuple[int, ...]) -> np.ndarray | None:
         if self.input_size == 0:
             if x is not None:
                 raise ValueError(f"{name}: this model has input_size = 0 (no extra input); pass None")
@@ -164,7 +165,7 @@ class _AutoregressiveBase(Module):
         v.check_shape(name, x, lead + (self.input_size,), self._lead_sym(lead, "I"))
         return x
 
-    def start_input(self, B, start=None):
+    def start_input(self, B: int, start: npt.ArrayLike | None = None) -> np.ndarray:
         """The input of step 0: tokens (B,) (``start`` an int or (B,), default 0) or values
         (B, O) (``start`` broadcastable to (B, O), default zeros)."""
         if self.vocab_size is not None:  # discrete
@@ -187,7 +188,7 @@ class _AutoregressiveBase(Module):
                 f"start: expected a shape broadcastable to (B, O) = {(B, O)}, got {s.shape}"
             ) from None
 
-    def teacher_inputs(self, y, start=None):
+    def teacher_inputs(self, y: npt.ArrayLike, start: npt.ArrayLike | None = None) -> np.ndarray:
         """Teacher-forcing inputs from targets: y (T, B) or (T, B, O) -> y_prev (same shape),
         ``y_prev[0]`` = :meth:`start_input`, ``y_prev[t] = y[t-1]``."""
         y = self._check_prev("y", y, None)
@@ -195,7 +196,13 @@ class _AutoregressiveBase(Module):
             raise ValueError(f"y: expected shape {'(T, B)' if self.discrete else '(T, B, O)'}, got {y.shape}")
         return shift_right(y, self.start_input(y.shape[1], start))
 
-    def feedback(self, out, rng=None, greedy=True, temperature=1.0):
+    def feedback(
+        self,
+        out: np.ndarray,
+        rng: np.random.Generator | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+    ) -> np.ndarray:
         """The next step's input made from this step's output (B, V) or (B, O): a token (B,)
         (argmax, or sampled with temperature) or the output itself."""
         if self.discrete:
@@ -204,16 +211,16 @@ class _AutoregressiveBase(Module):
 
     def generate(
         self,
-        steps,
+        steps: int,
         *,
-        x=None,
-        batch_size=None,
-        start=None,
-        greedy=True,
-        temperature=1.0,
-        seed=None,
-        return_outputs=False,
-    ):
+        x: npt.ArrayLike | None = None,
+        batch_size: int | None = None,
+        start: npt.ArrayLike | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        return_outputs: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Open-loop generation: each step's input is the model's previous output.
 
         Args: steps T; x (T, B, I) when input_size > 0 (else None, and batch_size B is
@@ -269,15 +276,15 @@ class OutputRecurrentRNN(_AutoregressiveBase):
 
     def __init__(
         self,
-        hidden_size,
+        hidden_size: int,
         *,
-        vocab_size=None,
-        output_size=None,
-        input_size=0,
-        embedding_dim=None,
-        dtype=np.float32,
-        seed=None,
-    ):
+        vocab_size: int | None = None,
+        output_size: int | None = None,
+        input_size: int = 0,
+        embedding_dim: int | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
         H, dt = self.hidden_size, self.dtype
         s = seeds(seed, 5)
@@ -328,8 +335,8 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             np.take(table, prev, axis=0, out=a)
         elif embed is not None:
             assert U is not None  # tokens without the table: embedding_dim was given, so U exists
-            e = embed.weight.data[prev]  # (..., E)
-            a = U.apply(e)
+            e = emb = embed.weight.data[prev]  # (..., E)
+            a = U.apply(emb)
             a += self.b.data
         else:
             assert U is not None  # real-valued targets: U (H, O) always exists
@@ -385,7 +392,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
 
     # ------------------------------------------------------------------ whole sequence
 
-    def forward(self, y_prev, x=None):
+    def forward(self, y_prev: npt.ArrayLike, x: npt.ArrayLike | None = None) -> np.ndarray:
         """Teacher-forced (or any given inputs) forward over all steps at once.
 
         y_prev (T, B) tokens or (T, B, O) values (the input of each step); x (T, B, I) or
@@ -399,7 +406,7 @@ class OutputRecurrentRNN(_AutoregressiveBase):
             self._cache = cache
         return o
 
-    def backward(self, dout):
+    def backward(self, dout: npt.ArrayLike) -> tuple[np.ndarray | None, np.ndarray | None]:
         """dout (T, B, V) or (T, B, O). Adds every parameter gradient into .grad.
         Returns ``(dx (T, B, I) or None, dy_prev (T, B, O) or None for tokens)``."""
         cache = self._need_cache()
@@ -410,17 +417,21 @@ class OutputRecurrentRNN(_AutoregressiveBase):
 
     # ------------------------------------------------------------------ step protocol
 
-    def initial_state(self, B):
+    def initial_state(self, B: int) -> None:
         """No hidden-to-hidden recurrence: the state is None."""
         return None
 
-    def step(self, prev, x_t, state=None, keep=True):
+    def step(
+        self, prev: np.ndarray, x_t: np.ndarray | None, state: None = None, keep: bool = True
+    ) -> tuple[np.ndarray, None, Any]:
         """One step: prev (B,) tokens or (B, O); x_t (B, I) or None.
         Returns ``(o_t (B, V) or (B, O), None, cache)`` (cache None unless keep)."""
         o, cache = self._core(prev, x_t)
         return o, None, (cache if keep else None)
 
-    def step_backward(self, dout_t, dstate, cache):
+    def step_backward(
+        self, dout_t: np.ndarray, dstate: None, cache: Any
+    ) -> tuple[np.ndarray | None, np.ndarray | None, None]:
         """Returns ``(dprev (B, O) or None, dx_t (B, I) or None, None)``; adds into .grad."""
         dx, dprev = self._core_backward(dout_t, cache)
         return dprev, dx, None
@@ -445,16 +456,16 @@ class RecurrentDecoder(_AutoregressiveBase):
 
     def __init__(
         self,
-        hidden_size,
+        hidden_size: int,
         *,
-        cell=GRU_CELL.name,
-        vocab_size=None,
-        output_size=None,
-        input_size=0,
-        embedding_dim=None,
-        dtype=np.float32,
-        seed=None,
-    ):
+        cell: str = GRU_CELL.name,
+        vocab_size: int | None = None,
+        output_size: int | None = None,
+        input_size: int = 0,
+        embedding_dim: int | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self._init_io(hidden_size, vocab_size, output_size, input_size, embedding_dim, dtype)
         cls = module_class(cell)
         self.cell = cls.CELL.name
@@ -482,7 +493,7 @@ class RecurrentDecoder(_AutoregressiveBase):
             return dx, None
         return dx, np.ascontiguousarray(de)
 
-    def forward(self, y_prev, x=None, state=None):
+    def forward(self, y_prev: npt.ArrayLike, x: npt.ArrayLike | None = None, state: Any = None) -> np.ndarray:
         """y_prev (T, B) or (T, B, O); x (T, B, I) or None; state: the rnn's initial state
         (h0 (1, B, H), or (h0, c0) for the LSTM) or None. Returns o (T, B, V or O)."""
         self._cache = None
@@ -494,7 +505,7 @@ class RecurrentDecoder(_AutoregressiveBase):
             self._cache = y_prev
         return o
 
-    def backward(self, dout):
+    def backward(self, dout: npt.ArrayLike) -> tuple[np.ndarray | None, np.ndarray | None]:
         """dout (T, B, V or O). Returns ``(dx (T, B, I) or None, dy_prev or None)``."""
         y_prev = self._need_cache()
         dout = self._check_input("dout", dout)
@@ -504,19 +515,23 @@ class RecurrentDecoder(_AutoregressiveBase):
 
     # ------------------------------------------------------------------ step protocol
 
-    def initial_state(self, B):
+    def initial_state(self, B: int) -> None:
         """The rnn's zero state (None); starts a new sequence (empties the rnn's step tape)."""
         self.rnn.clear_steps()
         return None
 
-    def step(self, prev, x_t, state, keep=True):
+    def step(
+        self, prev: np.ndarray, x_t: np.ndarray | None, state: Any, keep: bool = True
+    ) -> tuple[np.ndarray, Any, Any]:
         """One step: prev (B,) or (B, O); x_t (B, I) or None; state: the rnn's state (h (1, B, H),
         for the LSTM (h, c)) or None. Returns ``(o_t, new state, cache)``; with keep, the rnn
         keeps its part on its step tape (:meth:`rnnkit.nn.LSTM.step`)."""
         h, state = self.rnn.step(self._inputs(prev, x_t), state, keep=keep)
         return self.out.apply(h), state, ((prev, h) if keep else None)
 
-    def step_backward(self, dout_t, dstate, cache):
+    def step_backward(
+        self, dout_t: np.ndarray, dstate: Any, cache: Any
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
         """Returns ``(dprev or None, dx_t or None, dstate for the previous step)``."""
         prev, h = cache
         dh = self.out.accumulate(h, dout_t)

@@ -25,9 +25,10 @@ max_len steps. With K = 1 this is exactly greedy search.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as _v
 
@@ -45,7 +46,7 @@ class DecodeResult(NamedTuple):
     attention: np.ndarray | None  # (L, B, S) [or (L, B, K, S)] weights per token, or None
     eos_id: int
 
-    def as_lists(self, drop_eos=True):
+    def as_lists(self, drop_eos: bool = True) -> list[list[int]]:
         """The best hypotheses as lists of token ids (B lists; with an eos dropped)."""
         tok = self.tokens if self.tokens.ndim == 2 else self.tokens[:, :, 0]
         n = self.lengths if self.lengths.ndim == 1 else self.lengths[:, 0]
@@ -58,7 +59,7 @@ class DecodeResult(NamedTuple):
         return out
 
 
-def length_penalty(n, alpha):
+def length_penalty(n: npt.ArrayLike, alpha: float) -> np.ndarray:
     """GNMT's length penalty ``((5 + n) / 6) ** alpha`` (1 when alpha is 0)."""
     n = np.asarray(n, dtype=np.float64)
     return np.ones_like(n) if alpha == 0 else ((5.0 + n) / 6.0) ** alpha
@@ -105,7 +106,15 @@ class _EvalMode:
         self.model.train(self.was)
 
 
-def greedy_decode(model, src, src_lengths=None, *, max_len=None, length_penalty=0.0, return_attention=False):
+def greedy_decode(
+    model: Any,
+    src: npt.ArrayLike,
+    src_lengths: npt.ArrayLike | None = None,
+    *,
+    max_len: int | None = None,
+    length_penalty: float = 0.0,
+    return_attention: bool = False,
+) -> DecodeResult:
     """Greedy search: at each step the most probable token (argmax).
 
     Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; max_len (default 2*S + 10);
@@ -160,16 +169,16 @@ def _topk(keys, K):
 
 
 def beam_search(
-    model,
-    src,
-    src_lengths=None,
+    model: Any,
+    src: npt.ArrayLike,
+    src_lengths: npt.ArrayLike | None = None,
     *,
-    beam_width=5,
-    max_len=None,
-    length_penalty=0.0,
-    return_all=False,
-    return_attention=False,
-):
+    beam_width: int = 5,
+    max_len: int | None = None,
+    length_penalty: float = 0.0,
+    return_all: bool = False,
+    return_attention: bool = False,
+) -> DecodeResult:
     """Beam search (see the module docstring), batched over B rows x K beams.
 
     Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; beam_width K >= 1; max_len
@@ -245,7 +254,9 @@ def beam_search(
     return DecodeResult(tokens[:n], lengths, scores, norm, None if att is None else att[:n], eos)
 
 
-def score_sequences(model, src, tgt, src_lengths=None):
+def score_sequences(
+    model: Any, src: npt.ArrayLike, tgt: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None
+) -> np.ndarray:
     """Sum of the log-probabilities (B,) float64 that the model gives the targets tgt (T, B)
     (each a hypothesis ending with eos, or cut at T, then padded with pad_id), by
     teacher forcing; pad positions count nothing. Runs in eval mode."""

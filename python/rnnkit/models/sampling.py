@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 
@@ -60,11 +61,19 @@ __all__ = [
 ]
 
 
-def sample_tokens(logits, rng=None, *, greedy=True, temperature=1.0):
+def sample_tokens(
+    logits: np.ndarray,
+    rng: np.random.Generator | None = None,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+) -> np.ndarray:
     """Tokens (B,) from logits (B, V): argmax if greedy, else one draw per row from
     softmax(logits / temperature) (vectorised inverse-CDF sampling with ``rng``)."""
     if greedy:
         return np.argmax(logits, axis=-1).astype(np.int64)
+    if rng is None:
+        raise TypeError("rng: sampling (greedy=False) needs a numpy Generator, got None")
     temperature = v.temperature(temperature)
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=-1, keepdims=True)
@@ -78,10 +87,10 @@ def sample_tokens(logits, rng=None, *, greedy=True, temperature=1.0):
 class ConstantSchedule:
     """eps_i = p for every training step i."""
 
-    def __init__(self, p):
+    def __init__(self, p: float) -> None:
         self.p = v.real("p", p, 0.0, 1.0)
 
-    def __call__(self, i):
+    def __call__(self, i: int) -> float:
         v.step_index(i)
         return self.p
 
@@ -92,14 +101,14 @@ class ConstantSchedule:
 class LinearDecay:
     """eps_i = max(end, start - (start - end) * i / steps): from start to end in ``steps``."""
 
-    def __init__(self, steps, start=1.0, end=0.0):
+    def __init__(self, steps: int, start: float = 1.0, end: float = 0.0) -> None:
         self.steps = v.int_arg("steps", steps)
         self.start = v.real("start", start, 0.0, 1.0)
         self.end = v.real("end", end, 0.0, 1.0)
         if self.end > self.start:
             raise ValueError(f"end: expected end <= start = {self.start}, got {self.end}")
 
-    def __call__(self, i):
+    def __call__(self, i: int) -> float:
         i = v.step_index(i)
         return max(self.end, self.start - (self.start - self.end) * i / self.steps)
 
@@ -110,13 +119,13 @@ class LinearDecay:
 class ExponentialDecay:
     """eps_i = max(minimum, k ** i), 0 < k < 1."""
 
-    def __init__(self, k, minimum=0.0):
+    def __init__(self, k: float, minimum: float = 0.0) -> None:
         self.k = v.real("k", k, 0.0, lo_open=True)
         if self.k >= 1:
             raise ValueError(f"k: expected 0 < k < 1, got {self.k}")
         self.minimum = v.real("minimum", minimum, 0.0, 1.0)
 
-    def __call__(self, i):
+    def __call__(self, i: int) -> float:
         return max(self.minimum, self.k ** v.step_index(i))
 
     def __repr__(self):
@@ -126,10 +135,10 @@ class ExponentialDecay:
 class InverseSigmoidDecay:
     """eps_i = k / (k + exp(i / k)), k >= 1 (larger k decays later)."""
 
-    def __init__(self, k):
+    def __init__(self, k: float) -> None:
         self.k = v.real("k", k, 1.0)
 
-    def __call__(self, i):
+    def __call__(self, i: int) -> float:
         z = v.step_index(i) / self.k
         return 0.0 if z > 700 else self.k / (self.k + math.exp(z))
 
@@ -145,13 +154,13 @@ _SCHEDULES = {
 }
 
 
-def make_schedule(kind, **kwargs):
+def make_schedule(kind: str, **kwargs: Any) -> Callable[[int], float]:
     """A schedule by name: "constant", "linear", "exponential" or "inverse_sigmoid"."""
     v.choice("kind", kind, tuple(_SCHEDULES))
     return _SCHEDULES[kind](**kwargs)
 
 
-def teacher_forcing_mask(T, B, p, rng):
+def teacher_forcing_mask(T: int, B: int, p: float, rng: np.random.Generator) -> np.ndarray:
     """Coins (T, B) bool: True = feed the ground truth at (t, b), with probability p each.
     Row 0 is True (step 0 always gets the start input)."""
     p = v.real("p", p, 0.0, 1.0)
@@ -172,18 +181,18 @@ class SamplingTape:
 
 
 def scheduled_sampling_forward(
-    model,
-    y,
-    x=None,
+    model: Any,
+    y: npt.ArrayLike,
+    x: npt.ArrayLike | None = None,
     *,
-    teacher_prob,
-    rng=None,
-    seed=None,
-    start=None,
-    greedy=True,
-    temperature=1.0,
-    keep=True,
-):
+    teacher_prob: float,
+    rng: np.random.Generator | None = None,
+    seed: int | None = None,
+    start: npt.ArrayLike | None = None,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    keep: bool = True,
+) -> tuple[np.ndarray, SamplingTape | None]:
     """Run ``model`` step by step, feeding at (t, b) the ground truth y[t-1, b] with
     probability ``teacher_prob``, else the model's own output of step t-1.
 
@@ -196,29 +205,29 @@ def scheduled_sampling_forward(
     if rng is None:
         rng = np.random.default_rng(seed)
     v.flag("greedy", greedy)
-    y = model._check_prev("y", y, None)
-    if y.ndim != (2 if model.discrete else 3):
-        raise ValueError(f"y: expected shape {'(T, B)' if model.discrete else '(T, B, O)'}, got {y.shape}")
-    T, B = y.shape[:2]
-    x = model._check_x("x", x, (T, B))
+    ys: np.ndarray = model._check_prev("y", y, None)
+    if ys.ndim != (2 if model.discrete else 3):
+        raise ValueError(f"y: expected shape {'(T, B)' if model.discrete else '(T, B, O)'}, got {ys.shape}")
+    T, B = ys.shape[:2]
+    xs: np.ndarray | None = model._check_x("x", x, (T, B))
     teacher = teacher_forcing_mask(T, B, teacher_prob, rng)
     prev = model.start_input(B, start)
     state = model.initial_state(B)
     outs, caches, fed = [], [], []
     for t in range(T):
         fed.append(prev)
-        o, state, cache = model.step(prev, None if x is None else x[t], state, keep=keep)
+        o, state, cache = model.step(prev, None if xs is None else xs[t], state, keep=keep)
         outs.append(o)
         caches.append(cache)
         if t + 1 < T:
             own = model.feedback(o, rng, greedy, temperature)
             m = teacher[t + 1] if model.discrete else teacher[t + 1][:, None]
-            prev = np.where(m, y[t], own)
+            prev = np.where(m, ys[t], own)
     tape = SamplingTape(caches, teacher, np.stack(fed), model.discrete) if keep else None
     return np.stack(outs), tape
 
 
-def scheduled_sampling_backward(model, dout, tape):
+def scheduled_sampling_backward(model: Any, dout: npt.ArrayLike, tape: SamplingTape) -> np.ndarray | None:
     """Exact backward of the path taken: dout (T, B, V) or (T, B, O). Adds every parameter
     gradient into .grad; returns dx (T, B, I) or None."""
     if tape is None:
@@ -284,10 +293,18 @@ class ScheduledSampler:
     y (T, B) tokens or (T, B, O) values; x (T, B, I) or None; outputs (T, B, V) or (T, B, O).
     """
 
-    def __init__(self, model, schedule, *, seed=0, greedy=True, temperature=1.0):
+    def __init__(
+        self,
+        model: Any,
+        schedule: Callable[[int], float],
+        *,
+        seed: int = 0,
+        greedy: bool = True,
+        temperature: float = 1.0,
+    ) -> None:
         self.model = model
         self.plan = SamplingPlan(schedule, seed=seed, greedy=greedy, temperature=temperature)
-        self._tape = None
+        self._tape: SamplingTape | None = None
 
     schedule = property(lambda self: self.plan.schedule)
     seed = property(lambda self: self.plan.seed)
@@ -296,7 +313,14 @@ class ScheduledSampler:
     step_count = property(lambda self: self.plan.step_count)
     last_teacher_prob = property(lambda self: self.plan.last_teacher_prob)
 
-    def forward(self, y, x=None, *, step=None, start=None):
+    def forward(
+        self,
+        y: npt.ArrayLike,
+        x: npt.ArrayLike | None = None,
+        *,
+        step: int | None = None,
+        start: npt.ArrayLike | None = None,
+    ) -> np.ndarray:
         p, rng = self.plan.next(step)
         out, self._tape = scheduled_sampling_forward(
             self.model,
@@ -312,7 +336,7 @@ class ScheduledSampler:
 
     __call__ = forward
 
-    def backward(self, dout):
+    def backward(self, dout: npt.ArrayLike) -> np.ndarray | None:
         if self._tape is None:
             raise RuntimeError("ScheduledSampler.backward: no forward to differentiate")
         return scheduled_sampling_backward(self.model, dout, self._tape)

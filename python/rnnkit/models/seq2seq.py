@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as _v
 from .._cells import LSTM_CELL
@@ -61,7 +63,7 @@ from ..nn import (
     module_class,
 )
 from ..ops.attention import lengths_to_mask
-from .decoding import beam_search, greedy_decode
+from .decoding import DecodeResult, beam_search, greedy_decode
 from .sampling import SamplingPlan, teacher_forcing_mask
 
 __all__ = ["Seq2Seq", "DecoderState", "Encoded"]
@@ -78,7 +80,7 @@ class DecoderState:
     c: np.ndarray | None
     feed: np.ndarray | None
 
-    def take(self, idx):
+    def take(self, idx: np.ndarray) -> DecoderState:
         """The state of rows ``idx`` (reordering / repeating rows, e.g. for beams)."""
         return DecoderState(
             self.h[idx],
@@ -97,10 +99,10 @@ class Encoded:
     src_lengths: np.ndarray
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         return self.state.h.shape[0]
 
-    def take(self, idx):
+    def take(self, idx: np.ndarray) -> Encoded:
         """Rows ``idx`` of everything (e.g. ``np.repeat(np.arange(B), K)`` for K beams)."""
         return Encoded(
             None if self.memory is None else self.memory.take(idx),
@@ -134,25 +136,25 @@ class Seq2Seq(Module):
 
     def __init__(
         self,
-        src_vocab,
-        tgt_vocab,
+        src_vocab: int,
+        tgt_vocab: int,
         *,
-        embedding_dim=64,
-        hidden_size=128,
-        encoder_cell=LSTM_CELL.name,
-        decoder_cell=None,
-        encoder_hidden_size=None,
-        encoder_layers=1,
-        bidirectional=True,
-        attention="additive",
-        attention_size=None,
-        input_feeding="attentional",
-        pad_id=0,
-        bos_id=1,
-        eos_id=2,
-        dtype=np.float32,
-        seed=None,
-    ):
+        embedding_dim: int = 64,
+        hidden_size: int = 128,
+        encoder_cell: str = LSTM_CELL.name,
+        decoder_cell: str | None = None,
+        encoder_hidden_size: int | None = None,
+        encoder_layers: int = 1,
+        bidirectional: bool = True,
+        attention: str | None = "additive",
+        attention_size: int | None = None,
+        input_feeding: str | None = "attentional",
+        pad_id: int = 0,
+        bos_id: int = 1,
+        eos_id: int = 2,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self.src_vocab = _v.int_arg("src_vocab", src_vocab)
         self.tgt_vocab = _v.int_arg("tgt_vocab", tgt_vocab)
         E = self.embedding_dim = _v.int_arg("embedding_dim", embedding_dim)
@@ -225,11 +227,18 @@ class Seq2Seq(Module):
 
     # ------------------------------------------------------------------ configuration
 
-    def make_loss(self):
+    def make_loss(self) -> CrossEntropyLoss:
         """The training loss: mean cross-entropy over the non-padding target tokens."""
         return CrossEntropyLoss(ignore_index=self.pad_id)
 
-    def set_scheduled_sampling(self, schedule, *, seed=0, greedy=True, temperature=1.0):
+    def set_scheduled_sampling(
+        self,
+        schedule: Callable[[int], float] | None,
+        *,
+        seed: int = 0,
+        greedy: bool = True,
+        temperature: float = 1.0,
+    ) -> None:
         """Use scheduled sampling in training-mode forwards that get no ``teacher_prob``: the
         i-th such forward feeds the ground truth with probability ``schedule(i)`` (e.g.
         ``rnnkit.sampling.InverseSigmoidDecay(k)``), coins from a generator seeded by
@@ -243,24 +252,24 @@ class Seq2Seq(Module):
         self.plan = plan if schedule is not None else None
 
     @property
-    def schedule(self):
+    def schedule(self) -> Callable[[int], float] | None:
         """The scheduled-sampling schedule (None: teacher forcing)."""
         return None if self.plan is None else self.plan.schedule
 
     @property
-    def sampling_step(self):
+    def sampling_step(self) -> int:
         """How many training forwards the schedule has served."""
         return 0 if self.plan is None else self.plan.step_count
 
     # ------------------------------------------------------------------ checks
 
-    def _check_tokens(self, name, tok, V, sym):
+    def _check_tokens(self, name: str, tok: Any, V: int, sym: str) -> np.ndarray:
         tok = _v.index_array(name, tok, V)
         if tok.ndim != 2:
             raise ValueError(f"{name}: expected token ids of shape {sym}, got shape {tok.shape}")
         return tok
 
-    def _check_src(self, src, src_lengths):
+    def _check_src(self, src: Any, src_lengths: Any) -> tuple[np.ndarray, np.ndarray | None]:
         src = self._check_tokens("src", src, self.src_vocab, "(S, B)")
         S, B = src.shape
         if S == 0:
@@ -305,7 +314,8 @@ class Seq2Seq(Module):
         dh_n = np.zeros((L * D, B, He), self.dtype)
         for d in range(D):
             dh_n[(L - 1) * D + d] = dh_last[:, d * He : (d + 1) * He]
-        d_final: np.ndarray | tuple[np.ndarray, np.ndarray | None] = dh_n
+        # dh_n, or (dh_n, dc_n) for an encoder with a cell state: what its family's backward takes
+        d_final: Any = dh_n
         if self.encoder.CELL.has_cell_state:
             dc_n = None
             if self.bridge_c is not None and dc0 is not None:
@@ -357,7 +367,15 @@ class Seq2Seq(Module):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, src, tgt=None, src_lengths=None, *, teacher_prob=None, rng=None):
+    def forward(
+        self,
+        src: npt.ArrayLike,
+        tgt: npt.ArrayLike | None = None,
+        src_lengths: npt.ArrayLike | None = None,
+        *,
+        teacher_prob: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
         """Teacher-forced (or scheduled-sampling) forward.
 
         Args: src (S, B) source tokens (padded with pad_id past each length); tgt (T, B)
@@ -438,7 +456,7 @@ class Seq2Seq(Module):
         plan = self.plan or SamplingPlan(lambda i: 1.0)
         return plan.own_tokens(logits, rng)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: npt.ArrayLike) -> None:
         """dlogits (T, B, V): the gradient of the loss w.r.t. forward's logits. Adds exact
         gradients into every parameter's ``.grad``. Returns None (tokens have no gradient)."""
         cache = self._need_cache()
@@ -457,7 +475,7 @@ class Seq2Seq(Module):
         dfeed = dh_next = dc_next = None
         W_c = combine.weight.data if combine is not None else None
         for t in reversed(range(T)):
-            if att is None:
+            if att is None or grads is None:  # (grads exist exactly with the attention)
                 tok, ccache = caches[t]
                 dh = do[t]
             else:
@@ -480,7 +498,7 @@ class Seq2Seq(Module):
             dfeed = dx[:, E:] if self.input_feeding else None
         self.tgt_embed.accumulate(cache["toks"], de)
         dmem = None
-        if att is not None:
+        if att is not None and grads is not None:
             Z = np.stack(zs[::-1]).reshape(T * B, -1)
             DP = np.stack(dpres[::-1]).reshape(T * B, -1)
             assert combine is not None and combine.bias is not None  # made with the attention, biased
@@ -493,7 +511,7 @@ class Seq2Seq(Module):
 
     # ------------------------------------------------------------------ inference
 
-    def encode(self, src, src_lengths=None):
+    def encode(self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None) -> Encoded:
         """Encode a batch for decoding (keeps no workspace: sets the encoder to eval mode for
         the call). src (S, B); src_lengths (B,) or None. Returns an :class:`Encoded`."""
         src, src_lengths = self._check_src(src, src_lengths)
@@ -505,7 +523,9 @@ class Seq2Seq(Module):
             self.encoder.train(was)
         return enc
 
-    def decode_step(self, tokens, state, memory=None):
+    def decode_step(
+        self, tokens: npt.ArrayLike, state: DecoderState, memory: AttentionMemory | None = None
+    ) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
         """One decoder step for N rows: tokens (N,) the previous tokens (bos first), state a
         :class:`DecoderState` (``Encoded.state`` first), memory the ``Encoded.memory`` rows
         matching (None without attention). Returns ``(logits (N, V), new state, attention
@@ -519,11 +539,13 @@ class Seq2Seq(Module):
         o, state, w, _ = self._step(tokens, state, memory, keep=False)
         return self.out.apply(o), state, w
 
-    def greedy(self, src, src_lengths=None, **kw):
+    def greedy(self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None, **kw: Any) -> DecodeResult:
         """Greedy decoding: :func:`rnnkit.decoding.greedy_decode` (same keywords)."""
         return greedy_decode(self, src, src_lengths, **kw)
 
-    def beam_search(self, src, src_lengths=None, **kw):
+    def beam_search(
+        self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None, **kw: Any
+    ) -> DecodeResult:
         """Beam search: :func:`rnnkit.decoding.beam_search` (same keywords)."""
         return beam_search(self, src, src_lengths, **kw)
 

@@ -7,7 +7,10 @@ L layers, O outputs, C classes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 from ..nn import CrossEntropyLoss, Linear, Module, MSELoss, module_class
@@ -34,18 +37,18 @@ class SequenceRegressor(Module):
 
     def __init__(
         self,
-        cell,
-        input_size,
-        hidden_size,
-        output_size=1,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int = 1,
         *,
-        num_layers=1,
-        many_to_many=False,
-        forget_bias=0.0,
-        nonlinearity="tanh",
-        dtype=np.float32,
-        seed=None,
-    ):
+        num_layers: int = 1,
+        many_to_many: bool = False,
+        forget_bias: float = 0.0,
+        nonlinearity: str = "tanh",
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
         cls = module_class(cell)
         spec = cls.CELL
         self.cell = spec.name
@@ -53,7 +56,7 @@ class SequenceRegressor(Module):
         self.dtype = v.dtype_arg(dtype)
         self.output_size = v.int_arg("output_size", output_size)
         s = seeds(seed, 2)
-        kw = {"nonlinearity": nonlinearity} if "nonlinearity" in spec.options else {}
+        kw: dict[str, Any] = {"nonlinearity": nonlinearity} if "nonlinearity" in spec.options else {}
         self.rnn = cls(input_size, hidden_size, num_layers, dtype=self.dtype, seed=s[0], **kw)
         self.hidden_size = self.rnn.hidden_size
         self.head = Linear(self.hidden_size, self.output_size, dtype=self.dtype, seed=s[1])
@@ -65,10 +68,12 @@ class SequenceRegressor(Module):
             for layer in range(self.rnn.num_layers):
                 if self.rnn.bias:
                     getattr(self.rnn, f"bias_ih_l{layer}").data[H : 2 * H] += forget_bias
-        self.final_state = None
+        self.final_state: Any = None  # the rnn's, after a forward: h_n, or (h_n, c_n) for the LSTM
         self._cache = None
 
-    def forward(self, x, state=None, lengths=None):
+    def forward(
+        self, x: npt.ArrayLike, state: Any = None, lengths: npt.ArrayLike | None = None
+    ) -> np.ndarray:
         """x (T, B, I); state: h0 (L, B, H) / (h0, c0) for the LSTM, or None; lengths (B,).
         Returns y (B, O), or (T, B, O) if many_to_many."""
         self._cache = None
@@ -83,7 +88,7 @@ class SequenceRegressor(Module):
             self._cache = (feats, out.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: npt.ArrayLike) -> np.ndarray:
         """dy like y. Adds every parameter gradient into .grad; returns dx (T, B, I)."""
         feats, out_shape = self._need_cache()
         dy = self._check_input("dy", dy)
@@ -97,7 +102,9 @@ class SequenceRegressor(Module):
             L, B = self.rnn.num_layers, dy.shape[0]
             dh_n = np.zeros((L, B, self.hidden_size), self.dtype)
             dh_n[-1] = dfeat
-            dx, _ = self.rnn.backward(None, (dh_n, None) if self.rnn.CELL.has_cell_state else dh_n)
+            # dh_n, or (dh_n, None) for a cell with a cell state: what this family's backward takes
+            dstate: Any = (dh_n, None) if self.rnn.CELL.has_cell_state else dh_n
+            dx, _ = self.rnn.backward(None, dstate)
         return dx
 
     def __repr__(self):
@@ -114,11 +121,13 @@ class SequenceClassifier(SequenceRegressor):
 
     default_loss = CrossEntropyLoss
 
-    def __init__(self, cell, input_size, hidden_size, num_classes, **kw):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_classes: int, **kw: Any) -> None:
         super().__init__(cell, input_size, hidden_size, num_classes, **kw)
         self.num_classes = self.output_size
 
-    def predict(self, x, state=None, lengths=None):
+    def predict(
+        self, x: npt.ArrayLike, state: Any = None, lengths: npt.ArrayLike | None = None
+    ) -> np.ndarray:
         """Class indices (B,) or (T, B) (argmax of the logits), without keeping a cache."""
         was = self.training
         self.eval()

@@ -57,14 +57,14 @@ class AttentionMemory:
     mask: np.ndarray | None
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         return self.keys.shape[0]
 
     @property
-    def steps(self):
+    def steps(self) -> int:
         return self.keys.shape[1]
 
-    def take(self, idx):
+    def take(self, idx: np.ndarray) -> AttentionMemory:
         """The memory of batch rows ``idx`` (N,) (e.g. each row repeated per beam)."""
         same_v = self.values is self.keys
         same_p = self.proj is self.keys
@@ -76,7 +76,7 @@ class AttentionMemory:
             None if self.mask is None else self.mask[idx],
         )
 
-    def repeat(self, k):
+    def repeat(self, k: int) -> AttentionMemory:
         """Each batch row repeated k times in a row: row b*k + i is row b (beam search)."""
         return self.take(np.repeat(np.arange(self.batch_size), k))
 
@@ -125,7 +125,9 @@ class _Attention(Module):
 
     # ------------------------------------------------------------------ memory
 
-    def memory(self, keys, values=None, mask=None):
+    def memory(
+        self, keys: npt.ArrayLike, values: npt.ArrayLike | None = None, mask: npt.ArrayLike | None = None
+    ) -> AttentionMemory:
         """Prepare the memory once per sequence: keys (B, S, Hk); values (B, S, Hv) or None
         (the keys); mask (B, S) or None. Returns an :class:`AttentionMemory`."""
         keys = self._check_input("keys", keys)
@@ -143,18 +145,20 @@ class _Attention(Module):
                 )
         return AttentionMemory(keys, values, self._project_keys(keys), _ops.mask_u8(mask, B, S))
 
-    def new_grads(self, mem):
+    def new_grads(self, mem: AttentionMemory) -> MemoryGrads:
         """Zero accumulators for :meth:`attend_backward` over the memory ``mem``."""
         return MemoryGrads(np.zeros_like(mem.proj), np.zeros_like(mem.values))
 
-    def memory_backward(self, mem, grads):
+    def memory_backward(self, mem: AttentionMemory, grads: MemoryGrads) -> tuple[np.ndarray, np.ndarray]:
         """After the steps' :meth:`attend_backward`: adds the key-side parameter gradients and
         returns ``(dkeys (B, S, Hk), dvalues (B, S, Hv))``."""
         return self._project_keys_backward(mem, grads.dproj), grads.dvalues
 
     # ------------------------------------------------------------------ one step (or T)
 
-    def attend(self, query, mem, keep=True):
+    def attend(
+        self, query: npt.ArrayLike, mem: AttentionMemory, keep: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
         """query (N, Hq) (one step) or (N, T, Hq); mem: an AttentionMemory with N rows.
         Returns ``(context (N, Hv) / (N, T, Hv), weights (N, S) / (N, T, S), cache)``
         (cache None unless keep)."""
@@ -174,7 +178,9 @@ class _Attention(Module):
         cache = (q3, w, extra, squeeze, mem) if keep else None
         return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
-    def attend_backward(self, dcontext, dweights, cache, grads):
+    def attend_backward(
+        self, dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: Any, grads: MemoryGrads
+    ) -> np.ndarray:
         """Backward of one :meth:`attend`: dcontext / dweights like its outputs (or None).
         Adds the query-side parameter gradients, accumulates the memory's into ``grads``
         (a :class:`MemoryGrads`); returns dquery like the query."""
@@ -191,7 +197,13 @@ class _Attention(Module):
 
     # ------------------------------------------------------------------ whole sequence
 
-    def forward(self, query, keys, values=None, mask=None):
+    def forward(
+        self,
+        query: npt.ArrayLike,
+        keys: npt.ArrayLike,
+        values: npt.ArrayLike | None = None,
+        mask: npt.ArrayLike | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """query (B, T, Hq) or (B, Hq); keys (B, S, Hk); values (B, S, Hv) or None (the keys);
         mask (B, S) or None. Returns ``(context, weights)``; keeps a cache for :meth:`backward`
         in training mode."""
@@ -202,7 +214,9 @@ class _Attention(Module):
             self._cache = (mem, cache, values is None)
         return ctx, w
 
-    def backward(self, dcontext, dweights=None):
+    def backward(
+        self, dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Adds the parameter gradients; returns ``(dquery, dkeys, dvalues)`` (dvalues None
         when forward took values=None: dkeys then includes the values' gradient)."""
         mem, cache, shared = self._need_cache()
@@ -221,7 +235,16 @@ class AdditiveAttention(_Attention):
 
     kind = "additive"
 
-    def __init__(self, query_size, key_size, attention_size=None, *, bias=False, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        attention_size: int | None = None,
+        *,
+        bias: bool = False,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size, dtype)
         A = self.attention_size = _v.int_arg("attention_size", attention_size or self.query_size)
         ss = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(3)
@@ -269,7 +292,15 @@ class DotAttention(_Attention):
 
     kind = "dot"
 
-    def __init__(self, query_size, key_size=None, *, scale=1.0, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int | None = None,
+        *,
+        scale: float = 1.0,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size or query_size, dtype)
         if self.key_size != self.query_size:
             raise ValueError(
@@ -307,7 +338,14 @@ class GeneralAttention(DotAttention):
 
     kind = "general"
 
-    def __init__(self, query_size, key_size, *, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        *,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self._init_common(query_size, key_size, dtype)
         self.scale = 1.0
         k = 1 / np.sqrt(self.key_size)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 from .module import Module
@@ -32,7 +33,15 @@ class Linear(Module):
     dimensions (a (T, B, I) input is one (T*B, I) x (I, O) product).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self.in_features = v.int_arg("in_features", in_features)
         self.out_features = v.int_arg("out_features", out_features)
         self.dtype = v.dtype_arg(dtype)
@@ -46,7 +55,7 @@ class Linear(Module):
         )
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> np.ndarray:
         """x (..., I) -> y (..., O)."""
         x = self._check_input("x", x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
@@ -57,7 +66,7 @@ class Linear(Module):
             self._cache = x
         return y
 
-    def apply(self, x):
+    def apply(self, x: np.ndarray) -> np.ndarray:
         """The forward map without keeping anything (no checks): x (..., I) -> (..., O)."""
         x2 = x.reshape(-1, self.in_features)
         y = x2 @ self.weight.data.T
@@ -65,14 +74,14 @@ class Linear(Module):
             y += self.bias.data
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dy):
+    def backward(self, dy: npt.ArrayLike) -> np.ndarray:
         """dy (..., O) -> dx (..., I); adds dW = dy^T x and db = sum dy into the grads."""
         x = self._need_cache()
         dy = self._check_input("dy", dy)
         v.check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "(..., O)")
         return self.accumulate(x, dy)
 
-    def accumulate(self, x, dy):
+    def accumulate(self, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Backward for a given input (no checks): adds the parameter gradients of the map at
         ``x`` (..., I) for the output gradient ``dy`` (..., O); returns dx (..., I)."""
         x2 = x.reshape(-1, self.in_features)
@@ -91,7 +100,9 @@ class Linear(Module):
 # ============================================================================ Embedding
 
 
-def scatter_add_rows(target, idx, rows, work=None):
+def scatter_add_rows(
+    target: np.ndarray, idx: np.ndarray, rows: np.ndarray, work: np.ndarray | None = None
+) -> np.ndarray:
     """``target[idx[n]] += rows[n]`` for every n, duplicates summed: target (V, E), idx (N,)
     integers, rows (N, E). Returns target.
 
@@ -135,7 +146,15 @@ class Embedding(Module):
     gets no gradient. Backward is a scatter-add of dy into the rows that were looked up.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        *,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self.num_embeddings = v.int_arg("num_embeddings", num_embeddings)
         self.embedding_dim = v.int_arg("embedding_dim", embedding_dim)
         self.dtype = v.dtype_arg(dtype)
@@ -157,7 +176,7 @@ class Embedding(Module):
         self.weight = self._param("weight", w)
         self._cache = None
 
-    def forward(self, idx):
+    def forward(self, idx: npt.ArrayLike) -> np.ndarray:
         """idx (...) integers in [0, V) -> (..., E)."""
         idx = v.index_array("idx", idx, self.num_embeddings)
         self._cache = None
@@ -166,7 +185,7 @@ class Embedding(Module):
             self._cache = idx
         return out
 
-    def backward(self, dy):
+    def backward(self, dy: npt.ArrayLike) -> None:
         """dy (..., E): adds dy into ``weight.grad`` at the looked-up rows (duplicates summed,
         the padding row skipped). Indices have no gradient: returns None."""
         idx = self._need_cache()
@@ -175,7 +194,7 @@ class Embedding(Module):
         self.accumulate(idx, dy)
         return None
 
-    def accumulate(self, idx, dy):
+    def accumulate(self, idx: np.ndarray, dy: np.ndarray) -> None:
         """Scatter-add ``dy`` (..., E) into the rows ``idx`` (...) of weight.grad (no checks)."""
         flat = idx.reshape(-1)
         rows = dy.reshape(-1, self.embedding_dim)
@@ -198,12 +217,12 @@ class Dropout(Module):
     scaled by 1 / (1 - p); in eval mode (and for p = 0) the identity. x (...) -> (...).
     The masks come from a generator seeded by ``seed`` (reproducible)."""
 
-    def __init__(self, p=0.5, *, seed=None):
+    def __init__(self, p: float = 0.5, *, seed: int | np.random.SeedSequence | None = None) -> None:
         self.p = v.probability("p", p)
         self._rng = np.random.default_rng(seed)
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> np.ndarray:
         """x (...) float32/float64 -> same shape and dtype."""
         x = v.float_array("x", x)
         self._cache = None
@@ -217,7 +236,7 @@ class Dropout(Module):
         self._cache = (mask, x.shape)
         return x * mask
 
-    def backward(self, dy):
+    def backward(self, dy: npt.ArrayLike) -> np.ndarray:
         """dy (...) -> dx = dy * mask (the same mask as forward)."""
         mask, shape = self._need_cache()
         dy = v.float_array("dy", dy)

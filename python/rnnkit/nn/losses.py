@@ -8,6 +8,7 @@ in either mode. Letters: C classes, ``...`` any leading dimensions (e.g. (T, B))
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 from ..ops.losses import softmax_cross_entropy
@@ -27,12 +28,12 @@ class CrossEntropyLoss(Module):
     ``sum(grad * loss)`` for "none", grad a scalar or (...)).
     """
 
-    def __init__(self, ignore_index=-100, reduction="mean"):
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean") -> None:
         self.ignore_index = v.int_arg("ignore_index", ignore_index, minimum=None)
         self.reduction = v.choice("reduction", reduction, ("mean", "sum", "none"))
         self._cache = None
 
-    def forward(self, logits, targets):
+    def forward(self, logits: npt.ArrayLike, targets: npt.ArrayLike) -> np.floating | np.ndarray:
         logits = v.float_array("logits", logits)
         if logits.ndim < 1:
             raise ValueError("logits: expected at least 1 dimension (..., C), got a scalar")
@@ -54,7 +55,7 @@ class CrossEntropyLoss(Module):
         self._cache = dlogits.reshape(logits.shape)
         return loss
 
-    def backward(self, grad=1.0):
+    def backward(self, grad: npt.ArrayLike = 1.0) -> np.ndarray:
         """Gradient w.r.t. the logits (..., C) of ``grad * loss``."""
         if self._cache is None:
             raise RuntimeError("CrossEntropyLoss.backward: no forward to differentiate")
@@ -69,7 +70,7 @@ class CrossEntropyLoss(Module):
             raise ValueError(f"grad: expected a scalar, got shape {g.shape}")
         return d * g
 
-    def train(self, mode=True):  # a loss keeps its last gradient in either mode
+    def train(self, mode: bool = True) -> CrossEntropyLoss:  # a loss keeps its last gradient in either mode
         self.training = v.flag("mode", mode)
         return self
 
@@ -82,11 +83,11 @@ class MSELoss(Module):
 
     ``loss = mse(pred (...), target (...))``; ``dpred = mse.backward(grad=1.0)`` (...)."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         self.reduction = v.choice("reduction", reduction, ("mean", "sum", "none"))
         self._cache = None
 
-    def forward(self, pred, target):
+    def forward(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> np.floating | np.ndarray:
         pred = v.float_array("pred", pred)
         target = v.float_array("target", target, pred.dtype)
         v.check_shape("target", target, pred.shape, "(...) like pred")
@@ -102,7 +103,7 @@ class MSELoss(Module):
         self._cache = diff * pred.dtype.type(2 * scale)
         return loss
 
-    def backward(self, grad=1.0):
+    def backward(self, grad: npt.ArrayLike = 1.0) -> np.ndarray:
         """Gradient w.r.t. pred (...) of ``grad * loss``."""
         if self._cache is None:
             raise RuntimeError("MSELoss.backward: no forward to differentiate")

@@ -42,9 +42,11 @@ before backward) and applies inter-layer dropout; ``eval()`` does neither.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
 from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
@@ -547,30 +549,34 @@ class RNN(_RNNBase):
 
     def __init__(
         self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        nonlinearity="tanh",
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
         *,
-        dtype=np.float32,
-        seed=None,
-    ):
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
         super().__init__(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
         )
 
-    def forward(self, x, h0=None, lengths=None):
+    def forward(
+        self, x: npt.ArrayLike, h0: npt.ArrayLike | None = None, lengths: npt.ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """x (T, B, I) or (B, T, I) batch-first or (T, I); h0 (L*D, B, H) or None;
         lengths (B,) or None. Returns ``(out (T, B, D*H), h_n (L*D, B, H))``."""
         out, (h_n,) = self._forward(x, (h0,), lengths)
         return out, h_n
 
-    def backward(self, dout, dh_n=None):
+    def backward(
+        self, dout: npt.ArrayLike | None, dh_n: npt.ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """dout like out, or None; dh_n (L*D, B, H) or None. Adds into every .grad.
         Returns ``(dx like x, dh0 (L*D, B, H))``."""
         dx, (dh0,) = self._backward(dout, (dh_n,))
@@ -609,18 +615,18 @@ class LSTM(_RNNBase):
 
     def __init__(
         self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        proj_size=0,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
         *,
-        dtype=np.float32,
-        seed=None,
-    ):
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         super().__init__(
             input_size,
             hidden_size,
@@ -634,14 +640,21 @@ class LSTM(_RNNBase):
             seed,
         )
 
-    def forward(self, x, hx=None, lengths=None):
+    def forward(
+        self,
+        x: npt.ArrayLike,
+        hx: Sequence[npt.ArrayLike | None] | None = None,
+        lengths: npt.ArrayLike | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """x (T, B, I) or (B, T, I) batch-first or (T, I); hx = (h0 (L*D, B, H_out),
         c0 (L*D, B, H)), either may be None, or None; lengths (B,) or None.
         Returns ``(out (T, B, D*H_out), (h_n (L*D, B, H_out), c_n (L*D, B, H)))``."""
         out, (h_n, c_n) = self._forward(x, _pair("hx", hx), lengths)
         return out, (h_n, c_n)
 
-    def backward(self, dout, dhx=None):
+    def backward(
+        self, dout: npt.ArrayLike | None, dhx: Sequence[npt.ArrayLike | None] | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """dout like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n), either may be
         None, or None. Adds into every .grad. Returns ``(dx like x, (dh0, dc0))``."""
         dx, (dh0, dc0) = self._backward(dout, _pair("dhx", dhx))
@@ -683,29 +696,33 @@ class GRU(_RNNBase):
 
     def __init__(
         self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
         *,
-        reset_after=True,
-        dtype=np.float32,
-        seed=None,
-    ):
+        reset_after: bool = True,
+        dtype: npt.DTypeLike = np.float32,
+        seed: int | np.random.SeedSequence | None = None,
+    ) -> None:
         self.reset_after = v.flag("reset_after", reset_after)
         super().__init__(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
         )
 
-    def forward(self, x, h0=None, lengths=None):
+    def forward(
+        self, x: npt.ArrayLike, h0: npt.ArrayLike | None = None, lengths: npt.ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`RNN.forward`: returns ``(out (T, B, D*H), h_n (L*D, B, H))``."""
         out, (h_n,) = self._forward(x, (h0,), lengths)
         return out, h_n
 
-    def backward(self, dout, dh_n=None):
+    def backward(
+        self, dout: npt.ArrayLike | None, dh_n: npt.ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`RNN.backward`: returns ``(dx like x, dh0 (L*D, B, H))``."""
         dx, (dh0,) = self._backward(dout, (dh_n,))
         return dx, dh0

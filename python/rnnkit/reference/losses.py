@@ -3,6 +3,8 @@
 Letters: N rows, C classes.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import numpy.typing as npt
 

@@ -39,6 +39,8 @@ Conventions shared by every function here and by the C++-backed API:
   None or another cell's workspace raises ValueError.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 import numpy as np

@@ -6,15 +6,28 @@ Shape letters: T time steps, B batch, I input size, k the truncation length.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .clipping import clip_grad_norm
+from .optim import Optimizer
 
 __all__ = ["truncated_bptt"]
 
 
-def truncated_bptt(model, x, y, k, loss, optimizer=None, *, state=None, clip_norm=None):
+def truncated_bptt(
+    model: Any,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    k: int,
+    loss: Any,
+    optimizer: Optimizer | None = None,
+    *,
+    state: Any = None,
+    clip_norm: float | None = None,
+) -> tuple[float, Any]:
     """Walk a long sequence in chunks of k steps, carrying the hidden state forward and
     cutting the gradient at every chunk border.
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
+
+from ..nn.module import Module
+from .optim import Optimizer
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
 
-def save_checkpoint(path, model, optimizer=None, **meta):
+def save_checkpoint(
+    path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None, **meta: Any
+) -> str:
     """Save the model's parameters (``param/<name>``), the optimiser's state (``optim/<key>``)
     and JSON-able metadata (``meta``) into one .npz file at ``path``."""
-    arrays = {f"param/{n}": p.data for n, p in model.named_parameters()}
+    arrays: dict[str, Any] = {f"param/{n}": p.data for n, p in model.named_parameters()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": a for k, a in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
@@ -33,7 +39,9 @@ def _json_default(o):
     raise TypeError(f"meta: {type(o).__name__} is not JSON serialisable")
 
 
-def load_checkpoint(path, model, optimizer=None, strict=True):
+def load_checkpoint(
+    path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None, strict: bool = True
+) -> dict[str, Any]:
     """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); returns meta."""
     with np.load(os.fspath(path), allow_pickle=False) as f:
         params = {k[len("param/") :]: f[k] for k in f.files if k.startswith("param/")}

@@ -4,16 +4,23 @@ value, in place over a module's parameters."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
 from .. import _validate as v
+from ..nn.module import Module, Parameter
 from .optim import param_list
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
 
-def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm(
+    params: Module | Iterable[Parameter],
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+) -> float:
     """Scale all gradients together so that their global norm is at most ``max_norm``
     (Pascanu et al.'s remedy for exploding gradients); torch's clip_grad_norm_ rule:
     ``grad *= min(1, max_norm / (norm + 1e-6))``.
@@ -44,7 +51,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     return total
 
 
-def clip_grad_value(params, clip_value):
+def clip_grad_value(params: Module | Iterable[Parameter], clip_value: float) -> None:
     """Clip every gradient element into [-clip_value, clip_value] in place."""
     params = param_list(params)
     c = v.real("clip_value", clip_value, 0, finite=False)

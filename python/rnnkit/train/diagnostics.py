@@ -12,11 +12,22 @@ Shape letters: T time steps, B batch, I input size, H hidden size, O output size
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
+
+from ..models import SequenceRegressor
+from ..nn import CrossEntropyLoss, MSELoss
 
 __all__ = ["gradient_norms_through_time"]
 
 
-def gradient_norms_through_time(model, x, y, *, loss=None, per_sequence=False):
+def gradient_norms_through_time(
+    model: SequenceRegressor,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    loss: MSELoss | CrossEntropyLoss | None = None,
+    per_sequence: bool = False,
+) -> np.ndarray:
     """``||dL/dh_t||`` for t = 0 .. T-1, h_t being the state after step t.
 
     model: a SequenceRegressor / SequenceClassifier with one layer, one direction;

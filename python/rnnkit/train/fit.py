@@ -16,10 +16,13 @@ import math
 import numbers
 import os
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .. import _validate as v
 from .checkpoint import save_checkpoint
 from .clipping import clip_grad_norm, clip_grad_value
+from .optim import Optimizer
 
 __all__ = ["fit", "TrainState", "Callback", "Evaluate", "EarlyStopping", "Checkpoint"]
 
@@ -29,22 +32,22 @@ class TrainState:
     the last batch), ``history`` ({name: [(step, value), ...]}, "loss" included),
     ``stop`` (set True to end training), ``postfix`` (shown in the progress bar), start time."""
 
-    def __init__(self, model, optimizer, loss_fn):
+    def __init__(self, model: Any, optimizer: Optimizer, loss_fn: Any) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.step = 0
         self.loss = math.nan
         self.grad_norm = math.nan
         self.history: dict[str, list[tuple[int, float]]] = {"loss": []}
         self.stop = False
-        self.stop_reason = None
-        self.postfix = {}
+        self.stop_reason: str | None = None
+        self.postfix: dict[str, Any] = {}
         self.t0 = time.perf_counter()
 
     @property
-    def elapsed(self):
+    def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def last(self, name, default=None):
+    def last(self, name: str, default: float | None = None) -> float | None:
         h = self.history.get(name)
         return h[-1][1] if h else default
 
@@ -52,13 +55,13 @@ class TrainState:
 class Callback:
     """Hooks called by :func:`fit`; override any of them. They get the TrainState."""
 
-    def on_train_begin(self, state):
+    def on_train_begin(self, state: TrainState) -> None:
         pass
 
-    def on_step_end(self, state):
+    def on_step_end(self, state: TrainState) -> None:
         pass
 
-    def on_train_end(self, state):
+    def on_train_end(self, state: TrainState) -> None:
         pass
 
 
@@ -67,7 +70,19 @@ class Evaluate(Callback):
     a dict of numbers; record them in ``state.history`` (under ``name`` for a number) and the
     progress bar."""
 
-    def __init__(self, fn, every=100, name="val_loss", at_start=False):
+    fn: Callable[[Any], float | dict[str, float]]
+    every: int
+    name: str
+    at_start: bool
+    _last_step: int | None  # the step of the last evaluation
+
+    def __init__(
+        self,
+        fn: Callable[[Any], float | dict[str, float]],
+        every: int = 100,
+        name: str = "val_loss",
+        at_start: bool = False,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"fn: expected a callable model -> metric, got {type(fn).__name__}")
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
@@ -89,15 +104,15 @@ class Evaluate(Callback):
             state.postfix[name] = f"{float(value):.4g}"
         self._last_step = state.step
 
-    def on_train_begin(self, state):
+    def on_train_begin(self, state: TrainState) -> None:
         if self.at_start:
             self._run(state)
 
-    def on_step_end(self, state):
+    def on_step_end(self, state: TrainState) -> None:
         if state.step % self.every == 0:
             self._run(state)
 
-    def on_train_end(self, state):
+    def on_train_end(self, state: TrainState) -> None:
         if self._last_step != state.step:
             self._run(state)
 
@@ -107,7 +122,23 @@ class EarlyStopping(Callback):
     improved by more than ``min_delta`` for ``patience`` new values, or (``target``) as soon
     as it is at or beyond ``target``. mode "min" or "max". Put it after its Evaluate."""
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min", target=None):
+    monitor: str
+    patience: int
+    mode: str
+    min_delta: float
+    target: float | None
+    best: float | None  # the best value so far
+    bad: int  # new values without improvement since the best
+    _seen: int  # history entries of monitor seen
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        target: float | None = None,
+    ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
@@ -120,7 +151,7 @@ class EarlyStopping(Callback):
     def _better(self, a, b):
         return a < b - self.min_delta if self.mode == "min" else a > b + self.min_delta
 
-    def on_step_end(self, state):
+    def on_step_end(self, state: TrainState) -> None:
         h = state.history.get(self.monitor, [])
         if len(h) == self._seen:
             return
@@ -148,7 +179,23 @@ class Checkpoint(Callback):
     ``every`` steps, or -- with ``monitor`` -- whenever that history entry reaches a new best
     (mode "min"/"max"); and at the end if ``at_end``."""
 
-    def __init__(self, path, every=None, monitor=None, mode="min", at_end=False):
+    path: str
+    every: int | None
+    monitor: str | None
+    mode: str
+    at_end: bool
+    best: float | None  # the best monitored value so far
+    _seen: int  # history entries of monitor seen
+    saved_steps: list[int]  # the steps at which a checkpoint was written
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        every: int | None = None,
+        monitor: str | None = None,
+        mode: str = "min",
+        at_end: bool = False,
+    ) -> None:
         if every is None and monitor is None and not at_end:
             raise ValueError("every, monitor, at_end: give at least one")
         self.path, self.every, self.monitor, self.mode, self.at_end = (
@@ -164,7 +211,7 @@ class Checkpoint(Callback):
         save_checkpoint(self.path, state.model, state.optimizer, step=state.step, history=state.history)
         self.saved_steps.append(state.step)
 
-    def on_step_end(self, state):
+    def on_step_end(self, state: TrainState) -> None:
         if self.every and state.step % self.every == 0:
             self._save(state)
         if self.monitor is not None:
@@ -176,7 +223,7 @@ class Checkpoint(Callback):
                     self.best = value
                     self._save(state)
 
-    def on_train_end(self, state):
+    def on_train_end(self, state: TrainState) -> None:
         if self.at_end:
             self._save(state)
 
@@ -203,21 +250,21 @@ def _batches(data, steps, epochs):
 
 
 def fit(
-    model,
-    loss_fn,
-    optimizer,
-    data,
+    model: Any,
+    loss_fn: Any,
+    optimizer: Optimizer,
+    data: Callable[[int], tuple[Any, Any]] | Iterable[tuple[Any, Any]],
     *,
-    steps=None,
-    epochs=1,
-    clip_norm=None,
-    clip_value=None,
-    callbacks=(),
-    progress=True,
-    desc="train",
-    log_every=1,
-    time_limit=None,
-):
+    steps: int | None = None,
+    epochs: int = 1,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    callbacks: Iterable[Callback] = (),
+    progress: bool = True,
+    desc: str = "train",
+    log_every: int = 1,
+    time_limit: float | None = None,
+) -> TrainState:
     """Train ``model`` with ``optimizer`` on ``loss_fn``.
 
     data: a callable ``data(step) -> (x, y)`` (with ``steps``) or a re-iterable of (x, y)

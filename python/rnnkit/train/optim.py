@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as v
+from ..nn.module import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "param_list"]
 
 
-def param_list(params):
-    if callable(getattr(params, "parameters", None)):
-        params = params.parameters()
-    if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
-        raise TypeError(
-            f"params: expected an iterable of Parameters or a module, got {type(params).__name__}"
-        )
+def param_list(params: Module | Iterable[Parameter]) -> list[Parameter]:
+    items: Any = params  # duck-typed: anything with .parameters(), or an iterable of Parameters
+    if callable(getattr(items, "parameters", None)):
+        items = items.parameters()
+    if isinstance(items, np.ndarray) or not hasattr(items, "__iter__"):
+        raise TypeError(f"params: expected an iterable of Parameters or a module, got {type(items).__name__}")
     out, seen = [], set()
-    for k, p in enumerate(params):
+    for k, p in enumerate(items):
         if not (
             isinstance(getattr(p, "data", None), np.ndarray)
             and isinstance(getattr(p, "grad", None), np.ndarray)
@@ -54,18 +56,18 @@ class Optimizer(abc.ABC):
 
     _state_keys = ()
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Module | Iterable[Parameter], lr: float) -> None:
         self.params = param_list(params)
         self.lr = v.real("lr", lr, 0.0)
         self.state: list[dict[str, Any]] = [dict() for _ in self.params]  # per parameter: buffers
         self.step_count = 0
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's .grad to zero (in place)."""
         for p in self.params:
             p.grad[...] = 0
 
-    def step(self):
+    def step(self) -> None:
         """One update of every parameter from its .grad."""
         self.step_count += 1
         for p, st in zip(self.params, self.state):
@@ -79,7 +81,7 @@ class Optimizer(abc.ABC):
     def _update(self, p, st):
         """Update parameter p in place from p.grad and its state dict st (per optimiser)."""
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Flat ``{key: array}``: "step", "lr" and "state.{k}.{buffer}" per parameter k."""
         out = {"step": np.array(self.step_count), "lr": np.array(self.lr)}
         for k, st in enumerate(self.state):
@@ -87,7 +89,7 @@ class Optimizer(abc.ABC):
                 out[f"state.{k}.{name}"] = np.array(buf)
         return out
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, npt.ArrayLike]) -> None:
         """Restore from :meth:`state_dict` (buffers are copied, shapes checked)."""
         new: list[dict[str, Any]] = [dict() for _ in self.params]
         for key, val in state.items():
@@ -124,7 +126,15 @@ class SGD(Optimizer):
     p -= lr * g
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params: Module | Iterable[Parameter],
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = v.real("momentum", momentum, 0.0)
         self.dampening = v.real("dampening", dampening, 0.0)
@@ -162,7 +172,15 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(
+        self,
+        params: Module | Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
@@ -212,5 +230,13 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(
+        self,
+        params: Module | Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
