@@ -60,7 +60,7 @@ def seeds(seed, n):
 def shift_right(y, start):
     """Teacher-forcing inputs: y (T, B) tokens or (T, B, O) values -> y_prev of the same
     shape with ``y_prev[0] = start`` (broadcast to (B,) / (B, O)) and ``y_prev[t] = y[t-1]``."""
-    y = np.asarray(y)
+    y = v.as_array("y", y)
     if y.ndim < 2:
         raise ValueError(f"y: expected (T, B) or (T, B, O), got shape {y.shape}")
     out = np.empty_like(y)
@@ -162,7 +162,7 @@ class _AutoregressiveBase(Module):
             return s
         if start is None:
             return np.zeros((B, self.output_size), self.dtype)
-        s = np.asarray(start)
+        s = v.as_array("start", start)
         if s.dtype != self.dtype:
             raise TypeError(f"start: expected dtype {self.dtype.name}, got {s.dtype}")
         try:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
+from .. import _validate as v
 from .clipping import clip_grad_norm
 
 __all__ = ["truncated_bptt"]
@@ -31,8 +30,8 @@ def truncated_bptt(model, x, y, k, loss, optimizer=None, *, state=None, clip_nor
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k: expected an int >= 1 (steps per chunk), got {k!r}")
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x = v.as_array("x", x)
+    y = v.as_array("y", y)
     if x.ndim < 2:
         raise ValueError(f"x: expected (T, B, I), got shape {x.shape}")
     if y.shape[:2] != x.shape[:2]:

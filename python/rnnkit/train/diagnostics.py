@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _validate as v
+
 __all__ = ["gradient_norms_through_time"]
 
 
@@ -35,7 +37,7 @@ def gradient_norms_through_time(model, x, y, *, loss=None, per_sequence=False):
         raise ValueError(
             "model: gradient_norms_through_time needs a single-layer, unidirectional recurrent module"
         )
-    x = np.asarray(x)
+    x = v.as_array("x", x)
     if x.dtype != model.dtype:
         raise TypeError(f"x: expected dtype {model.dtype.name} (the model's dtype), got {x.dtype}")
     if x.ndim != 3 or x.shape[2] != rnn.input_size:
