@@ -20,6 +20,9 @@
 //
 // Few query steps (the decoder's one step at a time): plain loops, vectorised over the feature
 // dimension. Many query steps: per batch row the products become GEMMs (rnnkit::gemm).
+//
+// Long calls stop early on Ctrl-C (interrupt.hpp): each kernel polls once per batch row and
+// returns with its outputs unfinished if a signal handler raised (the binding then raises).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +32,7 @@
 
 #include "blas.hpp"
 #include "common.hpp"
+#include "interrupt.hpp"
 #include "simd.hpp"
 #include "vecmath.hpp"
 
@@ -213,8 +217,11 @@ struct AdditiveArgs {
 template <class T>
 RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
+  Interrupt interrupt(double(T_) * S * (A + Hv));
   std::vector<T> e(static_cast<std::size_t>(S)), tmp(static_cast<std::size_t>(A));
   for (index_t b = 0; b < p.B; ++b) {
+    interrupt.poll();
+    if (interrupt.requested()) return;
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* kp = p.kp + b * S * A;
     T* wb = w + b * T_ * S;
@@ -232,9 +239,12 @@ template <class T>
 RNNKIT_CLONES void additive_attention_backward(const AdditiveArgs<T>& p, const T* dctx, const T* dw,
                                                const T* w, T* dqp, T* dkp, T* dv, T* dvalues) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
+  Interrupt interrupt(double(T_) * S * (2 * A + Hv));
   std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(S));
   std::fill_n(dv, A, T(0));
   for (index_t b = 0; b < p.B; ++b) {
+    interrupt.poll();
+    if (interrupt.requested()) return;
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* wb = w + b * T_ * S;
     const T* kp = p.kp + b * S * A;
@@ -268,8 +278,11 @@ struct DotArgs {
 template <class T>
 RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
+  Interrupt interrupt(double(T_) * S * (H + Hv));
   std::vector<T> e(static_cast<std::size_t>(T_ * S));
   for (index_t b = 0; b < p.B; ++b) {
+    interrupt.poll();
+    if (interrupt.requested()) return;
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* qb = p.q + b * T_ * H;
     const T* kb = p.k + b * S * H;
@@ -291,8 +304,11 @@ template <class T>
 RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, const T* dw, const T* w,
                                           T* dq, T* dk, T* dvalues) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
+  Interrupt interrupt(double(T_) * S * (2 * H + Hv));
   std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(T_ * S));
   for (index_t b = 0; b < p.B; ++b) {
+    interrupt.poll();
+    if (interrupt.requested()) return;
     const std::uint8_t* mask = p.mask ? p.mask + b * S : nullptr;
     const T* wb = w + b * T_ * S;
     const T* qb = p.q + b * T_ * H;

@@ -16,6 +16,7 @@
 #include "fp_env.hpp"
 
 #include "attention.hpp"
+#include "interrupt_python.hpp"
 
 namespace py = pybind11;
 using namespace rnnkit;
@@ -97,6 +98,7 @@ py::tuple additive_forward(const Array<T>& qp, const Array<T>& kp, const Array<T
     const KernelFpScope fp;
     additive_attention_forward(p, c, wp);
   }
+  raise_if_interrupted();
   return py::make_tuple(ctx, w);
 }
 
@@ -115,6 +117,7 @@ py::tuple additive_backward(const OptArray<T>& dctx, const OptArray<T>& dw, cons
     const KernelFpScope fp;
     additive_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3, o4);
   }
+  raise_if_interrupted();
   return py::make_tuple(dqp, dkp, dv, dvalues);
 }
 
@@ -131,6 +134,7 @@ py::tuple dot_forward(const Array<T>& q, const Array<T>& k, const Array<T>& valu
     const KernelFpScope fp;
     dot_attention_forward(p, c, wp);
   }
+  raise_if_interrupted();
   return py::make_tuple(ctx, w);
 }
 
@@ -148,6 +152,7 @@ py::tuple dot_backward(const OptArray<T>& dctx, const OptArray<T>& dw, const Arr
     const KernelFpScope fp;
     dot_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3);
   }
+  raise_if_interrupted();
   return py::make_tuple(dq, dk, dvalues);
 }
 

@@ -19,6 +19,7 @@
 #include "cells.hpp"
 #include "driver.hpp"
 #include "fma_peak.hpp"
+#include "interrupt_python.hpp"
 #include "loss.hpp"
 #include "memory.hpp"
 #include "workspace.hpp"
@@ -127,6 +128,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
     const KernelFpScope fp;
     sequence_forward<Cell>(s, p);
   }
+  raise_if_interrupted();  // Ctrl-C during the call: the outputs are unfinished
   py::object ws = py::none();
   if (training) {
     auto saved = [](std::optional<Array<T>>& a) -> py::object {
@@ -199,6 +201,7 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
     const KernelFpScope fp;
     sequence_backward<Cell>(s, p);
   }
+  raise_if_interrupted();  // Ctrl-C during the call: the outputs are unfinished
   auto obj = [](std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
   return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh), obj(dW_hr));
 }
@@ -443,4 +446,5 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("float64"), py::arg("seconds") = 0.5);
   bind_attention(m);
+  bind_interrupt(m);  // Ctrl-C stops long calls (interrupt.hpp)
 }

@@ -26,6 +26,14 @@
 // sequence's projection inside the loop's run instead, on the packed kernel); the weight
 // gradients on the BLAS with its own threads.
 //
+// Interrupts (interrupt.hpp): the caller polls for a pending Python signal once per step; when a
+// handler raised, every thread leaves the time loop at the top of the next step and the call
+// returns at once with its outputs unfinished, for the binding to raise instead of returning
+// them. Cost: a clock read every few steps (interrupt.hpp); LSTM T=50, B=1, H=128 inference
+// forward, float32, 1 thread, 206 us a call: polling on vs off (_core._set_interrupt_polling),
+// alternating batches of 50 calls in one process, medians of 300 batches each: +0.29% and
+// -0.13% in two runs, i.e. below the machine's noise (12 clock reads, ~0.3 us, expected).
+//
 // Memory: every buffer is allocated before the time loop; nothing is allocated inside it.
 // Layout of saved arrays is by time index t and original batch row b, so the whole-sequence
 // GEMMs see plain (T*B, .) matrices whichever the direction.
@@ -44,6 +52,7 @@
 #include "cells.hpp"
 #include "common.hpp"
 #include "cpu_info.hpp"
+#include "interrupt.hpp"
 #include "small_gemm.hpp"
 #include "team.hpp"
 
@@ -334,6 +343,7 @@ template <class Cell, class T>
 void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   constexpr int G = Cell::G;
   const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = G * H;
+  Interrupt interrupt(double(B) * GH * S);  // first: it refuses a call from a signal handler
   const bool training = p.gates != nullptr;
   const bool project = p.W_hr != nullptr;
   const RowSchedule sched(s);
@@ -390,6 +400,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
     rec_n[tid].pack();
     proj[tid].pack();
     for (index_t k = 0; k < T_; ++k) {
+      if (interrupt.requested()) break;  // read by all threads here; set before a barrier below
       const index_t t = RowSchedule::time_of(s, k);
       const index_t n = sched.n_active[t];
       const auto [r0, r1] = ctx.part(n);  // this thread's rows for the elementwise phases
@@ -422,6 +433,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
       } else {
         forward_rows<Cell>(r0, r1, H, rows, base, 0);
       }
+      if (tid == 0) interrupt.poll();  // between this step's barriers (see interrupt.hpp)
       ctx.barrier();
       if (project) {
         proj[tid].apply(n, m_rows.data(), H, T(0), h.data(), S);
@@ -430,6 +442,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
       }
     }
   });
+  if (interrupt.requested()) return;  // the binding raises; the outputs are dropped
 
   for (index_t r = 0; r < B; ++r) {
     std::copy_n(h.data() + r * S, S, p.h_T + rows[r] * S);
@@ -519,6 +532,7 @@ template <class Cell, class T>
 void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   constexpr int G = Cell::G;
   const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = G * H, TB = s.T * s.B;
+  Interrupt interrupt(double(B) * GH * S);  // first: it refuses a call from a signal handler
   const bool project = p.W_hr != nullptr;
   const RowSchedule sched(s);
   const index_t* rows = sched.rows.data();
@@ -577,6 +591,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     rec_n[tid].pack();
     proj[tid].pack();
     for (index_t k = T_ - 1; k >= 0; --k) {
+      if (interrupt.requested()) break;  // read by all threads here; set before a barrier below
       const index_t t = RowSchedule::time_of(s, k);
       const index_t n = sched.n_active[t];
       const auto [r0, r1] = ctx.part(n);
@@ -621,9 +636,11 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
         ctx.barrier();
         rec[tid].apply(n, dg.data(), GH, Cell::kDirectStateGrad ? T(1) : T(0), dh.data(), S);
       }
+      if (tid == 0) interrupt.poll();  // after this step's first barrier (see interrupt.hpp)
       ctx.barrier();
     }
   });
+  if (interrupt.requested()) return;  // the binding raises; the outputs are dropped
 
   plan.release();
   for (index_t r = 0; r < B; ++r) {

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 
 import numpy as np
+import pytest
 
 import rnnkit
 from conftest import make_params, n_states
@@ -93,6 +94,22 @@ def huge_lstm_projection(H_big, T_big=2**26 - 1, B_big=32, dtype=np.float64, pri
     if private:
         return _core.lstm_forward(x, None, None, W_ih, W_hh, None, None, W_hr, None, False, True)
     return rnnkit.lstm_forward(x, None, None, W_ih, W_hh, None, None, W_hr=W_hr)
+
+
+def _torch():
+    """torch, for the torch cases (they skip without it; docs/errors.md is rendered with it)."""
+    return pytest.importorskip("torch")
+
+
+def _torch_x(**kw):
+    return _torch().tensor(base_args()["x"], **kw)
+
+
+def _ragged_x():
+    """x as nested lists whose second time step has one batch row too few."""
+    x = base_args()["x"].tolist()
+    x[1] = x[1][:1]
+    return x
 
 
 def _module(**kw):
@@ -456,6 +473,71 @@ BAD_INPUTS = [
         lambda: nn.LSTM(I, H, dtype=np.float16),
         TypeError,
         "dtype: expected float32 or float64, got float16",
+    ),
+    # --- other kinds of arrays: ragged nested lists, torch tensors and dtypes
+    Case(
+        "array kind",
+        "`lstm_forward`: x a ragged nested list (one step with B - 1 rows)",
+        lambda: _lstm(x=_ragged_x()),
+        ValueError,
+        "x: expected a rectangular array, got a ragged nested sequence (of shape (3,) + ragged part)",
+    ),
+    Case(
+        "array kind",
+        "`nn.LSTM`: x a ragged nested list",
+        lambda: _module()(_ragged_x()),
+        ValueError,
+        "x: expected a rectangular array, got a ragged nested sequence (of shape (3,) + ragged part)",
+    ),
+    Case(
+        "array kind",
+        "`softmax_cross_entropy`: ragged targets",
+        lambda: _ce(targets=[[0], [1, 2], [0], [1]]),
+        ValueError,
+        "targets: expected a rectangular array, got a ragged nested sequence (of shape (4,) + ragged part)",
+    ),
+    Case(
+        "array kind",
+        "`lstm_forward`: x a torch tensor with requires_grad=True",
+        lambda: _lstm(x=_torch_x(requires_grad=True)),
+        TypeError,
+        "x: expected an array, got a torch tensor with requires_grad=True: call .detach() on it first",
+    ),
+    Case(
+        "array kind",
+        "`nn.LSTM`: h0 a torch.nn.Parameter",
+        lambda: _module()(base_args()["x"], (_torch().nn.Parameter(_torch().zeros(1, B, H)), None)),
+        TypeError,
+        "h0: expected an array, got a torch tensor with requires_grad=True: call .detach() on it first",
+    ),
+    Case(
+        "array kind",
+        "`lstm_forward`: x a torch bfloat16 tensor",
+        lambda: _lstm(x=_torch_x(dtype=_torch().bfloat16)),
+        TypeError,
+        "x: expected a float32 or float64 array, got dtype torch.bfloat16 (bfloat16 is not supported: "
+        "convert with .float())",
+    ),
+    Case(
+        "array kind",
+        "`nn.LSTM`: x a torch bfloat16 tensor",
+        lambda: _module()(_torch_x(dtype=_torch().bfloat16)),
+        TypeError,
+        "x: expected a float32 or float64 array, got dtype torch.bfloat16",
+    ),
+    Case(
+        "array kind",
+        "`lstm_forward`: x a torch float8 tensor",
+        lambda: _lstm(x=_torch_x().to(_torch().float8_e4m3fn)),
+        TypeError,
+        "x: expected a float32 or float64 array, got dtype torch.float8_e4m3fn",
+    ),
+    Case(
+        "array kind",
+        "`nn.LSTM(dtype=torch.bfloat16)` (torch.float32 / torch.float64 are accepted)",
+        lambda: nn.LSTM(I, H, dtype=_torch().bfloat16),
+        TypeError,
+        "dtype: expected float32 or float64, got torch.bfloat16",
     ),
     # --- values and options
     Case(

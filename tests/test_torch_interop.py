@@ -209,3 +209,24 @@ def test_softmax_cross_entropy_all_ignored(reduction):
     # mean over no rows is nan in both; the gradient is zero in both
     np.testing.assert_array_equal(got.loss, loss.detach().numpy())
     np.testing.assert_array_equal(got.dlogits, dl.numpy())
+
+
+# ----------------------------------------------------------------------------- tensors as inputs
+
+
+def test_torch_tensors_and_dtypes_are_accepted_as_numpy_ones():
+    """CPU float tensors go in as arrays (results equal NumPy inputs'), torch.float32 and
+    torch.float64 as module dtypes; a requires_grad tensor works once detached."""
+    rng = np.random.default_rng(4)
+    W = make_params("lstm", I, H, np.float32, rng)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    want = rnnkit.lstm_forward(x, None, None, *W)[0]
+    got = rnnkit.lstm_forward(torch.from_numpy(x), None, None, *(torch.from_numpy(w) for w in W))[0]
+    assert np.array_equal(got, want)
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    assert np.array_equal(rnnkit.lstm_forward(leaf.detach(), None, None, *W)[0], want)
+    for torch_dtype, np_dtype in [(torch.float32, np.float32), (torch.float64, np.float64)]:
+        m = rnnkit.nn.LSTM(I, H, dtype=torch_dtype, seed=0)
+        assert m.dtype == np_dtype and m.weight_ih_l0.dtype == np_dtype
+        out, _ = m(torch.zeros((T, B, I), dtype=torch_dtype))
+        assert out.dtype == np_dtype

@@ -7,6 +7,7 @@
 The cases are ``BAD_INPUTS`` in ``tests/error_cases.py``: each is called with the installed
 rnnkit and its exception type and message go into the table. ``tests/test_bad_inputs.py``
 checks every case's exception and message, and that docs/errors.md equals what this renders.
+Render it with torch installed: some cases pass torch tensors and dtypes.
 """
 
 import argparse
@@ -50,6 +51,11 @@ def render(cases=None):
         "  rejected, float16 included: it is never computed in another precision silently.",
         "  float32/float64 in non-native byte order are accepted (same values; results are",
         "  native). `rnnkit.nn` modules require exactly their own dtype.",
+        "- torch tensors (CPU, float32/float64) are taken as arrays without a copy; `dtype=`",
+        "  accepts `torch.float32` / `torch.float64`. A tensor with `requires_grad=True` is",
+        "  refused, not detached silently (rnnkit's gradients come from its backward functions:",
+        "  a quietly detached tensor would leave torch's autograd gradients missing); bfloat16",
+        "  is refused like float16. Ragged nested lists are `ValueError` naming the argument.",
         "- Any layout is accepted: non-contiguous, negative strides, Fortran order, broadcast",
         "  (stride 0), read-only, Python lists; results are bitwise those of C-contiguous",
         "  arrays. Outputs are always fresh arrays; inputs are never written.",

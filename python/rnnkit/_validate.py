@@ -12,6 +12,7 @@ import functools
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,68 @@ import numpy as np
 import numpy.typing as npt
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# NumPy's message for a ragged nested list, e.g. "... has an inhomogeneous shape after 1
+# dimensions. The detected shape was (3,) + inhomogeneous part."
+_RAGGED = re.compile(r"inhomogeneous shape after \d+ dimensions?\. The detected shape was (\([^)]*\))")
+
+
+def _is_torch(obj):
+    # torch is optional and slow to import: recognise its objects by their type's module
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
+def _from_torch(name, t):
+    """A torch tensor as a NumPy array (no copy for a CPU tensor), or a TypeError naming ``name``.
+
+    A tensor with requires_grad=True is refused rather than detached: rnnkit's gradients come
+    from its own backward functions, and silently cutting the tensor out of torch's graph would
+    leave the user's autograd gradients quietly missing. bfloat16 (which NumPy cannot hold) is
+    refused like float16: it is never computed in another precision behind the user's back.
+    """
+    if t.requires_grad:
+        raise TypeError(
+            f"{name}: expected an array, got a torch tensor with requires_grad=True: call .detach() "
+            "on it first (rnnkit's gradients come from its backward functions, not torch's autograd)"
+        )
+    dtype = str(t.dtype)  # "torch.float32"
+    if dtype == "torch.bfloat16":
+        raise TypeError(
+            f"{name}: expected a float32 or float64 array, got dtype {dtype} (bfloat16 is not "
+            f"supported: convert with .float())"
+        )
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"{name}: expected an array in CPU memory, got a torch tensor on {t.device}: "
+            "call .cpu() on it first"
+        )
+    try:
+        return t.numpy()
+    except TypeError:  # a torch dtype NumPy has no equivalent for (float8, uint16, ...)
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {dtype}") from None
+
+
+def as_array(name: str, a: Any, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(a, dtype)`` for a user's argument, with errors naming ``name``.
+
+    Torch tensors are taken as their NumPy view (see :func:`_from_torch` for those refused);
+    a ragged nested list is a ValueError ("expected a rectangular array") instead of NumPy's
+    message that does not name the argument.
+    """
+    if isinstance(a, np.ndarray):
+        return a if dtype is None else np.asarray(a, dtype=dtype)
+    if _is_torch(a) and hasattr(a, "requires_grad"):
+        a = _from_torch(name, a)
+    try:
+        return np.asarray(a, dtype=dtype)
+    except ValueError as exc:
+        m = _RAGGED.search(str(exc))
+        if m is None:
+            raise
+        raise ValueError(
+            f"{name}: expected a rectangular array, got a ragged nested sequence (of shape "
+            f"{m.group(1)} + ragged part)"
+        ) from None
 
 
 def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
@@ -40,7 +103,7 @@ def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
         and (a.dtype is dtype or (dtype is None and a.dtype in FLOAT_DTYPES))
     ):
         return a
-    arr = np.asarray(a)
+    arr = as_array(name, a)
     # float32/float64 stored in the other byte order hold the same values: accepted, made native
     native = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" else arr.dtype
     if native not in FLOAT_DTYPES:
@@ -171,7 +234,13 @@ def sampling_options(greedy: Any, temperature_: Any) -> tuple[bool, float]:
 
 
 def dtype_arg(dtype: Any) -> np.dtype:
-    """A module's dtype: float32 or float64 (TypeError otherwise)."""
+    """A module's dtype: float32 or float64 (TypeError otherwise). torch.float32 and
+    torch.float64 are accepted as their NumPy equivalents (matched by name: torch is not
+    imported)."""
+    if _is_torch(dtype) and str(dtype) in ("torch.float32", "torch.float64"):
+        return np.dtype(str(dtype)[len("torch.") :])
+    if _is_torch(dtype):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -183,7 +252,7 @@ def dtype_arg(dtype: Any) -> np.dtype:
 
 def index_array(name: str, idx: Any, V: int) -> np.ndarray:
     """Integer indices in [0, V) (TypeError for non-integers, ValueError out of range)."""
-    idx = np.asarray(idx)
+    idx = as_array(name, idx)
     if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"{name}: expected an integer array of indices, got dtype {idx.dtype}")
     if idx.size and (idx.min() < 0 or idx.max() >= V):
@@ -194,7 +263,7 @@ def index_array(name: str, idx: Any, V: int) -> np.ndarray:
 
 def integer_array(name: str, a: Any) -> np.ndarray:
     """An array of integers (not bools): TypeError otherwise."""
-    arr = np.asarray(a)
+    arr = as_array(name, a)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     return arr

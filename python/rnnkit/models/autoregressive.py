@@ -63,7 +63,7 @@ def seeds(seed: int | None, n: int) -> list[int]:
 def shift_right(y: npt.ArrayLike, start: npt.ArrayLike) -> np.ndarray:
     """Teacher-forcing inputs: y (T, B) tokens or (T, B, O) values -> y_prev of the same
     shape with ``y_prev[0] = start`` (broadcast to (B,) / (B, O)) and ``y_prev[t] = y[t-1]``."""
-    y = np.asarray(y)
+    y = v.as_array("y", y)
     if y.ndim < 2:
         raise ValueError(f"y: expected (T, B) or (T, B, O), got shape {y.shape}")
     out = np.empty_like(y)
@@ -178,7 +178,7 @@ class _AutoregressiveBase(Module):
         O = self.n_out
         if start is None:
             return np.zeros((B, O), self.dtype)
-        s = np.asarray(start)
+        s = v.as_array("start", start)
         if s.dtype != self.dtype:
             raise TypeError(f"start: expected dtype {self.dtype.name}, got {s.dtype}")
         try:

@@ -81,7 +81,7 @@ def _token_logp(model, logits):
 
 
 def _options(model, src, max_len, alpha):
-    src = np.asarray(src)
+    src = _v.as_array("src", src)
     if src.ndim != 2:
         raise ValueError(f"src: expected token ids of shape (S, B), got shape {src.shape}")
     if max_len is None:
@@ -260,7 +260,7 @@ def score_sequences(
     """Sum of the log-probabilities (B,) float64 that the model gives the targets tgt (T, B)
     (each a hypothesis ending with eos, or cut at T, then padded with pad_id), by
     teacher forcing; pad positions count nothing. Runs in eval mode."""
-    tgt = np.asarray(tgt)
+    tgt = _v.as_array("tgt", tgt)
     with _EvalMode(model):
         logits = model(src, tgt, src_lengths)
     logp = _log_softmax(logits)

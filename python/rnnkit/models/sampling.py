@@ -233,7 +233,7 @@ def scheduled_sampling_backward(model: Any, dout: npt.ArrayLike, tape: SamplingT
     if tape is None:
         raise ValueError("tape: got None; run scheduled_sampling_forward with keep=True")
     T = len(tape.caches)
-    dout = np.asarray(dout)
+    dout = v.as_array("dout", dout)
     if dout.shape[0] != T:
         raise ValueError(f"dout: expected T = {T} steps in the first dimension, got shape {dout.shape}")
     dstate, carry, dxs = None, None, [None] * T

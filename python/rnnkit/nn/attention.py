@@ -162,7 +162,7 @@ class _Attention(Module):
         """query (N, Hq) (one step) or (N, T, Hq); mem: an AttentionMemory with N rows.
         Returns ``(context (N, Hv) / (N, T, Hv), weights (N, S) / (N, T, S), cache)``
         (cache None unless keep)."""
-        query = np.asarray(query)
+        query = _v.as_array("query", query)
         if query.dtype != self.dtype:
             raise TypeError(f"query: expected dtype {self.dtype.name}, got {query.dtype}")
         squeeze = query.ndim == 2
@@ -186,13 +186,15 @@ class _Attention(Module):
         (a :class:`MemoryGrads`); returns dquery like the query."""
         q3, w, extra, squeeze, mem = cache
 
-        def lift(g):
+        def lift(name, g):
             if g is None:
                 return None
-            g = np.asarray(g, dtype=self.dtype)
+            g = _v.as_array(name, g, dtype=self.dtype)
             return np.ascontiguousarray(g[:, None, :] if squeeze else g)
 
-        dq = self._scores_context_backward(lift(dcontext), lift(dweights), q3, w, extra, mem, grads)
+        dq = self._scores_context_backward(
+            lift("dcontext", dcontext), lift("dweights", dweights), q3, w, extra, mem, grads
+        )
         return _squeeze(dq, squeeze)
 
     # ------------------------------------------------------------------ whole sequence

@@ -37,7 +37,7 @@ class CrossEntropyLoss(Module):
         logits = v.float_array("logits", logits)
         if logits.ndim < 1:
             raise ValueError("logits: expected at least 1 dimension (..., C), got a scalar")
-        targets = np.asarray(targets)
+        targets = v.as_array("targets", targets)
         if targets.shape != logits.shape[:-1]:
             raise ValueError(
                 f"targets: expected shape (...) = {logits.shape[:-1]} (logits' "
@@ -62,7 +62,7 @@ class CrossEntropyLoss(Module):
         d = self._cache
         if np.isscalar(grad) and grad == 1.0:
             return d
-        g = np.asarray(grad, dtype=d.dtype)
+        g = v.as_array("grad", grad, dtype=d.dtype)
         if self.reduction == "none" and g.ndim:
             v.check_shape("grad", g, d.shape[:-1], "(...)")
             return d * g[..., None]
@@ -110,7 +110,7 @@ class MSELoss(Module):
         d = self._cache
         if np.isscalar(grad) and grad == 1.0:
             return d
-        g = np.asarray(grad, dtype=d.dtype)
+        g = v.as_array("grad", grad, dtype=d.dtype)
         if g.ndim and self.reduction != "none":
             raise ValueError(f"grad: expected a scalar, got shape {g.shape}")
         return d * g

@@ -207,7 +207,7 @@ class Module:
         for name, p in named.items():
             if name not in state_dict:
                 continue
-            arr = np.asarray(state_dict[name])
+            arr = v.as_array(name, state_dict[name])
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
             if p.symbolic is not None:
@@ -226,7 +226,7 @@ class Module:
 
     def _check_input(self, name: str, x: Any) -> np.ndarray:
         """x as an array of the module's dtype (TypeError naming ``name`` otherwise)."""
-        x = np.asarray(x)
+        x = v.as_array(name, x)
         if x.dtype != self.dtype:
             raise TypeError(f"{name}: expected dtype {self.dtype.name} (the module's dtype), got {x.dtype}")
         return x

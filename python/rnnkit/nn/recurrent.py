@@ -228,7 +228,7 @@ class _RNNBase(Module):
         (each (L*D, B, size) or unbatched (L*D, size)). Returns (out, tuple of final states)."""
         self._cache = None  # free the previous workspaces before making new ones
         self._check_parameters()
-        x = np.asarray(x)
+        x = v.as_array("x", x)
         self._check_dtype("x", x)
         user_shape = x.shape
         if x.ndim not in (2, 3):
@@ -307,7 +307,7 @@ class _RNNBase(Module):
         unbatched = cache["unbatched"]
         D, L, H_out = self.num_directions, self.num_layers, self._out_size
         if dout is not None:
-            dout = np.asarray(dout)
+            dout = v.as_array("dout", dout)
             self._check_dtype("dout", dout)
             if unbatched:
                 v.check_shape("dout", dout, (T, D * H_out), "(T, D*H_out)")
@@ -361,7 +361,7 @@ class _RNNBase(Module):
         """
         self._check_can_step("step")
         keep = self.training if keep is None else v.flag("keep", keep)
-        x_t = np.asarray(x_t)
+        x_t = v.as_array("x_t", x_t)
         self._check_dtype("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, I) with I = {self.input_size}, got {x_t.shape}")
@@ -420,7 +420,7 @@ class _RNNBase(Module):
         names = self.CELL.state_names
         H_out = self._out_size
         if dout_t is not None:
-            dout_t = np.asarray(dout_t)
+            dout_t = v.as_array("dout_t", dout_t)
             self._check_dtype("dout_t", dout_t)
             v.check_shape("dout_t", dout_t, (B, H_out), "(B, H_out)")
         d_states = [
@@ -476,7 +476,7 @@ class _RNNBase(Module):
         """None, or a state-shaped array of the module dtype; returned as (L*D, B, size)."""
         if s is None:
             return None
-        s = np.asarray(s)
+        s = v.as_array(name, s)
         self._check_dtype(name, s)
         LD = self.num_layers * self.num_directions
         letter = "H" if size == self.hidden_size else "P"

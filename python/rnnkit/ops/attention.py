@@ -74,7 +74,7 @@ def mask_u8(mask: npt.ArrayLike | None, B: int, S: int) -> np.ndarray | None:
     """None, or the mask (B, S) as C-contiguous uint8 (1 = attend) for the kernels."""
     if mask is None:
         return None
-    m = np.asarray(mask)
+    m = _v.as_array("mask", mask)
     if m.dtype != np.bool_ and not np.issubdtype(m.dtype, np.integer):
         raise TypeError(f"mask: expected a bool (or 0/1 integer) array, got dtype {m.dtype}")
     _v.check_shape("mask", m, (B, S), "(B, S)")

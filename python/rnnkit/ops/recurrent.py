@@ -528,7 +528,7 @@ def _cell_state(name, s, x, W_hh, cell):
     if s is None:
         return None
     s = v.float_array(name, s, x.dtype)
-    W_hh = np.asarray(W_hh)
+    W_hh = v.as_array("W_hh", W_hh)
     # H comes from W_hh; if W_hh itself is malformed the sequence forward reports it.
     if W_hh.ndim == 2 and W_hh.shape[0] == cell_spec(cell).gates * W_hh.shape[1]:
         v.check_shape(name, s, (x.shape[1], W_hh.shape[1]), "(B, H)")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
+from .. import _validate as v
 from .clipping import clip_grad_norm
 from .optim import Optimizer
 
@@ -44,8 +44,8 @@ def truncated_bptt(
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k: expected an int >= 1 (steps per chunk), got {k!r}")
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x = v.as_array("x", x)
+    y = v.as_array("y", y)
     if x.ndim < 2:
         raise ValueError(f"x: expected (T, B, I), got shape {x.shape}")
     if y.shape[:2] != x.shape[:2]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from .. import _validate as v
 from ..models import SequenceRegressor
 from ..nn import CrossEntropyLoss, MSELoss
 
@@ -46,7 +47,7 @@ def gradient_norms_through_time(
         raise ValueError(
             "model: gradient_norms_through_time needs a single-layer, unidirectional recurrent module"
         )
-    x = np.asarray(x)
+    x = v.as_array("x", x)
     if x.dtype != model.dtype:
         raise TypeError(f"x: expected dtype {model.dtype.name} (the model's dtype), got {x.dtype}")
     if x.ndim != 3 or x.shape[2] != rnn.input_size:
