@@ -1,6 +1,9 @@
 """Pieces of the benchmark script (rnnkit.bench) that can be checked without timing the grid."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -65,3 +68,12 @@ def test_gemm_flops_counts_training_as_three_inferences():
     assert inference == 2 * 10 * 3 * 8 * 4 * 16 + 2 * 10 * 3 * 16 * 4 * 16
     assert training == 3 * inference
     assert np.isclose(bench.roofline_gflops((1.0, 1.0), (2.0, 2.0)), 2.0)
+
+
+def test_importing_the_benchmark_leaves_the_process_alone():
+    # Only the benchmark's command line re-executes itself without OpenBLAS variables that slow
+    # it down; an import (by pytest, or a user's script) must not replace the importer's process.
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    code = "import os, rnnkit.bench; print(os.environ.get('RNNKIT_BENCH_REEXEC'), os.environ['OPENBLAS_CORETYPE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "Haswell"]

@@ -50,7 +50,7 @@ def main(argv=None):
                 file=sys.stderr,
             )
             return 2
-        result = bench.main(rest)
+        result = bench.main(rest, command_line=True)
         return result if isinstance(result, int) else 0
     print(f"rnnkit: unknown command {cmd!r}\n\n{usage}", file=sys.stderr, end="")
     return 2

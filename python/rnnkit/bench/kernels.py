@@ -14,15 +14,34 @@ The machine is shared and noisy, so every number that is compared is measured in
 the contenders alternate sample by sample and each reported time is a median of samples.
 """
 
-# ---------------------------------------------------------------------------------------------
-# 0. Environment. This must run before numpy or rnnkit are imported: OpenBLAS reads its
-#    environment once, when the library loads. OPENBLAS_CORETYPE forces a kernel family and
-#    OPENBLAS_L2_SIZE overrides the cache size its blocking uses; either can make OpenBLAS slow,
-#    so if one is set the script replaces itself (exec, once) with a copy of itself without them.
-# ---------------------------------------------------------------------------------------------
+import argparse
+import datetime
+import gc
+import importlib.metadata
+import math
 import os
+import platform
+import shlex
+import statistics
+import subprocess
 import sys
+import time
 
+# NumPy first, then rnnkit: the order a user's script has.
+import numpy as np
+import threadpoolctl
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import rnnkit
+from rnnkit import reference as ref
+from rnnkit._cells import CELLS as CELL_TABLE
+from rnnkit._cells import GRU_CELL, LSTM_CELL
+
+# Environment. OpenBLAS reads its environment once, when the library loads: OPENBLAS_CORETYPE
+# forces a kernel family and OPENBLAS_L2_SIZE overrides the cache size its blocking uses, and
+# either can make OpenBLAS slow. So the benchmark run from the command line replaces
+# its process (exec, once) with a copy of itself without them; importing this module changes
+# nothing (a library import must never re-run the importer's process).
 _SLOW_OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _REEXEC_MARK = "RNNKIT_BENCH_REEXEC"  # holds the removed variables, for the report
 
@@ -41,32 +60,10 @@ def _reexec_without_slow_openblas_vars():
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-_reexec_without_slow_openblas_vars()
-
 # OPENBLAS_THREAD_TIMEOUT as the user left it: rnnkit sets it (setdefault) when it loads, which
-# only reaches the OpenBLAS copies loaded after that point (not NumPy's, imported first here).
+# only reaches the OpenBLAS copies loaded after that point (not NumPy's, imported first).
 _USER_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import importlib.metadata  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-# NumPy first, then rnnkit: the order a user's script has.
-import numpy as np  # noqa: E402
-import threadpoolctl  # noqa: E402
-from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
-
-import rnnkit  # noqa: E402
-from rnnkit import reference as ref  # noqa: E402
-from rnnkit._cells import CELLS as CELL_TABLE  # noqa: E402
-from rnnkit._cells import GRU_CELL, LSTM_CELL  # noqa: E402
 
 torch = None  # imported only for --vs torch
 
@@ -868,7 +865,11 @@ def _csv(kind, allowed=None):
     return parse
 
 
-def main(argv=None):
+def main(argv=None, command_line=None):
+    """Run the benchmark with ``argv`` (default: sys.argv[1:]). ``command_line`` (default: argv
+    is None) allows the re-exec without slow OpenBLAS variables (never for other callers)."""
+    if argv is None if command_line is None else command_line:
+        _reexec_without_slow_openblas_vars()
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
