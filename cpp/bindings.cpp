@@ -8,6 +8,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -21,6 +25,8 @@
 #include "fma_peak.hpp"
 #include "loss.hpp"
 #include "memory.hpp"
+#include "pooled_buffer.hpp"
+#include "team.hpp"
 
 namespace py = pybind11;
 using namespace rnnkit;
@@ -389,5 +395,41 @@ PYBIND11_MODULE(_core, m) {
           return float64 ? fma_peak_gflops<double>(seconds) : fma_peak_gflops<float>(seconds);
         },
         py::arg("float64"), py::arg("seconds") = 0.5);
+  // Memory kept between calls (memory.hpp's block cache, pooled_buffer.hpp's scratch pool):
+  // what rnnkit.memory_stats, empty_cache and set_cache_limit report and control.
+  m.def("_memory_stats", [] {
+    py::dict d;
+    d["cached_bytes"] = BlockCache::instance().cached_bytes();
+    d["scratch_bytes"] = PooledBuffer<float>::pooled_bytes() + PooledBuffer<double>::pooled_bytes();
+    d["cache_limit"] = BlockCache::instance().limit();
+    d["scratch_limit"] = PooledBuffer<float>::kMaxPooledBytes + PooledBuffer<double>::kMaxPooledBytes;
+    return d;
+  });
+  m.def("_empty_cache", [] {
+    BlockCache::instance().clear();
+    PooledBuffer<float>::clear_pool();
+    PooledBuffer<double>::clear_pool();
+#if defined(__GLIBC__)
+    malloc_trim(0);  // the heap's free pages too (the kernels' small per-call vectors)
+#endif
+  });
+  m.def("_set_cache_limit", [](std::size_t bytes) { BlockCache::instance().set_limit(bytes); },
+        py::arg("nbytes"));
+  // Private (tests): a run on the team of `nthreads` where thread `thrower` throws std::bad_alloc
+  // after a first barrier while the others wait at a second one; the caller must get
+  // MemoryError (the worker's exception carried over) and the team must stay usable.
+  m.def("_team_run_throwing",
+        [](int nthreads, int thrower) {
+          py::gil_scoped_release release;
+          auto reservation = Team::instance().try_reserve();
+          require(reservation.owns_lock(), "team: busy");
+          Team::instance().run(nthreads, [&](const TeamContext& ctx) {
+            ctx.barrier();
+            if (ctx.tid == thrower) throw std::bad_alloc();
+            ctx.barrier();
+            ctx.barrier();
+          });
+        },
+        py::arg("nthreads"), py::arg("thrower"));
   bind_attention(m);
 }
