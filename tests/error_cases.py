@@ -626,15 +626,15 @@ BAD_INPUTS = [
         "`lstm_forward(W_hr=...)`: T*B*4*H = 2**62 values (all arrays empty: I = P = 0)",
         lambda: huge_lstm_projection(2**29 - 1),
         ValueError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take ",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take ",
     ),
     Case(
         "size",
         "`lstm_forward(W_hr=...)`: a 4 PiB gate buffer (all arrays empty: I = P = 0)",
         lambda: huge_lstm_projection(2**16),
         MemoryError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take 4.0 PiB of float64, "
-        "more than this machine's memory",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take 7.0 PiB "
+        "of float64, more than this machine's memory",
     ),
     Case(
         "size",
@@ -643,8 +643,8 @@ BAD_INPUTS = [
             np.empty((2**16, 2**15 - 1, 0)), None, np.empty((2048, 0)), np.zeros((2048, 2048)), None, None
         ),
         MemoryError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take 64.0 TiB of "
-        "float64, more than this machine's memory",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take 64.0 TiB "
+        "of float64, more than this machine's memory",
     ),
     Case(
         "size",
