@@ -169,7 +169,9 @@ def _check_upstream(cache, dcontext, dweights):
 
 
 def _flat(a):
-    return a.reshape(-1, a.shape[-1])
+    """(B, N, F) as (B*N, F). The rows are given, not inferred: with F = 0 (a zero-size feature
+    dimension: Hq, Hk or A) NumPy cannot infer them ("cannot reshape array of size 0")."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-1])
 
 
 # The bytes a call allocates, checked before it allocates them (like the recurrent kernels':
