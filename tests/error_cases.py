@@ -534,6 +534,20 @@ BAD_INPUTS = [
     ),
     Case(
         "value",
+        "`set_cache_limit(-1)`",
+        lambda: rnnkit.set_cache_limit(-1),
+        ValueError,
+        "nbytes: expected an int >= 0, got -1",
+    ),
+    Case(
+        "value",
+        "`set_cache_limit(1.5)`",
+        lambda: rnnkit.set_cache_limit(1.5),
+        TypeError,
+        "nbytes: expected an int, got 1.5",
+    ),
+    Case(
+        "value",
         "`nn.LSTM(4, 5, proj_size=5)`",
         lambda: nn.LSTM(I, H, proj_size=H),
         ValueError,
@@ -659,6 +673,31 @@ BAD_INPUTS = [
         ),
         MemoryError,
         "x: a C-contiguous copy would take 256.0 TiB of float32, more than this machine's memory",
+    ),
+    Case(
+        "size",
+        "`dot_attention_forward`: T = S = 2**20 (weights and scores 8 TiB each; H = Hv = 0)",
+        lambda: rnnkit.attention.dot_attention_forward(
+            np.empty((1, 2**20, 0)), np.empty((1, 2**20, 0)), np.empty((1, 2**20, 0))
+        ),
+        MemoryError,
+        "query: the call's outputs and scratch (incl. the BLAS buffer) would take 16.0 TiB of "
+        "float64, more than this machine's memory",
+    ),
+    Case(
+        "size",
+        "`additive_attention_forward`: T = S = 2**20 (A = 1, Hq = Hk = Hv = 0)",
+        lambda: rnnkit.attention.additive_attention_forward(
+            np.empty((1, 2**20, 0)),
+            np.empty((1, 2**20, 0)),
+            np.empty((1, 2**20, 0)),
+            np.zeros((1, 0)),
+            np.zeros((1, 0)),
+            np.zeros(1),
+        ),
+        MemoryError,
+        "query: the call's outputs and scratch (incl. the BLAS buffer) would take 8.0 TiB of "
+        "float64, more than this machine's memory",
     ),
     Case(
         "size",
