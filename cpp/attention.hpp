@@ -23,12 +23,18 @@
 //
 // Long calls stop early on Ctrl-C (interrupt.hpp): each kernel polls once per batch row and
 // returns with its outputs unfinished if a signal handler raised (the binding then raises).
+//
+// Scratch: the kernels allocate nothing; the caller passes their scratch (AttentionScratch,
+// sized by *_scratch_elements), allocated before the GIL is released. Why: an exception cannot
+// leave a target-cloned function (RNNKIT_CLONES) safely: GCC's dispatcher is treated as not
+// throwing, so a std::bad_alloc thrown inside skipped the callers' destructors (the GIL was
+// never re-taken: a crash instead of MemoryError).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <vector>
+#include <utility>
 
 #include "blas.hpp"
 #include "common.hpp"
@@ -213,12 +219,30 @@ struct AdditiveArgs {
   const std::uint8_t* mask;  // (B, S) or null
 };
 
+// Scratch of a kernel call: two buffers, sizes from the *_scratch_elements functions.
+template <class T>
+struct AttentionScratch {
+  T* a;
+  T* b;
+};
+
+// Scratch sizes {a, b} of each kernel (e and tmp; dw_total and de).
+inline std::pair<index_t, index_t> additive_forward_scratch_elements(index_t S, index_t A) { return {S, A}; }
+inline std::pair<index_t, index_t> additive_backward_scratch_elements(index_t T_, index_t S) {
+  return {T_ * S, S};
+}
+inline std::pair<index_t, index_t> dot_forward_scratch_elements(index_t T_, index_t S) { return {T_ * S, 0}; }
+inline std::pair<index_t, index_t> dot_backward_scratch_elements(index_t T_, index_t S) {
+  return {T_ * S, T_ * S};
+}
+
 // ctx (B, T, Hv), w (B, T, S) out.
 template <class T>
-RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w) {
+RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w, AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (A + Hv));
-  std::vector<T> e(static_cast<std::size_t>(S)), tmp(static_cast<std::size_t>(A));
+  T* e = scratch.a;    // (S) scores of one query step
+  T* tmp = scratch.b;  // (A)
   for (index_t b = 0; b < p.B; ++b) {
     interrupt.poll();
     if (interrupt.requested()) return;
@@ -226,8 +250,8 @@ RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, 
     const T* kp = p.kp + b * S * A;
     T* wb = w + b * T_ * S;
     for (index_t t = 0; t < T_; ++t) {
-      additive_scores_row(S, A, p.qp + (b * T_ + t) * A, kp, p.v, mask, e.data(), tmp.data());
-      masked_softmax_row(S, e.data(), mask, wb + t * S);
+      additive_scores_row(S, A, p.qp + (b * T_ + t) * A, kp, p.v, mask, e, tmp);
+      masked_softmax_row(S, e, mask, wb + t * S);
     }
     context_rows(T_, S, Hv, wb, p.values + b * S * Hv, mask, ctx + b * T_ * Hv);
   }
@@ -237,10 +261,12 @@ RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, 
 // Out: dqp (B, T, A), dkp (B, S, A), dv (A), dvalues (B, S, Hv).
 template <class T>
 RNNKIT_CLONES void additive_attention_backward(const AdditiveArgs<T>& p, const T* dctx, const T* dw,
-                                               const T* w, T* dqp, T* dkp, T* dv, T* dvalues) {
+                                               const T* w, T* dqp, T* dkp, T* dv, T* dvalues,
+                                               AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (2 * A + Hv));
-  std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(S));
+  T* dw_total = scratch.a;  // (T, S)
+  T* de = scratch.b;        // (S)
   std::fill_n(dv, A, T(0));
   for (index_t b = 0; b < p.B; ++b) {
     interrupt.poll();
@@ -251,9 +277,9 @@ RNNKIT_CLONES void additive_attention_backward(const AdditiveArgs<T>& p, const T
     T* dkpb = dkp + b * S * A;
     std::fill_n(dkpb, S * A, T(0));
     context_backward_rows(T_, S, Hv, wb, p.values + b * S * Hv, offset(dctx, b * T_ * Hv),
-                          offset(dw, b * T_ * S), mask, dw_total.data(), dvalues + b * S * Hv);
+                          offset(dw, b * T_ * S), mask, dw_total, dvalues + b * S * Hv);
     for (index_t t = 0; t < T_; ++t) {
-      softmax_backward_row(S, wb + t * S, dw_total.data() + t * S, mask, de.data());
+      softmax_backward_row(S, wb + t * S, dw_total + t * S, mask, de);
       const T* qp = p.qp + (b * T_ + t) * A;
       T* dq = dqp + (b * T_ + t) * A;
       std::fill_n(dq, A, T(0));
@@ -276,10 +302,10 @@ struct DotArgs {
 };
 
 template <class T>
-RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w) {
+RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w, AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (H + Hv));
-  std::vector<T> e(static_cast<std::size_t>(T_ * S));
+  T* e = scratch.a;  // (T, S) scores of one batch row
   for (index_t b = 0; b < p.B; ++b) {
     interrupt.poll();
     if (interrupt.requested()) return;
@@ -288,13 +314,13 @@ RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w) {
     const T* kb = p.k + b * S * H;
     T* wb = w + b * T_ * S;
     if (T_ >= kAttentionGemmSteps) {
-      gemm(false, true, int(T_), int(S), int(H), p.scale, qb, int(H), kb, int(H), T(0), e.data(), int(S));
+      gemm(false, true, int(T_), int(S), int(H), p.scale, qb, int(H), kb, int(H), T(0), e, int(S));
     } else {
       for (index_t t = 0; t < T_; ++t)
         for (index_t j = 0; j < S; ++j)
           if (attends(mask, j)) e[t * S + j] = p.scale * dot_(qb + t * H, kb + j * H, H);
     }
-    for (index_t t = 0; t < T_; ++t) masked_softmax_row(S, e.data() + t * S, mask, wb + t * S);
+    for (index_t t = 0; t < T_; ++t) masked_softmax_row(S, e + t * S, mask, wb + t * S);
     context_rows(T_, S, Hv, wb, p.values + b * S * Hv, mask, ctx + b * T_ * Hv);
   }
 }
@@ -302,10 +328,11 @@ RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w) {
 // Out: dq (B, T, H), dk (B, S, H), dvalues (B, S, Hv).
 template <class T>
 RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, const T* dw, const T* w,
-                                          T* dq, T* dk, T* dvalues) {
+                                          T* dq, T* dk, T* dvalues, AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (2 * H + Hv));
-  std::vector<T> dw_total(static_cast<std::size_t>(T_ * S)), de(static_cast<std::size_t>(T_ * S));
+  T* dw_total = scratch.a;  // (T, S)
+  T* de = scratch.b;        // (T, S)
   for (index_t b = 0; b < p.B; ++b) {
     interrupt.poll();
     if (interrupt.requested()) return;
@@ -316,13 +343,13 @@ RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, co
     T* dqb = dq + b * T_ * H;
     T* dkb = dk + b * S * H;
     context_backward_rows(T_, S, Hv, wb, p.values + b * S * Hv, offset(dctx, b * T_ * Hv),
-                          offset(dw, b * T_ * S), mask, dw_total.data(), dvalues + b * S * Hv);
+                          offset(dw, b * T_ * S), mask, dw_total, dvalues + b * S * Hv);
     for (index_t t = 0; t < T_; ++t)
-      softmax_backward_row(S, wb + t * S, dw_total.data() + t * S, mask, de.data() + t * S);
+      softmax_backward_row(S, wb + t * S, dw_total + t * S, mask, de + t * S);
     if (T_ >= kAttentionGemmSteps) {
       // masked entries of de are 0, so the full products are exact
-      gemm(false, false, int(T_), int(H), int(S), p.scale, de.data(), int(S), kb, int(H), T(0), dqb, int(H));
-      gemm(true, false, int(S), int(H), int(T_), p.scale, de.data(), int(S), qb, int(H), T(0), dkb, int(H));
+      gemm(false, false, int(T_), int(H), int(S), p.scale, de, int(S), kb, int(H), T(0), dqb, int(H));
+      gemm(true, false, int(S), int(H), int(T_), p.scale, de, int(S), qb, int(H), T(0), dkb, int(H));
       continue;
     }
     std::fill_n(dqb, T_ * H, T(0));

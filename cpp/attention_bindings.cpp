@@ -12,6 +12,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fp_env.hpp"
 
@@ -81,6 +83,16 @@ DotArgs<T> dot_args(const Array<T>& q, const Array<T>& k, const Array<T>& values
   return DotArgs<T>{B, T_, S, H, Hv, q.data(), k.data(), values.data(), mask_ptr(mask, B, S), T(scale)};
 }
 
+// A kernel's scratch (attention.hpp: kernels allocate nothing), made while the GIL is held so
+// that an allocation failure is std::bad_alloc -> MemoryError.
+template <class T>
+struct Scratch {
+  std::vector<T> a, b;
+  explicit Scratch(std::pair<index_t, index_t> sizes)
+      : a(static_cast<std::size_t>(sizes.first)), b(static_cast<std::size_t>(sizes.second)) {}
+  AttentionScratch<T> get() { return {a.data(), b.data()}; }
+};
+
 void check_gemm_size(index_t n, const char* what) {
   check(n <= index_t(0x7fffffff), std::string(what) + " exceeds the BLAS limit of 2^31 - 1");
 }
@@ -93,10 +105,11 @@ py::tuple additive_forward(const Array<T>& qp, const Array<T>& kp, const Array<T
   Array<T> ctx({p.B, p.T_, p.Hv}), w({p.B, p.T_, p.S});
   T* c = ctx.mutable_data();
   T* wp = w.mutable_data();
+  Scratch<T> scratch(additive_forward_scratch_elements(p.S, p.A));
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
-    additive_attention_forward(p, c, wp);
+    additive_attention_forward(p, c, wp, scratch.get());
   }
   raise_if_interrupted();
   return py::make_tuple(ctx, w);
@@ -112,10 +125,11 @@ py::tuple additive_backward(const OptArray<T>& dctx, const OptArray<T>& dw, cons
   if (dw) check_shape(*dw, {p.B, p.T_, p.S}, "dw");
   Array<T> dqp({p.B, p.T_, p.A}), dkp({p.B, p.S, p.A}), dv({p.A}), dvalues({p.B, p.S, p.Hv});
   T *o1 = dqp.mutable_data(), *o2 = dkp.mutable_data(), *o3 = dv.mutable_data(), *o4 = dvalues.mutable_data();
+  Scratch<T> scratch(additive_backward_scratch_elements(p.T_, p.S));
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
-    additive_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3, o4);
+    additive_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3, o4, scratch.get());
   }
   raise_if_interrupted();
   return py::make_tuple(dqp, dkp, dv, dvalues);
@@ -129,10 +143,11 @@ py::tuple dot_forward(const Array<T>& q, const Array<T>& k, const Array<T>& valu
   Array<T> ctx({p.B, p.T_, p.Hv}), w({p.B, p.T_, p.S});
   T* c = ctx.mutable_data();
   T* wp = w.mutable_data();
+  Scratch<T> scratch(dot_forward_scratch_elements(p.T_, p.S));
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
-    dot_attention_forward(p, c, wp);
+    dot_attention_forward(p, c, wp, scratch.get());
   }
   raise_if_interrupted();
   return py::make_tuple(ctx, w);
@@ -147,10 +162,11 @@ py::tuple dot_backward(const OptArray<T>& dctx, const OptArray<T>& dw, const Arr
   if (dw) check_shape(*dw, {p.B, p.T_, p.S}, "dw");
   Array<T> dq({p.B, p.T_, p.H}), dk({p.B, p.S, p.H}), dvalues({p.B, p.S, p.Hv});
   T *o1 = dq.mutable_data(), *o2 = dk.mutable_data(), *o3 = dvalues.mutable_data();
+  Scratch<T> scratch(dot_backward_scratch_elements(p.T_, p.S));
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
-    dot_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3);
+    dot_attention_backward(p, ptr(dctx), ptr(dw), w.data(), o1, o2, o3, scratch.get());
   }
   raise_if_interrupted();
   return py::make_tuple(dq, dk, dvalues);

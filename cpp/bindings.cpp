@@ -8,6 +8,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -19,9 +23,12 @@
 #include "cells.hpp"
 #include "driver.hpp"
 #include "fma_peak.hpp"
+#include "footprint.hpp"
 #include "interrupt_python.hpp"
 #include "loss.hpp"
 #include "memory.hpp"
+#include "pooled_buffer.hpp"
+#include "team.hpp"
 #include "workspace.hpp"
 
 namespace py = pybind11;
@@ -445,6 +452,64 @@ PYBIND11_MODULE(_core, m) {
           return float64 ? fma_peak_gflops<double>(seconds) : fma_peak_gflops<float>(seconds);
         },
         py::arg("float64"), py::arg("seconds") = 0.5);
+  // Private: what a sequence call allocates (footprint.hpp), as (name, count, itemsize) terms,
+  // for the Python layer's size check before the call. cell "rnn", "lstm" or "gru"
+  // (reset_after picks the GRU form).
+  m.def("_sequence_terms",
+        [](const std::string& cell, bool reset_after, bool backward, bool float64, index_t T, index_t B,
+           index_t I, index_t H, index_t S, bool training, bool lengths, bool project, bool dy, bool b_ih,
+           bool b_hh) {
+          const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh};
+          Terms terms;
+          if (cell == "rnn") terms = sequence_terms<RnnCell<false>>(backward, float64, c);
+          else if (cell == "lstm") terms = sequence_terms<LstmCell>(backward, float64, c);
+          else if (cell == "gru" && reset_after) terms = sequence_terms<GruResetAfterCell>(backward, float64, c);
+          else if (cell == "gru") terms = sequence_terms<GruResetBeforeCell>(backward, float64, c);
+          else throw std::invalid_argument("cell: expected 'rnn', 'lstm' or 'gru', got '" + cell + "'");
+          py::list out;
+          for (const Term& t : terms) out.append(py::make_tuple(t.name, t.count, t.itemsize));
+          return out;
+        },
+        py::arg("cell"), py::arg("reset_after"), py::arg("backward"), py::arg("float64"), py::arg("T"),
+        py::arg("B"), py::arg("I"), py::arg("H"), py::arg("S"), py::arg("training"), py::arg("lengths"),
+        py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"));
+  m.attr("_blas_buffer_bytes") = py::int_(kBlasBufferBytes);
+  // Memory kept between calls (memory.hpp's block cache, pooled_buffer.hpp's scratch pool):
+  // what rnnkit.memory_stats, empty_cache and set_cache_limit report and control.
+  m.def("_memory_stats", [] {
+    py::dict d;
+    d["cached_bytes"] = BlockCache::instance().cached_bytes();
+    d["scratch_bytes"] = PooledBuffer<float>::pooled_bytes() + PooledBuffer<double>::pooled_bytes();
+    d["cache_limit"] = BlockCache::instance().limit();
+    d["scratch_limit"] = PooledBuffer<float>::kMaxPooledBytes + PooledBuffer<double>::kMaxPooledBytes;
+    return d;
+  });
+  m.def("_empty_cache", [] {
+    BlockCache::instance().clear();
+    PooledBuffer<float>::clear_pool();
+    PooledBuffer<double>::clear_pool();
+#if defined(__GLIBC__)
+    malloc_trim(0);  // the heap's free pages too (the kernels' small per-call vectors)
+#endif
+  });
+  m.def("_set_cache_limit", [](std::size_t bytes) { BlockCache::instance().set_limit(bytes); },
+        py::arg("nbytes"));
+  // Private (tests): a run on the team of `nthreads` where thread `thrower` throws std::bad_alloc
+  // after a first barrier while the others wait at a second one; the caller must get
+  // MemoryError (the worker's exception carried over) and the team must stay usable.
+  m.def("_team_run_throwing",
+        [](int nthreads, int thrower) {
+          py::gil_scoped_release release;
+          auto reservation = Team::instance().try_reserve();
+          require(reservation.owns_lock(), "team: busy");
+          Team::instance().run(nthreads, [&](const TeamContext& ctx) {
+            ctx.barrier();
+            if (ctx.tid == thrower) throw std::bad_alloc();
+            ctx.barrier();
+            ctx.barrier();
+          });
+        },
+        py::arg("nthreads"), py::arg("thrower"));
   bind_attention(m);
   bind_interrupt(m);  // Ctrl-C stops long calls (interrupt.hpp)
 }

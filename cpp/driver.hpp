@@ -86,18 +86,14 @@ struct RowSchedule {
   static index_t time_of(const SeqShape& s, index_t k) { return s.reverse ? s.T - 1 - k : k; }
 };
 
-// Large per-call buffers come from a per-thread pool that is kept between calls: fresh
-// multi-megabyte allocations cost a page fault per 4 KiB on first touch, which measured at
-// about a tenth of a training step. Buffers grow as needed and are not zeroed.
+// Large per-call buffers (the inference-mode input projection, the backward's gate gradients)
+// come from PooledBuffer's pool and go back to it when the call ends: fresh multi-megabyte
+// allocations cost a page fault per 4 KiB on first touch, which measured at about a tenth of a
+// training step. The pool keeps at most PooledBuffer::kMaxPooledBytes; a larger buffer (a long
+// inference sequence) is freed at the end of its call instead of staying resident. Not zeroed.
 template <class T>
-T* scratch(int slot, index_t n) {
-  thread_local std::vector<T> pool[5];
-  std::vector<T>& buf = pool[slot];
-  if (buf.size() < std::size_t(n)) {
-    buf.clear();
-    buf.shrink_to_fit();
-    buf.resize(std::size_t(n));
-  }
+T* scratch(PooledBuffer<T>& buf, index_t n) {
+  buf.resize(std::size_t(n));
   return buf.data();
 }
 
@@ -353,7 +349,8 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   // cell row reads its pre-activations and overwrites them with the activated gates), one
   // step's recurrent projection, the state in visiting order, zero biases when a bias is
   // absent, and inference-mode scratch.
-  T* gx = training ? p.gates : scratch<T>(0, T_ * B * GH);
+  PooledBuffer<T> gx_buf;
+  T* gx = training ? p.gates : scratch(gx_buf, T_ * B * GH);
   std::vector<T> gh(std::size_t(B * GH));
   std::vector<T> h(std::size_t(B * S), T(0)), c(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> zero_bias(std::size_t(GH), T(0));
@@ -541,15 +538,16 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   // step's recurrent gate gradient in visiting order, carried state gradients.
   // (Rows past a sequence's length are never written but are read by the whole-sequence GEMMs,
   // so with lengths the pooled buffers are zeroed first.)
-  T* dgx = scratch<T>(1, TB * GH);
+  PooledBuffer<T> dgx_buf, dgh_last_buf, dh_seq_buf, xv_buf;
+  T* dgx = scratch(dgx_buf, TB * GH);
   // The recurrent side's gradient of the last gate block, where it differs (reset-after GRU).
-  T* dgh_last = Cell::kSeparateRecurrentGrad ? scratch<T>(2, TB * H) : nullptr;
+  T* dgh_last = Cell::kSeparateRecurrentGrad ? scratch(dgh_last_buf, TB * H) : nullptr;
   std::vector<T> dg(std::size_t(B * GH));
   std::vector<T> dh(std::size_t(B * S), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> zero_dy(p.dy && !project ? 0 : std::size_t(B * H), T(0));
   std::vector<T> dm(project ? std::size_t(B * H) : 0);         // dL/dm_t, visiting order
-  T* dh_seq = project ? scratch<T>(3, TB * S) : nullptr;  // dL/dh_t for dW_hr
+  T* dh_seq = project ? scratch(dh_seq_buf, TB * S) : nullptr;  // dL/dh_t for dW_hr
   if (s.lengths) {
     std::fill_n(dgx, TB * GH, T(0));
     if (dgh_last) std::fill_n(dgh_last, TB * H, T(0));
@@ -559,7 +557,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   // gradient does not cancel a NaN or inf there, so with lengths they are zeroed in a copy.
   const T* x_valid = p.x;
   if (s.lengths) {
-    T* xv = scratch<T>(4, TB * I);
+    T* xv = scratch(xv_buf, TB * I);
     for (index_t t = 0; t < T_; ++t)
       for (index_t b = 0; b < B; ++b) {
         const T* src = p.x + (t * B + b) * I;

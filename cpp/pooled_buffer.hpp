@@ -4,20 +4,31 @@
 // anew each call, such buffers come from mmap or from a heap that glibc grows and trims again,
 // so every call paid page faults on first touch: a batch-1 LSTM call (50 x 128) measured 440 us
 // instead of 230 us until glibc's thresholds settled. Pooled, they stay mapped and warm.
-// Thread-safe; at most kMaxPooledBytes stay pooled, larger surplus goes back to the system.
+// Thread-safe; at most kMaxPooledBytes stay pooled (per element type), larger surplus goes back
+// to the system when the buffer is released, i.e. at the end of the call that used it: a call
+// with larger buffers (a long inference sequence) does not leave them resident.
+// rnnkit.memory_stats() reports the pooled bytes; rnnkit.empty_cache() frees them.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "memory_blocks.hpp"
 
 namespace rnnkit {
 
 template <class T>
 class PooledBuffer {
  public:
+  // Holds the scratch of the benchmark's largest training shape (LSTM T=100, B=64, I=H=512,
+  // float32: 50 MiB of gate gradients and 4-8 MiB of packed weights), so repeated calls of it
+  // reuse warm buffers.
   static constexpr std::size_t kMaxPooledBytes = std::size_t(64) << 20;
 
   PooledBuffer() = default;
@@ -30,6 +41,23 @@ class PooledBuffer {
   }
   ~PooledBuffer() { release(); }
 
+  // Bytes held by the pool (buffers not in use).
+  static std::size_t pooled_bytes() {
+    Pool& p = pool();
+    std::lock_guard<std::mutex> lock(p.mutex);
+    return p.bytes;
+  }
+  // Frees every pooled buffer (rnnkit.empty_cache).
+  static void clear_pool() noexcept {
+    std::vector<Block> blocks;
+    {
+      Pool& p = pool();
+      std::lock_guard<std::mutex> lock(p.mutex);
+      blocks.swap(p.free);
+      p.bytes = 0;
+    }
+  }
+
   // Room for n elements (contents unspecified); may throw std::bad_alloc.
   void resize(std::size_t n) {
     if (n > capacity_) {
@@ -38,13 +66,21 @@ class PooledBuffer {
     }
     size_ = n;
   }
+  // Memory from allocate_block (memory_blocks.hpp: a large buffer is unmapped when freed, not
+  // left on the heap). T is float or double: no constructors to run.
+  struct Free {
+    std::size_t bytes = 0;
+    void operator()(T* p) const noexcept { free_block(p, bytes); }
+  };
+  using Memory = std::unique_ptr<T, Free>;
+
   T* data() { return data_.get(); }
   const T* data() const { return data_.get(); }
   std::size_t size() const { return size_; }
 
  private:
   struct Block {
-    std::unique_ptr<T[]> data;
+    Memory data;
     std::size_t capacity;
   };
   struct Pool {
@@ -80,23 +116,36 @@ class PooledBuffer {
         return;
       }
     }
-    data_.reset(new T[n]);  // default-initialised: no zeroing
+    // Not zeroed (a fresh mapping is, by the OS). When it fails, pooled buffers of other sizes may be what
+    // is missing: free them and try once more (then std::bad_alloc, MemoryError).
+    const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(T);
+    T* fresh = static_cast<T*>(allocate_block(bytes));
+    if (!fresh) {
+      clear_pool();
+      fresh = static_cast<T*>(allocate_block(bytes));
+    }
+    if (!fresh) throw std::bad_alloc();
+    data_ = Memory(fresh, Free{bytes});
     capacity_ = n;
   }
 
-  void release() {
+  // Runs in the destructor: must not throw (a failure to record the buffer frees it instead).
+  void release() noexcept {
     if (!data_) return;
-    Pool& p = pool();
-    std::lock_guard<std::mutex> lock(p.mutex);
-    if (p.bytes + capacity_ * sizeof(T) <= kMaxPooledBytes) {
-      p.bytes += capacity_ * sizeof(T);
-      p.free.push_back(Block{std::move(data_), capacity_});
+    try {
+      Pool& p = pool();
+      std::lock_guard<std::mutex> lock(p.mutex);
+      if (p.bytes + capacity_ * sizeof(T) <= kMaxPooledBytes) {
+        p.free.push_back(Block{std::move(data_), capacity_});
+        p.bytes += capacity_ * sizeof(T);
+      }
+    } catch (...) {
     }
     data_.reset();
     capacity_ = size_ = 0;
   }
 
-  std::unique_ptr<T[]> data_;
+  Memory data_;
   std::size_t capacity_ = 0, size_ = 0;
 };
 

@@ -10,11 +10,17 @@
 // a concurrent call (from another Python thread) runs alone on its own thread, with bitwise the
 // same results, because every output element is computed by the same code in the same order
 // whatever the number of threads.
+//
+// Errors: kernels allocate before a run, not inside it, but should a thread of a run throw
+// (std::bad_alloc included), the run is aborted: the other threads leave their barriers, and
+// the first exception is rethrown to the caller (MemoryError for std::bad_alloc) once every
+// thread has stopped. Nothing may escape a worker thread: that would terminate the process.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <new>
@@ -87,15 +93,17 @@ class Team {
       ++generation_;
     }
     start_.notify_all();
-    std::exception_ptr error;
     try {
       fn(TeamContext{0, n, this});
     } catch (...) {
-      error = std::current_exception();
+      fail(std::current_exception());
     }
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return pending_ == 0; });
     job_ = nullptr;
+    std::exception_ptr error = std::move(error_);
+    error_ = nullptr;
+    aborted_.store(false);
     if (error) std::rethrow_exception(error);
   }
 
@@ -103,6 +111,7 @@ class Team {
   // under a microsecond), then sleep on a condition variable: on a busy machine a thread may
   // be descheduled, and a sleeping waiter frees its core for it instead of spinning against it.
   void barrier(int nthreads) {
+    if (aborted_.load(std::memory_order_acquire)) throw Aborted();
     const std::uint32_t gen = barrier_gen_.load(std::memory_order_acquire);
     if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nthreads - 1) {
       barrier_count_.store(0, std::memory_order_relaxed);
@@ -115,14 +124,43 @@ class Team {
     }
     for (int spins = 0; spins < 2000; ++spins) {
       if (barrier_gen_.load(std::memory_order_acquire) != gen) return;
+      if (aborted_.load(std::memory_order_acquire)) throw Aborted();
       RNNKIT_PAUSE();
     }
     std::unique_lock<std::mutex> lock(barrier_mutex_);
-    barrier_cv_.wait(lock, [&] { return barrier_gen_.load(std::memory_order_acquire) != gen; });
+    barrier_cv_.wait(lock, [&] {
+      return barrier_gen_.load(std::memory_order_acquire) != gen || aborted_.load(std::memory_order_acquire);
+    });
+    if (barrier_gen_.load(std::memory_order_acquire) == gen) throw Aborted();
   }
 
  private:
   Team() = default;
+
+  // Thrown at a barrier of an aborted run, to unwind the threads still in it; never the error
+  // reported.
+  struct Aborted {};
+
+  // Records a thread's exception (the first one wins) and aborts the run: the threads waiting
+  // at a barrier leave it. Never throws.
+  void fail(std::exception_ptr e) noexcept {
+    bool aborted_by_us = false;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Aborted&) {
+      aborted_by_us = true;  // a consequence of another thread's error, not an error
+    } catch (...) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!aborted_by_us && !error_) error_ = e;
+    }
+    {
+      std::lock_guard<std::mutex> lock(barrier_mutex_);
+      aborted_.store(true, std::memory_order_release);
+    }
+    barrier_cv_.notify_all();
+  }
 
   // In the child of a fork: the workers do not exist there, and a lock held by another
   // thread of the parent would never be released; rebuild the synchronisation objects.
@@ -137,6 +175,8 @@ class Team {
     job_ = nullptr;
     job_threads_ = pending_ = 0;
     job_fp_control_ = 0;
+    error_ = nullptr;
+    aborted_.store(false);
     barrier_count_.store(0);
   }
 
@@ -163,12 +203,12 @@ class Team {
         fp_control = job_fp_control_;
       }
       if (job && tid < n) {
-        // Exceptions cannot cross threads here; kernels do not throw inside a run (allocation
-        // happens before it), but stay safe: swallow and let the caller's result stand.
+        // An exception must not leave this thread (std::terminate): it goes to the caller.
         try {
           const FpControlScope fp(fp_control);
           (*job)(TeamContext{tid, n, this});
         } catch (...) {
+          fail(std::current_exception());
         }
         std::lock_guard<std::mutex> lock(mutex_);
         if (--pending_ == 0) done_.notify_one();
@@ -189,6 +229,8 @@ class Team {
   std::condition_variable barrier_cv_;
   std::atomic<int> barrier_count_{0};
   std::atomic<std::uint32_t> barrier_gen_{0};
+  std::exception_ptr error_;         // the run's first exception (under mutex_)
+  std::atomic<bool> aborted_{false};  // a thread of the run has thrown
 };
 
 inline void TeamContext::barrier() const {

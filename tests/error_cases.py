@@ -626,6 +626,20 @@ BAD_INPUTS = [
     ),
     Case(
         "value",
+        "`set_cache_limit(-1)`",
+        lambda: rnnkit.set_cache_limit(-1),
+        ValueError,
+        "nbytes: expected an int >= 0, got -1",
+    ),
+    Case(
+        "value",
+        "`set_cache_limit(1.5)`",
+        lambda: rnnkit.set_cache_limit(1.5),
+        TypeError,
+        "nbytes: expected an int, got 1.5",
+    ),
+    Case(
+        "value",
         "`nn.LSTM(4, 5, proj_size=5)`",
         lambda: nn.LSTM(I, H, proj_size=H),
         ValueError,
@@ -733,15 +747,15 @@ BAD_INPUTS = [
         "`lstm_forward(W_hr=...)`: T*B*4*H = 2**62 values (all arrays empty: I = P = 0)",
         lambda: huge_lstm_projection(2**29 - 1),
         ValueError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take ",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take ",
     ),
     Case(
         "size",
         "`lstm_forward(W_hr=...)`: a 4 PiB gate buffer (all arrays empty: I = P = 0)",
         lambda: huge_lstm_projection(2**16),
         MemoryError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take 4.0 PiB of float64, "
-        "more than this machine's memory",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take 7.0 PiB "
+        "of float64, more than this machine's memory",
     ),
     Case(
         "size",
@@ -750,8 +764,8 @@ BAD_INPUTS = [
             np.empty((2**16, 2**15 - 1, 0)), None, np.empty((2048, 0)), np.zeros((2048, 2048)), None, None
         ),
         MemoryError,
-        "x: y and the gate buffer (T*B*(H + G*H) values) would take 64.0 TiB of "
-        "float64, more than this machine's memory",
+        "x: the call's outputs, workspace and scratch (incl. the BLAS buffer) would take 64.0 TiB "
+        "of float64, more than this machine's memory",
     ),
     Case(
         "size",
@@ -766,6 +780,31 @@ BAD_INPUTS = [
         ),
         MemoryError,
         "x: a C-contiguous copy would take 256.0 TiB of float32, more than this machine's memory",
+    ),
+    Case(
+        "size",
+        "`dot_attention_forward`: T = S = 2**20 (weights and scores 8 TiB each; H = Hv = 0)",
+        lambda: rnnkit.attention.dot_attention_forward(
+            np.empty((1, 2**20, 0)), np.empty((1, 2**20, 0)), np.empty((1, 2**20, 0))
+        ),
+        MemoryError,
+        "query: the call's outputs and scratch (incl. the BLAS buffer) would take 16.0 TiB of "
+        "float64, more than this machine's memory",
+    ),
+    Case(
+        "size",
+        "`additive_attention_forward`: T = S = 2**20 (A = 1, Hq = Hk = Hv = 0)",
+        lambda: rnnkit.attention.additive_attention_forward(
+            np.empty((1, 2**20, 0)),
+            np.empty((1, 2**20, 0)),
+            np.empty((1, 2**20, 0)),
+            np.zeros((1, 0)),
+            np.zeros((1, 0)),
+            np.zeros(1),
+        ),
+        MemoryError,
+        "query: the call's outputs and scratch (incl. the BLAS buffer) would take 8.0 TiB of "
+        "float64, more than this machine's memory",
     ),
     Case(
         "size",

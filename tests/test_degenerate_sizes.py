@@ -7,7 +7,9 @@ import pytest
 import rnnkit
 from conftest import CELLS, DTYPES, assert_close, random_case, run_case
 from rnnkit import _core
+from rnnkit import attention as ops
 from rnnkit import reference as ref
+from rnnkit.reference import attention as oracle
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -51,3 +53,49 @@ def test_empty_softmax_and_loss_shapes():
     for shape in [(0, 3), (3, 0), (0, 0), (2, 0, 4), (0,)]:
         p = rnnkit.softmax(np.zeros(shape, np.float32))
         assert p.shape == shape and p.dtype == np.float32
+
+
+# B, T, S, Hq, Hk, Hv, A: each feature size zero in turn (and together), with T on both sides
+# of the kernels' GEMM threshold (8 query steps)
+ATTENTION_ZERO_SIZES = [
+    (2, 3, 4, 0, 5, 3, 6),
+    (2, 3, 4, 5, 0, 3, 6),
+    (2, 3, 4, 5, 5, 3, 0),
+    (2, 3, 4, 5, 5, 0, 6),
+    (2, 3, 4, 0, 0, 3, 0),
+    (2, 10, 4, 0, 0, 2, 0),
+    (2, 10, 4, 5, 5, 2, 0),
+]
+
+
+@pytest.mark.parametrize("sizes", ATTENTION_ZERO_SIZES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_zero_feature_sizes_match_oracle(sizes, dtype):
+    """Hq = 0, Hk = 0, A = 0 or Hv = 0: forward and backward of every attention kind run and
+    match the oracle (scores from an empty dot product are 0: uniform weights), empty
+    gradients have their shapes."""
+    B, T, S, Hq, Hk, Hv, A = sizes
+    rng = np.random.default_rng(5)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    q, k, v = normal(B, T, Hq), normal(B, S, Hk), normal(B, S, Hv)
+    dctx, dw = normal(B, T, Hv), normal(B, T, S)
+    mask = np.arange(S)[None, :] < np.array([S, S - 1])[:, None]
+    calls = {
+        "additive": (q, k, v, normal(A, Hq), normal(A, Hk), normal(A), normal(A)),
+        "general": (q, k, v, normal(Hq, Hk)),
+    }
+    if Hq == Hk:
+        calls["dot"] = (q, k, v)
+    for kind, args in calls.items():
+        fwd, bwd = f"{kind}_attention_forward", f"{kind}_attention_backward"
+        got_ctx, got_w, got_cache = getattr(ops, fwd)(*args, mask=mask)
+        want_ctx, want_w, want_cache = getattr(oracle, fwd)(*args, mask=mask)
+        assert_close(got_ctx, want_ctx, dtype, f"{kind} {sizes} context")
+        assert_close(got_w, want_w, dtype, f"{kind} {sizes} weights")
+        got = getattr(ops, bwd)(dctx, dw, got_cache)
+        want = getattr(oracle, bwd)(dctx, dw, want_cache)
+        for name, a, e in zip(got._fields, got, want):
+            assert_close(a, e, dtype, f"{kind} {sizes} {name}")

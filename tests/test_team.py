@@ -187,3 +187,23 @@ def test_team_works_in_forked_children(restore_settings):
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_lstm_grad_sum, (1,)).get(timeout=60)
     assert np.array_equal(got, expected)
+
+
+def test_an_exception_in_a_team_thread_reaches_the_caller(restore_settings):
+    """std::bad_alloc thrown in a worker thread (or the caller's share) of a team run, while the
+    other thread waits at a barrier, comes back as MemoryError; the team is usable after."""
+    rnnkit.set_num_threads(2)
+    for thrower in (1, 0):
+        with pytest.raises(MemoryError):
+            _core._team_run_throwing(2, thrower)
+    old = _core._get_team_min_work()
+    _core._set_team_min_work(0)  # every call on both threads
+    try:
+        rng = np.random.default_rng(3)
+        args, grads = make("lstm", 5, 12, 8, 32, rng)
+        got = run(rnnkit, "lstm", {}, args, grads)
+        want = run(ref, "lstm", {}, args, grads)
+    finally:
+        _core._set_team_min_work(old)
+    for k, (a, e) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12, err_msg=f"result {k}")

@@ -26,6 +26,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 # kept as re-exports so that every old import path works.
 from . import (
     _core,
+    _validate,
     attention,
     decoding,
     diagnostics,
@@ -133,6 +134,34 @@ def get_flush_denormal() -> bool:
     return bool(_core.get_flush_denormal())
 
 
+def memory_stats() -> dict[str, int]:
+    """Memory rnnkit keeps between calls, in bytes: a dict with
+
+    * ``cached_bytes``: blocks of freed result arrays (outputs, workspaces, gradients) kept for
+      reuse, so that repeated calls of one size skip the page faults of fresh memory;
+    * ``scratch_bytes``: pooled scratch buffers of the kernels (gate gradients, packed weights);
+    * ``cache_limit``: the most ``cached_bytes`` can reach (:func:`set_cache_limit`);
+    * ``scratch_limit``: the most ``scratch_bytes`` can reach (a larger buffer, e.g. a long
+      sequence's, is freed when its call returns).
+
+    Memory still referenced by live arrays (a workspace you keep) is not included.
+    """
+    return {k: int(v) for k, v in _core._memory_stats().items()}
+
+
+def empty_cache() -> None:
+    """Free every cached block and pooled scratch buffer (see :func:`memory_stats`). Arrays in
+    use are not affected; later calls allocate afresh (and refill the cache)."""
+    _core._empty_cache()
+
+
+def set_cache_limit(nbytes: int) -> None:
+    """Set the most bytes of freed result arrays rnnkit keeps for reuse (default 256 MiB, which
+    holds the blocks of a training step of LSTM T=100, B=64, I=H=512 in float32). Blocks beyond
+    it are freed at once, least recently used first; 0 disables the cache."""
+    _core._set_cache_limit(min(_validate.int_arg("nbytes", nbytes, minimum=0), _validate.INTP_MAX))
+
+
 __all__ = [
     "CellGrads",
     "CrossEntropyResult",
@@ -161,6 +190,9 @@ __all__ = [
     "softmax_cross_entropy",
     "clip_grad_norm",
     "clip_grad_value",
+    "memory_stats",
+    "empty_cache",
+    "set_cache_limit",
     "__version__",
     # the layers
     "ops",

@@ -330,3 +330,46 @@ def _fma_peak_gflops(float64: bool, seconds: float = 0.5) -> float:
     """One thread's measured fused multiply-add throughput in GFLOP/s over about ``seconds``
     (the benchmark's ceiling line).
     """
+
+# ----------------------------------------------------------------------------- memory
+
+def _sequence_terms(
+    cell: str,
+    reset_after: bool,
+    backward: bool,
+    float64: bool,
+    T: int,
+    B: int,
+    I: int,
+    H: int,
+    S: int,
+    training: bool,
+    lengths: bool,
+    project: bool,
+    dy: bool,
+    b_ih: bool,
+    b_hh: bool,
+) -> list[tuple[str, int, int]]:
+    """What one sequence forward (or backward) of ``cell`` ("rnn", "lstm", "gru") allocates, as
+    (name, count, itemsize) terms (cpp/footprint.hpp), for the size check before the call."""
+
+_blas_buffer_bytes: int
+"""Bytes budgeted for the bundled OpenBLAS's per-thread GEMM buffer."""
+
+def _memory_stats() -> dict[str, int]:
+    """{"cached_bytes", "scratch_bytes", "cache_limit", "scratch_limit"}: memory kept between
+    calls by the block cache (memory.hpp) and the scratch pool (pooled_buffer.hpp)."""
+
+def _empty_cache() -> None:
+    """Free the block cache and the scratch pool (and trim the heap)."""
+
+def _set_cache_limit(nbytes: int) -> None:
+    """The most bytes the block cache keeps."""
+
+def _team_run_throwing(nthreads: int, thrower: int) -> None:
+    """Tests: a team run in which thread ``thrower`` throws std::bad_alloc (MemoryError)."""
+
+def _set_interrupt_polling(enabled: bool) -> None:
+    """Whether long calls poll for Ctrl-C (on by default)."""
+
+def _get_interrupt_polling() -> bool: ...

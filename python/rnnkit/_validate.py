@@ -19,6 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+try:
+    import resource
+except ImportError:  # not on every platform
+    resource = None  # type: ignore[assignment]
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # NumPy's message for a ragged nested list, e.g. "... has an inhomogeneous shape after 1
@@ -338,29 +343,68 @@ def _human(nbytes):
         nbytes /= 1024
 
 
-def check_alloc(arg: str, dtype: npt.DTypeLike, n_elements: int, what: str) -> None:
-    """Refuse, before allocating, ``n_elements`` values of ``dtype`` that cannot exist.
+def address_space_left() -> int | None:
+    """Bytes the address-space limit (RLIMIT_AS, ``ulimit -v``) still leaves this process, or
+    None when there is no limit (the usual case) or it cannot be read.
 
-    ValueError when the byte count does not fit a 64-bit size (it would overflow);
-    MemoryError when it exceeds :func:`memory_limit`. ``what`` names the buffers, e.g.
-    ``x: y and the gate buffer (T*B*(H + G*H) values) would take 32.0 TiB of float64, more
-    than this machine's memory (23.4 GiB, RAM + swap)``.
+    Under such a limit an allocation beyond it fails, and the bundled OpenBLAS then exits the
+    process (``exit(1)``) instead of reporting it: calls that would not fit are refused first.
     """
-    dtype = np.dtype(dtype)
-    nbytes = int(n_elements) * dtype.itemsize  # Python ints: no overflow here
+    if resource is None:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return max(soft - int(line.split()[1]) * 1024, 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_bytes(arg: str, nbytes: int, what: str, of: str = "") -> None:
+    """Refuse, before allocating, ``nbytes`` bytes that cannot exist or cannot be had.
+
+    ValueError when the count does not fit a 64-bit size (it would overflow); MemoryError when
+    it exceeds :func:`memory_limit` (RAM + swap) or what the address-space limit still leaves
+    (:func:`address_space_left`). ``what`` names the buffers and ``of`` the dtype (" of
+    float64"), e.g. ``x: y and the gate buffer (T*B*(H + G*H) values) would take 32.0 TiB of
+    float64, more than this machine's memory (23.4 GiB, RAM + swap)``.
+    """
     if nbytes > INTP_MAX:
         raise ValueError(
-            f"{arg}: {what} would take {nbytes} bytes of {dtype.name}, more than a "
-            f"64-bit size can hold ({INTP_MAX})"
+            f"{arg}: {what} would take {nbytes} bytes{of}, more than a 64-bit size can hold ({INTP_MAX})"
         )
-    if nbytes < (1 << 30):  # surely fine; spares reading /proc on every call
-        return
-    limit = memory_limit()
-    if limit is not None and nbytes > limit:
+    if nbytes >= (1 << 30):  # below, surely within the machine; spares reading /proc on every call
+        limit = memory_limit()
+        if limit is not None and nbytes > limit:
+            raise MemoryError(
+                f"{arg}: {what} would take {_human(nbytes)}{of}, more than "
+                f"this machine's memory ({_human(limit)}, RAM + swap)"
+            )
+    left = address_space_left()
+    if left is not None and nbytes > left:
         raise MemoryError(
-            f"{arg}: {what} would take {_human(nbytes)} of {dtype.name}, more than "
-            f"this machine's memory ({_human(limit)}, RAM + swap)"
+            f"{arg}: {what} would take {_human(nbytes)}{of} ({nbytes} bytes), more than the "
+            f"address-space limit leaves ({_human(left)} of RLIMIT_AS, ulimit -v)"
         )
+
+
+def check_alloc(arg: str, dtype: npt.DTypeLike, n_elements: int, what: str) -> None:
+    """Refuse, before allocating, ``n_elements`` values of ``dtype`` that cannot exist or
+    cannot be had (:func:`check_bytes`)."""
+    dtype = np.dtype(dtype)
+    check_bytes(arg, int(n_elements) * dtype.itemsize, what, f" of {dtype.name}")  # Python ints
+
+
+def check_terms(arg: str, terms: Sequence[tuple[str, int, int]], what: str, dtype: npt.DTypeLike) -> None:
+    """:func:`check_bytes` for a call that allocates ``terms``: (name, count, itemsize) each,
+    summed in Python ints (no overflow)."""
+    nbytes = sum(int(count) * int(itemsize) for _, count, itemsize in terms)
+    check_bytes(arg, nbytes, what, f" of {np.dtype(dtype).name}")
 
 
 def check_rnn_module_sizes(

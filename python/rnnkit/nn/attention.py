@@ -37,7 +37,8 @@ __all__ = [
 
 
 def _flat(a):
-    return a.reshape(-1, a.shape[-1])
+    """(B, N, F) as (B*N, F), the rows given (with F = 0 NumPy cannot infer them)."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-1])
 
 
 def _squeeze(a, squeeze):

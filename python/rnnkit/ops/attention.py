@@ -173,7 +173,29 @@ def _check_upstream(cache, dcontext, dweights):
 
 
 def _flat(a):
-    return a.reshape(-1, a.shape[-1])
+    """(B, N, F) as (B*N, F). The rows are given, not inferred: with F = 0 (a zero-size feature
+    dimension: Hq, Hk or A) NumPy cannot infer them ("cannot reshape array of size 0")."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-1])
+
+
+# The bytes a call allocates, checked before it allocates them (like the recurrent kernels':
+# rnnkit._validate.check_terms): (name, count, itemsize) terms of the arrays made here, in NumPy,
+# and in cpp/attention_bindings.cpp (outputs, then the kernel's scratch, whose sizes are
+# attention.hpp's *_scratch_elements), plus one BLAS buffer for the GEMMs (the kernels' own,
+# from 8 query steps on, and NumPy's matmul, whose OpenBLAS keeps one of the same size).
+_KERNEL_GEMM_STEPS = 8  # attention.hpp kAttentionGemmSteps
+
+
+def _check_memory(arg, dtype, what, terms, gemm=True):
+    item = np.dtype(dtype).itemsize
+    out = [(name, int(count), item) for name, count in terms]
+    if gemm:
+        out.append(("BLAS buffer", _core._blas_buffer_bytes, 1))
+    _v.check_terms(arg, out, what, dtype)
+
+
+_FORWARD = "the call's outputs and scratch (incl. the BLAS buffer)"
+_BACKWARD = "the call's gradients and scratch (incl. the BLAS buffer)"
 
 
 def _squeeze(a, squeeze):
@@ -222,6 +244,19 @@ def additive_attention_forward(
     m = mask_u8(mask, B, S)
     _v.flag("training", training)
     _v.check_gemm_sizes(**{"B*S": B * S, "B*T": B * T})
+    _check_memory(
+        "query",
+        dtype,
+        _FORWARD,
+        [
+            ("qp", B * T * A),  # here (NumPy)
+            ("kp", B * S * A),
+            ("context", B * T * values.shape[2]),  # attention_bindings.cpp additive_forward
+            ("weights", B * T * S),
+            ("e", S),  # additive_forward_scratch_elements
+            ("tmp", A),
+        ],
+    )
     qp = (_flat(q3) @ W_q.T).reshape(B, T, A)
     if b is not None:
         qp += b
@@ -260,10 +295,30 @@ def additive_attention_backward(
     _check_cache(cache, "additive", "additive_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
+    B, T, S = a["w"].shape
+    A, Hq = a["W_q"].shape
+    Hk, Hv = a["keys"].shape[2], a["values"].shape[2]
+    _check_memory(
+        "cache",
+        a["query"].dtype,
+        _BACKWARD,
+        [
+            ("dqp", B * T * A),  # attention_bindings.cpp additive_backward
+            ("dkp", B * S * A),
+            ("dv", A),
+            ("dvalues", B * S * Hv),
+            ("dw_total", T * S),  # additive_backward_scratch_elements
+            ("de", S),
+            ("dquery", B * T * Hq),  # here (NumPy)
+            ("dW_q", A * Hq),
+            ("db", A),
+            ("dkeys", B * S * Hk),
+            ("dW_k", A * Hk),
+        ],
+    )
     dqp, dkp, dv, dvalues = _core.attention_additive_backward(
         dctx, dw, a["qp"], a["kp"], a["v"], a["values"], a["w"], a["mask"]
     )
-    B, T, Hq = a["query"].shape
     dquery = (_flat(dqp) @ a["W_q"]).reshape(B, T, Hq)
     dW_q = _flat(dqp).T @ _flat(a["query"])
     db = _flat(dqp).sum(axis=0) if a["has_b"] else None
@@ -296,6 +351,17 @@ def dot_attention_forward(
     m = mask_u8(mask, B, S)
     scale = _v.real("scale", scale)
     _v.flag("training", training)
+    _check_memory(
+        "query",
+        q3.dtype,
+        _FORWARD,
+        [
+            ("context", B * T * values.shape[2]),  # attention_bindings.cpp dot_forward
+            ("weights", B * T * S),
+            ("e", T * S),  # dot_forward_scratch_elements
+        ],
+        gemm=T >= _KERNEL_GEMM_STEPS,
+    )
     ctx, w = _core.attention_dot_forward(q3, keys, values, m, scale)
     cache = None
     if training:
@@ -305,6 +371,24 @@ def dot_attention_forward(
     return _squeeze(ctx, squeeze), _squeeze(w, squeeze), cache
 
 
+def _check_dot_backward_memory(q3, keys, values, w, extra=()):
+    B, T, S = w.shape
+    _check_memory(
+        "cache",
+        q3.dtype,
+        _BACKWARD,
+        [
+            ("dquery", B * T * q3.shape[2]),  # attention_bindings.cpp dot_backward
+            ("dkeys", B * S * keys.shape[2]),
+            ("dvalues", B * S * values.shape[2]),
+            ("dw_total", T * S),  # dot_backward_scratch_elements
+            ("de", T * S),
+            *extra,
+        ],
+        gemm=T >= _KERNEL_GEMM_STEPS or bool(extra),
+    )
+
+
 def dot_attention_backward(
     dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
 ) -> DotAttentionGrads:
@@ -312,6 +396,7 @@ def dot_attention_backward(
     _check_cache(cache, "dot", "dot_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
+    _check_dot_backward_memory(a["query"], a["keys"], a["values"], a["w"])
     dq, dk, dvalues = _core.attention_dot_backward(
         dctx, dw, a["query"], a["keys"], a["values"], a["w"], a["mask"], a["scale"]
     )
@@ -342,6 +427,17 @@ def general_attention_forward(
     m = mask_u8(mask, B, S)
     _v.flag("training", training)
     _v.check_gemm_sizes(**{"B*S": B * S})
+    _check_memory(
+        "query",
+        q3.dtype,
+        _FORWARD,
+        [
+            ("kp", B * S * Hq),  # here (NumPy)
+            ("context", B * T * values.shape[2]),  # attention_bindings.cpp dot_forward
+            ("weights", B * T * S),
+            ("e", T * S),  # dot_forward_scratch_elements
+        ],
+    )
     kp = (_flat(keys) @ W_a.T).reshape(B, S, Hq)
     ctx, w = _core.attention_dot_forward(q3, kp, values, m, 1.0)
     cache = None
@@ -360,6 +456,10 @@ def general_attention_backward(
     _check_cache(cache, "general", "general_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
+    Hq, Hk = a["W_a"].shape
+    B, S = a["keys"].shape[:2]
+    extra = [("dkeys", B * S * Hk), ("dW_a", Hq * Hk)]  # here (NumPy)
+    _check_dot_backward_memory(a["query"], a["kp"], a["values"], a["w"], extra)
     dq, dkp, dvalues = _core.attention_dot_backward(
         dctx, dw, a["query"], a["kp"], a["values"], a["w"], a["mask"], 1.0
     )

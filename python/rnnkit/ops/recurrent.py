@@ -98,6 +98,14 @@ class Workspace:
         return self.saved.reverse
 
     @property
+    def has_b_ih(self) -> bool:
+        return self.saved.has_b_ih
+
+    @property
+    def has_b_hh(self) -> bool:
+        return self.saved.has_b_hh
+
+    @property
     def dtype(self) -> np.dtype:
         return self.saved.dtype
 
@@ -135,13 +143,64 @@ class _SequenceArgs(NamedTuple):
     W_hr: np.ndarray | None
 
 
+# What the size check names: every buffer a call allocates (cpp/footprint.hpp lists them).
+_FORWARD_BUFFERS = "the call's outputs, workspace and scratch (incl. the BLAS buffer)"
+_BACKWARD_BUFFERS = "the call's gradients and scratch (incl. the BLAS buffer)"
+
+
+def _check_call_memory(arg, cell, options, backward, dtype, T, B, I, H, P, **flags):
+    """MemoryError (ValueError on overflow) naming ``arg`` and the bytes, before anything is
+    allocated, when a call's buffers would not fit (:func:`rnnkit._validate.check_terms`). The
+    count is the compiled module's own list of the call's allocations (cpp/footprint.hpp)."""
+    terms = _core._sequence_terms(
+        cell,
+        bool(options.get("reset_after", True)),
+        backward,
+        dtype == np.float64,
+        T,
+        B,
+        I,
+        H,
+        P,
+        flags.get("training", True),
+        flags.get("lengths", False),
+        flags.get("project", False),
+        flags.get("dy", False),
+        flags.get("b_ih", False),
+        flags.get("b_hh", False),
+    )
+    v.check_terms(arg, terms, _BACKWARD_BUFFERS if backward else _FORWARD_BUFFERS, dtype)
+
+
+def _check_backward_memory(ws, dy):
+    T, B, I = ws.x.shape
+    _check_call_memory(
+        "workspace",
+        ws.cell,
+        ws.options,
+        True,
+        ws.dtype,
+        T,
+        B,
+        I,
+        ws.hidden_size,
+        ws.W_hh.shape[1],
+        lengths=ws.lengths is not None,
+        project=ws.projected,
+        dy=dy is not None,
+        b_ih=ws.has_b_ih,
+        b_hh=ws.has_b_hh,
+    )
+
+
 def _check_sequence_args(
-    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None
+    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None, options=None
 ) -> _SequenceArgs:
     """Validate a sequence forward's arguments; return them as contiguous arrays.
 
     ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
-    one (h0) is (B, P) and the recurrent weight W_hh is (G*H, P).
+    one (h0) is (B, P) and the recurrent weight W_hh is (G*H, P). ``options`` are the cell's
+    (they change what the call allocates).
     """
     G = cell_spec(cell).gates
     gh = f"{G}*H" if G > 1 else "H"
@@ -177,7 +236,21 @@ def _check_sequence_args(
     v.flag("reverse", reverse)
     v.flag("training", training)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
-    v.check_alloc("x", dtype, T * B * (P + G * H), "y and the gate buffer (T*B*(H + G*H) values)")
+    _check_call_memory(
+        "x",
+        cell,
+        options or {},
+        False,
+        dtype,
+        T,
+        B,
+        I,
+        H,
+        P,
+        training=bool(training),
+        lengths=lengths is not None,
+        project=W_hr is not None,
+    )
     return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr)
 
 
@@ -285,6 +358,7 @@ def rnn_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace
 
 def _rnn_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
+    _check_backward_memory(ws, dy)
     dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
@@ -378,6 +452,7 @@ def lstm_backward(
 
 def _lstm_backward(dy, dh_T, dc_T, ws):
     dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True), ("dc_T", dc_T, True)])
+    _check_backward_memory(ws, dy)
     dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(dy, dh_T, dc_T, ws.saved)
     if dW_hr is not None:  # returned exactly when the forward projected (W_hr)
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
@@ -447,7 +522,19 @@ def gru_forward(
     Returns ``(y (T, B, H), h_T (B, H), workspace)``.
     """
     v.flag("reset_after", reset_after)
-    a = _check_sequence_args(_GRU, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
+    a = _check_sequence_args(
+        _GRU,
+        x,
+        [("h0", h0)],
+        W_ih,
+        W_hh,
+        b_ih,
+        b_hh,
+        lengths,
+        reverse,
+        training,
+        options={"reset_after": bool(reset_after)},
+    )
     y, h_T, _, saved = _core.gru_forward(
         a.x,
         a.states[0],
@@ -477,6 +564,7 @@ def gru_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace
 
 def _gru_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
+    _check_backward_memory(ws, dy)
     dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
