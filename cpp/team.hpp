@@ -25,6 +25,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -180,10 +181,16 @@ class Team {
     barrier_count_.store(0);
   }
 
+  // A thread that cannot be started (its stack cannot be mapped: EAGAIN) is reported as
+  // std::bad_alloc, i.e. MemoryError, like any other allocation that fails.
   void ensure_workers(int count) {
     while (int(workers_.size()) < count) {
       const int tid = int(workers_.size()) + 1;
-      workers_.emplace_back([this, tid] { work(tid); });
+      try {
+        workers_.emplace_back([this, tid] { work(tid); });
+      } catch (const std::system_error&) {
+        throw std::bad_alloc();
+      }
       workers_.back().detach();
     }
   }

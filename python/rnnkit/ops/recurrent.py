@@ -24,6 +24,7 @@ PyTorch's packed sequences do.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -148,11 +149,19 @@ _FORWARD_BUFFERS = "the call's outputs, workspace and scratch (incl. the BLAS bu
 _BACKWARD_BUFFERS = "the call's gradients and scratch (incl. the BLAS buffer)"
 
 
+@functools.lru_cache(maxsize=256)
+def _call_bytes(*args):
+    """The bytes of a call's allocations: the compiled module's own list (cpp/footprint.hpp),
+    summed in Python ints (no overflow). Cached: a training loop repeats its shapes, and the
+    list costs a few microseconds to build."""
+    return sum(int(count) * int(itemsize) for _, count, itemsize in _core._sequence_terms(*args[1:]))
+
+
 def _check_call_memory(arg, cell, options, backward, dtype, T, B, I, H, P, **flags):
     """MemoryError (ValueError on overflow) naming ``arg`` and the bytes, before anything is
-    allocated, when a call's buffers would not fit (:func:`rnnkit._validate.check_terms`). The
-    count is the compiled module's own list of the call's allocations (cpp/footprint.hpp)."""
-    terms = _core._sequence_terms(
+    allocated, when a call's buffers would not fit (:func:`rnnkit._validate.check_bytes`)."""
+    nbytes = _call_bytes(
+        _core._get_small_batch_limit(),  # packed weights or not: part of the count
         cell,
         bool(options.get("reset_after", True)),
         backward,
@@ -169,7 +178,9 @@ def _check_call_memory(arg, cell, options, backward, dtype, T, B, I, H, P, **fla
         flags.get("b_ih", False),
         flags.get("b_hh", False),
     )
-    v.check_terms(arg, terms, _BACKWARD_BUFFERS if backward else _FORWARD_BUFFERS, dtype)
+    v.check_bytes(
+        arg, nbytes, _BACKWARD_BUFFERS if backward else _FORWARD_BUFFERS, f" of {np.dtype(dtype).name}"
+    )
 
 
 def _check_backward_memory(ws, dy):
