@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "fork_safety.hpp"
 
 namespace rnnkit {
 
@@ -26,9 +27,14 @@ class BlockCache {
   static constexpr std::size_t kMaxCachedBytes = std::size_t(1) << 30;  // 1 GiB
 
   static BlockCache& instance() {
-    static BlockCache* cache = new BlockCache();  // never destroyed: arrays may outlive exit
+    static BlockCache* cache = [] {
+      BlockCache* c = new BlockCache();  // never destroyed: arrays may outlive exit
+      hold_across_fork<&BlockCache::lock>();
+      return c;
+    }();
     return *cache;
   }
+  static std::mutex& lock() { return instance().mutex_; }
 
   void* take(std::size_t bytes) {
     if (bytes >= kMinBytes) {
