@@ -74,6 +74,9 @@ def test_importing_the_benchmark_leaves_the_process_alone():
     # Only the benchmark's command line re-executes itself without OpenBLAS variables that slow
     # it down; an import (by pytest, or a user's script) must not replace the importer's process.
     env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
-    code = "import os, rnnkit.bench; print(os.environ.get('RNNKIT_BENCH_REEXEC'), os.environ['OPENBLAS_CORETYPE'])"
+    code = (
+        "import os, rnnkit.bench; "
+        "print(os.environ.get('RNNKIT_BENCH_REEXEC'), os.environ['OPENBLAS_CORETYPE'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["None", "Haswell"]
