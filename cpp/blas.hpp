@@ -4,6 +4,8 @@
 
 #include <cblas.h>
 
+#include <pthread.h>
+
 #include <cstddef>
 #include <mutex>
 
@@ -27,6 +29,7 @@ class SerialBlas {
  public:
   SerialBlas() {
     std::lock_guard<std::mutex> lock(mutex());
+    settle_after_fork();
     if (depth()++ == 0) {
       saved() = blas_get_num_threads();
       if (saved() > 1) blas_set_num_threads(1);
@@ -41,6 +44,7 @@ class SerialBlas {
   // Sets the pool's size; while small products run, it takes effect when the last one ends.
   static void set_threads(int n) {
     std::lock_guard<std::mutex> lock(mutex());
+    settle_after_fork();
     if (depth() > 0)
       saved() = n;
     else
@@ -49,13 +53,36 @@ class SerialBlas {
   // The thread count the user configured, also while a small product has lowered it.
   static int configured_threads() {
     std::lock_guard<std::mutex> lock(mutex());
+    settle_after_fork();
     return depth() > 0 ? saved() : blas_get_num_threads();
   }
 
  private:
   static std::mutex& mutex() {
     static std::mutex m;
+    // Held across fork (fork_safety.hpp). The child has no thread inside a small product: the
+    // count those lowered goes back to the configured one at the child's next use (not in the
+    // handler itself, which must not start the BLAS's threads).
+    static const bool registered = [] {
+      pthread_atfork([] { m.lock(); }, [] { m.unlock(); },
+                     [] {
+                       restore_after_fork() = depth() > 0 && saved() > 1;
+                       depth() = 0;
+                       m.unlock();
+                     });
+      return true;
+    }();
+    (void)registered;
     return m;
+  }
+  static bool& restore_after_fork() {
+    static bool r = false;
+    return r;
+  }
+  static void settle_after_fork() {
+    if (!restore_after_fork()) return;
+    restore_after_fork() = false;
+    blas_set_num_threads(saved());
   }
   static int& depth() {
     static int d = 0;

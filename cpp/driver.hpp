@@ -646,9 +646,12 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
   }
 
-  // Whole-sequence GEMMs over the T*B rows.
+  // Whole-sequence GEMMs over the T*B rows (each can take a good part of the call: polled
+  // between them).
   sequence_gemm(false, TB, I, GH, dgx, GH, p.W_ih, I, p.dx, I);
+  if (interrupt.poll_now()) return;
   gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
+  if (interrupt.poll_now()) return;
   if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
     gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0),
          p.dW_hh, int(H));

@@ -84,6 +84,14 @@ class Interrupt {
 
   bool requested() const { return stop_.load(std::memory_order_relaxed); }
 
+  // Outside a team run, between long steps (whole-sequence products): polls if due, whatever
+  // the stride; returns requested().
+  bool poll_now() {
+    countdown_ = 1;
+    poll();
+    return requested();
+  }
+
  private:
   using Clock = std::chrono::steady_clock;
   InterruptHook hook_;

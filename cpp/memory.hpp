@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "fork_safety.hpp"
 #include "memory_blocks.hpp"
 
 namespace rnnkit {
@@ -39,9 +40,14 @@ class BlockCache {
   static constexpr std::size_t kDefaultLimit = std::size_t(256) << 20;
 
   static BlockCache& instance() {
-    static BlockCache* cache = new BlockCache();  // never destroyed: arrays may outlive exit
+    static BlockCache* cache = [] {
+      BlockCache* c = new BlockCache();  // never destroyed: arrays may outlive exit
+      hold_across_fork<&BlockCache::lock>();
+      return c;
+    }();
     return *cache;
   }
+  static std::mutex& lock() { return instance().mutex_; }
 
   void* take(std::size_t bytes) {
     if (bytes >= kMinBytes) {

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fork_safety.hpp"
 #include "memory_blocks.hpp"
 
 namespace rnnkit {
@@ -89,9 +90,14 @@ class PooledBuffer {
     std::size_t bytes = 0;
   };
   static Pool& pool() {
-    static Pool* p = new Pool();  // never destroyed: buffers may be released during exit
+    static Pool* p = [] {
+      Pool* q = new Pool();  // never destroyed: buffers may be released during exit
+      hold_across_fork<&PooledBuffer::pool_mutex>();
+      return q;
+    }();
     return *p;
   }
+  static std::mutex& pool_mutex() { return pool().mutex; }
 
   void swap(PooledBuffer& other) noexcept {
     std::swap(data_, other.data_);

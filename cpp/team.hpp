@@ -65,7 +65,8 @@ class Team {
   static Team& instance() {
     static Team* team = [] {
       Team* t = new Team();  // never destroyed: workers may be running at exit
-      // A forked child (multiprocessing) has none of the parent's threads: start afresh.
+      // A forked child (multiprocessing) has none of the parent's threads: start afresh
+      // (fork_safety.hpp).
       pthread_atfork(nullptr, nullptr, [] { Team::instance().reset_after_fork(); });
       return t;
     }();

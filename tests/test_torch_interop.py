@@ -230,3 +230,14 @@ def test_torch_tensors_and_dtypes_are_accepted_as_numpy_ones():
         assert m.dtype == np_dtype and m.weight_ih_l0.dtype == np_dtype
         out, _ = m(torch.zeros((T, B, I), dtype=torch_dtype))
         assert out.dtype == np_dtype
+
+
+def test_load_state_dict_takes_torch_parameters_and_bfloat16():
+    """Loading only copies values: torch parameters (requires_grad=True) and bfloat16 tensors
+    (widened exactly) are accepted there, unlike as inputs of a computation."""
+    t = torch.nn.GRU(I, H)
+    m = rnnkit.nn.GRU(I, H)
+    m.load_state_dict(dict(t.named_parameters()))
+    assert np.array_equal(m.weight_hh_l0.data, t.weight_hh_l0.detach().numpy())
+    m.load_state_dict({k: p.to(torch.bfloat16) for k, p in t.state_dict().items()})
+    assert np.array_equal(m.bias_ih_l0.data, t.bias_ih_l0.detach().to(torch.bfloat16).float().numpy())

@@ -36,14 +36,20 @@ def _is_torch(obj):
     return type(obj).__module__.split(".")[0] == "torch"
 
 
-def _from_torch(name, t):
+def _from_torch(name, t, copied=False):
     """A torch tensor as a NumPy array (no copy for a CPU tensor), or a TypeError naming ``name``.
 
     A tensor with requires_grad=True is refused rather than detached: rnnkit's gradients come
     from its own backward functions, and silently cutting the tensor out of torch's graph would
     leave the user's autograd gradients quietly missing. bfloat16 (which NumPy cannot hold) is
     refused like float16: it is never computed in another precision behind the user's back.
+    ``copied``: the values are only copied into rnnkit's own arrays (load_state_dict), where
+    neither applies: such a tensor is detached, a bfloat16 one widened to float32 (exactly).
     """
+    if copied:
+        t = t.detach()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
     if t.requires_grad:
         raise TypeError(
             f"{name}: expected an array, got a torch tensor with requires_grad=True: call .detach() "
@@ -66,17 +72,17 @@ def _from_torch(name, t):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {dtype}") from None
 
 
-def as_array(name: str, a: Any, dtype: Any = None) -> np.ndarray:
+def as_array(name: str, a: Any, dtype: Any = None, *, copied: bool = False) -> np.ndarray:
     """``np.asarray(a, dtype)`` for a user's argument, with errors naming ``name``.
 
     Torch tensors are taken as their NumPy view (see :func:`_from_torch` for those refused);
     a ragged nested list is a ValueError ("expected a rectangular array") instead of NumPy's
-    message that does not name the argument.
+    message that does not name the argument. ``copied``: see :func:`_from_torch`.
     """
     if isinstance(a, np.ndarray):
         return a if dtype is None else np.asarray(a, dtype=dtype)
     if _is_torch(a) and hasattr(a, "requires_grad"):
-        a = _from_torch(name, a)
+        a = _from_torch(name, a, copied)
     try:
         return np.asarray(a, dtype=dtype)
     except ValueError as exc:

@@ -184,8 +184,9 @@ class Module:
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True
     ) -> tuple[list[str], list[str]]:
-        """Copy arrays (anything np.asarray accepts, e.g. torch tensors) into the parameters,
-        converted to each parameter's dtype. All entries are checked before any is loaded.
+        """Copy arrays (anything np.asarray accepts; torch tensors and parameters, bfloat16 ones
+        included) into the parameters, converted to each parameter's dtype. All entries are
+        checked before any is loaded.
 
         strict: the keys must be exactly the module's (else ValueError listing the missing and
         unexpected ones); with strict=False those are ignored. Returns
@@ -207,7 +208,7 @@ class Module:
         for name, p in named.items():
             if name not in state_dict:
                 continue
-            arr = v.as_array(name, state_dict[name])
+            arr = v.as_array(name, state_dict[name], copied=True)
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
             if p.symbolic is not None:

@@ -103,7 +103,7 @@ class Optimizer(abc.ABC):
                 raise ValueError(
                     f"state: key {key!r} refers to parameter {k}, but the optimiser has {len(self.params)}"
                 )
-            arr = np.asarray(val)
+            arr = v.as_array(key, val)
             p = self.params[k]
             if arr.ndim and arr.shape != p.data.shape:
                 raise ValueError(f"state: {key!r} has shape {arr.shape}, parameter {k} has {p.data.shape}")
