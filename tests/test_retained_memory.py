@@ -121,3 +121,27 @@ def test_memory_stats_and_cache_limit():
             rnnkit.set_cache_limit(1.5)
     finally:
         rnnkit.set_cache_limit(old)
+
+
+def test_the_pool_keeps_the_scratch_used_last():
+    """A call whose scratch fits the pool's limit finds it pooled next time, even after calls
+    of other sizes filled the pool: the least recently pooled buffers make room (keeping them
+    instead re-mapped and re-faulted the newer call's scratch on every call)."""
+    rng = np.random.default_rng(0)
+    H, B = 128, 32
+
+    def inference(T):  # the input projection's scratch: T*B*4*H float32
+        x = rng.standard_normal((T, B, H)).astype(np.float32)
+        W = (0.1 * rng.standard_normal((4 * H, H))).astype(np.float32)
+        rnnkit.lstm_forward(x, None, None, W, W, None, None, training=False)
+        return T * B * 4 * H * 4
+
+    rnnkit.empty_cache()
+    try:
+        first = inference(640)  # 40 MiB
+        assert rnnkit.memory_stats()["scratch_bytes"] >= first
+        second = inference(800)  # 50 MiB: both do not fit the 64 MiB pool
+        assert first + second > rnnkit.memory_stats()["scratch_limit"] // 2
+        assert rnnkit.memory_stats()["scratch_bytes"] >= second
+    finally:
+        rnnkit.empty_cache()
