@@ -120,8 +120,7 @@ RNNKIT_INLINE void masked_softmax_row(index_t S, const T* e, const std::uint8_t*
 // de (S) = gradient of the scores from dw (S) (total gradient of the weights) and w (S):
 // de_j = w_j (dw_j - sum_k w_k dw_k). Masked entries get 0.
 template <class T>
-RNNKIT_INLINE void softmax_backward_row(index_t S, const T* w, const T* dw, const std::uint8_t* mask,
-                                        T* de) {
+RNNKIT_INLINE void softmax_backward_row(index_t S, const T* w, const T* dw, const std::uint8_t* mask, T* de) {
   T s = T(0);
   for (index_t j = 0; j < S; ++j)
     if (attends(mask, j)) s += w[j] * dw[j];
@@ -150,13 +149,13 @@ RNNKIT_INLINE void context_rows(index_t T_, index_t S, index_t Hv, const T* w, c
 // and dvalues (S, Hv) = w^T @ dctx.
 template <class T>
 RNNKIT_INLINE void context_backward_rows(index_t T_, index_t S, index_t Hv, const T* w, const T* values,
-                                         const T* dctx, const T* dw, const std::uint8_t* mask,
-                                         T* dw_total, T* dvalues) {
+                                         const T* dctx, const T* dw, const std::uint8_t* mask, T* dw_total,
+                                         T* dvalues) {
   if (T_ >= kAttentionGemmSteps) {
     if (dw) std::memcpy(dw_total, dw, sizeof(T) * std::size_t(T_ * S));
     if (dctx) {
-      gemm(false, true, int(T_), int(S), int(Hv), T(1), dctx, int(Hv), values, int(Hv),
-           dw ? T(1) : T(0), dw_total, int(S));
+      gemm(false, true, int(T_), int(S), int(Hv), T(1), dctx, int(Hv), values, int(Hv), dw ? T(1) : T(0),
+           dw_total, int(S));
       gemm(true, false, int(S), int(Hv), int(T_), T(1), w, int(S), dctx, int(Hv), T(0), dvalues, int(Hv));
     } else {
       if (!dw) std::fill_n(dw_total, T_ * S, T(0));
@@ -238,7 +237,8 @@ inline std::pair<index_t, index_t> dot_backward_scratch_elements(index_t T_, ind
 
 // ctx (B, T, Hv), w (B, T, S) out.
 template <class T>
-RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w, AttentionScratch<T> scratch) {
+RNNKIT_CLONES void additive_attention_forward(const AdditiveArgs<T>& p, T* ctx, T* w,
+                                              AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, A = p.A, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (A + Hv));
   T* e = scratch.a;    // (S) scores of one query step
@@ -327,8 +327,8 @@ RNNKIT_CLONES void dot_attention_forward(const DotArgs<T>& p, T* ctx, T* w, Atte
 
 // Out: dq (B, T, H), dk (B, S, H), dvalues (B, S, Hv).
 template <class T>
-RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, const T* dw, const T* w,
-                                          T* dq, T* dk, T* dvalues, AttentionScratch<T> scratch) {
+RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, const T* dw, const T* w, T* dq,
+                                          T* dk, T* dvalues, AttentionScratch<T> scratch) {
   const index_t T_ = p.T_, S = p.S, H = p.H, Hv = p.Hv;
   Interrupt interrupt(double(T_) * S * (2 * H + Hv));
   T* dw_total = scratch.a;  // (T, S)
@@ -344,8 +344,7 @@ RNNKIT_CLONES void dot_attention_backward(const DotArgs<T>& p, const T* dctx, co
     T* dkb = dk + b * S * H;
     context_backward_rows(T_, S, Hv, wb, p.values + b * S * Hv, offset(dctx, b * T_ * Hv),
                           offset(dw, b * T_ * S), mask, dw_total, dvalues + b * S * Hv);
-    for (index_t t = 0; t < T_; ++t)
-      softmax_backward_row(S, wb + t * S, dw_total + t * S, mask, de + t * S);
+    for (index_t t = 0; t < T_; ++t) softmax_backward_row(S, wb + t * S, dw_total + t * S, mask, de + t * S);
     if (T_ >= kAttentionGemmSteps) {
       // masked entries of de are 0, so the full products are exact
       gemm(false, false, int(T_), int(H), int(S), p.scale, de, int(S), kb, int(H), T(0), dqb, int(H));

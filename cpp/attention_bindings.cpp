@@ -59,8 +59,8 @@ const std::uint8_t* mask_ptr(const Mask& mask, index_t B, index_t S) {
 
 // Sizes (B, T, S, A, Hv) of an additive call, read from qp (B, T, A) and values (B, S, Hv).
 template <class T>
-AdditiveArgs<T> additive_args(const Array<T>& qp, const Array<T>& kp, const Array<T>& v, const Array<T>& values,
-                              const Mask& mask) {
+AdditiveArgs<T> additive_args(const Array<T>& qp, const Array<T>& kp, const Array<T>& v,
+                              const Array<T>& values, const Mask& mask) {
   check(qp.ndim() == 3, "qp: expected 3 dimensions (B, T, A)");
   check(values.ndim() == 3, "values: expected 3 dimensions (B, S, Hv)");
   const index_t B = qp.shape(0), T_ = qp.shape(1), A = qp.shape(2);
@@ -68,7 +68,8 @@ AdditiveArgs<T> additive_args(const Array<T>& qp, const Array<T>& kp, const Arra
   check(values.shape(0) == B, "values: batch size differs from qp's");
   check_shape(kp, {B, S, A}, "kp");
   check_shape(v, {A}, "v");
-  return AdditiveArgs<T>{B, T_, S, A, Hv, qp.data(), kp.data(), v.data(), values.data(), mask_ptr(mask, B, S)};
+  return AdditiveArgs<T>{
+      B, T_, S, A, Hv, qp.data(), kp.data(), v.data(), values.data(), mask_ptr(mask, B, S)};
 }
 
 template <class T>
@@ -177,11 +178,11 @@ void bind_attention_dtype(py::module_& m) {
   using namespace py::literals;
   m.def("attention_additive_forward", &additive_forward<T>, "qp"_a, "kp"_a, "v"_a, "values"_a,
         "mask"_a.none());
-  m.def("attention_additive_backward", &additive_backward<T>, "dctx"_a.none(), "dw"_a.none(), "qp"_a,
-        "kp"_a, "v"_a, "values"_a, "w"_a, "mask"_a.none());
+  m.def("attention_additive_backward", &additive_backward<T>, "dctx"_a.none(), "dw"_a.none(), "qp"_a, "kp"_a,
+        "v"_a, "values"_a, "w"_a, "mask"_a.none());
   m.def("attention_dot_forward", &dot_forward<T>, "q"_a, "k"_a, "values"_a, "mask"_a.none(), "scale"_a);
-  m.def("attention_dot_backward", &dot_backward<T>, "dctx"_a.none(), "dw"_a.none(), "q"_a, "k"_a,
-        "values"_a, "w"_a, "mask"_a.none(), "scale"_a);
+  m.def("attention_dot_backward", &dot_backward<T>, "dctx"_a.none(), "dw"_a.none(), "q"_a, "k"_a, "values"_a,
+        "w"_a, "mask"_a.none(), "scale"_a);
 }
 
 }  // namespace

@@ -126,10 +126,10 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
     w.fingerprint_inputs();
   }
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
-  ForwardArgs<T> p{x.data(),          ptr(h0),           ptr(c0),         W_ih.data(),
-                   W_hh.data(),       ptr(b_ih),         ptr(b_hh),       ptr(W_hr),
-                   y.mutable_data(),  h_T.mutable_data(), out(c_T),       out(hprev),
-                   out(cprev),        out(gates),        out(extra),      out(m)};
+  ForwardArgs<T> p{x.data(),  ptr(h0),    ptr(c0),    W_ih.data(),      W_hh.data(),
+                   ptr(b_ih), ptr(b_hh),  ptr(W_hr),  y.mutable_data(), h_T.mutable_data(),
+                   out(c_T),  out(hprev), out(cprev), out(gates),       out(extra),
+                   out(m)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -178,31 +178,47 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
                     dc_T = cotangent<T>(dc_T_, "dc_T");
   const auto x = py::reinterpret_borrow<Array<T>>(w.x), W_ih = py::reinterpret_borrow<Array<T>>(w.W_ih),
              W_hh = py::reinterpret_borrow<Array<T>>(w.W_hh);
-  const OptArray<T> W_hr = saved_array<T>(w.W_hr), h0 = saved_array<T>(w.h0),
-                    hprev = saved_array<T>(w.hprev), cprev = saved_array<T>(w.cprev),
-                    gates = saved_array<T>(w.gates), extra = saved_array<T>(w.extra),
-                    m = saved_array<T>(w.m);
+  const OptArray<T> W_hr = saved_array<T>(w.W_hr), h0 = saved_array<T>(w.h0), hprev = saved_array<T>(w.hprev),
+                    cprev = saved_array<T>(w.cprev), gates = saved_array<T>(w.gates),
+                    extra = saved_array<T>(w.extra), m = saved_array<T>(w.m);
   Lengths lengths;
-  if (!w.lengths.is_none()) lengths = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(w.lengths);
+  if (!w.lengths.is_none())
+    lengths = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(w.lengths);
   const SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, w.reverse);
   const index_t T_ = s.T, B = s.B, I = s.I, H = s.H, S = s.S, GH = Cell::G * H;
   if (dy) require_shape(*dy, {T_, B, S}, "dy");
   if (dh_T) require_shape(*dh_T, {B, S}, "dh_T");
   if (dc_T) require_shape(*dc_T, {B, H}, "dc_T");
 
-  Array<T> dx = cached_array<T>({T_, B, I}), dh0 = cached_array<T>({B, S}),
-           dW_ih = cached_array<T>({GH, I}), dW_hh = cached_array<T>({GH, S});
+  Array<T> dx = cached_array<T>({T_, B, I}), dh0 = cached_array<T>({B, S}), dW_ih = cached_array<T>({GH, I}),
+           dW_hh = cached_array<T>({GH, S});
   std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr;
   if (W_hr) dW_hr = cached_array<T>({S, H});
   if (Cell::kHasCellState) dc0 = cached_array<T>({B, H});
   if (w.has_b_ih) db_ih = cached_array<T>({GH});
   if (w.has_b_hh) db_hh = cached_array<T>({GH});
   auto out = [](std::optional<Array<T>>& a) { return a ? a->mutable_data() : nullptr; };
-  BackwardArgs<T> p{ptr(dy),             ptr(dh_T),         ptr(dc_T),        x.data(),
-                    W_ih.data(),         W_hh.data(),       ptr(W_hr),        ptr(hprev),          ptr(h0),
-                    ptr(cprev),          ptr(gates),        ptr(extra),       ptr(m),
-                    dx.mutable_data(),   dh0.mutable_data(), out(dc0),        dW_ih.mutable_data(),
-                    dW_hh.mutable_data(), out(db_ih),       out(db_hh),       out(dW_hr)};
+  BackwardArgs<T> p{ptr(dy),
+                    ptr(dh_T),
+                    ptr(dc_T),
+                    x.data(),
+                    W_ih.data(),
+                    W_hh.data(),
+                    ptr(W_hr),
+                    ptr(hprev),
+                    ptr(h0),
+                    ptr(cprev),
+                    ptr(gates),
+                    ptr(extra),
+                    ptr(m),
+                    dx.mutable_data(),
+                    dh0.mutable_data(),
+                    out(dc0),
+                    dW_ih.mutable_data(),
+                    dW_hh.mutable_data(),
+                    out(db_ih),
+                    out(db_hh),
+                    out(dW_hr)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -261,7 +277,8 @@ py::tuple sequence_backward_of(const char* family, const py::object& dy, const p
       return f64 ? backward<RnnCell<true>, double>(dy, dh_T, dc_T, w)
                  : backward<RnnCell<true>, float>(dy, dh_T, dc_T, w);
     case CellVariant::kLstm:
-      return f64 ? backward<LstmCell, double>(dy, dh_T, dc_T, w) : backward<LstmCell, float>(dy, dh_T, dc_T, w);
+      return f64 ? backward<LstmCell, double>(dy, dh_T, dc_T, w)
+                 : backward<LstmCell, float>(dy, dh_T, dc_T, w);
     case CellVariant::kGruResetAfter:
       return f64 ? backward<GruResetAfterCell, double>(dy, dh_T, dc_T, w)
                  : backward<GruResetAfterCell, float>(dy, dh_T, dc_T, w);
@@ -287,7 +304,8 @@ Array<T> softmax_kernel(const Array<T>& logits) {
 
 // Returns (row_loss (N), dlogits (N, C)); the Python layer reduces row_loss.
 template <class T>
-py::tuple softmax_cross_entropy_kernel(const Array<T>& logits, const py::array_t<std::int64_t, py::array::c_style>& targets,
+py::tuple softmax_cross_entropy_kernel(const Array<T>& logits,
+                                       const py::array_t<std::int64_t, py::array::c_style>& targets,
                                        std::int64_t ignore_index, double scale) {
   require(logits.ndim() == 2, "logits: expected 2 dimensions (N, C)");
   const index_t N = logits.shape(0), C = logits.shape(1);
@@ -312,13 +330,12 @@ void bind_dtype(py::module_& m) {
   m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a);
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
-        "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a,
-        "training"_a);
+        "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
   m.def("softmax", &softmax_kernel<T>, "logits"_a);
-  m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a,
-        "ignore_index"_a, "scale"_a);
+  m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a, "ignore_index"_a,
+        "scale"_a);
 }
 
 // rnnkit._core.SavedSequence (workspace.hpp): no constructor, read-only fields; and the
@@ -345,27 +362,35 @@ void bind_workspace(py::module_& m) {
   c.def_readonly("gates", &SavedSequence::gates);
   c.def_readonly("extra", &SavedSequence::extra);
   c.def_readonly("m", &SavedSequence::m);
-  c.def("saved_arrays", [](const SavedSequence& w) {
-    py::dict d;
-    const std::pair<const char*, const py::object*> fields[] = {
-        {"hprev", &w.hprev}, {"cprev", &w.cprev}, {"gates", &w.gates}, {"extra", &w.extra}, {"m", &w.m}};
-    for (const auto& [name, a] : fields)
-      if (!a->is_none()) d[name] = *a;
-    return d;
-  }, "{name: array} of the arrays the forward wrote (read-only).");
-  m.def("rnn_backward",
-        [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
-          return sequence_backward_of("rnn", dy, dh_T, py::none(), w);
-        },
-        "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
-  m.def("lstm_backward", [](const py::object& dy, const py::object& dh_T, const py::object& dc_T,
-                            const SavedSequence& w) { return sequence_backward_of("lstm", dy, dh_T, dc_T, w); },
-        "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "workspace"_a);
-  m.def("gru_backward",
-        [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
-          return sequence_backward_of("gru", dy, dh_T, py::none(), w);
-        },
-        "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
+  c.def(
+      "saved_arrays",
+      [](const SavedSequence& w) {
+        py::dict d;
+        const std::pair<const char*, const py::object*> fields[] = {
+            {"hprev", &w.hprev}, {"cprev", &w.cprev}, {"gates", &w.gates}, {"extra", &w.extra}, {"m", &w.m}};
+        for (const auto& [name, a] : fields)
+          if (!a->is_none()) d[name] = *a;
+        return d;
+      },
+      "{name: array} of the arrays the forward wrote (read-only).");
+  m.def(
+      "rnn_backward",
+      [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
+        return sequence_backward_of("rnn", dy, dh_T, py::none(), w);
+      },
+      "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
+  m.def(
+      "lstm_backward",
+      [](const py::object& dy, const py::object& dh_T, const py::object& dc_T, const SavedSequence& w) {
+        return sequence_backward_of("lstm", dy, dh_T, dc_T, w);
+      },
+      "dy"_a.none(), "dh_T"_a.none(), "dc_T"_a.none(), "workspace"_a);
+  m.def(
+      "gru_backward",
+      [](const py::object& dy, const py::object& dh_T, const SavedSequence& w) {
+        return sequence_backward_of("gru", dy, dh_T, py::none(), w);
+      },
+      "dy"_a.none(), "dh_T"_a.none(), "workspace"_a);
 }
 
 }  // namespace
@@ -382,12 +407,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &SerialBlas::configured_threads);
   // Subnormals flushed to zero inside kernel calls (fp_env.hpp); returns whether the setting
   // took effect (false on an architecture without the control bits).
-  m.def("set_flush_denormal",
-        [](bool enabled) {
-          flush_denormal_setting() = enabled && kCanFlushDenormal;
-          return enabled == flush_denormal_setting().load();
-        },
-        py::arg("enabled"));
+  m.def(
+      "set_flush_denormal",
+      [](bool enabled) {
+        flush_denormal_setting() = enabled && kCanFlushDenormal;
+        return enabled == flush_denormal_setting().load();
+      },
+      py::arg("enabled"));
   m.def("get_flush_denormal", [] { return flush_denormal_setting().load(); });
   // Private: the calling thread's floating-point mode, the control register without its sticky
   // exception flags (tests check that a call leaves it as it was), and its flush bits.
@@ -403,28 +429,32 @@ PYBIND11_MODULE(_core, m) {
   m.def("_get_team_min_work", [] { return team_min_work().load(); });
   // Private: force the packed kernel's walk (tile_rows 0 = from the CPU, else 4 or 8;
   // panel_major -1 = from the CPU and size, else 0 or 1), and what the CPU gives by default.
-  m.def("_set_kernel_choice",
-        [](int tile_rows, int panel_major) {
-          require(tile_rows == 0 || tile_rows == 4 || tile_rows == 8,
-                  "tile_rows: expected 0, 4 or 8, got " + std::to_string(tile_rows));
-          require(panel_major >= -1 && panel_major <= 1,
-                  "panel_major: expected -1, 0 or 1, got " + std::to_string(panel_major));
-          kernel_override().tile_rows = tile_rows;
-          kernel_override().panel_major = panel_major;
-        },
-        py::arg("tile_rows"), py::arg("panel_major"));
+  m.def(
+      "_set_kernel_choice",
+      [](int tile_rows, int panel_major) {
+        require(tile_rows == 0 || tile_rows == 4 || tile_rows == 8,
+                "tile_rows: expected 0, 4 or 8, got " + std::to_string(tile_rows));
+        require(panel_major >= -1 && panel_major <= 1,
+                "panel_major: expected -1, 0 or 1, got " + std::to_string(panel_major));
+        kernel_override().tile_rows = tile_rows;
+        kernel_override().panel_major = panel_major;
+      },
+      py::arg("tile_rows"), py::arg("panel_major"));
   m.def("_get_kernel_choice", [] {
     return py::make_tuple(kernel_override().tile_rows.load(), kernel_override().panel_major.load());
   });
   // Private: how a per-step product of `batch` rows with this thread's K x N packed weights is
   // walked (the benchmark prints it per grid point): "<rows>x<vectors> tile, row-major" etc.
-  m.def("_step_kernel", [](index_t batch, index_t K, index_t N, bool float64) {
-    if (batch > small_batch_limit().load()) return std::string("BLAS");
-    const PackedKernelChoice c = float64 ? packed_choice<double>(K * N) : packed_choice<float>(K * N);
-    const index_t V = PackedPanels<float>::width_for(batch) / PackedPanels<float>::L;
-    const index_t R = V == 2 ? next_group(batch, c.tile_rows) : 8 / V;
-    return std::to_string(R) + "x" + std::to_string(V) + (c.panel_major ? " panel-major" : " row-major");
-  }, py::arg("batch"), py::arg("K"), py::arg("N"), py::arg("float64"));
+  m.def(
+      "_step_kernel",
+      [](index_t batch, index_t K, index_t N, bool float64) {
+        if (batch > small_batch_limit().load()) return std::string("BLAS");
+        const PackedKernelChoice c = float64 ? packed_choice<double>(K * N) : packed_choice<float>(K * N);
+        const index_t V = PackedPanels<float>::width_for(batch) / PackedPanels<float>::L;
+        const index_t R = V == 2 ? next_group(batch, c.tile_rows) : 8 / V;
+        return std::to_string(R) + "x" + std::to_string(V) + (c.panel_major ? " panel-major" : " row-major");
+      },
+      py::arg("batch"), py::arg("K"), py::arg("N"), py::arg("float64"));
   // Private: the processor as the kernels see it (the benchmark prints it).
   m.def("_cpu_info", [] {
     const CpuInfo& c = cpu_info();
@@ -446,33 +476,40 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   // Private: one thread's measured FMA throughput (the benchmark's ceiling line).
-  m.def("_fma_peak_gflops",
-        [](bool float64, double seconds) {
-          py::gil_scoped_release release;
-          return float64 ? fma_peak_gflops<double>(seconds) : fma_peak_gflops<float>(seconds);
-        },
-        py::arg("float64"), py::arg("seconds") = 0.5);
+  m.def(
+      "_fma_peak_gflops",
+      [](bool float64, double seconds) {
+        py::gil_scoped_release release;
+        return float64 ? fma_peak_gflops<double>(seconds) : fma_peak_gflops<float>(seconds);
+      },
+      py::arg("float64"), py::arg("seconds") = 0.5);
   // Private: what a sequence call allocates (footprint.hpp), as (name, count, itemsize) terms,
   // for the Python layer's size check before the call. cell "rnn", "lstm" or "gru"
   // (reset_after picks the GRU form).
-  m.def("_sequence_terms",
-        [](const std::string& cell, bool reset_after, bool backward, bool float64, index_t T, index_t B,
-           index_t I, index_t H, index_t S, bool training, bool lengths, bool project, bool dy, bool b_ih,
-           bool b_hh) {
-          const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh};
-          Terms terms;
-          if (cell == "rnn") terms = sequence_terms<RnnCell<false>>(backward, float64, c);
-          else if (cell == "lstm") terms = sequence_terms<LstmCell>(backward, float64, c);
-          else if (cell == "gru" && reset_after) terms = sequence_terms<GruResetAfterCell>(backward, float64, c);
-          else if (cell == "gru") terms = sequence_terms<GruResetBeforeCell>(backward, float64, c);
-          else throw std::invalid_argument("cell: expected 'rnn', 'lstm' or 'gru', got '" + cell + "'");
-          py::list out;
-          for (const Term& t : terms) out.append(py::make_tuple(t.name, t.count, t.itemsize));
-          return out;
-        },
-        py::arg("cell"), py::arg("reset_after"), py::arg("backward"), py::arg("float64"), py::arg("T"),
-        py::arg("B"), py::arg("I"), py::arg("H"), py::arg("S"), py::arg("training"), py::arg("lengths"),
-        py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"));
+  m.def(
+      "_sequence_terms",
+      [](const std::string& cell, bool reset_after, bool backward, bool float64, index_t T, index_t B,
+         index_t I, index_t H, index_t S, bool training, bool lengths, bool project, bool dy, bool b_ih,
+         bool b_hh) {
+        const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh};
+        Terms terms;
+        if (cell == "rnn")
+          terms = sequence_terms<RnnCell<false>>(backward, float64, c);
+        else if (cell == "lstm")
+          terms = sequence_terms<LstmCell>(backward, float64, c);
+        else if (cell == "gru" && reset_after)
+          terms = sequence_terms<GruResetAfterCell>(backward, float64, c);
+        else if (cell == "gru")
+          terms = sequence_terms<GruResetBeforeCell>(backward, float64, c);
+        else
+          throw std::invalid_argument("cell: expected 'rnn', 'lstm' or 'gru', got '" + cell + "'");
+        py::list out;
+        for (const Term& t : terms) out.append(py::make_tuple(t.name, t.count, t.itemsize));
+        return out;
+      },
+      py::arg("cell"), py::arg("reset_after"), py::arg("backward"), py::arg("float64"), py::arg("T"),
+      py::arg("B"), py::arg("I"), py::arg("H"), py::arg("S"), py::arg("training"), py::arg("lengths"),
+      py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"));
   m.attr("_blas_buffer_bytes") = py::int_(kBlasBufferBytes);
   // Memory kept between calls (memory.hpp's block cache, pooled_buffer.hpp's scratch pool):
   // what rnnkit.memory_stats, empty_cache and set_cache_limit report and control.
@@ -492,24 +529,26 @@ PYBIND11_MODULE(_core, m) {
     malloc_trim(0);  // the heap's free pages too (the kernels' small per-call vectors)
 #endif
   });
-  m.def("_set_cache_limit", [](std::size_t bytes) { BlockCache::instance().set_limit(bytes); },
-        py::arg("nbytes"));
+  m.def(
+      "_set_cache_limit", [](std::size_t bytes) { BlockCache::instance().set_limit(bytes); },
+      py::arg("nbytes"));
   // Private (tests): a run on the team of `nthreads` where thread `thrower` throws std::bad_alloc
   // after a first barrier while the others wait at a second one; the caller must get
   // MemoryError (the worker's exception carried over) and the team must stay usable.
-  m.def("_team_run_throwing",
-        [](int nthreads, int thrower) {
-          py::gil_scoped_release release;
-          auto reservation = Team::instance().try_reserve();
-          require(reservation.owns_lock(), "team: busy");
-          Team::instance().run(nthreads, [&](const TeamContext& ctx) {
-            ctx.barrier();
-            if (ctx.tid == thrower) throw std::bad_alloc();
-            ctx.barrier();
-            ctx.barrier();
-          });
-        },
-        py::arg("nthreads"), py::arg("thrower"));
+  m.def(
+      "_team_run_throwing",
+      [](int nthreads, int thrower) {
+        py::gil_scoped_release release;
+        auto reservation = Team::instance().try_reserve();
+        require(reservation.owns_lock(), "team: busy");
+        Team::instance().run(nthreads, [&](const TeamContext& ctx) {
+          ctx.barrier();
+          if (ctx.tid == thrower) throw std::bad_alloc();
+          ctx.barrier();
+          ctx.barrier();
+        });
+      },
+      py::arg("nthreads"), py::arg("thrower"));
   bind_attention(m);
   bind_interrupt(m);  // Ctrl-C stops long calls (interrupt.hpp)
 }

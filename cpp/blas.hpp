@@ -15,7 +15,8 @@ namespace rnnkit {
 template <class T>
 inline void scale_matrix(int M, int N, T beta, T* C, int ldc) {
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < N; ++j) C[std::size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * C[std::size_t(i) * ldc + j];
+    for (int j = 0; j < N; ++j)
+      C[std::size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * C[std::size_t(i) * ldc + j];
 }
 
 inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
@@ -97,20 +98,20 @@ class SerialBlas {
 // The backend's GEMM for each precision (row-major, both operands optionally transposed).
 inline void blas_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
-                    K, alpha, A, lda, B, ldb, beta, C, ldc);
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+                    alpha, A, lda, B, ldb, beta, C, ldc);
 }
 inline void blas_gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
                       const double* B, int ldb, double beta, double* C, int ldc) {
-  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
-                    K, alpha, A, lda, B, ldb, beta, C, ldc);
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+                    alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // Row-major C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, with leading dimensions.
 // Empty problems are handled here, since some BLAS builds reject M, N or K equal to 0.
 template <class T>
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
-          int ldb, T beta, T* C, int ldc) {
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B, int ldb,
+          T beta, T* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_matrix(M, N, beta, C, ldc);
   if (SerialBlas::wanted(M, N, K)) {

@@ -46,8 +46,8 @@ RNNKIT_CLONES void block_gemm_rows(index_t M, index_t mc, int tile_rows, const T
 
 template <class T>
 struct BlockGemm {
-  static constexpr index_t kKc = 512;  // K block
-  static constexpr index_t kMc = 128;  // rows of A per block
+  static constexpr index_t kKc = 512;       // K block
+  static constexpr index_t kMc = 128;       // rows of A per block
   static constexpr index_t kPanelRows = 4;  // batch size whose panel width is two vectors
 
   bool trans_b;
@@ -58,7 +58,7 @@ struct BlockGemm {
   index_t ldb;
   T* C;
   index_t ldc;
-  int tile_rows;  // 8 or 4 (PackedKernelChoice::tile_rows)
+  int tile_rows;                        // 8 or 4 (PackedKernelChoice::tile_rows)
   std::vector<PackedPanels<T>> panels;  // per thread: its columns of one K block of op(B)
 
   static index_t panel_width() { return PackedPanels<T>::width_for(kPanelRows); }

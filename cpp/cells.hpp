@@ -49,22 +49,20 @@ namespace rnnkit {
 // iteration depends on another. The compiler cannot prove that for a runtime H; tell it.
 #define RNNKIT_IVDEP _Pragma("GCC ivdep")
 
-#define RNNKIT_FORWARD_ARGS(T)                                                                \
-  int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih,              \
-      const T *__restrict b_hh, T *__restrict h, T *__restrict c, T *__restrict y,           \
-      T *__restrict extra, T *__restrict reset_h
-#define RNNKIT_BACKWARD_ARGS(T)                                                               \
-  int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,       \
-      const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh,              \
-      T *__restrict dc, T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h
+#define RNNKIT_FORWARD_ARGS(T)                                                                            \
+  int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih, const T *__restrict b_hh, \
+      T *__restrict h, T *__restrict c, T *__restrict y, T *__restrict extra, T *__restrict reset_h
+#define RNNKIT_BACKWARD_ARGS(T)                                                                   \
+  int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,            \
+      const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh, T *__restrict dc, \
+      T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h
 
 // Vanilla RNN: h_t = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 template <bool Relu>
 struct RnnCell {
   static constexpr int G = 1;
-  static constexpr bool kHasCellState = false, kDirectStateGrad = false,
-                        kSeparateRecurrentGrad = false, kSplitRecurrent = false,
-                        kHasExtra = false, kGatesAreState = true;
+  static constexpr bool kHasCellState = false, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
+                        kSplitRecurrent = false, kHasExtra = false, kGatesAreState = true;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -97,9 +95,8 @@ struct LstmCell {
   static constexpr int G = 4;
   // Gate blocks of a (G*H) row, in PyTorch's order (block k holds units [k*H, (k+1)*H)).
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3;
-  static constexpr bool kHasCellState = true, kDirectStateGrad = false,
-                        kSeparateRecurrentGrad = false, kSplitRecurrent = false,
-                        kHasExtra = true, kGatesAreState = false;
+  static constexpr bool kHasCellState = true, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
+                        kSplitRecurrent = false, kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -151,9 +148,8 @@ struct LstmCell {
 struct GruResetAfterCell {
   static constexpr int G = 3;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
-  static constexpr bool kHasCellState = false, kDirectStateGrad = true,
-                        kSeparateRecurrentGrad = true, kSplitRecurrent = false,
-                        kHasExtra = true, kGatesAreState = false;
+  static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = true,
+                        kSplitRecurrent = false, kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
@@ -198,9 +194,8 @@ struct GruResetAfterCell {
 struct GruResetBeforeCell {
   static constexpr int G = 3;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
-  static constexpr bool kHasCellState = false, kDirectStateGrad = true,
-                        kSeparateRecurrentGrad = false, kSplitRecurrent = true,
-                        kHasExtra = true, kGatesAreState = false;
+  static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = false,
+                        kSplitRecurrent = true, kHasExtra = true, kGatesAreState = false;
 
   template <class T>
   RNNKIT_INLINE static void forward_part1(RNNKIT_FORWARD_ARGS(T)) {

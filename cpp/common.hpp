@@ -20,6 +20,8 @@ using index_t = std::ptrdiff_t;
 
 // p + n, or null when p is null (arithmetic on a null pointer is undefined).
 template <class T>
-inline T* offset(T* p, index_t n) { return p ? p + n : nullptr; }
+inline T* offset(T* p, index_t n) {
+  return p ? p + n : nullptr;
+}
 
 }  // namespace rnnkit

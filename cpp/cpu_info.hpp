@@ -70,8 +70,8 @@ inline CpuInfo read_cpu_info() {
   cpuid(1, 0, r);
   const unsigned base_family = (r[0] >> 8) & 0xF, base_model = (r[0] >> 4) & 0xF;
   info.family = int(base_family == 0xF ? base_family + ((r[0] >> 20) & 0xFF) : base_family);
-  info.model = int(base_family == 0x6 || base_family == 0xF ? base_model + (((r[0] >> 16) & 0xF) << 4)
-                                                            : base_model);
+  info.model =
+      int(base_family == 0x6 || base_family == 0xF ? base_model + (((r[0] >> 16) & 0xF) << 4) : base_model);
   info.fma = (r[2] >> 12) & 1;
   const bool osxsave = (r[2] >> 27) & 1;
   // The OS must save the wide registers (XCR0) for the features to be usable.

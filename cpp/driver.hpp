@@ -68,8 +68,8 @@ struct SeqShape {
 
 // Visiting order of batch rows and the number of active rows at each time index.
 struct RowSchedule {
-  std::vector<index_t> rows;       // (B) original row index of the r-th visited row
-  std::vector<index_t> n_active;   // (T) rows with length > t
+  std::vector<index_t> rows;      // (B) original row index of the r-th visited row
+  std::vector<index_t> n_active;  // (T) rows with length > t
 
   explicit RowSchedule(const SeqShape& s) : rows(s.B), n_active(s.T, s.B) {
     std::iota(rows.begin(), rows.end(), index_t(0));
@@ -122,7 +122,7 @@ inline std::atomic<index_t>& team_min_work() {
 // from memory once per step instead of once per row group. A private binding forces either
 // choice (tests run every variant; they give bitwise the same results).
 struct KernelOverride {
-  std::atomic<int> tile_rows{0};    // 0: from the CPU; else 4 or 8
+  std::atomic<int> tile_rows{0};     // 0: from the CPU; else 4 or 8
   std::atomic<int> panel_major{-1};  // -1: from the CPU and the size; else 0 or 1
 };
 inline KernelOverride& kernel_override() {
@@ -278,43 +278,43 @@ bool saves_hprev(const SeqShape& s) {
 
 template <class T>
 struct ForwardArgs {
-  const T* x;      // (T, B, I)
-  const T* h0;     // (B, H) or null (zeros)
-  const T* c0;     // (B, H) or null; LSTM only
-  const T* W_ih;   // (G*H, I)
-  const T* W_hh;   // (G*H, H)
-  const T* b_ih;   // (G*H) or null
-  const T* b_hh;   // (G*H) or null
-  const T* W_hr;   // (P, H) projection or null
-  T* y;            // (T, B, S) out
-  T* h_T;          // (B, S) out
-  T* c_T;          // (B, H) out; LSTM only
-  T* hprev;        // (T, B, S) saved h_{t-1} per time index, or null
-  T* cprev;        // (T, B, H) saved c_{t-1}, or null
-  T* gates;        // (T, B, G*H) saved activated gates, or null
-  T* extra;        // (T, B, H) saved cell-specific row, or null
-  T* m;            // (T, B, H) saved unprojected output (projection only), or null
+  const T* x;     // (T, B, I)
+  const T* h0;    // (B, H) or null (zeros)
+  const T* c0;    // (B, H) or null; LSTM only
+  const T* W_ih;  // (G*H, I)
+  const T* W_hh;  // (G*H, H)
+  const T* b_ih;  // (G*H) or null
+  const T* b_hh;  // (G*H) or null
+  const T* W_hr;  // (P, H) projection or null
+  T* y;           // (T, B, S) out
+  T* h_T;         // (B, S) out
+  T* c_T;         // (B, H) out; LSTM only
+  T* hprev;       // (T, B, S) saved h_{t-1} per time index, or null
+  T* cprev;       // (T, B, H) saved c_{t-1}, or null
+  T* gates;       // (T, B, G*H) saved activated gates, or null
+  T* extra;       // (T, B, H) saved cell-specific row, or null
+  T* m;           // (T, B, H) saved unprojected output (projection only), or null
 };
 
 // One step's buffers, each at its time index: gates and y are indexed by original batch row b,
 // gh, h, c and reset_h by visiting position r (see RowSchedule). extra/c/reset_h may be null.
 template <class T>
 struct StepForward {
-  T* gates;         // (B, G*H)
-  const T* gh;      // (n, G*H)
-  const T* b_ih;    // (G*H)
-  const T* b_hh;    // (G*H)
-  T* h;             // (B, H) (the cell's output m with a projection)
-  T* c;             // (B, H)
-  T* y;             // (B, H)
-  T* extra;         // (B, H)
-  T* reset_h;       // (B, H)
+  T* gates;       // (B, G*H)
+  const T* gh;    // (n, G*H)
+  const T* b_ih;  // (G*H)
+  const T* b_hh;  // (G*H)
+  T* h;           // (B, H) (the cell's output m with a projection)
+  T* c;           // (B, H)
+  T* y;           // (B, H)
+  T* extra;       // (B, H)
+  T* reset_h;     // (B, H)
 };
 
 // Visiting positions [r0, r1) of one step.
 template <class Cell, class T>
-RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t* rows, const StepForward<T>& s,
-                                int part) {
+RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t* rows,
+                                const StepForward<T>& s, int part) {
   const index_t GH = Cell::G * H;
   for (index_t r = r0; r < r1; ++r) {
     const index_t b = rows[r];
@@ -326,8 +326,10 @@ RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t
     T* extra = offset(s.extra, b * H);
     T* reset_h = offset(s.reset_h, r * H);
     if constexpr (Cell::kSplitRecurrent) {
-      if (part == 1) Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
-      else Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+      if (part == 1)
+        Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+      else
+        Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
     } else {
       (void)part;
       Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
@@ -356,7 +358,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   std::vector<T> zero_bias(std::size_t(GH), T(0));
   std::vector<T> reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
-  std::vector<T> m_rows(project ? std::size_t(B * H) : 0);            // cell output, visiting order
+  std::vector<T> m_rows(project ? std::size_t(B * H) : 0);  // cell output, visiting order
   std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
   const T* b_hh = p.b_hh ? p.b_hh : zero_bias.data();
@@ -507,8 +509,10 @@ RNNKIT_CLONES void backward_rows(index_t r0, index_t r1, index_t H, const index_
     T* dg = s.dg + r * GH;
     const T* d_reset_h = offset(s.d_reset_h, r * H);
     if constexpr (Cell::kSplitRecurrent) {
-      if (part == 1) Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
-      else Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+      if (part == 1)
+        Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+      else
+        Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
     } else {
       (void)part;
       Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
@@ -546,7 +550,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   std::vector<T> dh(std::size_t(B * S), T(0)), dc(Cell::kHasCellState ? std::size_t(B * H) : 0, T(0));
   std::vector<T> d_reset_h(Cell::kSplitRecurrent ? std::size_t(B * H) : 0);
   std::vector<T> zero_dy(p.dy && !project ? 0 : std::size_t(B * H), T(0));
-  std::vector<T> dm(project ? std::size_t(B * H) : 0);         // dL/dm_t, visiting order
+  std::vector<T> dm(project ? std::size_t(B * H) : 0);          // dL/dm_t, visiting order
   T* dh_seq = project ? scratch(dh_seq_buf, TB * S) : nullptr;  // dL/dh_t for dW_hr
   if (s.lengths) {
     std::fill_n(dgx, TB * GH, T(0));
@@ -562,8 +566,10 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
       for (index_t b = 0; b < B; ++b) {
         const T* src = p.x + (t * B + b) * I;
         T* dst = xv + (t * B + b) * I;
-        if (s.lengths[b] > t) std::copy_n(src, I, dst);
-        else std::fill_n(dst, I, T(0));
+        if (s.lengths[b] > t)
+          std::copy_n(src, I, dst);
+        else
+          std::fill_n(dst, I, T(0));
       }
     x_valid = xv;
   }
@@ -653,19 +659,16 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
   if (interrupt.poll_now()) return;
   if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
-    gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0),
-         p.dW_hh, int(H));
+    gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0), p.dW_hh, int(H));
     gemm(true, false, int(H), int(H), int(TB), T(1), dgx + GH1, int(GH), p.extra, int(H), T(0),
          p.dW_hh + GH1 * H, int(H));
   } else if constexpr (Cell::kSeparateRecurrentGrad) {  // all blocks saw h_{t-1}; the last's
     const index_t GHl = GH - H;                         // gradient differs on that side
-    gemm(true, false, int(GHl), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh,
-         int(S));
+    gemm(true, false, int(GHl), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh, int(S));
     gemm(true, false, int(H), int(S), int(TB), T(1), dgh_last, int(H), p.hprev, int(S), T(0),
          p.dW_hh + GHl * S, int(S));
   } else if (p.hprev) {
-    gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh,
-         int(S));
+    gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh, int(S));
   } else {  // h_{t-1} = gates row of the step before (in processing order), h0 at the first step
     const index_t BGH = B * GH, first = s.reverse ? T_ - 1 : 0;
     const T* dg_shifted = s.reverse ? dgx : dgx + BGH;         // steps with a previous step
@@ -677,8 +680,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
            p.dW_hh, int(S));
   }
   if (project)
-    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr,
-         int(H));
+    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr, int(H));
   if (p.db_ih) sum_rows(TB, GH, dgx, GH, p.db_ih);
   if (p.db_hh) {
     if constexpr (Cell::kSeparateRecurrentGrad) {

@@ -47,7 +47,7 @@ struct SequenceCall {
 
 // Elements rnnkit's blocked kernel packs for C (M, N) = A (M, K) @ op(B) (sequence_gemm).
 inline std::size_t sequence_gemm_elements(index_t M, index_t N, index_t K) {
-  if (M < kBlockGemmMinRows || K == 0) return 0;  // the BLAS (budgeted separately)
+  if (M < kBlockGemmMinRows || K == 0) return 0;                            // the BLAS (budgeted separately)
   return std::size_t(std::min(K, BlockGemm<float>::kKc)) * std::size_t(N);  // all threads' panels
 }
 
@@ -82,7 +82,7 @@ Terms sequence_forward_terms(const SequenceCall& c) {
   const bool small_projection = packed && c.T * c.B >= kBlockGemmMinRows &&
                                 double(c.T * c.B) * double(GH) * double(c.I) < kSmallProjectionWork;
   if (!small_projection) add("x W_ih^T", sequence_gemm_elements(c.T * c.B, index_t(GH), c.I));
-  if (packed) {                                                  // per-thread packed weights
+  if (packed) {  // per-thread packed weights
     add("rec", S * GH1);
     if (small_projection) add("in_proj", I * GH);
     if (Cell::kSplitRecurrent) add("rec_n", H * H);
@@ -119,7 +119,7 @@ Terms sequence_backward_terms(const SequenceCall& c) {
   if (c.project) add("dm", B * H);
   if (c.project) add("dh_seq (pooled)", TB * S);
   if (c.lengths) add("x_valid (pooled)", TB * I);
-  if (packed) {                                                  // per-thread packed weights
+  if (packed) {  // per-thread packed weights
     add("rec", GH1 * S);
     if (Cell::kSplitRecurrent) add("rec_n", H * H);
     if (c.project) add("proj", S * H);
@@ -132,7 +132,8 @@ Terms sequence_backward_terms(const SequenceCall& c) {
 
 template <class Cell>
 Terms sequence_terms(bool backward, bool float64, const SequenceCall& c) {
-  if (float64) return backward ? sequence_backward_terms<Cell, double>(c) : sequence_forward_terms<Cell, double>(c);
+  if (float64)
+    return backward ? sequence_backward_terms<Cell, double>(c) : sequence_forward_terms<Cell, double>(c);
   return backward ? sequence_backward_terms<Cell, float>(c) : sequence_forward_terms<Cell, float>(c);
 }
 

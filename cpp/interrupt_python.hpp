@@ -2,8 +2,8 @@
 // kernel, and the check a binding makes once it holds the GIL again after the kernel.
 #pragma once
 
-#include <pybind11/pybind11.h>
 #include <pthread.h>
+#include <pybind11/pybind11.h>
 
 #include <atomic>
 

@@ -33,9 +33,8 @@ RNNKIT_CLONES void softmax(index_t N, index_t C, const T* logits, T* probs) {
 // rows whose target is not ignore_index; ignored rows get loss 0 and gradient 0.
 // scale is 1 for "sum"/"none" and 1/count for "mean". Targets are checked by the caller.
 template <class T>
-RNNKIT_CLONES void softmax_cross_entropy(index_t N, index_t C, const T* logits,
-                                         const std::int64_t* targets, std::int64_t ignore_index,
-                                         T scale, T* row_loss, T* dlogits) {
+RNNKIT_CLONES void softmax_cross_entropy(index_t N, index_t C, const T* logits, const std::int64_t* targets,
+                                         std::int64_t ignore_index, T scale, T* row_loss, T* dlogits) {
   for (index_t i = 0; i < N; ++i) {
     const T* o = logits + i * C;
     T* d = dlogits + i * C;

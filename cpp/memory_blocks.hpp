@@ -24,8 +24,10 @@ inline void* allocate_block(std::size_t bytes) noexcept {
 
 inline void free_block(void* p, std::size_t bytes) noexcept {
   if (!p) return;
-  if (bytes < kLargeBytes) std::free(p);
-  else munmap(p, bytes);
+  if (bytes < kLargeBytes)
+    std::free(p);
+  else
+    munmap(p, bytes);
 }
 
 }  // namespace rnnkit

@@ -14,8 +14,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
-#include <new>
 #include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
 

@@ -77,8 +77,8 @@ struct PackedPanels {
 // C[i0 : i0+R, j0 : j0+V*L] (+)= A[i0 : i0+R, :] @ panel, where `panel` points at column j0 of a
 // panel whose rows are `stride` apart. R*V accumulators stay in registers.
 template <int R, int V, class T>
-RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A, index_t lda,
-                                   const T* panel, index_t stride, T beta, T* C, index_t ldc) {
+RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A, index_t lda, const T* panel,
+                                   index_t stride, T beta, T* C, index_t ldc) {
   using Vec = typename SimdTraits<T>::Vec;
   constexpr int L = SimdTraits<T>::kLanes;
   Vec acc[R][V];
@@ -101,8 +101,8 @@ RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A
 // Rows [i0, i0 + R) times the panel at column j0 of M: a full panel by V-vector tiles; the last,
 // narrower panel one vector at a time and its last columns (fewer than one vector) by a plain loop.
 template <int R, int V, class T>
-RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t lda,
-                                    const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
+RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t lda, const PackedPanels<T>& M,
+                                    T beta, T* C, index_t ldc) {
   constexpr int L = SimdTraits<T>::kLanes;
   const index_t K = M.K, w = std::min<index_t>(V * L, M.N - j0);  // this panel's width
   const T* panel = M.data.data() + j0 * K;
@@ -158,8 +158,8 @@ inline int next_group(index_t left, int R) {
 }
 
 template <int V, class T>
-RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta,
-                                T* C, index_t ldc, const PackedKernelChoice& choice) {
+RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
+                                index_t ldc, const PackedKernelChoice& choice) {
   const int R = V == 2 ? choice.tile_rows : 8 / V;
   if (!choice.panel_major) {
     for (index_t i = 0; i < n;) {
@@ -183,9 +183,12 @@ template <class T>
 RNNKIT_CLONES void small_gemm(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
                               index_t ldc, const PackedKernelChoice& choice) {
   switch (M.width / SimdTraits<T>::kLanes) {
-    case 8: return small_gemm_v<8>(n, A, lda, M, beta, C, ldc, choice);
-    case 4: return small_gemm_v<4>(n, A, lda, M, beta, C, ldc, choice);
-    default: return small_gemm_v<2>(n, A, lda, M, beta, C, ldc, choice);
+    case 8:
+      return small_gemm_v<8>(n, A, lda, M, beta, C, ldc, choice);
+    case 4:
+      return small_gemm_v<4>(n, A, lda, M, beta, C, ldc, choice);
+    default:
+      return small_gemm_v<2>(n, A, lda, M, beta, C, ldc, choice);
   }
 }
 

@@ -17,6 +17,7 @@
 // thread has stopped. Nothing may escape a worker thread: that would terminate the process.
 #pragma once
 
+#include <pthread.h>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -24,7 +25,6 @@
 #include <functional>
 #include <mutex>
 #include <new>
-#include <pthread.h>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -75,7 +75,9 @@ class Team {
 
   // The team serves one call at a time. A call first tries to reserve it (before it splits its
   // work among n threads); if another call holds it, the call runs on its own thread.
-  std::unique_lock<std::mutex> try_reserve() { return std::unique_lock<std::mutex>(run_mutex_, std::try_to_lock); }
+  std::unique_lock<std::mutex> try_reserve() {
+    return std::unique_lock<std::mutex>(run_mutex_, std::try_to_lock);
+  }
 
   // Runs fn on n threads, the caller being thread 0, and returns when all have finished. The
   // caller must hold the reservation.
@@ -237,7 +239,7 @@ class Team {
   std::condition_variable barrier_cv_;
   std::atomic<int> barrier_count_{0};
   std::atomic<std::uint32_t> barrier_gen_{0};
-  std::exception_ptr error_;         // the run's first exception (under mutex_)
+  std::exception_ptr error_;          // the run's first exception (under mutex_)
   std::atomic<bool> aborted_{false};  // a thread of the run has thrown
 };
 

@@ -86,10 +86,10 @@ RNNKIT_INLINE T sigmoid_(T x) {
 RNNKIT_INLINE double tanh_(double x) {
   const double a = x < 0 ? -x : x;
   const double z = x * x;
-  const double num = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z -
-                     1.61468768441708447952e3;
-  const double den = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z +
-                     4.84406305325125486048e3;
+  const double num =
+      (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3;
+  const double den =
+      ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3;
   const double small = x + x * z * (num / den);
   double large = 1.0 - 2.0 / (exp_(2.0 * a) + 1.0);
   large = x < 0 ? -large : large;
@@ -99,8 +99,9 @@ RNNKIT_INLINE double tanh_(double x) {
 RNNKIT_INLINE float tanh_(float x) {
   const float a = x < 0 ? -x : x;
   const float z = x * x;
-  const float poly = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                       1.33314422036e-1f) * z - 3.33332819422e-1f);
+  const float poly =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f);
   const float small = x + x * z * poly;
   float large = 1.0f - 2.0f / (exp_(2.0f * a) + 1.0f);
   large = x < 0 ? -large : large;

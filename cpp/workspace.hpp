@@ -41,9 +41,12 @@ enum class CellVariant { kRnnTanh, kRnnRelu, kLstm, kGruResetAfter, kGruResetBef
 inline const char* family_name(CellVariant v) {
   switch (v) {
     case CellVariant::kRnnTanh:
-    case CellVariant::kRnnRelu: return "rnn";
-    case CellVariant::kLstm: return "lstm";
-    default: return "gru";
+    case CellVariant::kRnnRelu:
+      return "rnn";
+    case CellVariant::kLstm:
+      return "lstm";
+    default:
+      return "gru";
   }
 }
 
