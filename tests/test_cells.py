@@ -5,6 +5,8 @@ torch lacks, equals the NumPy oracle), torch's state_dict loads both ways, unbat
 eval mode (no cache, the same results bit for bit), gradient accumulation and bad inputs.
 """
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,25 @@ def test_forward_and_backward_equal_torch(cell, bias, rng):
     for a, e in zip(dstates, t_dstates):
         assert_close(a, e, err_msg="dstate")
     assert set(t_grads) == {n for n, _ in m.named_parameters()}
+    for n, p in m.named_parameters():
+        assert_close(p.grad, t_grads[n], err_msg=n)
+
+
+@pytest.mark.parametrize("cell", TORCH_CELLS)
+def test_float32_equals_torch(cell, rng):
+    torch = pytest.importorskip("torch")
+    tc = torch_cell(cell).to(torch.float32)
+    m = make_cell(cell, dtype=np.float32)
+    m.load_state_dict(tc.state_dict())
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    states = tuple(s.astype(np.float32) for s in random_states(cell, rng))
+    d_next = tuple(d.astype(np.float32) for d in random_states(cell, rng, scale=1.0))
+    t_next, t_dx, t_dstates, t_grads = torch_step(tc, cell, x, states, d_next)
+    for a, e in zip(run(m, cell, x, states), t_next):
+        assert_close(a, e, err_msg="next state")
+    dx, dstates = run_backward(m, cell, d_next)
+    for a, e in zip((dx, *dstates), (t_dx, *t_dstates)):
+        assert_close(a, e)
     for n, p in m.named_parameters():
         assert_close(p.grad, t_grads[n], err_msg=n)
 
@@ -268,6 +289,37 @@ def test_gradients_accumulate(cell, rng):
     np.testing.assert_array_equal(dx1, dx2)
     for n, p in m.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * single[1][n], rtol=1e-12, atol=1e-14, err_msg=n)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_threads_share_a_cell(cell, rng):
+    """Each thread's backward differentiates its own forward; the gradients add up."""
+    m = make_cell(cell)
+    xs = rng.standard_normal((4, B, I))
+    ds = [random_states(cell, rng, scale=1.0) for _ in xs]
+    expected = []
+    for x, d in zip(xs, ds):
+        run(m, cell, x, None)
+        expected.append(run_backward(m, cell, d)[0])
+    total = grads(m)
+    m.zero_grad()
+    results = [None] * len(xs)
+    barrier = threading.Barrier(len(xs))
+
+    def work(k):
+        run(m, cell, xs[k], None)
+        barrier.wait()  # every thread's forward before any backward
+        results[k] = run_backward(m, cell, ds[k])[0]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, (a, e) in enumerate(zip(results, expected)):
+        np.testing.assert_array_equal(a, e, err_msg=f"thread {k}")
+    for n, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, total[n], rtol=1e-12, atol=1e-14, err_msg=n)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
