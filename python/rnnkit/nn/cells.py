@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _validate as v
-from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL, Cell
+from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell
 from ..ops.recurrent import (
     Workspace,
     gru_backward,
@@ -316,3 +316,7 @@ class GRUCell(_CellBase):
 
     def _extra_repr(self):
         return [] if self.reset_after else ["reset_after=False"]
+
+
+_CELL_MODULES: dict[str, type[_CellBase]] = {c.CELL.name: c for c in (RNNCell, LSTMCell, GRUCell)}
+assert set(_CELL_MODULES) == set(CELLS), "every family of the cell table has its cell module"
