@@ -143,6 +143,12 @@ def _eval_module_backward():
     return m.backward(None)
 
 
+def _eval_cell_backward():
+    m = nn.LSTMCell(I, H, seed=0, dtype=np.float64).eval()
+    m(base_args()["x"][0])
+    return m.backward(None)
+
+
 Case = collections.namedtuple("Case", "group what call exc message")
 # ``message``: the exact start of the exception's message.
 BAD_INPUTS = [
@@ -337,6 +343,13 @@ BAD_INPUTS = [
         lambda: _module()(base_args()["x"], np.zeros((1, B, H))),
         TypeError,
         "hx: expected a pair (h, c) (either may be None) or None, got ndarray",
+    ),
+    Case(
+        "shape",
+        "`nn.GRUCell(4, 5)`: x (1, B, I) with a time axis",
+        lambda: nn.GRUCell(I, H)(np.zeros((1, B, I), np.float32)),
+        ValueError,
+        "x: expected 2 dimensions (B, I) or 1 (I,) (unbatched), got shape (1, 2, 4)",
     ),
     # --- dtypes
     Case(
@@ -724,6 +737,13 @@ BAD_INPUTS = [
         _eval_module_backward,
         RuntimeError,
         "LSTM.backward: the module is in eval mode, which keeps no workspace",
+    ),
+    Case(
+        "workspace",
+        "`nn.LSTMCell.backward` after an eval-mode forward",
+        _eval_cell_backward,
+        RuntimeError,
+        "LSTMCell.backward: the module is in eval mode, which keeps nothing for backward",
     ),
     Case(
         "workspace",

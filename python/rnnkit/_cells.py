@@ -4,8 +4,8 @@ Every layer of rnnkit that needs to know which cell it runs (the kernels in ``op
 in ``reference``, the modules in ``nn``, the models, the benchmark and the demos) looks the
 family up here and asks the :class:`Cell` what it needs (its gate count, whether it carries a
 cell state c, its options), instead of comparing names itself. Adding a cell family means one
-row here, its kernel in ``cpp/cells.hpp``, its binding, and its module class in
-``nn/recurrent.py``.
+row here, its kernel in ``cpp/cells.hpp``, its binding, and its module classes in
+``nn/recurrent.py`` and ``nn/cells.py``.
 
 Shape letters: G gate blocks (1 RNN, 4 LSTM in order i, f, g, o, 3 GRU in order r, z, n).
 """

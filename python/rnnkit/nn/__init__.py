@@ -3,6 +3,8 @@
 * :mod:`.module`: :class:`Parameter` and :class:`Module`, the base of every module of rnnkit.
 * :mod:`.recurrent`: :class:`RNN`, :class:`LSTM`, :class:`GRU` (torch.nn's interface, whole
   sequences and one step at a time).
+* :mod:`.cells`: :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell` (torch.nn's cells: one
+  step, explicit backward).
 * :mod:`.layers`: :class:`Linear`, :class:`Embedding`, :class:`Dropout`.
 * :mod:`.losses`: :class:`CrossEntropyLoss`, :class:`MSELoss`.
 * :mod:`.attention`: :class:`AdditiveAttention`, :class:`DotAttention`,
@@ -19,6 +21,7 @@ from .attention import (
     MemoryGrads,
     make_attention,
 )
+from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import Dropout, Embedding, Linear
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
@@ -31,6 +34,9 @@ __all__ = [
     "LSTM",
     "GRU",
     "module_class",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
     "Linear",
     "Embedding",
     "Dropout",
