@@ -13,7 +13,9 @@
 Sizes are tiny so that the whole file runs in seconds.
 """
 
+import copy
 import inspect
+import pickle
 import warnings
 
 import numpy as np
@@ -660,3 +662,19 @@ def test_repr():
         repr(nn.RNN(I, H, nonlinearity="relu", dtype=np.float64))
         == f"RNN({I}, {H}, nonlinearity='relu', dtype=float64)"
     )
+
+
+def test_modules_copy_and_pickle_without_their_kept_forward():
+    m = nn.LSTM(3, 4, num_layers=2, seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    out, _ = m(x)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert clone.state_dict().keys() == m.state_dict().keys()
+        for k, a in clone.state_dict().items():
+            np.testing.assert_array_equal(a, m.state_dict()[k])
+        with pytest.raises(RuntimeError, match="no forward"):
+            clone.backward(np.ones_like(out))
+        np.testing.assert_array_equal(clone(x)[0], out)  # a working module
+    m.backward(np.ones_like(out))  # the original keeps its own
+    lin = pickle.loads(pickle.dumps(nn.Linear(3, 2, dtype=np.float64)))
+    assert lin(np.ones((1, 3))).shape == (1, 2)

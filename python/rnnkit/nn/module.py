@@ -175,6 +175,13 @@ class Module:
         """Free what forward kept for backward, in every thread (called by eval())."""
         self.__dict__["_per_thread"] = _ThreadState()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickle and copy.deepcopy take the module without what forward kept for backward
+        # (per-thread state cannot be pickled, and a copy has no forward to differentiate)
+        state = self.__dict__.copy()
+        state.pop("_per_thread", None)
+        return state
+
     # ------------------------------------------------------------------ state dicts
 
     def state_dict(self) -> dict[str, np.ndarray]:
