@@ -16,8 +16,8 @@ states (H,) and results unbatched too.
 A step is the fused sequence kernel of :mod:`rnnkit.ops.recurrent` with T = 1. Training mode
 (the default) keeps the last forward's workspace (per thread) for :meth:`backward`, which may be
 called more than once (each call adds its gradients); the workspace refers to the input and the
-weight arrays, so modifying those in place before backward makes backward raise ValueError. ``eval()`` keeps nothing and runs
-the kernels' inference path, with the same results bit for bit.
+weight arrays, so modifying those in place before backward makes backward raise ValueError.
+``eval()`` keeps nothing and runs the kernels' inference path, with the same results bit for bit.
 """
 
 from __future__ import annotations
