@@ -25,6 +25,7 @@ PyTorch's packed sequences do.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -644,3 +645,45 @@ def _cell_grad(name, g, ws):
 
 def _as_cell_cache(ws):
     return replace(ws, single_step=True)
+
+
+# ----------------------------------------------------------------------------- streaming kernels
+
+# A stream's per-layer kernel: ``run(x, states) -> (y, final states)``, x (T, B, I) C-contiguous,
+# states a list of (B, size) arrays (h, or h and c), y (T, B, H_out). Inference only (no
+# workspace, forward order, every row all T steps), unchecked: the caller (rnnkit.nn's Stream)
+# has checked the weights once and checks x on each call, so a call costs the kernel only. The
+# kernel computes each time step bitwise as a whole-sequence forward does (cpp/driver.hpp: the
+# input projection takes no size-dependent arithmetic path), so a sequence fed in chunks gives
+# what one call on the whole sequence gives.
+StreamKernel = Callable[[np.ndarray, list[np.ndarray]], tuple[np.ndarray, tuple[np.ndarray, ...]]]
+
+
+def _rnn_stream_kernel(W_ih, W_hh, b_ih, b_hh, nonlinearity) -> StreamKernel:
+    core = _core.rnn_forward
+
+    def run(x, states):
+        y, h_T, _, _ = core(x, states[0], W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False)
+        return y, (h_T,)
+
+    return run
+
+
+def _lstm_stream_kernel(W_ih, W_hh, b_ih, b_hh, W_hr) -> StreamKernel:
+    core = _core.lstm_forward
+
+    def run(x, states):
+        y, h_T, c_T, _ = core(x, states[0], states[1], W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False)
+        return y, (h_T, c_T)
+
+    return run
+
+
+def _gru_stream_kernel(W_ih, W_hh, b_ih, b_hh, reset_after) -> StreamKernel:
+    core = _core.gru_forward
+
+    def run(x, states):
+        y, h_T, _, _ = core(x, states[0], W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False)
+        return y, (h_T,)
+
+    return run
