@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import CELLS, DTYPES, module_class, n_states
-from rnnkit import nn
+from rnnkit import _core, nn
 
 T = 50
 
@@ -155,3 +155,36 @@ def test_stream_is_exported_and_inference_only(rng):
     y, _ = _whole(m, x)  # eval: no dropout
     np.testing.assert_array_equal(s(x), y)
     assert m._cache is None  # no workspace kept
+
+
+@pytest.fixture
+def small_batch_limit():
+    """Lets a test lower the packed-kernel batch limit; restores it afterwards."""
+    saved = _core._get_small_batch_limit()
+    yield _core._set_small_batch_limit
+    _core._set_small_batch_limit(saved)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_above_the_packed_batch_limit_bitwise(cell, dtype, small_batch_limit, rng):
+    """Batches above the packed kernel's limit (per-step products on the BLAS) stream through
+    one sequence call per chunk and layer: still bitwise the whole-sequence forward."""
+    small_batch_limit(2)
+    m = _module(cell, dtype, 2)
+    x = rng.standard_normal((T, 4, 6)).astype(dtype)
+    y, _ = _whole(m, x)
+    s = m.stream(4)
+    assert not isinstance(s._layers[0], type(m.stream(1)._layers[0]))  # the other path
+    for chunk in (1, 3, 50):
+        s.reset()
+        np.testing.assert_array_equal(np.concatenate([s(x[t : t + chunk]) for t in range(0, T, chunk)]), y)
+
+
+def test_weights_are_read_when_the_stream_is_made(rng):
+    m = _module("lstm", np.float32)
+    x = rng.standard_normal((4, 1, 6)).astype(np.float32)
+    s = m.stream(1)
+    want, _ = _whole(m, x)
+    m.weight_ih_l0.data[...] = 0  # not seen by the stream made before
+    np.testing.assert_array_equal(s(x), want)

@@ -766,11 +766,10 @@ def _streaming_row(kind, dtype, quick, rng):
         k[0] += 1
 
     contenders["rnnkit"] = rk
-    kernel = ours._stream_kernel(0)
-    st = [np.zeros((1, H), dtype) for _ in ours.CELL.state_names]
+    layer = ours._layer_stream(0, 1)  # the compiled layer stream without nn's checks
     x1 = xs[:1]
-    contenders["kernel only"] = lambda: kernel(x1, st)
-    chunk = np.ascontiguousarray(np.concatenate([xs, xs[:-14]]))[:50]
+    contenders["layer.run only"] = lambda: layer.run(x1)
+    chunk = np.ascontiguousarray(xs[:50])
     chunk_stream = ours.stream(1)
     contenders["chunk of 50 /50"] = lambda: chunk_stream(chunk)
     errors = {}
@@ -828,8 +827,8 @@ def streaming_rows(dtype, quick):
     """Streaming at batch 1: one step per call with the state carried, I = H = 128, 1 thread.
     rnnkit's `module.stream(1)(x_t)` vs torch.nn (one step per call, under no_grad) and
     onnxruntime (a one-step graph, when onnx and onnxruntime are installed), each checked
-    against rnnkit first. Also the kernel alone (the binding called directly) and a chunk of 50
-    steps per call, to show where a step's time goes."""
+    against rnnkit first. Also the compiled layer stream alone (without rnnkit.nn's checks) and
+    a chunk of 50 steps per call, to show where a step's time goes."""
     global torch
     if torch is None:
         try:

@@ -55,11 +55,11 @@ import numpy.typing as npt
 from .. import _validate as v
 from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
 from ..ops.recurrent import (
-    StreamKernel,
+    LayerStream,
     Workspace,
-    _gru_stream_kernel,
-    _lstm_stream_kernel,
-    _rnn_stream_kernel,
+    _gru_layer_stream,
+    _lstm_layer_stream,
+    _rnn_layer_stream,
     gru_backward,
     gru_forward,
     lstm_backward,
@@ -457,14 +457,14 @@ class _RNNBase(Module):
         """A :class:`Stream` of ``batch`` rows over this module: ``y = stream(x_chunk)``.
 
         Inference only: no workspace and no dropout whatever the module's mode. The weights are
-        checked here and used by reference (in-place changes to the parameters' arrays are
-        seen by later calls; a reassigned parameter is not: make a new stream). A bidirectional
-        module cannot stream (its reverse direction starts from the sequence's end): ValueError.
+        checked and packed here (later changes to the parameters are not seen: make a new
+        stream). A bidirectional module cannot stream (its reverse direction starts from the
+        sequence's end): ValueError.
         """
         return Stream(self, batch)
 
-    def _stream_kernel(self, layer: int) -> StreamKernel:
-        """One layer's unchecked inference kernel (forward direction), for :class:`Stream`."""
+    def _layer_stream(self, layer: int, batch: int) -> LayerStream:
+        """One layer's stream of ``batch`` rows (forward direction), for :class:`Stream`."""
         raise NotImplementedError
 
     def clear_steps(self) -> None:
@@ -621,10 +621,10 @@ class RNN(_RNNBase):
         g = rnn_backward(dy, d_states[0], ws)
         return g, (g.dh0,)
 
-    def _stream_kernel(self, layer):
+    def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
-        return _rnn_stream_kernel(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.nonlinearity
+        return _rnn_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.nonlinearity, batch
         )
 
     def _extra_repr(self):
@@ -699,9 +699,11 @@ class LSTM(_RNNBase):
         g = lstm_backward(dy, d_states[0], d_states[1], ws)
         return g, (g.dh0, g.dc0)
 
-    def _stream_kernel(self, layer):
+    def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
-        return _lstm_stream_kernel(w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"])
+        return _lstm_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch
+        )
 
 
 def _pair(name, hx):
@@ -776,10 +778,10 @@ class GRU(_RNNBase):
         g = gru_backward(dy, d_states[0], ws)
         return g, (g.dh0,)
 
-    def _stream_kernel(self, layer):
+    def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
-        return _gru_stream_kernel(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.reset_after
+        return _gru_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.reset_after, batch
         )
 
     def _extra_repr(self):
@@ -803,8 +805,11 @@ class Stream:
     the module's final state, h (L, B, H_out), LSTM (h (L, B, H_out), c (L, B, H)); assigning
     it (same shapes and dtype, checked and copied) continues from that state.
 
-    The module's weights are checked once, when the stream is made, and used by reference;
-    each call checks only x's type, dtype and shape. Not for several threads at once.
+    The module's weights are checked and packed (copied) once, when the stream is made: later
+    changes to the module's parameters are not seen (make a new stream). Each call checks only
+    x's type, dtype and shape, and runs one compiled call per layer (cpp/stream.hpp; above the
+    packed-kernel batch limit, one sequence call per layer). Not for several threads at once;
+    after Ctrl-C inside a call the state is mid-chunk (reset or set it).
     """
 
     def __init__(self, module: _RNNBase, batch: int = 1) -> None:
@@ -822,13 +827,10 @@ class Stream:
         self._dtype = module.dtype
         self._I = module.input_size
         self._batch_first = module.batch_first
-        self._kernels = [module._stream_kernel(layer) for layer in range(module.num_layers)]
+        self._layers = [module._layer_stream(layer, self.batch) for layer in range(module.num_layers)]
         self._names = module.CELL.state_names
         self._sizes = module._state_sizes()
         self._x_3d = "(B, T_chunk, I)" if self._batch_first else "(T_chunk, B, I)"
-        # per layer: the list of its states [h] or [h, c], each (B, size), C-contiguous
-        self._states: list[list[np.ndarray]] = []
-        self.reset()
 
     def __call__(self, x: npt.ArrayLike) -> np.ndarray:
         """x_chunk (T_chunk, B, I) / (B, T_chunk, I) batch-first / one step (B, I) -> the top
@@ -855,37 +857,34 @@ class Stream:
             )
         if not inp.flags.c_contiguous:
             inp = np.ascontiguousarray(inp)
-        states = self._states
-        for layer, kernel in enumerate(self._kernels):
-            inp, new = kernel(inp, states[layer])
-            states[layer] = list(new)
+        for layer in self._layers:
+            inp = layer.run(inp)
         if x.ndim == 2:
             return inp[0]
         return np.ascontiguousarray(inp.transpose(1, 0, 2)) if self._batch_first else inp
 
+    def _arrays(self, k: int) -> list[np.ndarray]:
+        """State k (0: h, 1: c) of every layer: the layers' own arrays, (B, size) each."""
+        return [layer.h if k == 0 else layer.c for layer in self._layers]  # type: ignore[misc]
+
     def reset(self, rows: npt.ArrayLike | None = None) -> None:
         """Zero the state of every row (rows None) or of the given row indices in [0, B)."""
-        if rows is None:
-            self._states = [
-                [np.zeros((self.batch, n), self._dtype) for n in self._sizes] for _ in self._kernels
-            ]
-            return
-        idx = v.index_array("rows", rows, self.batch)
-        for layer_states in self._states:
-            for s in layer_states:
-                s[idx] = 0
+        idx: Any = slice(None) if rows is None else v.index_array("rows", rows, self.batch)
+        for k in range(len(self._names)):
+            for a in self._arrays(k):
+                a[idx] = 0
 
     @property
     def state(self) -> Any:
         """A copy of the state: h (L, B, H_out), LSTM (h (L, B, H_out), c (L, B, H))."""
-        stacked = tuple(np.stack([layer[k] for layer in self._states]) for k in range(len(self._names)))
+        stacked = tuple(np.stack(self._arrays(k)) for k in range(len(self._names)))
         return stacked[0] if len(stacked) == 1 else stacked
 
     @state.setter
     def state(self, value: Any) -> None:
         names = self._names
         given = (value,) if len(names) == 1 else _pair("state", value)
-        L, B = len(self._kernels), self.batch
+        L, B = len(self._layers), self.batch
         checked = []
         for n, s, size in zip(names, given, self._sizes):
             if s is None:
@@ -896,7 +895,9 @@ class Stream:
             letter = "H" if size == self._module.hidden_size else "P"
             v.check_shape(n, s, (L, B, size), f"(num_layers, B, {letter})")
             checked.append(s)
-        self._states = [[np.array(s[layer], order="C") for s in checked] for layer in range(L)]
+        for k, s in enumerate(checked):  # all checked first: a bad c leaves h alone
+            for layer, a in enumerate(self._arrays(k)):
+                a[...] = s[layer]
 
     def __repr__(self) -> str:
         return f"Stream({type(self._module).__name__}, batch={self.batch})"
