@@ -36,8 +36,12 @@ struct LayerStream final : LayerStreamBase<T> {
   static constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
   index_t B, I, H, S, GH, GH1;
   bool project;
-  PackedPanels<T> in_proj, rec, rec_n, proj;
-  PackedKernelChoice in_choice, rec_choice, rec_n_choice, proj_choice;
+  // The input projection's panels for a call's T*B rows: as wide as the batch's (a step at batch
+  // 1: one row, 8-vector panels), and for B < 4 also two vectors wide for chunks of 4 or more
+  // rows (8-row tiles: a 50-step chunk at batch 1 ran 5.1 us a step on the 8-vector panels,
+  // which take one row at a time). Either gives the same bits (small_gemm.hpp).
+  PackedPanels<T> in_proj, in_proj_rows, rec, rec_n, proj;
+  PackedKernelChoice in_choice, in_rows_choice, rec_choice, rec_n_choice, proj_choice;
   std::vector<T> b_ih, b_hh;  // copies (zeros when absent)
   std::vector<T> gh, reset_h, extra_scratch, m_rows, m_scratch;
   std::vector<index_t> rows;  // the identity: every row runs every step
@@ -54,12 +58,13 @@ struct LayerStream final : LayerStreamBase<T> {
         GH1(Cell::G * H_ - kSplit * H_),
         project(W_hr != nullptr) {
     auto pack = [&](PackedPanels<T>& P, PackedKernelChoice& choice, const T* W, index_t K, index_t N,
-                    index_t ldw) {
-      P.allocate(K, N, B);
+                    index_t ldw, index_t rows_ = 0) {
+      P.allocate(K, N, rows_ ? rows_ : B);
       P.fill(W, ldw, true, 0);
       choice = packed_choice<T>(K * N);
     };
     pack(in_proj, in_choice, W_ih, I, GH, I);
+    if (B < 4) pack(in_proj_rows, in_rows_choice, W_ih, I, GH, I, 4);
     pack(rec, rec_choice, W_hh, S, GH1, S);
     if (kSplit) pack(rec_n, rec_n_choice, W_hh + GH1 * H, H, H, H);
     if (project) pack(proj, proj_choice, W_hr, H, S, H);
@@ -81,7 +86,10 @@ struct LayerStream final : LayerStreamBase<T> {
   bool run(index_t T_, const T* x, T* y, T* h, T* c) override {
     Interrupt interrupt(double(B) * GH * S);
     T* gx = scratch(gx_buf, T_ * B * GH);
-    small_gemm(T_ * B, x, I, in_proj, T(0), gx, GH, in_choice);
+    if (B < 4 && T_ * B >= 4)
+      small_gemm(T_ * B, x, I, in_proj_rows, T(0), gx, GH, in_rows_choice);
+    else
+      small_gemm(T_ * B, x, I, in_proj, T(0), gx, GH, in_choice);
     for (index_t t = 0; t < T_; ++t) {
       if (interrupt.requested()) return false;
       const index_t tBS = t * B * S;
