@@ -701,11 +701,13 @@ def layer_rows(dtype, threads, quick):
 
 def _onnx_step_session(kind, ours, dtype):
     """A one-step ONNX LSTM / GRU graph of the rnnkit module `ours` (one layer) on onnxruntime
-    (one thread), as (session, state input names); None when onnx or onnxruntime is missing.
+    (one thread), as (session, state input names); None when onnx or onnxruntime is missing
+    or for float64 (which onnxruntime's CPU LSTM and GRU do not run).
     ONNX's gate order is i, o, f, c (LSTM; torch's i, f, g, o) and z, r, h (GRU; torch's
     r, z, n, in torch's form with linear_before_reset=1)."""
+    if dtype != np.float32:  # onnxruntime's CPU LSTM and GRU kernels are float32 only
+        return None
     try:
-        import onnx
         import onnxruntime
         from onnx import TensorProto, helper
     except ImportError:
@@ -744,7 +746,6 @@ def _onnx_step_session(kind, ours, dtype):
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     sess = onnxruntime.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    del onnx
     return sess, states
 
 
