@@ -28,6 +28,7 @@
 #include "loss.hpp"
 #include "memory.hpp"
 #include "pooled_buffer.hpp"
+#include "stream.hpp"
 #include "team.hpp"
 #include "workspace.hpp"
 
@@ -324,6 +325,69 @@ py::tuple softmax_cross_entropy_kernel(const Array<T>& logits,
   return py::make_tuple(row_loss, dlogits);
 }
 
+// A layer's stream (stream.hpp) with its state arrays, which Python reads and writes in place.
+template <class T>
+struct PyLayerStream {
+  std::unique_ptr<LayerStreamBase<T>> impl;
+  index_t B, I, S;
+  Array<T> h;    // (B, S)
+  py::object c;  // (B, H) LSTM, else None
+
+  Array<T> run(const Array<T>& x) {
+    require(x.ndim() == 3 && x.shape(0) >= 1 && x.shape(1) == B && x.shape(2) == I,
+            "x: expected shape (T, B, I) with T >= 1 and the stream's B and I");
+    Array<T> y = cached_array<T>({x.shape(0), B, S});
+    T* c_data = c.is_none() ? nullptr : py::reinterpret_borrow<Array<T>>(c).mutable_data();
+    const T* x_data = x.data();
+    T* y_data = y.mutable_data();
+    T* h_data = h.mutable_data();
+    const index_t T_ = x.shape(0);
+    {
+      py::gil_scoped_release release;
+      const KernelFpScope fp;
+      impl->run(T_, x_data, y_data, h_data, c_data);
+    }
+    raise_if_interrupted();  // Ctrl-C during the call: the state is mid-chunk
+    return y;
+  }
+};
+
+// One layer's stream of `batch` rows: the sizes as shape_of reads them, every argument checked.
+template <class Cell, class T>
+std::unique_ptr<PyLayerStream<T>> make_stream(const Array<T>& W_ih, const Array<T>& W_hh,
+                                              const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+                                              const OptArray<T>& W_hr, index_t batch) {
+  require(batch >= 1, "batch: expected at least 1");
+  require(W_ih.ndim() == 2, "W_ih: expected 2 dimensions");
+  require(W_hh.ndim() == 2, "W_hh: expected 2 dimensions");
+  index_t H = W_hh.shape(1), S = H;
+  if (W_hr) {
+    require(W_hr->ndim() == 2, "W_hr: expected 2 dimensions (P, H)");
+    H = W_hr->shape(1);
+    S = W_hr->shape(0);
+  }
+  const index_t I = W_ih.shape(1), GH = Cell::G * H;
+  require_shape(W_ih, {GH, I}, "W_ih");
+  require_shape(W_hh, {GH, S}, "W_hh");
+  if (b_ih) require_shape(*b_ih, {GH}, "b_ih");
+  if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
+  auto out = std::make_unique<PyLayerStream<T>>();
+  out->impl = std::make_unique<LayerStream<Cell, T>>(batch, I, H, S, W_ih.data(), W_hh.data(), ptr(b_ih),
+                                                     ptr(b_hh), ptr(W_hr));
+  out->B = batch;
+  out->I = I;
+  out->S = S;
+  out->h = Array<T>({batch, S});
+  std::fill_n(out->h.mutable_data(), batch * S, T(0));
+  out->c = py::none();
+  if (Cell::kHasCellState) {
+    Array<T> c({batch, H});
+    std::fill_n(c.mutable_data(), batch * H, T(0));
+    out->c = c;
+  }
+  return out;
+}
+
 template <class T>
 void bind_dtype(py::module_& m) {
   using namespace py::literals;
@@ -333,6 +397,34 @@ void bind_dtype(py::module_& m) {
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
+  const std::string stream_class = std::string("LayerStream_") + (sizeof(T) == 4 ? "float32" : "float64");
+  py::class_<PyLayerStream<T>>(m, stream_class.c_str(),
+                               "One layer's streaming inference (stream.hpp): weights packed once, state "
+                               "h (B, S) and c (B, H) (LSTM; else None) carried across run() calls.")
+      .def("run", &PyLayerStream<T>::run, "x"_a)
+      .def_readonly("h", &PyLayerStream<T>::h)
+      .def_readonly("c", &PyLayerStream<T>::c);
+  m.def(
+      "rnn_stream",
+      [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+         const std::string& nonlinearity, index_t batch) {
+        require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
+        if (nonlinearity == "relu")
+          return make_stream<RnnCell<true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+        return make_stream<RnnCell<false>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+      },
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "nonlinearity"_a, "batch"_a);
+  m.def("lstm_stream", &make_stream<LstmCell, T>, "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(),
+        "W_hr"_a.none(), "batch"_a);
+  m.def(
+      "gru_stream",
+      [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+         bool reset_after, index_t batch) {
+        if (reset_after)
+          return make_stream<GruResetAfterCell, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+        return make_stream<GruResetBeforeCell, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+      },
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "reset_after"_a, "batch"_a);
   m.def("softmax", &softmax_kernel<T>, "logits"_a);
   m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a, "ignore_index"_a,
         "scale"_a);

@@ -233,17 +233,28 @@ struct RunPlan {
 };
 
 // Products with at least this many rows go to rnnkit's blocked kernel; fewer rows to the BLAS
-// (packing op(B) would cost more than it saves).
+// (packing op(B) would cost more than it saves), except the forward's input projection (below).
 constexpr index_t kBlockGemmMinRows = 32;
+
+// Whether the forward's input projection x W_ih^T (T*B rows) runs inside the time loop's run on
+// the packed kernel (see sequence_forward). Any number of rows: a projection of few rows (a short
+// chunk of a stream, a single step) must give bitwise what the same rows give inside a longer
+// sequence, and the packed and blocked kernels compute each element with the same FMA chain
+// over k in the same order, while the BLAS does not (its few-row kernels sum in another order).
+inline bool small_projection_for(index_t T, index_t B, index_t GH, index_t I) {
+  return B <= small_batch_limit().load() && double(T * B) * double(GH) * double(I) < kSmallProjectionWork;
+}
 
 // A whole-sequence product C (M, N) = A (M, K) @ op(B), op(B) = B (K, N) or B^T (B (N, K)), C
 // overwritten: on rnnkit's blocked kernel (block_gemm.hpp), split by columns over the team when
 // it has at least 8 steps' worth of team_min_work (8M multiply-adds by default: the size below
-// which the BLAS too runs on one thread).
+// which the BLAS too runs on one thread). Fewer than kBlockGemmMinRows rows go to the BLAS
+// unless few_rows_on_blas is false (the forward's input projection: bitwise the same whatever
+// the number of rows).
 template <class T>
 void sequence_gemm(bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
-                   index_t ldb, T* C, index_t ldc) {
-  if (M < kBlockGemmMinRows || K == 0) {
+                   index_t ldb, T* C, index_t ldc, bool few_rows_on_blas = true) {
+  if ((few_rows_on_blas && M < kBlockGemmMinRows) || K == 0) {
     gemm(false, trans_b, int(M), int(N), int(K), T(1), A, int(lda), B, int(ldb), T(0), C, int(ldc));
     return;
   }
@@ -370,13 +381,14 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   }
   if (s.lengths) std::fill_n(p.y, T_ * B * S, T(0));  // padded steps of short rows stay zero
 
-  // The input projection x W_ih^T of all steps. A small one (batch of one, short sequences)
-  // runs inside the time loop's run on the packed kernel, split by columns like the steps'
-  // products (106 vs 83 GFLOP/s for the BLAS at 50 x 512 x 128); any other before it, on the
-  // blocked kernel (or the BLAS for a few rows).
-  const bool small_projection = B <= small_batch_limit().load() && T_ * B >= kBlockGemmMinRows &&
-                                double(T_ * B) * GH * I < kSmallProjectionWork;
-  if (!small_projection) sequence_gemm(true, T_ * B, GH, I, p.x, I, p.W_ih, I, gx, GH);
+  // The input projection x W_ih^T of all steps. A small one (batch of one, short sequences,
+  // single steps) runs inside the time loop's run on the packed kernel, split by columns like
+  // the steps' products (106 vs 83 GFLOP/s for the BLAS at 50 x 512 x 128); any other before
+  // it, on the blocked kernel. Never on the BLAS: each element is the same FMA chain over k on
+  // either kernel, so a time step's projection is bitwise the same whether the call holds the
+  // whole sequence or a chunk of it (streaming, nn/recurrent.py).
+  const bool small_projection = small_projection_for(T_, B, GH, I);
+  if (!small_projection) sequence_gemm(true, T_ * B, GH, I, p.x, I, p.W_ih, I, gx, GH, false);
 
   // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
   // projection m W_hr^T, each split by output columns over the threads.

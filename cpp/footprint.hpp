@@ -46,8 +46,8 @@ struct SequenceCall {
 };
 
 // Elements rnnkit's blocked kernel packs for C (M, N) = A (M, K) @ op(B) (sequence_gemm).
-inline std::size_t sequence_gemm_elements(index_t M, index_t N, index_t K) {
-  if (M < kBlockGemmMinRows || K == 0) return 0;                            // the BLAS (budgeted separately)
+inline std::size_t sequence_gemm_elements(index_t M, index_t N, index_t K, bool few_rows_on_blas = true) {
+  if ((few_rows_on_blas && M < kBlockGemmMinRows) || K == 0) return 0;      // the BLAS (budgeted separately)
   return std::size_t(std::min(K, BlockGemm<float>::kKc)) * std::size_t(N);  // all threads' panels
 }
 
@@ -79,9 +79,8 @@ Terms sequence_forward_terms(const SequenceCall& c) {
   if (!c.training && Cell::kHasExtra) add("extra_scratch", B * H);
   if (c.project) add("m_rows", B * H);
   if (c.project && !c.training) add("m_scratch", B * H);
-  const bool small_projection = packed && c.T * c.B >= kBlockGemmMinRows &&
-                                double(c.T * c.B) * double(GH) * double(c.I) < kSmallProjectionWork;
-  if (!small_projection) add("x W_ih^T", sequence_gemm_elements(c.T * c.B, index_t(GH), c.I));
+  const bool small_projection = small_projection_for(c.T, c.B, index_t(GH), c.I);
+  if (!small_projection) add("x W_ih^T", sequence_gemm_elements(c.T * c.B, index_t(GH), c.I, false));
   if (packed) {  // per-thread packed weights
     add("rec", S * GH1);
     if (small_projection) add("in_proj", I * GH);

@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent(
     import json, os, signal, sys, threading, time
     import numpy as np
     import rnnkit
+    import rnnkit.nn
     from rnnkit import reference as ref
     from rnnkit.ops import attention as att
 
@@ -76,6 +77,10 @@ SCRIPT = textwrap.dedent(
                 signal.signal(signal.SIGINT, lambda *_: small_case_matches_oracle(cell))
             delay, raised = interrupted(run, RuntimeError if kind == "handler" else KeyboardInterrupt)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        elif kind == "stream":  # a long chunk of a stream (cpp/stream.hpp polls per step too)
+            x, _, _ = args(cell, STEPS[cell], 1, 8, H, np.float32)
+            stream = rnnkit.nn.module_class(cell)(8, H, seed=0).stream(1)
+            delay, raised = interrupted(lambda: stream(x))
         elif kind == "backward":
             x, states, W = args(cell, STEPS[cell] * 4 // 5, 1, 8, H, np.float32)
             y, _, ws = getattr(rnnkit, cell + "_forward")(x, *states, *W)
@@ -94,7 +99,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize(
     "threads, cases",
     [
-        (1, "forward:rnn,forward:lstm,forward:gru,attention:additive,handler:lstm"),
+        (1, "forward:rnn,forward:lstm,forward:gru,attention:additive,handler:lstm,stream:gru"),
         (2, "forward:gru,backward:lstm"),
     ],
 )

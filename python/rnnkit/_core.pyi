@@ -143,6 +143,46 @@ def lstm_forward(
     (B, S), c_T (B, H), workspace)``; the workspace is a SavedSequence (training=True only).
     """
 
+class LayerStream:
+    """One layer's streaming inference (cpp/stream.hpp; the classes are LayerStream_float32 and
+    LayerStream_float64): weights packed once by *_stream, then ``run(x)`` per chunk, x (T, B, I)
+    C-contiguous, T >= 1, returns y (T, B, S) and advances the state ``h`` (B, S) and ``c``
+    (B, H; LSTM, else None), arrays that the caller may read and write in place."""
+
+    h: npt.NDArray[Any]
+    c: npt.NDArray[Any] | None
+    def run(self, x: npt.NDArray[Any]) -> npt.NDArray[Any]: ...
+
+def rnn_stream(
+    W_ih: npt.NDArray[_F],
+    W_hh: npt.NDArray[_F],
+    b_ih: npt.NDArray[_F] | None,
+    b_hh: npt.NDArray[_F] | None,
+    nonlinearity: str,
+    batch: int,
+) -> LayerStream:
+    """A vanilla RNN layer's stream of ``batch`` rows (weights as rnn_forward's, copied)."""
+
+def lstm_stream(
+    W_ih: npt.NDArray[_F],
+    W_hh: npt.NDArray[_F],
+    b_ih: npt.NDArray[_F] | None,
+    b_hh: npt.NDArray[_F] | None,
+    W_hr: npt.NDArray[_F] | None,
+    batch: int,
+) -> LayerStream:
+    """An LSTM layer's stream of ``batch`` rows (weights as lstm_forward's, copied)."""
+
+def gru_stream(
+    W_ih: npt.NDArray[_F],
+    W_hh: npt.NDArray[_F],
+    b_ih: npt.NDArray[_F] | None,
+    b_hh: npt.NDArray[_F] | None,
+    reset_after: bool,
+    batch: int,
+) -> LayerStream:
+    """A GRU layer's stream of ``batch`` rows (weights as gru_forward's, copied)."""
+
 def lstm_backward(
     dy: npt.NDArray[Any] | None,
     dh_T: npt.NDArray[Any] | None,

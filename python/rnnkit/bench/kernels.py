@@ -699,6 +699,156 @@ def layer_rows(dtype, threads, quick):
             print(line)
 
 
+def _onnx_step_session(kind, ours, dtype):
+    """A one-step ONNX LSTM / GRU graph of the rnnkit module `ours` (one layer) on onnxruntime
+    (one thread), as (session, state input names); None when onnx or onnxruntime is missing
+    or for float64 (which onnxruntime's CPU LSTM and GRU do not run).
+    ONNX's gate order is i, o, f, c (LSTM; torch's i, f, g, o) and z, r, h (GRU; torch's
+    r, z, n, in torch's form with linear_before_reset=1)."""
+    if dtype != np.float32:  # onnxruntime's CPU LSTM and GRU kernels are float32 only
+        return None
+    try:
+        import onnxruntime
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    H, I = ours.hidden_size, ours.input_size
+    order = [0, 3, 1, 2] if kind == LSTM_CELL.name else [1, 0, 2]
+    sd = ours.state_dict()
+
+    def blocks(a):
+        return np.concatenate([a.reshape(len(order), H, -1)[k] for k in order]).reshape(a.shape)
+
+    W = blocks(sd["weight_ih_l0"])[None]
+    R = blocks(sd["weight_hh_l0"])[None]
+    Bias = np.concatenate([blocks(sd["bias_ih_l0"]), blocks(sd["bias_hh_l0"])])[None]
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    states = ["h0", "c0"] if kind == LSTM_CELL.name else ["h0"]
+    op = "LSTM" if kind == LSTM_CELL.name else "GRU"
+    attrs: dict[str, Any] = {"hidden_size": H}
+    if op == "GRU":
+        attrs["linear_before_reset"] = 1
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, ["X", "W", "R", "B", "", *states], outputs, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "step",
+        [helper.make_tensor_value_info("X", elem, [1, 1, I])]
+        + [helper.make_tensor_value_info(n, elem, [1, 1, H]) for n in states],
+        [helper.make_tensor_value_info(n, elem, None) for n in outputs],
+        [
+            helper.make_tensor(n, elem, a.shape, a.ravel().tolist())
+            for n, a in (("W", W), ("R", R), ("B", Bias))
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = onnxruntime.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess, states
+
+
+def _streaming_row(kind, dtype, quick, rng):
+    """One line of streaming_rows: the contenders of one cell family, checked, then timed."""
+    I = H = 128
+    ours = rnnkit.nn.module_class(kind)(I, H, dtype=dtype, seed=0)
+    xs = rng.standard_normal((64, 1, I)).astype(dtype)
+    stream = ours.stream(1)
+    ours.eval()
+    want, _ = ours(xs)
+    steps = np.stack([stream(xs[t]) for t in range(len(xs))])  # (T, 1, H)
+    assert np.array_equal(steps, want), "stream differs from the whole-sequence forward"
+    contenders: dict[str, Any] = {}
+    k = [0]
+
+    def rk():
+        stream(xs[k[0] & 63])
+        k[0] += 1
+
+    contenders["rnnkit"] = rk
+    layer = ours._layer_stream(0, 1)  # the compiled layer stream without nn's checks
+    x1 = xs[:1]
+    contenders["layer.run only"] = lambda: layer.run(x1)
+    chunk = np.ascontiguousarray(xs[:50])
+    chunk_stream = ours.stream(1)
+    contenders["chunk of 50 /50"] = lambda: chunk_stream(chunk)
+    errors = {}
+    if torch is not None:
+        tdt = torch.float32 if dtype == np.float32 else torch.float64
+        tmod = getattr(torch.nn, CELL_TABLE[kind].torch_name)(I, H).to(tdt)
+        tmod.load_state_dict({n: torch.from_numpy(a) for n, a in ours.state_dict().items()})
+        xt = torch.from_numpy(xs)
+        with torch.no_grad():
+            hx = None
+            outs = []
+            for t in range(len(xs)):
+                o, hx = tmod(xt[t : t + 1], hx)
+                outs.append(o.numpy())
+        errors["torch"] = max_rel_error({"y": np.concatenate(outs)}, {"y": want})[0]
+        t_state: list[Any] = [None]
+
+        def torch_step():
+            with torch.no_grad():
+                _, t_state[0] = tmod(xt[k[0] & 63 : (k[0] & 63) + 1], t_state[0])
+            k[0] += 1
+
+        contenders["torch"] = torch_step
+    made = _onnx_step_session(kind, ours, dtype)
+    if made is not None:
+        sess, names = made
+        feed = {n: np.zeros((1, 1, H), dtype) for n in names}
+        outs = []
+        for t in range(len(xs)):
+            res = sess.run(None, {"X": xs[t : t + 1], **feed})
+            outs.append(res[0][0])
+            feed = dict(zip(names, res[1:]))
+        errors["onnxruntime"] = max_rel_error({"y": np.concatenate(outs)}, {"y": want})[0]
+        o_feed = [{"X": xs[:1], **feed}]
+
+        def ort_step():
+            f = o_feed[0]
+            f["X"] = xs[k[0] & 63 : (k[0] & 63) + 1]
+            res = sess.run(None, f)
+            o_feed[0] = {"X": f["X"], **dict(zip(names, res[1:]))}
+            k[0] += 1
+
+        contenders["onnxruntime"] = ort_step
+    bad = {n: e for n, e in errors.items() if e > TOLERANCE[np.dtype(dtype).name]}
+    if bad:
+        return f"  {kind}: FAIL, outputs differ from rnnkit: {bad}; not timed"
+    res = time_alternating(contenders, 5 if quick else 15, 2.0 if quick else 6.0)
+    per = {n: r[0] / (50 if n.startswith("chunk") else 1) for n, r in res.items()}
+    line = f"  {kind:5s}" + "".join(f"   {n} {t * 1e6:6.2f}" for n, t in per.items())
+    ratios = [f"{per['rnnkit'] / per[n]:.2f}x {n}" for n in ("torch", "onnxruntime") if n in per]
+    return line + (f"   (rnnkit {', '.join(ratios)})" if ratios else "")
+
+
+def streaming_rows(dtype, quick):
+    """Streaming at batch 1: one step per call with the state carried, I = H = 128, 1 thread.
+    rnnkit's `module.stream(1)(x_t)` vs torch.nn (one step per call, under no_grad) and
+    onnxruntime (a one-step graph, when onnx and onnxruntime are installed), each checked
+    against rnnkit first. Also the compiled layer stream alone (without rnnkit.nn's checks) and
+    a chunk of 50 steps per call, to show where a step's time goes."""
+    global torch
+    if torch is None:
+        try:
+            import torch as _torch
+
+            torch = _torch
+        except ImportError:
+            pass
+    H = 128
+    set_threads(1)
+    rng = np.random.default_rng(7)
+    print(f"## Streaming at batch 1: I=H={H}, 1 step per call, 1 thread, {np.dtype(dtype).name}, us per step")
+    for kind in (LSTM_CELL.name, GRU_CELL.name):
+        print(_streaming_row(kind, dtype, quick, rng), flush=True)
+    if torch is None:
+        print("  (torch not installed: no torch column)")
+    print()
+
+
 def beside_numpy(dtype, quick):
     """Does an rnnkit call slow down the NumPy matmul that follows it (two OpenBLAS thread pools
     in one process, 2 threads each), and the other way round? Each round runs, in alternating
@@ -933,6 +1083,7 @@ def main(argv=None, command_line=None):
     rows = run_grid(args, shapes, args.cells, args.threads, dtype)
     layer_rows(dtype, args.threads, args.quick)
     denormal_rows(dtype, args.quick)
+    streaming_rows(dtype, args.quick)
     beside_numpy(dtype, args.quick)
     if args.markdown:
         print(markdown_table(rows, "torch" if args.vs == "torch" else "numpy"))

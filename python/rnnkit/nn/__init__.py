@@ -25,7 +25,7 @@ from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import Dropout, Embedding, Linear
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
-from .recurrent import GRU, LSTM, RNN, module_class
+from .recurrent import GRU, LSTM, RNN, Stream, module_class
 
 __all__ = [
     "Parameter",
@@ -33,6 +33,7 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "Stream",
     "module_class",
     "RNNCell",
     "LSTMCell",

@@ -15,6 +15,10 @@ one direction): ``out_t, state = m.step(x_t, state)`` and, in reverse order of t
 ``dx_t, dstate = m.step_backward(dout_t, dstate)``. The state has the layout of ``h_n``
 (``(h_n, c_n)`` for the LSTM), so a forward's final state can be continued step by step.
 
+Streaming inference (one direction): ``stream = m.stream(batch=B)``, then ``y = stream(x_chunk)``
+chunk after chunk carries the state across calls and gives, bitwise, what one eval-mode forward
+over the concatenated sequence gives; see :class:`Stream`.
+
 This file and :mod:`rnnkit._cells` are where the cell families meet their classes:
 :func:`module_class` maps a family name to RNN, LSTM or GRU.
 
@@ -51,7 +55,11 @@ import numpy.typing as npt
 from .. import _validate as v
 from .._cells import CELLS, GRU_CELL, LSTM_CELL, RNN_CELL, Cell, cell_spec
 from ..ops.recurrent import (
+    LayerStream,
     Workspace,
+    _gru_layer_stream,
+    _lstm_layer_stream,
+    _rnn_layer_stream,
     gru_backward,
     gru_forward,
     lstm_backward,
@@ -61,7 +69,7 @@ from ..ops.recurrent import (
 )
 from .module import Module, Parameter
 
-__all__ = ["RNN", "LSTM", "GRU", "module_class"]
+__all__ = ["RNN", "LSTM", "GRU", "Stream", "module_class"]
 
 # Parameter kinds in torch's order within one layer and direction, and the field of the
 # kernels' backward NamedTuple holding each one's gradient.
@@ -445,6 +453,20 @@ class _RNNBase(Module):
         assert d_out is not None  # num_layers >= 1: the loop ran and set it to a dx
         return d_out[0], (d_prev[0] if len(names) == 1 else tuple(d_prev))
 
+    def stream(self, batch: int = 1) -> Stream:
+        """A :class:`Stream` of ``batch`` rows over this module: ``y = stream(x_chunk)``.
+
+        Inference only: no workspace and no dropout whatever the module's mode. The weights are
+        checked and packed here (later changes to the parameters are not seen: make a new
+        stream). A bidirectional module cannot stream (its reverse direction starts from the
+        sequence's end): ValueError.
+        """
+        return Stream(self, batch)
+
+    def _layer_stream(self, layer: int, batch: int) -> LayerStream:
+        """One layer's stream of ``batch`` rows (forward direction), for :class:`Stream`."""
+        raise NotImplementedError
+
     def clear_steps(self) -> None:
         """Empty the step tape (the steps kept for :meth:`step_backward`)."""
         self._steps = []
@@ -599,6 +621,12 @@ class RNN(_RNNBase):
         g = rnn_backward(dy, d_states[0], ws)
         return g, (g.dh0,)
 
+    def _layer_stream(self, layer, batch):
+        w = self._weights(layer, 0)
+        return _rnn_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.nonlinearity, batch
+        )
+
     def _extra_repr(self):
         return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
 
@@ -670,6 +698,12 @@ class LSTM(_RNNBase):
     def _kernel_backward(self, dy, d_states, ws):
         g = lstm_backward(dy, d_states[0], d_states[1], ws)
         return g, (g.dh0, g.dc0)
+
+    def _layer_stream(self, layer, batch):
+        w = self._weights(layer, 0)
+        return _lstm_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch
+        )
 
 
 def _pair(name, hx):
@@ -744,8 +778,129 @@ class GRU(_RNNBase):
         g = gru_backward(dy, d_states[0], ws)
         return g, (g.dh0,)
 
+    def _layer_stream(self, layer, batch):
+        w = self._weights(layer, 0)
+        return _gru_layer_stream(
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.reset_after, batch
+        )
+
     def _extra_repr(self):
         return [] if self.reset_after else ["reset_after=False"]
+
+
+class Stream:
+    """Streaming inference over a recurrent module: the sequence arrives in chunks.
+
+    ``stream = module.stream(batch=B)`` (any RNN / LSTM / GRU of one direction: any num_layers,
+    LSTM projection, batch_first); ``y = stream(x_chunk)`` with x_chunk (T_chunk, B, I), or
+    (B, T_chunk, I) with the module's batch_first, T_chunk >= 1, or a single step (B, I),
+    returns the top layer's outputs of that chunk, (T_chunk, B, H_out) / (B, T_chunk, H_out) /
+    (B, H_out) like its input, and carries every layer's state to the next call. Over any
+    chunking the outputs are bitwise those of one eval-mode ``module(x)`` on the concatenated
+    sequence (the kernels compute a step alike whatever the call's length, cpp/driver.hpp).
+
+    Inference only, whatever the module's mode: no workspace (nothing to backward), no dropout.
+    The state starts at zero; ``stream.reset(rows=None)`` zeroes all rows or the given row
+    indices (a new utterance in one slot of the batch). ``stream.state`` is a copy shaped like
+    the module's final state, h (L, B, H_out), LSTM (h (L, B, H_out), c (L, B, H)); assigning
+    it (same shapes and dtype, checked and copied) continues from that state.
+
+    The module's weights are checked and packed (copied) once, when the stream is made: later
+    changes to the module's parameters are not seen (make a new stream). Each call checks only
+    x's type, dtype and shape, and runs one compiled call per layer (cpp/stream.hpp; above the
+    packed-kernel batch limit, one sequence call per layer). Not for several threads at once;
+    after Ctrl-C inside a call the state is mid-chunk (reset or set it).
+    """
+
+    def __init__(self, module: _RNNBase, batch: int = 1) -> None:
+        if not isinstance(module, _RNNBase):
+            raise TypeError(f"module: expected an rnnkit.nn RNN, LSTM or GRU, got {type(module).__name__}")
+        if module.bidirectional:
+            raise ValueError(
+                f"{type(module).__name__}.stream: a bidirectional module cannot stream: its "
+                "reverse direction starts from the end of the sequence, which a stream has not "
+                "seen yet; run forward over the whole sequence instead"
+            )
+        module._check_parameters()
+        self._module = module
+        self.batch = v.int_arg("batch", batch)
+        self._dtype = module.dtype
+        self._I = module.input_size
+        self._batch_first = module.batch_first
+        self._layers = [module._layer_stream(layer, self.batch) for layer in range(module.num_layers)]
+        self._names = module.CELL.state_names
+        self._sizes = module._state_sizes()
+        self._x_3d = "(B, T_chunk, I)" if self._batch_first else "(T_chunk, B, I)"
+
+    def __call__(self, x: npt.ArrayLike) -> np.ndarray:
+        """x_chunk (T_chunk, B, I) / (B, T_chunk, I) batch-first / one step (B, I) -> the top
+        layer's outputs of the chunk, shaped like x with H_out for I."""
+        if type(x) is not np.ndarray:
+            x = v.as_array("x", x)
+        if x.dtype != self._dtype:
+            raise TypeError(f"x: expected dtype {self._dtype.name} (the module's dtype), got {x.dtype}")
+        B, I = self.batch, self._I
+        if x.ndim == 2:
+            if x.shape != (B, I):
+                raise ValueError(f"x: expected shape (B, I) = ({B}, {I}) for one step, got {x.shape}")
+            inp = x[None]
+        elif x.ndim == 3:
+            b_axis = 0 if self._batch_first else 1
+            if x.shape[b_axis] != B or x.shape[2] != I or x.shape[1 - b_axis] < 1:
+                raise ValueError(
+                    f"x: expected shape {self._x_3d} with B = {B}, I = {I}, T_chunk >= 1, got {x.shape}"
+                )
+            inp = x.transpose(1, 0, 2) if self._batch_first else x
+        else:
+            raise ValueError(
+                f"x: expected 3 dimensions {self._x_3d} or 2 (B, I) (one step), got shape {x.shape}"
+            )
+        if not inp.flags.c_contiguous:
+            inp = np.ascontiguousarray(inp)
+        for layer in self._layers:
+            inp = layer.run(inp)
+        if x.ndim == 2:
+            return inp[0]
+        return np.ascontiguousarray(inp.transpose(1, 0, 2)) if self._batch_first else inp
+
+    def _arrays(self, k: int) -> list[np.ndarray]:
+        """State k (0: h, 1: c) of every layer: the layers' own arrays, (B, size) each."""
+        return [layer.h if k == 0 else layer.c for layer in self._layers]  # type: ignore[misc]
+
+    def reset(self, rows: npt.ArrayLike | None = None) -> None:
+        """Zero the state of every row (rows None) or of the given row indices in [0, B)."""
+        idx: Any = slice(None) if rows is None else v.index_array("rows", rows, self.batch)
+        for k in range(len(self._names)):
+            for a in self._arrays(k):
+                a[idx] = 0
+
+    @property
+    def state(self) -> Any:
+        """A copy of the state: h (L, B, H_out), LSTM (h (L, B, H_out), c (L, B, H))."""
+        stacked = tuple(np.stack(self._arrays(k)) for k in range(len(self._names)))
+        return stacked[0] if len(stacked) == 1 else stacked
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        names = self._names
+        given = (value,) if len(names) == 1 else _pair("state", value)
+        L, B = len(self._layers), self.batch
+        checked = []
+        for n, s, size in zip(names, given, self._sizes):
+            if s is None:
+                raise TypeError(f"state: {n} is None; expected an array (use reset() for zeros)")
+            s = v.as_array(n, s)
+            if s.dtype != self._dtype:
+                raise TypeError(f"{n}: expected dtype {self._dtype.name} (the module's dtype), got {s.dtype}")
+            letter = "H" if size == self._module.hidden_size else "P"
+            v.check_shape(n, s, (L, B, size), f"(num_layers, B, {letter})")
+            checked.append(s)
+        for k, s in enumerate(checked):  # all checked first: a bad c leaves h alone
+            for layer, a in enumerate(self._arrays(k)):
+                a[...] = s[layer]
+
+    def __repr__(self) -> str:
+        return f"Stream({type(self._module).__name__}, batch={self.batch})"
 
 
 _MODULES: dict[str, type[RNN] | type[LSTM] | type[GRU]] = {

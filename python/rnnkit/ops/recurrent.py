@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -644,3 +644,75 @@ def _cell_grad(name, g, ws):
 
 def _as_cell_cache(ws):
     return replace(ws, single_step=True)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+# A stream of one layer (forward direction, inference): ``y = layer.run(x)`` with x (T, B, I)
+# C-contiguous of the weights' dtype, T >= 1, gives y (T, B, H_out) and advances the state
+# arrays ``layer.h`` (B, H_out) and ``layer.c`` (B, H; LSTM, else None), which the caller reads
+# and writes in place. Made by the ``_*_layer_stream`` functions below from weights the caller
+# (rnnkit.nn's Stream) has checked; run() checks x's shape only. Up to the packed-kernel batch
+# limit it is the compiled stream (cpp/stream.hpp: weights packed once, no per-call setup);
+# above it, one sequence call per chunk. Either computes each step bitwise as a whole-sequence
+# forward of the same batch does, so chunks of any length give what one call gives.
+class LayerStream(Protocol):
+    h: np.ndarray
+    c: np.ndarray | None
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class _CallLayerStream:
+    """A layer stream above the packed-kernel batch limit: one sequence call per chunk."""
+
+    def __init__(self, call, B, sizes, dtype):
+        self._call = call  # (x, h, c) -> (y, h_T, c_T)
+        self.h = np.zeros((B, sizes[0]), dtype)
+        self.c = np.zeros((B, sizes[1]), dtype) if len(sizes) > 1 else None
+
+    def run(self, x):
+        y, h_T, c_T = self._call(x, self.h, self.c)
+        np.copyto(self.h, h_T)
+        if self.c is not None:
+            np.copyto(self.c, c_T)
+        return y
+
+
+def _compiled(batch):
+    return batch <= _core._get_small_batch_limit()
+
+
+def _rnn_layer_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch) -> LayerStream:
+    if _compiled(batch):
+        return _core.rnn_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch)
+
+    def call(x, h, c):
+        y, h_T, _, _ = _core.rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False)
+        return y, h_T, None
+
+    return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)
+
+
+def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch) -> LayerStream:
+    if _compiled(batch):
+        return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch)
+
+    def call(x, h, c):
+        y, h_T, c_T, _ = _core.lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False)
+        return y, h_T, c_T
+
+    H = W_hh.shape[0] // LSTM_CELL.gates
+    return _CallLayerStream(call, batch, (W_hh.shape[1], H), W_hh.dtype)
+
+
+def _gru_layer_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch) -> LayerStream:
+    if _compiled(batch):
+        return _core.gru_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch)
+
+    def call(x, h, c):
+        y, h_T, _, _ = _core.gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False)
+        return y, h_T, None
+
+    return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)
