@@ -38,6 +38,10 @@ Options that change the equations above (the defaults are the equations above):
       logits_t = W_o tanh(W_c [s_t ; c_t] + b_c) + b_o  (combine=True) or W_o s_t + b_o
 
 * ``padding_idx=None``: embeddings without a zero, gradient-free padding row.
+* ``embedding_dropout=p``: in training-mode forwards, both embeddings' outputs are multiplied
+  by masks of 0 and 1/(1-p) (drawn per forward; backward goes through the same masks).
+* ``batch_first=True``: tokens ``src (B, S)``, ``tgt (B, T)``, logits and dlogits (B, T, V)
+  (:meth:`Seq2Seq.encode` and the decoding functions take ``src (B, S)`` too).
 
 Training: ``logits = model(src, tgt, src_lengths)`` (T, B, V), where step t predicts tgt[t]
 from bos, tgt[0], ..., tgt[t-1] (teacher forcing). ``tgt`` holds each target followed by
@@ -150,6 +154,8 @@ class Seq2Seq(Module):
         attention_before_step: attend from s_{t-1} and feed c_t into the step (module
             docstring); needs input_feeding=None.
         padding_idx: the embeddings' padding row: "pad_id" (the default: pad_id) or None.
+        embedding_dropout: dropout probability p in [0, 1) on both embeddings (training only).
+        batch_first: tokens (B, S), (B, T) and logits (B, T, V) instead of time-major.
         pad_id, bos_id, eos_id: special target tokens (pad_id also pads sources).
         dtype: float32 or float64. seed: initialisation.
 
@@ -178,6 +184,8 @@ class Seq2Seq(Module):
         attention_bias: bool = False,
         attention_before_step: bool = False,
         padding_idx: int | str | None = "pad_id",
+        embedding_dropout: float = 0.0,
+        batch_first: bool = False,
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
@@ -205,6 +213,8 @@ class Seq2Seq(Module):
         self.bridge_kind = _v.choice("bridge", bridge, _BRIDGES)
         self.has_combine = _v.flag("combine", combine) and attention is not None
         self.attention_before_step = _v.flag("attention_before_step", attention_before_step)
+        self.embedding_dropout = _v.real("embedding_dropout", embedding_dropout, 0.0, 1.0, hi_open=True)
+        self.batch_first = _v.flag("batch_first", batch_first)
         if self.attention_before_step and attention is None:
             raise ValueError(
                 "attention_before_step: expected False without attention (attention=None), got True"
@@ -255,7 +265,7 @@ class Seq2Seq(Module):
                 f"hidden_size = {H}; set encoder_hidden_size, or use 'general'"
             )
 
-        ss = np.random.SeedSequence(seed).spawn(9)
+        ss = np.random.SeedSequence(seed).spawn(10)
         dt = self.dtype
         self.src_embed = Embedding(self.src_vocab, E, padding_idx=padding_idx, dtype=dt, seed=_seed(ss[0]))
         self.tgt_embed = Embedding(self.tgt_vocab, E, padding_idx=padding_idx, dtype=dt, seed=_seed(ss[1]))
@@ -279,6 +289,7 @@ class Seq2Seq(Module):
             if self.has_combine:
                 self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
         self.out = Linear(H, self.tgt_vocab, dtype=dt, seed=_seed(ss[8]))
+        self._dropout_rng = np.random.default_rng(ss[9])  # embedding dropout masks
         self.plan: SamplingPlan | None = None  # scheduled sampling (set_scheduled_sampling)
         self.last_teacher_prob = 1.0
         self._cache = None
@@ -322,10 +333,20 @@ class Seq2Seq(Module):
     # ------------------------------------------------------------------ checks
 
     def _check_tokens(self, name: str, tok: Any, V: int, sym: str) -> np.ndarray:
+        """Token ids (2-D) as time-major (steps, B) (transposed from (B, steps) if batch_first)."""
         tok = _v.index_array(name, tok, V)
+        if self.batch_first:
+            sym = "(" + ", ".join(reversed(sym[1:-1].split(", "))) + ")"
         if tok.ndim != 2:
             raise ValueError(f"{name}: expected token ids of shape {sym}, got shape {tok.shape}")
-        return tok
+        return np.ascontiguousarray(tok.T) if self.batch_first else tok
+
+    def _dropout_mask(self, shape: tuple[int, ...], train: bool) -> np.ndarray | None:
+        """Embedding dropout's mask (0 or 1/(1-p)) of ``shape``, or None (eval, or p = 0)."""
+        p = self.embedding_dropout
+        if not train or p == 0:
+            return None
+        return (self._dropout_rng.random(shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
 
     def _check_src(self, src: Any, src_lengths: Any) -> tuple[np.ndarray, np.ndarray | None]:
         src = self._check_tokens("src", src, self.src_vocab, "(S, B)")
@@ -336,12 +357,15 @@ class Seq2Seq(Module):
 
     # ------------------------------------------------------------------ encoder
 
-    def _encode(self, src, src_lengths):
-        """Runs the encoder (keeping its workspace in training mode) and the bridge.
-        Returns (Encoded, what backward needs)."""
+    def _encode(self, src, src_lengths, train=False):
+        """Runs the encoder (keeping its workspace in training mode) and the bridge; ``train``:
+        embedding dropout. Returns (Encoded, what backward needs)."""
         S, B = src.shape
         D = 2 if self.bidirectional else 1
         x = self.src_embed.weight.data[src]  # (S, B, E)
+        drop = self._dropout_mask(x.shape, train)
+        if drop is not None:
+            x = x * drop
         out, final = self.encoder(x, None, src_lengths)  # out (S, B, M)
         h_n, c_n = final if self.encoder.CELL.has_cell_state else (final, None)
         h_last = np.concatenate(list(h_n[-D:]), axis=1)  # (B, M): [forward ; backward]
@@ -366,7 +390,7 @@ class Seq2Seq(Module):
             mem = self.attention.memory(np.ascontiguousarray(out.transpose(1, 0, 2)), None, mask)
         lengths = src_lengths if src_lengths is not None else np.full(B, S, np.int64)
         enc = Encoded(mem, DecoderState(h0, c0, feed), lengths)
-        return enc, dict(src=src, h_last=h_last, c_last=c_last, h0=h0, S=S, B=B)
+        return enc, dict(src=src, h_last=h_last, c_last=c_last, h0=h0, S=S, B=B, drop=drop)
 
     def _encode_backward(self, ecache, dmem, dh0, dc0):
         D = 2 if self.bidirectional else 1
@@ -395,6 +419,8 @@ class Seq2Seq(Module):
             d_final = (dh_n, dc_n)
         dout = None if dmem is None else np.ascontiguousarray(dmem.transpose(1, 0, 2))
         dx, _ = self.encoder.backward(dout, d_final)  # (S, B, E)
+        if ecache["drop"] is not None:
+            dx = dx * ecache["drop"]
         self.src_embed.accumulate(ecache["src"], dx)
 
     # ------------------------------------------------------------------ decoder step
@@ -418,10 +444,13 @@ class Seq2Seq(Module):
         dx, dh_prev = self.decoder.step_backward(dh, None)
         return dx, dh_prev[0], None
 
-    def _step(self, tok, state, mem, keep):
-        """One decoder step for tokens (N,) from ``state``. Returns (o (N, H) the input of
-        the output layer, new DecoderState, attention weights (N, S) or None, cache)."""
+    def _step(self, tok, state, mem, keep, drop=None):
+        """One decoder step for tokens (N,) from ``state`` (``drop`` (N, E): the embedding's
+        dropout mask, or None). Returns (o (N, H) the input of the output layer, new
+        DecoderState, attention weights (N, S) or None, cache)."""
         e = self.tgt_embed.weight.data[tok]  # (N, E)
+        if drop is not None:
+            e = e * drop
         if self.attention is None:
             h, c, ccache = self._cell(e, state.h, state.c, keep)
             return h, DecoderState(h, c, None), None, ((tok, ccache) if keep else None)
@@ -462,7 +491,8 @@ class Seq2Seq(Module):
         ``src`` may also be a tuple ``(src, tgt, src_lengths)`` (for rnnkit.training.fit).
 
         Returns logits (T, B, V): step t scores tgt[t] given the source and the previous
-        inputs. In training mode keeps what :meth:`backward` needs.
+        inputs. In training mode keeps what :meth:`backward` needs. With batch_first, src
+        (B, S), tgt (B, T) and logits (B, T, V).
         """
         if tgt is None and isinstance(src, tuple):
             if len(src) not in (2, 3):
@@ -477,10 +507,13 @@ class Seq2Seq(Module):
         S, B = src.shape
         T = tgt.shape[0]
         if tgt.shape[1] != B:
-            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape (T, B), got {tgt.shape}")
+            shape = tgt.T.shape if self.batch_first else tgt.shape
+            sym = "(B, T)" if self.batch_first else "(T, B)"
+            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape {sym}, got {shape}")
         coins, rng = self._coins(T, B, teacher_prob, rng)
         keep = self.training
-        enc, ecache = self._encode(src, src_lengths)
+        enc, ecache = self._encode(src, src_lengths, train=keep)
+        drop = self._dropout_mask((T, B, self.embedding_dim), keep)
         state, mem = enc.state, enc.memory
         outs, caches, toks = [], [], np.empty((T, B), np.int64)
         logits_steps: list[np.ndarray] = []  # per step, when sampling (coins)
@@ -495,7 +528,7 @@ class Seq2Seq(Module):
                 assert pred is not None  # set at step t-1 whenever coins are drawn
                 tok = np.where(coins[t], tgt[t - 1], pred)
             toks[t] = tok
-            o, state, _, cache = self._step(tok, state, mem, keep)
+            o, state, _, cache = self._step(tok, state, mem, keep, None if drop is None else drop[t])
             outs.append(o)
             caches.append(cache)
             if coins is not None:
@@ -506,8 +539,8 @@ class Seq2Seq(Module):
         O = np.stack(outs)  # (T, B, H)
         logits = np.stack(logits_steps) if coins is not None else self.out.apply(O)
         if keep:
-            self._cache = dict(enc=enc, ecache=ecache, O=O, caches=caches, toks=toks)
-        return logits
+            self._cache = dict(enc=enc, ecache=ecache, O=O, caches=caches, toks=toks, drop=drop)
+        return np.ascontiguousarray(logits.transpose(1, 0, 2)) if self.batch_first else logits
 
     def _coins(self, T, B, teacher_prob, rng):
         """The teacher-forcing coins (T, B) (None: teacher forcing throughout) and the rng."""
@@ -534,12 +567,17 @@ class Seq2Seq(Module):
 
     def backward(self, dlogits: npt.ArrayLike) -> None:
         """dlogits (T, B, V): the gradient of the loss w.r.t. forward's logits. Adds exact
-        gradients into every parameter's ``.grad``. Returns None (tokens have no gradient)."""
+        gradients into every parameter's ``.grad``. Returns None (tokens have no gradient).
+        With batch_first, dlogits (B, T, V)."""
         cache = self._need_cache()
         dlogits = self._check_input("dlogits", dlogits)
         O, caches = cache["O"], cache["caches"]
         T, B, _ = O.shape
-        _v.check_shape("dlogits", dlogits, (T, B, self.tgt_vocab), "(T, B, V)")
+        if self.batch_first:
+            _v.check_shape("dlogits", dlogits, (B, T, self.tgt_vocab), "(B, T, V)")
+            dlogits = np.ascontiguousarray(dlogits.transpose(1, 0, 2))
+        else:
+            _v.check_shape("dlogits", dlogits, (T, B, self.tgt_vocab), "(T, B, V)")
         enc = cache["enc"]
         mem = enc.memory
         do = self.out.accumulate(O, dlogits)  # (T, B, H)
@@ -581,6 +619,8 @@ class Seq2Seq(Module):
                 assert att is not None and grads is not None
                 dctx = dx[:, E:] if dctx is None else dctx + dx[:, E:]
                 dh_next = dh_next + att.attend_backward(dctx, None, acache, grads)
+        if cache["drop"] is not None:
+            de *= cache["drop"]
         self.tgt_embed.accumulate(cache["toks"], de)
         dmem = None
         if att is not None and grads is not None:
@@ -599,7 +639,8 @@ class Seq2Seq(Module):
 
     def encode(self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None) -> Encoded:
         """Encode a batch for decoding (keeps no workspace: sets the encoder to eval mode for
-        the call). src (S, B); src_lengths (B,) or None. Returns an :class:`Encoded`."""
+        the call; no dropout). src (S, B) ((B, S) if batch_first); src_lengths (B,) or None.
+        Returns an :class:`Encoded`."""
         src, src_lengths = self._check_src(src, src_lengths)
         was = self.encoder.training
         self.encoder.eval()
