@@ -127,5 +127,7 @@ def test_option_errors():
         Seq2Seq(V, V, embedding_dropout=1.0)
     with pytest.raises(ValueError, match="padding_idx"):
         Seq2Seq(V, V, padding_idx="none")
+    with pytest.raises(ValueError, match=r"at least one source step, got shape \(2, 0\)"):
+        Seq2Seq(V, V, batch_first=True).encode(np.zeros((2, 0), np.int64))
     with pytest.raises(TypeError, match="batch_first"):
         Seq2Seq(V, V, batch_first=1)

@@ -352,7 +352,8 @@ class Seq2Seq(Module):
         src = self._check_tokens("src", src, self.src_vocab, "(S, B)")
         S, B = src.shape
         if S == 0:
-            raise ValueError(f"src: expected at least one source step, got shape {src.shape}")
+            shape = src.T.shape if self.batch_first else src.shape  # as given
+            raise ValueError(f"src: expected at least one source step, got shape {shape}")
         return src, _v.lengths_array(src_lengths, S, B)
 
     # ------------------------------------------------------------------ encoder
