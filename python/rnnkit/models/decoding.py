@@ -82,10 +82,12 @@ def _token_logp(model, logits):
 
 def _options(model, src, max_len, alpha):
     src = _v.as_array("src", src)
+    batch_first = getattr(model, "batch_first", False)
     if src.ndim != 2:
-        raise ValueError(f"src: expected token ids of shape (S, B), got shape {src.shape}")
+        sym = "(B, S)" if batch_first else "(S, B)"
+        raise ValueError(f"src: expected token ids of shape {sym}, got shape {src.shape}")
     if max_len is None:
-        max_len = 2 * src.shape[0] + 10
+        max_len = 2 * src.shape[1 if batch_first else 0] + 10
     max_len = _v.int_arg("max_len", max_len)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not float(alpha) >= 0:
         raise ValueError(f"length_penalty: expected a number >= 0, got {alpha!r}")

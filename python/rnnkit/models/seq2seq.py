@@ -23,6 +23,26 @@ decoder after an LSTM encoder also gets ``c_0 = W_cc [c_fwd ; c_bwd] + b_cc`` (e
 Without attention (``attention=None``) the logits come from s_t directly and nothing is fed:
 the classic encoder-decoder whose only link to the source is s_0.
 
+Options that change the equations above (the defaults are the equations above):
+
+* ``bridge``: "linear_tanh" (s_0 as above), "copy" (s_0 = [h_fwd ; h_bwd], and c_0 the
+  encoder's final c for LSTM to LSTM; needs M = H) or None (s_0 = 0, c_0 = 0).
+* ``combine=False``: no W_c; logits_t = W_o s_t + b_o (input feeding "context" or None).
+* ``attention_bias=True``: additive attention with both projections biased,
+  ``v . tanh(W_q s + b_q + W_k m_j + b_k)`` (two torch.nn.Linear layers).
+* ``attention_before_step=True`` (Bahdanau et al., 2015; the PyTorch translation tutorial's
+  ``AttnDecoderRNN``), with input_feeding=None::
+
+      c_t, a_t = attention(s_{t-1}, memory, mask)      at t = 0 over s_0
+      s_t   = cell([E_tgt[y_{t-1}] ; c_t], s_{t-1})     the decoder's input is E + M wide
+      logits_t = W_o tanh(W_c [s_t ; c_t] + b_c) + b_o  (combine=True) or W_o s_t + b_o
+
+* ``padding_idx=None``: embeddings without a zero, gradient-free padding row.
+* ``embedding_dropout=p``: in training-mode forwards, both embeddings' outputs are multiplied
+  by masks of 0 and 1/(1-p) (drawn per forward; backward goes through the same masks).
+* ``batch_first=True``: tokens ``src (B, S)``, ``tgt (B, T)``, logits and dlogits (B, T, V)
+  (:meth:`Seq2Seq.encode` and the decoding functions take ``src (B, S)`` too).
+
 Training: ``logits = model(src, tgt, src_lengths)`` (T, B, V), where step t predicts tgt[t]
 from bos, tgt[0], ..., tgt[t-1] (teacher forcing). ``tgt`` holds each target followed by
 ``eos_id`` and padded with ``pad_id``; the loss :meth:`Seq2Seq.make_loss` ignores padding.
@@ -69,6 +89,7 @@ from .sampling import SamplingPlan, teacher_forcing_mask
 __all__ = ["Seq2Seq", "DecoderState", "Encoded"]
 
 _FEEDS = ("attentional", "context", None)
+_BRIDGES = ("linear_tanh", "copy", None)
 
 
 @dataclass(eq=False)
@@ -126,6 +147,15 @@ class Seq2Seq(Module):
         attention_size: A of additive attention (default H).
         input_feeding: "attentional" (feed h~_{t-1}), "context" (feed c_{t-1}) or None;
             ignored (None) without attention.
+        bridge: "linear_tanh", "copy" or None (zeros): how s_0 (and c_0) come from the
+            encoder's final states (ValueError for "copy" unless M = H).
+        combine: with attention, logits from h~_t (True) or from s_t (False).
+        attention_bias: additive attention's b_q and b_k (both, or neither).
+        attention_before_step: attend from s_{t-1} and feed c_t into the step (module
+            docstring); needs input_feeding=None.
+        padding_idx: the embeddings' padding row: "pad_id" (the default: pad_id) or None.
+        embedding_dropout: dropout probability p in [0, 1) on both embeddings (training only).
+        batch_first: tokens (B, S), (B, T) and logits (B, T, V) instead of time-major.
         pad_id, bos_id, eos_id: special target tokens (pad_id also pads sources).
         dtype: float32 or float64. seed: initialisation.
 
@@ -149,6 +179,13 @@ class Seq2Seq(Module):
         attention: str | None = "additive",
         attention_size: int | None = None,
         input_feeding: str | None = "attentional",
+        bridge: str | None = "linear_tanh",
+        combine: bool = True,
+        attention_bias: bool = False,
+        attention_before_step: bool = False,
+        padding_idx: int | str | None = "pad_id",
+        embedding_dropout: float = 0.0,
+        batch_first: bool = False,
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
@@ -173,6 +210,25 @@ class Seq2Seq(Module):
         self.attention_kind = attention
         _v.choice("input_feeding", input_feeding, _FEEDS)
         self.input_feeding = input_feeding if attention is not None else None
+        self.bridge_kind = _v.choice("bridge", bridge, _BRIDGES)
+        self.has_combine = _v.flag("combine", combine) and attention is not None
+        self.attention_before_step = _v.flag("attention_before_step", attention_before_step)
+        self.embedding_dropout = _v.real("embedding_dropout", embedding_dropout, 0.0, 1.0, hi_open=True)
+        self.batch_first = _v.flag("batch_first", batch_first)
+        if self.attention_before_step and attention is None:
+            raise ValueError(
+                "attention_before_step: expected False without attention (attention=None), got True"
+            )
+        if self.attention_before_step and self.input_feeding is not None:
+            raise ValueError(
+                "input_feeding: expected None with attention_before_step=True (the step's input "
+                f"already holds the context), got {input_feeding!r}"
+            )
+        if not self.has_combine and self.input_feeding == "attentional":
+            raise ValueError(
+                "input_feeding: 'attentional' feeds the combine layer's output; with combine=False "
+                "expected 'context' or None, got 'attentional'"
+            )
         for name, tok in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
             if (
                 isinstance(tok, bool)
@@ -189,38 +245,51 @@ class Seq2Seq(Module):
                 f"{pad_id}"
             )
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
+        if isinstance(padding_idx, str):
+            _v.choice("padding_idx", padding_idx, ("pad_id",))
+            padding_idx = self.pad_id
         self.dtype = _v.dtype_arg(dtype)
         M = self.memory_size = D * He
         F = {"attentional": H, "context": M, None: 0}[self.input_feeding]
         self.feed_size = F
+        if self.attention_before_step:
+            F = M  # the decoder's input is [E_tgt[y_{t-1}] ; c_t]
+        if self.bridge_kind == "copy" and M != H:
+            raise ValueError(
+                f"bridge: 'copy' needs the encoder's final state size D*He = {M} to equal "
+                f"hidden_size = {H}; set encoder_hidden_size (or bidirectional), or use 'linear_tanh'"
+            )
         if attention == "dot" and M != H:
             raise ValueError(
                 f"attention: 'dot' needs the memory size D*He = {M} to equal "
                 f"hidden_size = {H}; set encoder_hidden_size, or use 'general'"
             )
 
-        ss = np.random.SeedSequence(seed).spawn(9)
+        ss = np.random.SeedSequence(seed).spawn(10)
         dt = self.dtype
-        self.src_embed = Embedding(self.src_vocab, E, padding_idx=self.pad_id, dtype=dt, seed=_seed(ss[0]))
-        self.tgt_embed = Embedding(self.tgt_vocab, E, padding_idx=self.pad_id, dtype=dt, seed=_seed(ss[1]))
+        self.src_embed = Embedding(self.src_vocab, E, padding_idx=padding_idx, dtype=dt, seed=_seed(ss[0]))
+        self.tgt_embed = Embedding(self.tgt_vocab, E, padding_idx=padding_idx, dtype=dt, seed=_seed(ss[1]))
         self.encoder = encoder_cls(
             E, He, self.encoder_layers, bidirectional=self.bidirectional, dtype=dt, seed=_seed(ss[2])
         )
-        self.bridge = Linear(M, H, dtype=dt, seed=_seed(ss[3]))
-        self.bridge_c = (
-            Linear(M, H, dtype=dt, seed=_seed(ss[4]))
-            if encoder_cls.CELL.has_cell_state and decoder_cls.CELL.has_cell_state
-            else None
-        )
+        both_c = encoder_cls.CELL.has_cell_state and decoder_cls.CELL.has_cell_state
+        linear = self.bridge_kind == "linear_tanh"
+        self.bridge = Linear(M, H, dtype=dt, seed=_seed(ss[3])) if linear else None
+        self.bridge_c = Linear(M, H, dtype=dt, seed=_seed(ss[4])) if linear and both_c else None
+        self.copy_c = self.bridge_kind == "copy" and both_c  # c_0 = the encoder's final c
         self.decoder = decoder_cls(E + F, H, dtype=dt, seed=_seed(ss[5]))
-        self.attention: AdditiveAttention | DotAttention | None  # with combine, or neither
-        self.combine: Linear | None
+        self.attention: AdditiveAttention | DotAttention | None
+        self.combine: Linear | None = None
+        self.attention = None
         if attention is not None:
-            self.attention = make_attention(attention, H, M, attention_size, dtype=dt, seed=_seed(ss[6]))
-            self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
-        else:
-            self.attention = self.combine = None
+            self.attention = make_attention(
+                attention, H, M, attention_size, bias=_v.flag("attention_bias", attention_bias),
+                dtype=dt, seed=_seed(ss[6]),
+            )  # fmt: skip
+            if self.has_combine:
+                self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
         self.out = Linear(H, self.tgt_vocab, dtype=dt, seed=_seed(ss[8]))
+        self._dropout_rng = np.random.default_rng(ss[9])  # embedding dropout masks
         self.plan: SamplingPlan | None = None  # scheduled sampling (set_scheduled_sampling)
         self.last_teacher_prob = 1.0
         self._cache = None
@@ -264,36 +333,55 @@ class Seq2Seq(Module):
     # ------------------------------------------------------------------ checks
 
     def _check_tokens(self, name: str, tok: Any, V: int, sym: str) -> np.ndarray:
+        """Token ids (2-D) as time-major (steps, B) (transposed from (B, steps) if batch_first)."""
         tok = _v.index_array(name, tok, V)
+        if self.batch_first:
+            sym = "(" + ", ".join(reversed(sym[1:-1].split(", "))) + ")"
         if tok.ndim != 2:
             raise ValueError(f"{name}: expected token ids of shape {sym}, got shape {tok.shape}")
-        return tok
+        return np.ascontiguousarray(tok.T) if self.batch_first else tok
+
+    def _dropout_mask(self, shape: tuple[int, ...], train: bool) -> np.ndarray | None:
+        """Embedding dropout's mask (0 or 1/(1-p)) of ``shape``, or None (eval, or p = 0)."""
+        p = self.embedding_dropout
+        if not train or p == 0:
+            return None
+        return (self._dropout_rng.random(shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
 
     def _check_src(self, src: Any, src_lengths: Any) -> tuple[np.ndarray, np.ndarray | None]:
         src = self._check_tokens("src", src, self.src_vocab, "(S, B)")
         S, B = src.shape
         if S == 0:
-            raise ValueError(f"src: expected at least one source step, got shape {src.shape}")
+            shape = src.T.shape if self.batch_first else src.shape  # as given
+            raise ValueError(f"src: expected at least one source step, got shape {shape}")
         return src, _v.lengths_array(src_lengths, S, B)
 
     # ------------------------------------------------------------------ encoder
 
-    def _encode(self, src, src_lengths):
-        """Runs the encoder (keeping its workspace in training mode) and the bridge.
-        Returns (Encoded, what backward needs)."""
+    def _encode(self, src, src_lengths, train=False):
+        """Runs the encoder (keeping its workspace in training mode) and the bridge; ``train``:
+        embedding dropout. Returns (Encoded, what backward needs)."""
         S, B = src.shape
         D = 2 if self.bidirectional else 1
         x = self.src_embed.weight.data[src]  # (S, B, E)
+        drop = self._dropout_mask(x.shape, train)
+        if drop is not None:
+            x = x * drop
         out, final = self.encoder(x, None, src_lengths)  # out (S, B, M)
         h_n, c_n = final if self.encoder.CELL.has_cell_state else (final, None)
         h_last = np.concatenate(list(h_n[-D:]), axis=1)  # (B, M): [forward ; backward]
-        h0 = np.tanh(self.bridge.apply(h_last))
+        if self.bridge is not None:
+            h0 = np.tanh(self.bridge.apply(h_last))
+        elif self.bridge_kind == "copy":
+            h0 = h_last.copy()
+        else:
+            h0 = np.zeros((B, self.hidden_size), self.dtype)
         c_last = c0 = None
         if self.decoder.CELL.has_cell_state:
-            if self.bridge_c is not None:
-                assert c_n is not None  # bridge_c exists only when the encoder has a cell state
+            if self.bridge_c is not None or self.copy_c:
+                assert c_n is not None  # both exist only when the encoder has a cell state
                 c_last = np.concatenate(list(c_n[-D:]), axis=1)
-                c0 = self.bridge_c.apply(c_last)
+                c0 = self.bridge_c.apply(c_last) if self.bridge_c is not None else c_last.copy()
             else:
                 c0 = np.zeros((B, self.hidden_size), self.dtype)
         feed = np.zeros((B, self.feed_size), self.dtype) if self.input_feeding else None
@@ -303,29 +391,37 @@ class Seq2Seq(Module):
             mem = self.attention.memory(np.ascontiguousarray(out.transpose(1, 0, 2)), None, mask)
         lengths = src_lengths if src_lengths is not None else np.full(B, S, np.int64)
         enc = Encoded(mem, DecoderState(h0, c0, feed), lengths)
-        return enc, dict(src=src, h_last=h_last, c_last=c_last, h0=h0, S=S, B=B)
+        return enc, dict(src=src, h_last=h_last, c_last=c_last, h0=h0, S=S, B=B, drop=drop)
 
     def _encode_backward(self, ecache, dmem, dh0, dc0):
         D = 2 if self.bidirectional else 1
         L, He, B = self.encoder_layers, self.encoder_hidden_size, ecache["B"]
         h0 = ecache["h0"]
-        dpre = dh0 * (1 - h0 * h0)
-        dh_last = self.bridge.accumulate(ecache["h_last"], dpre)  # (B, M)
         dh_n = np.zeros((L * D, B, He), self.dtype)
-        for d in range(D):
-            dh_n[(L - 1) * D + d] = dh_last[:, d * He : (d + 1) * He]
+        if self.bridge_kind is not None:
+            if self.bridge is not None:
+                dh_last = self.bridge.accumulate(ecache["h_last"], dh0 * (1 - h0 * h0))  # (B, M)
+            else:
+                dh_last = dh0  # copy
+            for d in range(D):
+                dh_n[(L - 1) * D + d] = dh_last[:, d * He : (d + 1) * He]
         # dh_n, or (dh_n, dc_n) for an encoder with a cell state: what its family's backward takes
         d_final: Any = dh_n
         if self.encoder.CELL.has_cell_state:
             dc_n = None
-            if self.bridge_c is not None and dc0 is not None:
-                dc_last = self.bridge_c.accumulate(ecache["c_last"], dc0)
+            if (self.bridge_c is not None or self.copy_c) and dc0 is not None:
+                if self.bridge_c is not None:
+                    dc_last = self.bridge_c.accumulate(ecache["c_last"], dc0)
+                else:
+                    dc_last = dc0
                 dc_n = np.zeros((L * D, B, He), self.dtype)
                 for d in range(D):
                     dc_n[(L - 1) * D + d] = dc_last[:, d * He : (d + 1) * He]
             d_final = (dh_n, dc_n)
         dout = None if dmem is None else np.ascontiguousarray(dmem.transpose(1, 0, 2))
         dx, _ = self.encoder.backward(dout, d_final)  # (S, B, E)
+        if ecache["drop"] is not None:
+            dx = dx * ecache["drop"]
         self.src_embed.accumulate(ecache["src"], dx)
 
     # ------------------------------------------------------------------ decoder step
@@ -349,21 +445,31 @@ class Seq2Seq(Module):
         dx, dh_prev = self.decoder.step_backward(dh, None)
         return dx, dh_prev[0], None
 
-    def _step(self, tok, state, mem, keep):
-        """One decoder step for tokens (N,) from ``state``. Returns (o (N, H) the input of
-        the output layer, new DecoderState, attention weights (N, S) or None, cache)."""
+    def _step(self, tok, state, mem, keep, drop=None):
+        """One decoder step for tokens (N,) from ``state`` (``drop`` (N, E): the embedding's
+        dropout mask, or None). Returns (o (N, H) the input of the output layer, new
+        DecoderState, attention weights (N, S) or None, cache)."""
         e = self.tgt_embed.weight.data[tok]  # (N, E)
-        x = e if state.feed is None else np.concatenate([e, state.feed], axis=1)
-        h, c, ccache = self._cell(x, state.h, state.c, keep)
+        if drop is not None:
+            e = e * drop
         if self.attention is None:
+            h, c, ccache = self._cell(e, state.h, state.c, keep)
             return h, DecoderState(h, c, None), None, ((tok, ccache) if keep else None)
-        ctx, w, acache = self.attention.attend(h, mem, keep=keep)
-        assert self.combine is not None  # made together with the attention
-        z = np.concatenate([h, ctx], axis=1)  # (N, H + M)
-        ht = np.tanh(self.combine.apply(z))
+        if self.attention_before_step:  # c_t from s_{t-1}, then s_t = cell([e ; c_t], s_{t-1})
+            ctx, w, acache = self.attention.attend(state.h, mem, keep=keep)
+            h, c, ccache = self._cell(np.concatenate([e, ctx], axis=1), state.h, state.c, keep)
+        else:  # s_t = cell([e ; f_{t-1}], s_{t-1}), then c_t from s_t
+            x = e if state.feed is None else np.concatenate([e, state.feed], axis=1)
+            h, c, ccache = self._cell(x, state.h, state.c, keep)
+            ctx, w, acache = self.attention.attend(h, mem, keep=keep)
+        z = ht = None
+        o = h
+        if self.combine is not None:
+            z = np.concatenate([h, ctx], axis=1)  # (N, H + M)
+            o = ht = np.tanh(self.combine.apply(z))
         feed = {"attentional": ht, "context": ctx, None: None}[self.input_feeding]
         cache = (tok, ccache, acache, z, ht) if keep else None
-        return ht, DecoderState(h, c, feed), w, cache
+        return o, DecoderState(h, c, feed), w, cache
 
     # ------------------------------------------------------------------ training
 
@@ -386,7 +492,8 @@ class Seq2Seq(Module):
         ``src`` may also be a tuple ``(src, tgt, src_lengths)`` (for rnnkit.training.fit).
 
         Returns logits (T, B, V): step t scores tgt[t] given the source and the previous
-        inputs. In training mode keeps what :meth:`backward` needs.
+        inputs. In training mode keeps what :meth:`backward` needs. With batch_first, src
+        (B, S), tgt (B, T) and logits (B, T, V).
         """
         if tgt is None and isinstance(src, tuple):
             if len(src) not in (2, 3):
@@ -401,10 +508,13 @@ class Seq2Seq(Module):
         S, B = src.shape
         T = tgt.shape[0]
         if tgt.shape[1] != B:
-            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape (T, B), got {tgt.shape}")
+            shape = tgt.T.shape if self.batch_first else tgt.shape
+            sym = "(B, T)" if self.batch_first else "(T, B)"
+            raise ValueError(f"tgt: expected batch size B = {B} (src's) in shape {sym}, got {shape}")
         coins, rng = self._coins(T, B, teacher_prob, rng)
         keep = self.training
-        enc, ecache = self._encode(src, src_lengths)
+        enc, ecache = self._encode(src, src_lengths, train=keep)
+        drop = self._dropout_mask((T, B, self.embedding_dim), keep)
         state, mem = enc.state, enc.memory
         outs, caches, toks = [], [], np.empty((T, B), np.int64)
         logits_steps: list[np.ndarray] = []  # per step, when sampling (coins)
@@ -419,7 +529,7 @@ class Seq2Seq(Module):
                 assert pred is not None  # set at step t-1 whenever coins are drawn
                 tok = np.where(coins[t], tgt[t - 1], pred)
             toks[t] = tok
-            o, state, _, cache = self._step(tok, state, mem, keep)
+            o, state, _, cache = self._step(tok, state, mem, keep, None if drop is None else drop[t])
             outs.append(o)
             caches.append(cache)
             if coins is not None:
@@ -430,8 +540,8 @@ class Seq2Seq(Module):
         O = np.stack(outs)  # (T, B, H)
         logits = np.stack(logits_steps) if coins is not None else self.out.apply(O)
         if keep:
-            self._cache = dict(enc=enc, ecache=ecache, O=O, caches=caches, toks=toks)
-        return logits
+            self._cache = dict(enc=enc, ecache=ecache, O=O, caches=caches, toks=toks, drop=drop)
+        return np.ascontiguousarray(logits.transpose(1, 0, 2)) if self.batch_first else logits
 
     def _coins(self, T, B, teacher_prob, rng):
         """The teacher-forcing coins (T, B) (None: teacher forcing throughout) and the rng."""
@@ -458,17 +568,22 @@ class Seq2Seq(Module):
 
     def backward(self, dlogits: npt.ArrayLike) -> None:
         """dlogits (T, B, V): the gradient of the loss w.r.t. forward's logits. Adds exact
-        gradients into every parameter's ``.grad``. Returns None (tokens have no gradient)."""
+        gradients into every parameter's ``.grad``. Returns None (tokens have no gradient).
+        With batch_first, dlogits (B, T, V)."""
         cache = self._need_cache()
         dlogits = self._check_input("dlogits", dlogits)
         O, caches = cache["O"], cache["caches"]
         T, B, _ = O.shape
-        _v.check_shape("dlogits", dlogits, (T, B, self.tgt_vocab), "(T, B, V)")
+        if self.batch_first:
+            _v.check_shape("dlogits", dlogits, (B, T, self.tgt_vocab), "(B, T, V)")
+            dlogits = np.ascontiguousarray(dlogits.transpose(1, 0, 2))
+        else:
+            _v.check_shape("dlogits", dlogits, (T, B, self.tgt_vocab), "(T, B, V)")
         enc = cache["enc"]
         mem = enc.memory
         do = self.out.accumulate(O, dlogits)  # (T, B, H)
         E, H = self.embedding_dim, self.hidden_size
-        att, combine = self.attention, self.combine  # both or neither
+        att, combine = self.attention, self.combine  # combine only with the attention
         grads = att.new_grads(mem) if att is not None else None
         de = np.empty((T, B, E), self.dtype)
         dpres, zs = [], []
@@ -478,32 +593,44 @@ class Seq2Seq(Module):
             if att is None or grads is None:  # (grads exist exactly with the attention)
                 tok, ccache = caches[t]
                 dh = do[t]
+                dctx = None
             else:
                 tok, ccache, acache, z, ht = caches[t]
-                dht = do[t]
-                if self.input_feeding == "attentional" and dfeed is not None:
-                    dht = dht + dfeed
-                dpre = dht * (1 - ht * ht)
-                dpres.append(dpre)
-                zs.append(z)
-                dz = dpre @ W_c  # (B, H + M)
-                dctx = dz[:, H:]
+                if W_c is not None:  # o_t = h~_t = tanh(W_c [s_t ; c_t] + b_c)
+                    dht = do[t]
+                    if self.input_feeding == "attentional" and dfeed is not None:
+                        dht = dht + dfeed
+                    dpre = dht * (1 - ht * ht)
+                    dpres.append(dpre)
+                    zs.append(z)
+                    dz = dpre @ W_c  # (B, H + M)
+                    dh, dctx = dz[:, :H], dz[:, H:]
+                else:  # o_t = s_t
+                    dh, dctx = do[t], None
                 if self.input_feeding == "context" and dfeed is not None:
-                    dctx = dctx + dfeed
-                dh = dz[:, :H] + att.attend_backward(dctx, None, acache, grads)
+                    dctx = dfeed if dctx is None else dctx + dfeed
+                if not self.attention_before_step and dctx is not None:
+                    dh = dh + att.attend_backward(dctx, None, acache, grads)
             if dh_next is not None:
                 dh = dh + dh_next
             dx, dh_next, dc_next = self._cell_backward(dh, dc_next, ccache)
             de[t] = dx[:, :E]
             dfeed = dx[:, E:] if self.input_feeding else None
+            if self.attention_before_step:  # c_t = attend(s_{t-1}): into s_{t-1}'s gradient
+                assert att is not None and grads is not None
+                dctx = dx[:, E:] if dctx is None else dctx + dx[:, E:]
+                dh_next = dh_next + att.attend_backward(dctx, None, acache, grads)
+        if cache["drop"] is not None:
+            de *= cache["drop"]
         self.tgt_embed.accumulate(cache["toks"], de)
         dmem = None
         if att is not None and grads is not None:
-            Z = np.stack(zs[::-1]).reshape(T * B, -1)
-            DP = np.stack(dpres[::-1]).reshape(T * B, -1)
-            assert combine is not None and combine.bias is not None  # made with the attention, biased
-            combine.weight.accumulate(DP.T @ Z)
-            combine.bias.accumulate(DP.sum(axis=0))
+            if combine is not None:
+                Z = np.stack(zs[::-1]).reshape(T * B, -1)
+                DP = np.stack(dpres[::-1]).reshape(T * B, -1)
+                assert combine.bias is not None  # made biased
+                combine.weight.accumulate(DP.T @ Z)
+                combine.bias.accumulate(DP.sum(axis=0))
             dkeys, dvalues = att.memory_backward(mem, grads)
             dmem = dkeys + dvalues
         self._encode_backward(cache["ecache"], dmem, dh_next, dc_next)
@@ -513,7 +640,8 @@ class Seq2Seq(Module):
 
     def encode(self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None) -> Encoded:
         """Encode a batch for decoding (keeps no workspace: sets the encoder to eval mode for
-        the call). src (S, B); src_lengths (B,) or None. Returns an :class:`Encoded`."""
+        the call; no dropout). src (S, B) ((B, S) if batch_first); src_lengths (B,) or None.
+        Returns an :class:`Encoded`."""
         src, src_lengths = self._check_src(src, src_lengths)
         was = self.encoder.training
         self.encoder.eval()

@@ -232,9 +232,12 @@ class _Attention(Module):
 
 
 class AdditiveAttention(_Attention):
-    """Bahdanau attention ``e_tj = v . tanh(W_q q_t + b + W_k k_j)``. Parameters:
+    """Bahdanau attention ``e_tj = v . tanh(W_q q_t + b + W_k k_j + b_k)``. Parameters:
     ``query.weight`` W_q (A, Hq) (and ``query.bias`` b (A,) if bias), ``key.weight``
-    W_k (A, Hk), ``v`` (A,). A defaults to Hq. Initialised like torch.nn.Linear."""
+    W_k (A, Hk) (and ``key.bias`` b_k (A,) if key_bias), ``v`` (A,). A defaults to Hq.
+    Initialised like torch.nn.Linear. Both biases (bias=key_bias=True) are two
+    torch.nn.Linear(Hq, A), Linear(Hk, A) layers, as Bahdanau et al. and the PyTorch
+    translation tutorial write it; the key bias is added once per sequence to the memory."""
 
     kind = "additive"
 
@@ -245,6 +248,7 @@ class AdditiveAttention(_Attention):
         attention_size: int | None = None,
         *,
         bias: bool = False,
+        key_bias: bool = False,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
     ) -> None:
@@ -252,16 +256,21 @@ class AdditiveAttention(_Attention):
         A = self.attention_size = _v.int_arg("attention_size", attention_size or self.query_size)
         ss = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(3)
         self.query = Linear(self.query_size, A, bias=_v.flag("bias", bias), dtype=self.dtype, seed=ss[0])
-        self.key = Linear(self.key_size, A, bias=False, dtype=self.dtype, seed=ss[1])
+        self.key = Linear(self.key_size, A, bias=_v.flag("key_bias", key_bias), dtype=self.dtype, seed=ss[1])
         k = 1 / np.sqrt(A)
         self.v = self._param("v", np.random.default_rng(ss[2]).uniform(-k, k, A).astype(self.dtype))
 
     def _project_keys(self, keys):
         B, S, _ = keys.shape
-        return (_flat(keys) @ self.key.weight.data.T).reshape(B, S, self.attention_size)
+        proj = (_flat(keys) @ self.key.weight.data.T).reshape(B, S, self.attention_size)
+        if self.key.bias is not None:
+            proj += self.key.bias.data
+        return proj
 
     def _project_keys_backward(self, mem, dproj):
         self.key.weight.accumulate(_flat(dproj).T @ _flat(mem.keys))
+        if self.key.bias is not None:
+            self.key.bias.accumulate(_flat(dproj).sum(axis=0))
         return (_flat(dproj) @ self.key.weight.data).reshape(mem.keys.shape)
 
     def _scores_context(self, q3, mem):
@@ -378,14 +387,20 @@ def make_attention(
     key_size: int,
     attention_size: int | None = None,
     *,
+    bias: bool = False,
     dtype: npt.DTypeLike = np.float32,
     seed: int | None = None,
 ) -> AdditiveAttention | DotAttention:
-    """An attention module by name: "additive" (attention_size A, default Hq), "dot" (needs
-    query_size = key_size) or "general"."""
+    """An attention module by name: "additive" (attention_size A, default Hq; with bias, both
+    projections biased: ``bias=key_bias=True``), "dot" (needs query_size = key_size) or
+    "general" (bias must be False for these two)."""
     _v.choice("kind", kind, tuple(_KINDS))
+    if _v.flag("bias", bias) and kind != "additive":
+        raise ValueError(f"bias: only additive attention has biases, got bias=True with kind {kind!r}")
     if kind == "additive":
-        return AdditiveAttention(query_size, key_size, attention_size, dtype=dtype, seed=seed)
+        return AdditiveAttention(
+            query_size, key_size, attention_size, bias=bias, key_bias=bias, dtype=dtype, seed=seed
+        )
     if kind == "dot":
         return DotAttention(query_size, key_size, dtype=dtype, seed=seed)
     return GeneralAttention(query_size, key_size, dtype=dtype, seed=seed)

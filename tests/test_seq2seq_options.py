@@ -1,0 +1,133 @@
+"""Tests of Seq2Seq's architecture options (bridge, combine, attention_bias,
+attention_before_step, padding_idx, embedding_dropout, batch_first).
+
+* Exact gradients: every parameter by central differences on tiny float64 models, for each
+  option (dropout with its masks fixed).
+* batch_first is the time-major model transposed (decoding too); dropout is off in eval mode;
+  the bridges give the documented s_0 and c_0; bad combinations raise ValueError.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import finite_difference
+from rnnkit.seq2seq import Seq2Seq
+
+S, T, B, V = 5, 4, 3, 8
+
+
+def make_data(rng, vocab=V):
+    src = rng.integers(3, vocab, (S, B))
+    lengths = np.array([5, 2, 4])
+    for b, n in enumerate(lengths):
+        src[n:, b] = 0
+    tgt = rng.integers(3, vocab, (T, B))
+    tgt[2, 0], tgt[3, 0] = 2, 0  # eos, then padding
+    tgt[3, 1] = 2
+    return src, tgt, lengths
+
+
+GRAD_CONFIGS = [
+    dict(encoder_cell="gru", bidirectional=False, encoder_hidden_size=4, bridge="copy"),
+    dict(encoder_cell="lstm", encoder_hidden_size=2, bridge="copy", attention="general"),
+    dict(encoder_cell="lstm", bridge=None, attention=None),
+    dict(encoder_cell="gru", combine=False, input_feeding="context"),
+    dict(encoder_cell="gru", combine=False, input_feeding=None, attention_bias=True),
+    dict(encoder_cell="gru", attention_before_step=True, input_feeding=None, combine=False),
+    dict(encoder_cell="lstm", attention_before_step=True, input_feeding=None, attention="dot"),
+    dict(encoder_cell="gru", padding_idx=None, embedding_dropout=0.3),
+    dict(
+        encoder_cell="lstm",
+        attention_before_step=True,
+        input_feeding=None,
+        attention_bias=True,
+        embedding_dropout=0.5,
+        batch_first=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("cfg", GRAD_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_gradients_finite_differences(cfg, rng):
+    m = Seq2Seq(V, V + 1, embedding_dim=3, hidden_size=4, dtype=np.float64, seed=1, **cfg)
+    src, tgt, lengths = make_data(rng)
+    if m.batch_first:
+        src, tgt = src.T, tgt.T
+    loss = m.make_loss()
+
+    def run():
+        m._dropout_rng = np.random.default_rng(5)  # the same masks in every forward
+        return m(src, tgt, lengths)
+
+    m.zero_grad()
+    loss(run(), tgt)
+    assert m.backward(loss.backward()) is None
+    for name, p in m.named_parameters():
+        g = p.grad.reshape(-1)
+        idx = rng.choice(g.size, min(6, g.size), replace=False)
+        nums = finite_difference(lambda: float(loss(run(), tgt)), p.data, 1e-6, at=idx).reshape(-1)
+        for i in idx:
+            assert abs(nums[i] - g[i]) <= 1e-7 * max(1.0, abs(nums[i])), (name, i, nums[i], g[i])
+    pad_rows_fixed = m.src_embed.padding_idx is not None
+    assert pad_rows_fixed == (cfg.get("padding_idx", "pad_id") is not None)
+    if not pad_rows_fixed:  # the pad token's embedding rows are ordinary (nonzero) rows
+        assert m.src_embed.weight.data[0].all() and m.tgt_embed.weight.data[0].all()
+
+
+def test_batch_first_is_time_major_transposed(rng):
+    kw = dict(embedding_dim=3, hidden_size=4, dtype=np.float64, seed=2)
+    tm, bf = Seq2Seq(V, V, **kw), Seq2Seq(V, V, batch_first=True, **kw)
+    src, tgt, lengths = make_data(rng)
+    tm.zero_grad(), bf.zero_grad()
+    got = bf(src.T, tgt.T, lengths)
+    want = tm(src, tgt, lengths)
+    np.testing.assert_array_equal(got, want.transpose(1, 0, 2))
+    dl = rng.standard_normal(want.shape)
+    tm.backward(dl)
+    bf.backward(dl.transpose(1, 0, 2))
+    for (n, p), (_, q) in zip(tm.named_parameters(), bf.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-13, atol=1e-14, err_msg=n)
+    with pytest.raises(ValueError, match=r"dlogits: expected shape \(B, T, V\)"):
+        bf.backward(dl)
+    np.testing.assert_array_equal(bf.greedy(src.T, lengths).tokens, tm.greedy(src, lengths).tokens)
+
+
+def test_dropout_train_only_and_bridges(rng):
+    src, tgt, lengths = make_data(rng)
+    m = Seq2Seq(V, V, embedding_dim=3, hidden_size=4, dtype=np.float64, seed=3, embedding_dropout=0.5)
+    ref = Seq2Seq(V, V, embedding_dim=3, hidden_size=4, dtype=np.float64, seed=3)
+    assert not np.array_equal(m(src, tgt, lengths), ref(src, tgt, lengths))  # training mode
+    m.eval(), ref.eval()
+    np.testing.assert_array_equal(m(src, tgt, lengths), ref(src, tgt, lengths))
+    kw = dict(embedding_dim=3, hidden_size=4, encoder_cell="lstm", bidirectional=False, seed=4)
+    for bridge in ("copy", None):
+        b = Seq2Seq(V, V, bridge=bridge, encoder_hidden_size=4, **kw)
+        assert b.bridge is None and b.bridge_c is None
+        enc = b.encode(src, lengths)
+        _, (h_n, c_n) = b.encoder(b.src_embed.weight.data[src], None, lengths)
+        want_h, want_c = (h_n[-1], c_n[-1]) if bridge == "copy" else (0 * h_n[-1], 0 * c_n[-1])
+        np.testing.assert_array_equal(enc.state.h, want_h)
+        np.testing.assert_array_equal(enc.state.c, want_c)
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match="bridge: 'copy' needs"):
+        Seq2Seq(V, V, hidden_size=8, encoder_hidden_size=3, bridge="copy")
+    with pytest.raises(ValueError, match="bridge: expected one of"):
+        Seq2Seq(V, V, bridge="mean")
+    with pytest.raises(ValueError, match="input_feeding: expected None with attention_before_step"):
+        Seq2Seq(V, V, attention_before_step=True)
+    with pytest.raises(ValueError, match="attention_before_step: expected False without attention"):
+        Seq2Seq(V, V, attention=None, attention_before_step=True)
+    with pytest.raises(ValueError, match="input_feeding: 'attentional' feeds the combine"):
+        Seq2Seq(V, V, combine=False)
+    with pytest.raises(ValueError, match="bias: only additive attention"):
+        Seq2Seq(V, V, attention="general", attention_bias=True)
+    with pytest.raises(ValueError, match="embedding_dropout"):
+        Seq2Seq(V, V, embedding_dropout=1.0)
+    with pytest.raises(ValueError, match="padding_idx"):
+        Seq2Seq(V, V, padding_idx="none")
+    with pytest.raises(ValueError, match=r"at least one source step, got shape \(2, 0\)"):
+        Seq2Seq(V, V, batch_first=True).encode(np.zeros((2, 0), np.int64))
+    with pytest.raises(TypeError, match="batch_first"):
+        Seq2Seq(V, V, batch_first=1)
