@@ -280,3 +280,35 @@ def test_errors(rng):
             None,
             1.0,
         )
+
+
+def test_additive_key_bias_forward_and_gradients(rng):
+    """``key_bias=True``: e_tj = v . tanh(W_q q_t + b + W_k k_j + b_k) (the torch tutorial's two
+    biased nn.Linear layers); exact gradients of every parameter, the biases included."""
+    add = A.AdditiveAttention(Hq, Hk, AS, bias=True, key_bias=True, dtype=np.float64, seed=3)
+    assert [n for n, _ in add.named_parameters()] == [
+        "v",
+        "query.weight",
+        "query.bias",
+        "key.weight",
+        "key.bias",
+    ]
+    q = rng.standard_normal((B, 2, Hq))
+    keys = rng.standard_normal((B, S, Hk))
+    add.train()
+    ctx, w = add(q, keys)
+    p = {n: x.data for n, x in add.named_parameters()}
+    qp = q @ p["query.weight"].T + p["query.bias"]
+    kp = keys @ p["key.weight"].T + p["key.bias"]
+    e = np.tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ p["v"]  # (B, T, S)
+    want = np.exp(e - e.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(w, want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ctx, want @ keys, rtol=1e-12, atol=1e-13)
+    dctx = rng.standard_normal(ctx.shape)
+    add.zero_grad()
+    add(q, keys)
+    add.backward(dctx)
+    for name, prm in add.named_parameters():
+        num = finite_difference(lambda: float((add(q, keys)[0] * dctx).sum()), prm.data)
+        np.testing.assert_allclose(prm.grad, num, rtol=1e-6, atol=1e-8, err_msg=name)

@@ -1,6 +1,8 @@
 """Tests of Seq2Seq's architecture options (bridge, combine, attention_bias,
 attention_before_step, padding_idx, embedding_dropout, batch_first).
 
+* Forward = the module docstring's equations written out in NumPy (GRU encoder and decoder,
+  additive attention with or without its biases) for bridges, combine, attention order.
 * Exact gradients: every parameter by central differences on tiny float64 models, for each
   option (dropout with its masks fixed).
 * batch_first is the time-major model transposed (decoding too); dropout is off in eval mode;
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import finite_difference
+from rnnkit import reference as ref
 from rnnkit.seq2seq import Seq2Seq
 
 S, T, B, V = 5, 4, 3, 8
@@ -25,6 +28,76 @@ def make_data(rng, vocab=V):
     tgt[2, 0], tgt[3, 0] = 2, 0  # eos, then padding
     tgt[3, 1] = 2
     return src, tgt, lengths
+
+
+def oracle_logits(m, src, tgt, lengths):
+    """Teacher-forced logits of a one-layer GRU Seq2Seq with additive attention, from its
+    parameter arrays (the module docstring's equations, options included)."""
+    p = {n: q.data for n, q in m.named_parameters()}
+    D = 2 if m.bidirectional else 1
+    x = p["src_embed.weight"][src]
+    outs, hs = [], []
+    for d, sfx in enumerate(["", "_reverse"][:D]):
+        W = [p[f"encoder.{k}_l0{sfx}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        y, h, _ = ref.gru_forward(x, None, *W, reverse=bool(d), lengths=lengths)
+        outs.append(y)
+        hs.append(h)
+    memory = np.concatenate(outs, axis=2).transpose(1, 0, 2)  # (B, S, M)
+    mask = np.arange(src.shape[0])[None, :] < lengths[:, None]
+    h_last = np.concatenate(hs, 1)
+    s = {
+        "linear_tanh": lambda: np.tanh(h_last @ p["bridge.weight"].T + p["bridge.bias"]),
+        "copy": lambda: h_last,
+        None: lambda: np.zeros((src.shape[1], m.hidden_size)),
+    }[m.bridge_kind]()
+    bq, bk = p.get("attention.query.bias", 0), p.get("attention.key.bias", 0)
+    keys = memory @ p["attention.key.weight"].T + bk  # (B, S, A)
+
+    def attend(q):
+        e = np.tanh((q @ p["attention.query.weight"].T + bq)[:, None, :] + keys) @ p["attention.v"]
+        e = np.where(mask, e, -np.inf)
+        a = np.exp(e - e.max(1, keepdims=True))
+        a /= a.sum(1, keepdims=True)
+        return np.einsum("bs,bsm->bm", a, memory)
+
+    Wd = [p[f"decoder.{k}_l0"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    feed = np.zeros((src.shape[1], m.feed_size)) if m.input_feeding else None
+    logits = []
+    for t in range(tgt.shape[0]):
+        tok = np.full(src.shape[1], m.bos_id) if t == 0 else tgt[t - 1]
+        xin = p["tgt_embed.weight"][tok]
+        if m.attention_before_step:
+            ctx = attend(s)
+            s, _ = ref.gru_cell_forward(np.concatenate([xin, ctx], 1), s, *Wd)
+        else:
+            if feed is not None:
+                xin = np.concatenate([xin, feed], 1)
+            s, _ = ref.gru_cell_forward(xin, s, *Wd)
+            ctx = attend(s)
+        o = s
+        if m.has_combine:
+            o = np.tanh(np.concatenate([s, ctx], 1) @ p["combine.weight"].T + p["combine.bias"])
+        feed = {"attentional": o, "context": ctx, None: None}[m.input_feeding]
+        logits.append(o @ p["out.weight"].T + p["out.bias"])
+    return np.stack(logits)
+
+
+ORACLE_CONFIGS = [
+    dict(),
+    dict(bridge=None, combine=False, input_feeding="context"),
+    dict(bridge="copy", encoder_hidden_size=2, attention_bias=True),
+    dict(bridge="copy", bidirectional=False, combine=False, input_feeding=None, attention_bias=True),
+    dict(attention_before_step=True, input_feeding=None),
+    dict(attention_before_step=True, input_feeding=None, combine=False, bridge=None),
+]
+
+
+@pytest.mark.parametrize("cfg", ORACLE_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_forward_matches_oracle(cfg, rng):
+    m = Seq2Seq(V, V + 1, embedding_dim=3, hidden_size=4, encoder_cell="gru", dtype=np.float64, seed=2, **cfg)
+    src, tgt, lengths = make_data(rng)
+    got = m(src, tgt, lengths)
+    np.testing.assert_allclose(got, oracle_logits(m, src, tgt, lengths), rtol=1e-11, atol=1e-12)
 
 
 GRAD_CONFIGS = [
