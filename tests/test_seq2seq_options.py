@@ -14,7 +14,7 @@ import pytest
 
 from conftest import finite_difference
 from rnnkit import reference as ref
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.models import Seq2Seq
 
 S, T, B, V = 5, 4, 3, 8
 

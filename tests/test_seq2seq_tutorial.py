@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnkit.optim import Adam
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.models import Seq2Seq
+from rnnkit.train import Adam
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
