@@ -40,6 +40,7 @@ Teacher-forced training and open-loop generation::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -107,12 +108,10 @@ class _AutoregressiveBase(Module):
         assert n is not None  # _init_io sets exactly one of the two
         return n
 
-    # the step protocol, implemented by each model
-    def initial_state(self, B: int) -> Any:
-        raise NotImplementedError
-
-    def step(self, prev: Any, x_t: Any, state: Any, keep: bool = True) -> tuple[np.ndarray, Any, Any]:
-        raise NotImplementedError
+    # The step protocol, defined by each model: initial_state(B) -> state;
+    # step(prev, x_t, state, keep=True) -> (out_t, state, cache).
+    initial_state: Callable[..., Any]
+    step: Callable[..., tuple[np.ndarray, Any, Any]]
 
     def _check_prev_sequence(self, y_prev: Any) -> np.ndarray:
         """The inputs of every step: tokens (T, B) or values (T, B, O)."""

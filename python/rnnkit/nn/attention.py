@@ -15,6 +15,7 @@ Hv value size, A attention size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,27 +103,13 @@ class _Attention(Module):
         self.dtype = _v.dtype_arg(dtype)
         self._cache = None
 
-    # Implemented by each kind: the key projection kept in the memory, and the scores and context.
-    def _project_keys(self, keys: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _project_keys_backward(self, mem: AttentionMemory, dproj: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _scores_context(self, q3: np.ndarray, mem: AttentionMemory) -> tuple[np.ndarray, np.ndarray, Any]:
-        raise NotImplementedError
-
-    def _scores_context_backward(
-        self,
-        dctx: np.ndarray | None,
-        dw: np.ndarray | None,
-        q3: np.ndarray,
-        w: np.ndarray,
-        extra: Any,
-        mem: AttentionMemory,
-        grads: MemoryGrads,
-    ) -> np.ndarray:
-        raise NotImplementedError
+    # Implemented by each kind: the key projection kept in the memory, and the scores and context
+    # (declared here for the shared logic below; each kind defines them as methods).
+    _project_keys: Callable[..., np.ndarray]  # (keys) -> proj
+    _project_keys_backward: Callable[..., np.ndarray]  # (mem, dproj) -> dkeys
+    _scores_context: Callable[..., tuple[np.ndarray, np.ndarray, Any]]  # (q3, mem) -> ctx, w, extra
+    # (dctx, dw, q3, w, extra, mem, grads) -> dq3
+    _scores_context_backward: Callable[..., np.ndarray]
 
     # ------------------------------------------------------------------ memory
 

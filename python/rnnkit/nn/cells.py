@@ -22,7 +22,7 @@ weight arrays, so modifying those in place before backward makes backward raise 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,14 +95,10 @@ class _CellBase(Module):
             p["bias_hh"].data if self.bias else None,
         )
 
-    # one step through the kernels (x (1, B, I), states (B, H) or None), by each family's class
-    def _kernel_forward(
-        self, x: np.ndarray, states: list[Any], training: bool
-    ) -> tuple[tuple[np.ndarray, ...], Workspace | None]:
-        raise NotImplementedError
-
-    def _kernel_backward(self, d_states: list[Any], ws: Workspace) -> tuple[Any, tuple[np.ndarray, ...]]:
-        raise NotImplementedError
+    # One step through the kernels, defined by each family's class: (x (1, B, I), states (B, H)
+    # or None, training) -> (next states, workspace); (d_states, ws) -> (grads, state grads).
+    _kernel_forward: Callable[..., tuple[tuple[np.ndarray, ...], Workspace | None]]
+    _kernel_backward: Callable[..., tuple[Any, tuple[np.ndarray, ...]]]
 
     # ------------------------------------------------------------------ forward / backward
 

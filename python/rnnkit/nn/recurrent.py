@@ -46,7 +46,7 @@ before backward) and applies inter-layer dropout; ``eval()`` does neither.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -218,16 +218,11 @@ class _RNNBase(Module):
         for p, field in self._grad_fields[layer][direction]:
             p.accumulate(getattr(g, field))
 
-    # one layer and direction through the kernels, implemented by each cell family's class
-    def _kernel_forward(
-        self, x: np.ndarray, states: list[Any], w: dict[str, Any], **kw: Any
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Workspace | None]:
-        raise NotImplementedError
-
-    def _kernel_backward(
-        self, dy: np.ndarray | None, d_states: list[Any], ws: Workspace
-    ) -> tuple[Any, tuple[np.ndarray, ...]]:
-        raise NotImplementedError
+    # One layer and direction through the kernels, defined by each cell family's class:
+    # (x, states, weights, **kw) -> (y, final states, workspace); (dy, d_states, ws) -> (grads,
+    # initial-state grads).
+    _kernel_forward: Callable[..., tuple[np.ndarray, tuple[np.ndarray, ...], Workspace | None]]
+    _kernel_backward: Callable[..., tuple[Any, tuple[np.ndarray, ...]]]
 
     # ------------------------------------------------------------------ forward / backward
 
@@ -463,9 +458,9 @@ class _RNNBase(Module):
         """
         return Stream(self, batch)
 
-    def _layer_stream(self, layer: int, batch: int) -> LayerStream:
-        """One layer's stream of ``batch`` rows (forward direction), for :class:`Stream`."""
-        raise NotImplementedError
+    # (layer, batch) -> one layer's stream of ``batch`` rows (forward direction), for Stream;
+    # defined by each cell family's class
+    _layer_stream: Callable[..., LayerStream]
 
     def clear_steps(self) -> None:
         """Empty the step tape (the steps kept for :meth:`step_backward`)."""
