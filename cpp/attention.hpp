@@ -39,7 +39,6 @@
 #include "blas.hpp"
 #include "common.hpp"
 #include "interrupt.hpp"
-#include "simd.hpp"
 #include "vecmath.hpp"
 
 namespace rnnkit {
@@ -47,40 +46,42 @@ namespace rnnkit {
 // From this many query steps on, the per-row products use the BLAS.
 constexpr index_t kAttentionGemmSteps = 8;
 
-// sum of x[0..n): vector accumulators (a plain loop would not vectorise: float addition is
+// sum of x[0..n) in 2L interleaved partial sums (partial l adds x[l], x[l + 2L], ...; then a
+// block of L into partials [0, L)), folded to L and added in order, L = 64 / sizeof(T): the
+// same additions on every CPU. The partial sums are independent, so GCC vectorises the inner
+// loops at the width of each target clone (a plain loop would not vectorise: float addition is
 // not associative and we do not compile with -ffast-math).
 template <class T>
 RNNKIT_INLINE T sum_(const T* __restrict x, index_t n) {
-  using Vec = typename SimdTraits<T>::Vec;
-  constexpr int L = SimdTraits<T>::kLanes;
-  Vec acc0{}, acc1{};
+  constexpr int L = 64 / int(sizeof(T));
+  T acc[2 * L] = {};
   index_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    acc0 += load_vec<Vec>(x + i);
-    acc1 += load_vec<Vec>(x + i + L);
+  for (; i + 2 * L <= n; i += 2 * L)
+    for (int l = 0; l < 2 * L; ++l) acc[l] += x[i + l];
+  if (i + L <= n) {
+    for (int l = 0; l < L; ++l) acc[l] += x[i + l];
+    i += L;
   }
-  for (; i + L <= n; i += L) acc0 += load_vec<Vec>(x + i);
-  acc0 += acc1;
   T s = T(0);
-  for (int l = 0; l < L; ++l) s += acc0[l];
+  for (int l = 0; l < L; ++l) s += acc[l] + acc[L + l];
   for (; i < n; ++i) s += x[i];
   return s;
 }
 
+// a . b over [0, n), summed as sum_ sums.
 template <class T>
 RNNKIT_INLINE T dot_(const T* __restrict a, const T* __restrict b, index_t n) {
-  using Vec = typename SimdTraits<T>::Vec;
-  constexpr int L = SimdTraits<T>::kLanes;
-  Vec acc0{}, acc1{};
+  constexpr int L = 64 / int(sizeof(T));
+  T acc[2 * L] = {};
   index_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    acc0 += load_vec<Vec>(a + i) * load_vec<Vec>(b + i);
-    acc1 += load_vec<Vec>(a + i + L) * load_vec<Vec>(b + i + L);
+  for (; i + 2 * L <= n; i += 2 * L)
+    for (int l = 0; l < 2 * L; ++l) acc[l] += a[i + l] * b[i + l];
+  if (i + L <= n) {
+    for (int l = 0; l < L; ++l) acc[l] += a[i + l] * b[i + l];
+    i += L;
   }
-  for (; i + L <= n; i += L) acc0 += load_vec<Vec>(a + i) * load_vec<Vec>(b + i);
-  acc0 += acc1;
   T s = T(0);
-  for (int l = 0; l < L; ++l) s += acc0[l];
+  for (int l = 0; l < L; ++l) s += acc[l] + acc[L + l];
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }

@@ -542,11 +542,23 @@ PYBIND11_MODULE(_core, m) {
       [](index_t batch, index_t K, index_t N, bool float64) {
         if (batch > small_batch_limit().load()) return std::string("BLAS");
         const PackedKernelChoice c = float64 ? packed_choice<double>(K * N) : packed_choice<float>(K * N);
-        const index_t V = PackedPanels<float>::width_for(batch) / PackedPanels<float>::L;
+        const index_t V = PackedPanels<float>::width_for(batch) / (vector_bytes() / index_t(sizeof(float)));
         const index_t R = V == 2 ? next_group(batch, c.tile_rows) : 8 / V;
         return std::to_string(R) + "x" + std::to_string(V) + (c.panel_major ? " panel-major" : " row-major");
       },
       py::arg("batch"), py::arg("K"), py::arg("N"), py::arg("float64"));
+  // Private: the width of the vectors the kernels use (0 = the CPU's widest; else 16, 32 or 64
+  // bytes, at most the CPU's), so that tests run every width's code on the CPU they have.
+  m.def(
+      "_set_vector_bytes",
+      [](int bytes) {
+        require(bytes == 0 || ((bytes == 16 || bytes == 32 || bytes == 64) && bytes <= cpu_vector_bytes()),
+                "bytes: expected 0 or one of 16, 32, 64 up to this CPU's " +
+                    std::to_string(cpu_vector_bytes()) + ", got " + std::to_string(bytes));
+        vector_bytes_override() = bytes;
+      },
+      py::arg("bytes"));
+  m.def("_get_vector_bytes", [] { return vector_bytes(); });
   // Private: the processor as the kernels see it (the benchmark prints it).
   m.def("_cpu_info", [] {
     const CpuInfo& c = cpu_info();
@@ -563,6 +575,7 @@ PYBIND11_MODULE(_core, m) {
     d["avx512f"] = c.avx512f;
     d["avx512_bf16"] = c.avx512_bf16;
     d["amx_bf16"] = c.amx_bf16;
+    d["vector_bytes"] = cpu_vector_bytes();
     d["tile_rows"] = default_tile_rows();
     d["panel_major_above_bytes"] = std::int64_t(0.5 * double(c.l2_or_default()));
     return d;

@@ -30,18 +30,21 @@ namespace rnnkit {
 // C rows [0, M) (+)= A (M, P.K) @ P, rows in blocks of mc, each block panel by panel.
 // Row tiles of `tile_rows` (8 or 4), leftover rows one at a time.
 template <class T>
-RNNKIT_CLONES void block_gemm_rows(index_t M, index_t mc, int tile_rows, const T* A, index_t lda,
-                                   const PackedPanels<T>& P, T beta, T* C, index_t ldc) {
-  for (index_t i0 = 0; i0 < M; i0 += mc) {
-    const index_t i1 = std::min(M, i0 + mc);
-    for (index_t j0 = 0; j0 < P.N; j0 += P.width) {
-      index_t i = i0;
-      if (tile_rows == 8)
-        for (; i + 8 <= i1; i += 8) small_gemm_panel<8, 2>(i, j0, A, lda, P, beta, C, ldc);
-      for (; i + 4 <= i1; i += 4) small_gemm_panel<4, 2>(i, j0, A, lda, P, beta, C, ldc);
-      for (; i < i1; ++i) small_gemm_panel<1, 2>(i, j0, A, lda, P, beta, C, ldc);
+void block_gemm_rows(index_t M, index_t mc, int tile_rows, const T* A, index_t lda, const PackedPanels<T>& P,
+                     T beta, T* C, index_t ldc) {
+  with_vectors(P.vector_bytes, [&](auto bytes) RNNKIT_KERNEL {
+    constexpr int W = decltype(bytes)::value;
+    for (index_t i0 = 0; i0 < M; i0 += mc) {
+      const index_t i1 = std::min(M, i0 + mc);
+      for (index_t j0 = 0; j0 < P.N; j0 += P.width) {
+        index_t i = i0;
+        if (tile_rows == 8)
+          for (; i + 8 <= i1; i += 8) small_gemm_panel<W, 8, 2>(i, j0, A, lda, P, beta, C, ldc);
+        for (; i + 4 <= i1; i += 4) small_gemm_panel<W, 4, 2>(i, j0, A, lda, P, beta, C, ldc);
+        for (; i < i1; ++i) small_gemm_panel<W, 1, 2>(i, j0, A, lda, P, beta, C, ldc);
+      }
     }
-  }
+  });
 }
 
 template <class T>

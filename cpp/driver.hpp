@@ -116,7 +116,7 @@ inline std::atomic<index_t>& team_min_work() {
 }
 
 // The packed kernel's walk for this processor (small_gemm.hpp, PackedKernelChoice), from CPUID:
-// 16-accumulator tiles where the core has 32 vector registers (AVX-512); panel-major order when
+// 16-accumulator tiles where the kernels use AVX-512 (32 vector registers); panel-major order when
 // one thread's packed weights of a product take more than half the core's L2 (read from CPUID
 // leaf 4 / 0x8000001D: 1 MiB on Zen 4, 2 MiB on Sapphire Rapids), so that each panel comes
 // from memory once per step instead of once per row group. A private binding forces either
@@ -130,7 +130,9 @@ inline KernelOverride& kernel_override() {
   return o;
 }
 
-inline int default_tile_rows() { return cpu_info().avx512f ? 8 : 4; }
+// 8 x 2 tiles need 16 accumulators + 2 panel rows + 1 broadcast: only AVX-512 has the 32
+// vector registers (AVX2 has 16).
+inline int default_tile_rows() { return vector_bytes() == 64 ? 8 : 4; }
 
 template <class T>
 PackedKernelChoice packed_choice(index_t packed_elements) {

@@ -3,6 +3,7 @@
 // can be read against what the core can do at all (not only against another GEMM).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 
 #include "common.hpp"
@@ -13,10 +14,10 @@ namespace rnnkit {
 // GFLOP/s (2 flops per multiply-add) of 12 independent chains of vector FMAs, the best of a
 // few runs of about `seconds` / 5 each. Twelve chains cover the FMA latency times the number
 // of FMA units of current x86 and ARM cores.
-template <class T>
-RNNKIT_CLONES double fma_peak_gflops(double seconds) {
-  using Vec = typename SimdTraits<T>::Vec;
-  constexpr int kChains = 12, L = SimdTraits<T>::kLanes;
+template <int W, class T>
+RNNKIT_INLINE double fma_peak_gflops_w(double seconds) {
+  using Vec = typename Simd<T, W>::Vec;
+  constexpr int kChains = 12, L = Simd<T, W>::kLanes;
   constexpr long kInner = 1 << 14;
   Vec acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = Vec{} + T(c);
@@ -37,6 +38,16 @@ RNNKIT_CLONES double fma_peak_gflops(double seconds) {
     best = std::max(best, 2.0 * kChains * L * double(iterations) / elapsed / 1e9);
   }
   return best;
+}
+
+// With the vectors the kernels use (vector_bytes()).
+template <class T>
+double fma_peak_gflops(double seconds) {
+  double gflops = 0;
+  with_vectors(vector_bytes(), [&](auto bytes) RNNKIT_KERNEL {
+    gflops = fma_peak_gflops_w<decltype(bytes)::value, T>(seconds);
+  });
+  return gflops;
 }
 
 }  // namespace rnnkit

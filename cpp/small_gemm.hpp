@@ -5,8 +5,8 @@
 // matrix and on call overhead; the product itself is a few microseconds. Here the weights are
 // packed once per sequence into column panels whose K rows are contiguous, so a tile streams
 // its panel front to back (and the panels stay in cache across steps), and each k updates a
-// tile of R rows x V vectors held in registers. GCC vector extensions give SIMD code at every
-// ISA level of the target clones.
+// tile of R rows x V vectors held in registers. The vectors are as wide as the CPU's (simd.hpp:
+// 64 bytes with AVX-512, 32 with AVX2, 16 otherwise), and the panels are laid out for that width.
 #pragma once
 
 #include <algorithm>
@@ -23,13 +23,13 @@ namespace rnnkit {
 // panel (K, w) = transpose of rows (w, K; rows ldw apart): L x L blocks are transposed in
 // registers (the scalar transpose this replaces took 20 us of a 250 us batch-1 LSTM call), the
 // edges one by one.
-template <class T>
-RNNKIT_CLONES void transpose_into_panel(const T* rows, index_t ldw, index_t K, index_t w, T* panel) {
-  constexpr index_t L = SimdTraits<T>::kLanes;
+template <int W, class T>
+RNNKIT_INLINE void transpose_into_panel(const T* rows, index_t ldw, index_t K, index_t w, T* panel) {
+  constexpr index_t L = Simd<T, W>::kLanes;
   index_t jb = 0;
   for (; jb + L <= w; jb += L) {
     index_t k = 0;
-    for (; k + L <= K; k += L) transpose_block(rows + jb * ldw + k, ldw, panel + k * w + jb, w);
+    for (; k + L <= K; k += L) transpose_block<W>(rows + jb * ldw + k, ldw, panel + k * w + jb, w);
     for (; k < K; ++k)
       for (index_t j = 0; j < L; ++j) panel[k * w + jb + j] = rows[(jb + j) * ldw + k];
   }
@@ -40,21 +40,25 @@ RNNKIT_CLONES void transpose_into_panel(const T* rows, index_t ldw, index_t K, i
 // M (K, N) as panels of `width` columns (a multiple of the vector length): panel p holds columns
 // [p*width, (p+1)*width) as K contiguous rows of `width`; the last panel holds what is left
 // (narrower). The width matches the tile: 8 accumulators are R rows x V vectors, so a batch of
-// one uses 8-vector panels and a batch of four or more 2-vector panels.
+// one uses 8-vector panels and a batch of four or more 2-vector panels. The vector length is
+// the one in use when the panels are sized (vector_bytes()), and the kernels reading them use it.
 template <class T>
 struct PackedPanels {
-  static constexpr index_t L = SimdTraits<T>::kLanes;
-  index_t K = 0, N = 0, width = 2 * L;
+  index_t K = 0, N = 0, width = 0;
+  int vector_bytes = 0;  // the width of the vectors the panels are laid out for
   PooledBuffer<T> data;  // kept between calls (pooled_buffer.hpp)
 
   // The panel width for a batch of this many rows (8 accumulators = rows x vectors).
-  static index_t width_for(index_t batch) { return (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * L; }
+  static index_t width_for(index_t batch, int bytes = rnnkit::vector_bytes()) {
+    return (batch >= 4 ? 2 : batch >= 2 ? 4 : 8) * index_t(bytes / int(sizeof(T)));
+  }
 
   // Sizes the storage for K x N (done by the caller, so an allocation failure is reported).
   void allocate(index_t K_, index_t N_, index_t batch) {
     K = K_;
     N = N_;
-    width = width_for(batch);
+    vector_bytes = rnnkit::vector_bytes();
+    width = width_for(batch, vector_bytes);
     data.resize(std::size_t(K * N));
   }
 
@@ -69,18 +73,20 @@ struct PackedPanels {
         for (index_t k = 0; k < K; ++k) std::copy_n(W + k * ldw + col0 + j0, w, panel + k * w);
         continue;
       }
-      transpose_into_panel(W + (col0 + j0) * ldw, ldw, K, w, panel);
+      with_vectors(vector_bytes, [&](auto bytes) RNNKIT_KERNEL {
+        transpose_into_panel<decltype(bytes)::value>(W + (col0 + j0) * ldw, ldw, K, w, panel);
+      });
     }
   }
 };
 
 // C[i0 : i0+R, j0 : j0+V*L] (+)= A[i0 : i0+R, :] @ panel, where `panel` points at column j0 of a
 // panel whose rows are `stride` apart. R*V accumulators stay in registers.
-template <int R, int V, class T>
+template <int W, int R, int V, class T>
 RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A, index_t lda, const T* panel,
                                    index_t stride, T beta, T* C, index_t ldc) {
-  using Vec = typename SimdTraits<T>::Vec;
-  constexpr int L = SimdTraits<T>::kLanes;
+  using Vec = typename Simd<T, W>::Vec;
+  constexpr int L = Simd<T, W>::kLanes;
   Vec acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v)
@@ -100,15 +106,15 @@ RNNKIT_INLINE void small_gemm_tile(index_t i0, index_t j0, index_t K, const T* A
 
 // Rows [i0, i0 + R) times the panel at column j0 of M: a full panel by V-vector tiles; the last,
 // narrower panel one vector at a time and its last columns (fewer than one vector) by a plain loop.
-template <int R, int V, class T>
+template <int W, int R, int V, class T>
 RNNKIT_INLINE void small_gemm_panel(index_t i0, index_t j0, const T* A, index_t lda, const PackedPanels<T>& M,
                                     T beta, T* C, index_t ldc) {
-  constexpr int L = SimdTraits<T>::kLanes;
+  constexpr int L = Simd<T, W>::kLanes;
   const index_t K = M.K, w = std::min<index_t>(V * L, M.N - j0);  // this panel's width
   const T* panel = M.data.data() + j0 * K;
-  if (w == V * L) return small_gemm_tile<R, V>(i0, j0, K, A, lda, panel, w, beta, C, ldc);
+  if (w == V * L) return small_gemm_tile<W, R, V>(i0, j0, K, A, lda, panel, w, beta, C, ldc);
   index_t j = 0;
-  for (; j + L <= w; j += L) small_gemm_tile<R, 1>(i0, j0 + j, K, A, lda, panel + j, w, beta, C, ldc);
+  for (; j + L <= w; j += L) small_gemm_tile<W, R, 1>(i0, j0 + j, K, A, lda, panel + j, w, beta, C, ldc);
   if (j == w) return;
   for (index_t i = i0; i < i0 + R; ++i) {
     T* c = C + i * ldc + j0;
@@ -136,17 +142,17 @@ struct PackedKernelChoice {
 
 // Rows [i0, i0 + R) times the panel at j0, R chosen at run time (8 or 4 on two-vector panels,
 // 2 on four-vector panels, else 1).
-template <int V, class T>
+template <int W, int V, class T>
 RNNKIT_INLINE void small_gemm_group(int R, index_t i0, index_t j0, const T* A, index_t lda,
                                     const PackedPanels<T>& M, T beta, T* C, index_t ldc) {
   if constexpr (V == 2) {
-    if (R == 8) return small_gemm_panel<8, 2>(i0, j0, A, lda, M, beta, C, ldc);
-    if (R == 4) return small_gemm_panel<4, 2>(i0, j0, A, lda, M, beta, C, ldc);
+    if (R == 8) return small_gemm_panel<W, 8, 2>(i0, j0, A, lda, M, beta, C, ldc);
+    if (R == 4) return small_gemm_panel<W, 4, 2>(i0, j0, A, lda, M, beta, C, ldc);
   }
   if constexpr (V <= 4) {
-    if (R == 2) return small_gemm_panel<2, V>(i0, j0, A, lda, M, beta, C, ldc);
+    if (R == 2) return small_gemm_panel<W, 2, V>(i0, j0, A, lda, M, beta, C, ldc);
   }
-  small_gemm_panel<1, V>(i0, j0, A, lda, M, beta, C, ldc);
+  small_gemm_panel<W, 1, V>(i0, j0, A, lda, M, beta, C, ldc);
 }
 
 // The row groups of n rows: full tiles of R rows, then (each pass over the rows left streams all
@@ -157,14 +163,14 @@ inline int next_group(index_t left, int R) {
   return 1;
 }
 
-template <int V, class T>
+template <int W, int V, class T>
 RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
                                 index_t ldc, const PackedKernelChoice& choice) {
   const int R = V == 2 ? choice.tile_rows : 8 / V;
   if (!choice.panel_major) {
     for (index_t i = 0; i < n;) {
       const int r = next_group(n - i, R);
-      for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_group<V>(r, i, j0, A, lda, M, beta, C, ldc);
+      for (index_t j0 = 0; j0 < M.N; j0 += M.width) small_gemm_group<W, V>(r, i, j0, A, lda, M, beta, C, ldc);
       i += r;
     }
     return;
@@ -172,7 +178,7 @@ RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const Packed
   for (index_t j0 = 0; j0 < M.N; j0 += M.width) {
     for (index_t i = 0; i < n;) {
       const int r = next_group(n - i, R);
-      small_gemm_group<V>(r, i, j0, A, lda, M, beta, C, ldc);
+      small_gemm_group<W, V>(r, i, j0, A, lda, M, beta, C, ldc);
       i += r;
     }
   }
@@ -180,16 +186,19 @@ RNNKIT_INLINE void small_gemm_v(index_t n, const T* A, index_t lda, const Packed
 
 // C (n, M.N) = A (n, M.K) @ M (+ beta C).
 template <class T>
-RNNKIT_CLONES void small_gemm(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C,
-                              index_t ldc, const PackedKernelChoice& choice) {
-  switch (M.width / SimdTraits<T>::kLanes) {
-    case 8:
-      return small_gemm_v<8>(n, A, lda, M, beta, C, ldc, choice);
-    case 4:
-      return small_gemm_v<4>(n, A, lda, M, beta, C, ldc, choice);
-    default:
-      return small_gemm_v<2>(n, A, lda, M, beta, C, ldc, choice);
-  }
+void small_gemm(index_t n, const T* A, index_t lda, const PackedPanels<T>& M, T beta, T* C, index_t ldc,
+                const PackedKernelChoice& choice) {
+  with_vectors(M.vector_bytes, [&](auto bytes) RNNKIT_KERNEL {
+    constexpr int W = decltype(bytes)::value;
+    switch (M.width / Simd<T, W>::kLanes) {
+      case 8:
+        return small_gemm_v<W, 8>(n, A, lda, M, beta, C, ldc, choice);
+      case 4:
+        return small_gemm_v<W, 4>(n, A, lda, M, beta, C, ldc, choice);
+      default:
+        return small_gemm_v<W, 2>(n, A, lda, M, beta, C, ldc, choice);
+    }
+  });
 }
 
 }  // namespace rnnkit

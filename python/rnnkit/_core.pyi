@@ -353,6 +353,14 @@ def _set_kernel_choice(tile_rows: int, panel_major: int) -> None:
 def _get_kernel_choice() -> tuple[int, int]:
     """The forced walk as ``(tile_rows, panel_major)`` (``(0, -1)``: chosen from the CPU)."""
 
+def _set_vector_bytes(bytes: int) -> None:
+    """Force the width of the vectors the explicit-SIMD kernels use: 0 (the CPU's widest), or
+    16, 32 or 64 bytes up to the CPU's. ValueError for any other value.
+    """
+
+def _get_vector_bytes() -> int:
+    """The vector width (bytes) the explicit-SIMD kernels use now."""
+
 def _step_kernel(batch: int, K: int, N: int, float64: bool) -> str:
     """How a per-step product of ``batch`` rows with this thread's K x N packed weights is
     walked, e.g. ``"4x2 row-major"`` (tile rows x vectors, panel order), or ``"BLAS"`` above
@@ -362,7 +370,8 @@ def _step_kernel(batch: int, K: int, N: int, float64: bool) -> str:
 def _cpu_info() -> dict[str, Any]:
     """The processor as the kernels see it: a dict of "vendor", "model_name" (str), "family",
     "model", "l1d_bytes", "l2_bytes", "l3_bytes" (int), "avx2", "fma", "avx512f",
-    "avx512_bf16", "amx_bf16" (bool), "tile_rows" (int, the default walk) and
+    "avx512_bf16", "amx_bf16" (bool), "vector_bytes" (int, the widest vectors the kernels
+    use here: 64 AVX-512, 32 AVX2 + FMA, 16 otherwise), "tile_rows" (int, the default walk) and
     "panel_major_above_bytes" (int).
     """
 

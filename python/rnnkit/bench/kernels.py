@@ -996,7 +996,8 @@ def print_header(args):
         f"L3 {kib(cpu['l3_bytes'])}; {' '.join(features)}"
     )
     print(
-        f"kernel choice (from CPUID, no timing pass): {cpu['tile_rows']}-row register tiles; "
+        f"kernel choice (from CPUID, no timing pass): {8 * cpu['vector_bytes']}-bit vectors, "
+        f"{cpu['tile_rows']}-row register tiles; "
         f"panel-major walk when a thread's packed weights exceed "
         f"{kib(cpu['panel_major_above_bytes'])} (half its L2); per grid point in the 'kernel' column"
     )
