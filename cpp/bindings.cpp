@@ -552,7 +552,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "_set_vector_bytes",
       [](int bytes) {
-        require(bytes == 0 || ((bytes == 16 || bytes == 32 || bytes == 64) && bytes <= cpu_vector_bytes()),
+        require(bytes == 0 || runs_vector_bytes(bytes),
                 "bytes: expected 0 or one of 16, 32, 64 up to this CPU's " +
                     std::to_string(cpu_vector_bytes()) + ", got " + std::to_string(bytes));
         vector_bytes_override() = bytes;

@@ -55,6 +55,16 @@ inline int cpu_vector_bytes() {
 #endif
 }
 
+// Whether with_vectors runs code of this width here: every width up to the CPU's where the build
+// dispatches, else only the compiler target's.
+inline bool runs_vector_bytes(int bytes) {
+#ifdef RNNKIT_VECTOR_DISPATCH
+  return (bytes == 16 || bytes == 32 || bytes == 64) && bytes <= cpu_vector_bytes();
+#else
+  return bytes == kTargetVectorBytes;
+#endif
+}
+
 // 0: the CPU's widest; else a narrower width to use instead (set through a private binding, so
 // that the tests run every width's code on the CPU they have).
 inline std::atomic<int>& vector_bytes_override() {
