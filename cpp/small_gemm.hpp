@@ -66,17 +66,19 @@ struct PackedPanels {
   // leading dimension ldw. Run by the thread that will use the panels, so they land in its
   // cache.
   void fill(const T* W, index_t ldw, bool transposed, index_t col0) {
-    for (index_t j0 = 0; j0 < N; j0 += width) {
-      const index_t w = std::min(width, N - j0);
-      T* panel = data.data() + j0 * K;
-      if (!transposed) {
+    if (!transposed) {
+      for (index_t j0 = 0; j0 < N; j0 += width) {
+        const index_t w = std::min(width, N - j0);
+        T* panel = data.data() + j0 * K;
         for (index_t k = 0; k < K; ++k) std::copy_n(W + k * ldw + col0 + j0, w, panel + k * w);
-        continue;
       }
-      with_vectors(vector_bytes, [&](auto bytes) RNNKIT_KERNEL {
-        transpose_into_panel<decltype(bytes)::value>(W + (col0 + j0) * ldw, ldw, K, w, panel);
-      });
+      return;
     }
+    with_vectors(vector_bytes, [&](auto bytes) RNNKIT_KERNEL {
+      for (index_t j0 = 0; j0 < N; j0 += width)
+        transpose_into_panel<decltype(bytes)::value>(W + (col0 + j0) * ldw, ldw, K, std::min(width, N - j0),
+                                                     data.data() + j0 * K);
+    });
   }
 };
 
