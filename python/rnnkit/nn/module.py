@@ -131,6 +131,29 @@ class Module:
         for p in self.parameters():
             p.grad[...] = 0
 
+    def flatten_grads(self, extra: int = 0) -> np.ndarray:
+        """Re-point every parameter's ``.grad`` into one C-contiguous buffer and return it.
+
+        The buffer holds the gradients back to back in :meth:`named_parameters` order (a
+        parameter shared by two children once), then ``extra`` zeros; each ``.grad`` becomes
+        a view of its slice, keeping its current values, so a collective over the buffer
+        reads and writes every gradient with no copy. All parameters must share one dtype.
+        """
+        extra = v.int_arg("extra", extra, minimum=0)
+        params = list({id(p): p for p in self.parameters()}.values())
+        dtypes = sorted({p.grad.dtype.name for p in params})
+        if len(dtypes) > 1:
+            raise TypeError(f"{type(self).__name__}: expected parameters of one dtype, got {dtypes}")
+        dtype = params[0].grad.dtype if params else self.__dict__.get("dtype", np.dtype(np.float64))
+        flat = np.zeros(sum(p.grad.size for p in params) + extra, dtype)
+        offset = 0
+        for p in params:
+            view = flat[offset : offset + p.grad.size].reshape(p.grad.shape)
+            view[...] = p.grad
+            p.grad = view
+            offset += p.grad.size
+        return flat
+
     # ------------------------------------------------------------------ modes
 
     def train(self, mode: bool = True) -> Module:
