@@ -22,9 +22,9 @@ from rnnkit.distributed import (
     shard_indices,
 )
 from rnnkit.distributed import data_parallel as dp_module
-from rnnkit.models import SequenceRegressor
-from rnnkit.nn import Linear, MSELoss
-from rnnkit.train import SGD, Adam, Callback, Checkpoint, fit, load_checkpoint
+from rnnkit.models import SequenceClassifier, SequenceRegressor
+from rnnkit.nn import CrossEntropyLoss, Linear, MSELoss
+from rnnkit.train import SGD, Adam, Callback, Checkpoint, fit, load_checkpoint, save_checkpoint
 
 T, I, H, O = 5, 3, 4, 2
 
@@ -278,6 +278,43 @@ def test_n_ranks_equal_one_process_on_the_global_batch(cell, size):
             assert np.array_equal(weights[name], w), name
 
 
+def test_a_rank_whose_targets_are_all_padding_contributes_nothing():
+    C, ignore = 3, -1
+
+    def data(step):
+        rng = np.random.default_rng([6, step])
+        targets = rng.integers(0, C, (T, 2))
+        targets[:, step % 2] = ignore  # one whole sequence is padding: its rank has no items
+        return rng.standard_normal((T, 2, I)), targets
+
+    def model():
+        return SequenceClassifier("gru", I, H, C, many_to_many=True, dtype=np.float64, seed=2)
+
+    def train(comm):
+        dp = DataParallel(model(), comm)
+        loss_fn = CrossEntropyLoss(ignore_index=ignore)
+        opt = SGD(dp.parameters(), lr=0.5)
+        state = fit(dp, loss_fn, opt, data, steps=3, batch_axes=(1, 1), raise_on_nan=True, progress=False)
+        return _weights(dp), state.history["loss"]
+
+    results = ThreadRanks(2).run(train)
+    ref = model()
+    ref_state = fit(
+        ref,
+        CrossEntropyLoss(ignore_index=ignore),
+        SGD(ref.parameters(), lr=0.5),
+        data,
+        steps=3,
+        progress=False,
+    )
+    for weights, losses in results:
+        for name, w in _weights(ref).items():
+            np.testing.assert_allclose(weights[name], w, rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            [v for _, v in losses], [v for _, v in ref_state.history["loss"]], rtol=1e-12
+        )
+
+
 def test_a_rank_that_raises_stops_every_rank_naming_it():
     def train(comm):
         def data(step):
@@ -358,3 +395,86 @@ def test_initial_parameters_come_from_rank_0():
     for weights in results:
         for name, w in rank0.items():
             assert np.array_equal(weights[name], w), name
+
+
+def _fit_one(batch, **kw):
+    model = SequenceRegressor("lstm", I, H, O, dtype=np.float64, seed=0)
+    return fit(model, MSELoss(), SGD(model.parameters(), lr=0.1), [batch], progress=False, **kw)
+
+
+_X, _Y, _L = _data(0, 4)(0)
+
+
+@pytest.mark.parametrize(
+    "batch, kw, exc, match",
+    [
+        (
+            (_X, _Y, _L, _L),
+            {},
+            TypeError,
+            r"data: expected batches \(x, y\) or \(x, y, lengths\), got tuple of length 4",
+        ),
+        (_X, {}, TypeError, r"data: expected batches \(x, y\) or \(x, y, lengths\), got ndarray"),
+        (
+            (_X, _Y),
+            {"batch_axes": (1,)},
+            TypeError,
+            r"batch_axes: expected a pair of ints \(x's axis, y's axis\), got \(1,\)",
+        ),
+        (
+            (_X, _Y),
+            {"batch_axes": (3, 0), "comm": SingleProcess()},
+            ValueError,
+            "batch_axes: x has 3 dimensions, no batch axis 3",
+        ),
+        (
+            (_X, _Y[:3]),
+            {"comm": SingleProcess()},
+            ValueError,
+            r"y: expected 4 items \(x's batch size\) along axis 0, got shape \(3, 2\)",
+        ),
+        (
+            (_X, _Y * np.nan),
+            {"raise_on_nan": True},
+            FloatingPointError,
+            "loss: expected a finite value, got nan at step 1",
+        ),
+        ((_X, _Y), {"raise_on_nan": "yes"}, TypeError, "raise_on_nan"),
+    ],
+)
+def test_fit_bad_batches_and_options(batch, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _fit_one(batch, **kw)
+
+
+def test_fit_passes_lengths_to_the_model():
+    # a batch (x, y, lengths) trains on the sequences cut at their lengths: the same as x with
+    # everything past each length replaced by garbage
+    garbage = _X.copy()
+    garbage[np.arange(T)[:, None] >= _L[None, :]] = 1e3
+    a = _fit_one((_X, _Y, _L)).model
+    b = _fit_one((garbage, _Y, _L)).model
+    c = _fit_one((_X, _Y)).model
+    for name, w in _weights(a).items():
+        np.testing.assert_array_equal(_weights(b)[name], w, err_msg=name)
+    assert not all(np.array_equal(_weights(c)[n], w) for n, w in _weights(a).items())
+
+
+def test_sync_gradients_bad_count():
+    dp = DataParallel(SequenceRegressor("lstm", I, H, O, seed=0), ThreadRanks(1).comms()[0])
+    with pytest.raises(ValueError, match=r"count: expected a number >= 0.0, got -1.0"):
+        dp.sync_gradients(-1)
+
+
+def test_only_rank_0_writes_a_checkpoint(tmp_path):
+    def save(comm):
+        dp = DataParallel(SequenceRegressor("gru", I, H, O, dtype=np.float64, seed=comm.rank), comm)
+        save_checkpoint(tmp_path / f"rank{comm.rank}.npz", dp, step=1)
+        return _weights(dp)
+
+    weights = ThreadRanks(2).run(save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.npz"]
+    bare = SequenceRegressor("gru", I, H, O, dtype=np.float64, seed=5)
+    assert load_checkpoint(tmp_path / "rank0.npz", bare) == {"step": 1}
+    for name, w in weights[1].items():
+        np.testing.assert_array_equal(bare.state_dict()[name], w, err_msg=name)

@@ -90,6 +90,15 @@ class DataParallel(Module):
     deterministic: reduce in rank order (:meth:`Communicator.allreduce_` ``ordered=True``):
     bitwise the same gradients, hence weights, on every rank, and results that do not depend
     on the MPI library's reduction tree. seed: draws each step's shards (:meth:`shard`).
+
+    :func:`rnnkit.train.fit` with ``comm=`` runs the whole loop; by hand, each rank does::
+
+        idx = dp.shard(step, B)                         # this rank's items of the batch
+        opt.zero_grad()
+        loss = loss_fn(dp(x[:, idx]), y[idx])           # x (T, B, I), y (B, O)
+        dp.backward(loss_fn.backward())
+        dp.sync_gradients(count=y[idx].size, loss=float(loss))
+        opt.step()
     """
 
     module: Any  # the wrapped Module (checked in __init__); its backward is its own

@@ -10,7 +10,8 @@ the input; ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``train()`
 A module's own parameters live in ``_params`` (registered with :meth:`Module._param`, and
 reachable as attributes); its children are the attributes that are Modules, and their
 parameters are named with dots (``rnn.weight_ih_l0``, ``head.bias``), so that a torch
-``state_dict`` of the same structure loads unchanged.
+``state_dict`` of the same structure loads unchanged. :meth:`Module.flatten_grads` makes every
+``.grad`` a view of one buffer (data-parallel training reduces that buffer in one message).
 """
 
 from __future__ import annotations

@@ -222,9 +222,8 @@ class Checkpoint(Callback):
         self.best, self._seen, self.saved_steps = None, 0, []
 
     def _save(self, state):
-        # data-parallel: every rank holds the same weights; rank 0 writes them
-        if state.rank == 0:
-            save_checkpoint(self.path, state.model, state.optimizer, step=state.step, history=state.history)
+        # data-parallel: save_checkpoint writes on rank 0 only
+        save_checkpoint(self.path, state.model, state.optimizer, step=state.step, history=state.history)
         self.saved_steps.append(state.step)
 
     def on_step_end(self, state: TrainState) -> None:
@@ -316,8 +315,9 @@ def _shard_step(dp, loss_fn, batch, i, batch_axes, raise_on_nan):
         return None, 0, True
     xs, ys = shard_array("x", x, idx, ax), shard_array("y", y_arr, idx, ay)
     ls = shard_array("lengths", lengths, idx, 0)
-    loss = _forward_backward(dp, loss_fn, xs, ys, ls, raise_on_nan, i)
     count, average = _items(loss_fn, ys, idx.size)
+    # a shard whose targets are all padding has no mean (nan): it contributes nothing
+    loss = _forward_backward(dp, loss_fn, xs, ys, ls, raise_on_nan and count != 0, i)
     return float(loss), count, average
 
 
@@ -439,8 +439,9 @@ def fit(
                 if synced.stop_ranks:
                     if not state.stop:
                         ranks = ", ".join(str(r) for r in synced.stop_ranks)
+                        who = "rank" if len(synced.stop_ranks) == 1 else "ranks"
                         state.stop = True
-                        state.stop_reason = f"rank {ranks} stopped training"
+                        state.stop_reason = f"{who} {ranks} stopped training"
                     break
                 state.loss = synced.loss * synced.items if not average else synced.loss
             i += 1
