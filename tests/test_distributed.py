@@ -6,6 +6,8 @@ The MPI communicator itself is tested under mpiexec (test_distributed_mpi.py,
 test_distributed_failures.py).
 """
 
+import os
+import subprocess
 import sys
 import threading
 
@@ -27,6 +29,7 @@ from rnnkit.nn import CrossEntropyLoss, Linear, MSELoss
 from rnnkit.train import SGD, Adam, Callback, Checkpoint, fit, load_checkpoint, save_checkpoint
 
 T, I, H, O = 5, 3, 4, 2
+LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
 
 class ThreadRanks:
@@ -136,7 +139,7 @@ def test_single_process_bad_buffers(call, exc, match):
 
 
 def test_init_without_a_launcher_is_single_process(monkeypatch):
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+    for var in LAUNCHER_VARS:
         monkeypatch.delenv(var, raising=False)
     assert isinstance(init(), SingleProcess)
 
@@ -478,3 +481,17 @@ def test_only_rank_0_writes_a_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "rank0.npz", bare) == {"step": 1}
     for name, w in weights[1].items():
         np.testing.assert_array_equal(bare.state_dict()[name], w, err_msg=name)
+
+
+def test_importing_and_single_process_training_do_not_import_mpi4py():
+    code = (
+        "import sys, numpy as np, rnnkit\n"
+        "from rnnkit.distributed import DataParallel, init\n"
+        "from rnnkit.models import SequenceRegressor\n"
+        "DataParallel(SequenceRegressor('gru', 2, 3, 1, seed=0), init())\n"
+        "print('mpi4py' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
