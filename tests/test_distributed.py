@@ -495,3 +495,41 @@ def test_importing_and_single_process_training_do_not_import_mpi4py():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_replaced_grad_array_is_taken_back_into_the_buffer():
+    def sync(comm):
+        dp = DataParallel(SequenceRegressor("lstm", I, H, O, dtype=np.float64, seed=0), comm)
+        for p in dp.parameters():
+            p.grad = np.full(p.data.shape, comm.rank + 1.0)  # no longer a view of the buffer
+        synced = dp.sync_gradients(count=comm.rank + 1)  # weights 1 and 2
+        return synced, [(p.grad.copy(), np.shares_memory(p.grad, dp._flat)) for p in dp.parameters()]
+
+    for synced, grads in ThreadRanks(2).run(sync):
+        assert synced.items == 3
+        for g, in_buffer in grads:
+            assert in_buffer
+            np.testing.assert_array_equal(g, (1 * 1 + 2 * 2) / 3)
+
+
+def test_a_callback_that_raises_on_one_rank_stops_every_rank_at_the_next_step():
+    class Fails(Callback):
+        def on_step_end(self, state):
+            if state.rank == 0 and state.step == 2:
+                raise KeyError("no such metric")
+
+    def train(comm):
+        dp = DataParallel(SequenceRegressor("gru", I, H, O, dtype=np.float64, seed=0), comm)
+        fit(
+            dp,
+            MSELoss(),
+            SGD(dp.parameters(), lr=0.1),
+            _data(1, 4),
+            steps=5,
+            callbacks=[Fails()],
+            progress=False,
+        )
+
+    for exc in ThreadRanks(2).run(train):
+        assert isinstance(exc, DistributedError) and exc.ranks == (0,)
+        assert "rank 0 raised KeyError: 'no such metric'" in str(exc)

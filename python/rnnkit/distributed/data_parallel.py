@@ -85,7 +85,8 @@ class DataParallel(Module):
 
     ``dp(x, ...)`` and ``dp.backward(dy)`` are the module's; parameters, ``state_dict`` and
     checkpoints carry the module's own names, so a checkpoint written by rank 0 loads into the
-    bare module in one process. After backward, :meth:`sync_gradients`.
+    bare module in one process. After backward, :meth:`sync_gradients`. The optimizer's state is
+    not broadcast: make the optimizer on every rank (or load its checkpoint on every rank).
 
     deterministic: reduce in rank order (:meth:`Communicator.allreduce_` ``ordered=True``):
     bitwise the same gradients, hence weights, on every rank, and results that do not depend
@@ -209,16 +210,18 @@ class DataParallel(Module):
         # something may have replaced a .grad array (p.grad = ...): take it back into the buffer
         offset = 0
         for p in self._grad_params:
-            view = self._flat[offset : offset + p.grad.size]
+            size = p.data.size
+            view = self._flat[offset : offset + size]
+            g = p.grad
             if not (
-                isinstance(p.grad, np.ndarray)
-                and p.grad.size == view.size
-                and np.shares_memory(p.grad, view)
-                and p.grad.__array_interface__["data"][0] == view.__array_interface__["data"][0]
+                isinstance(g, np.ndarray)
+                and g.size == size
+                and g.flags.c_contiguous
+                and g.ctypes.data == view.ctypes.data
             ):
-                view[...] = np.asarray(p.grad).reshape(-1)
+                view[...] = np.asarray(g).reshape(-1)
                 p.grad = view.reshape(p.data.shape)
-            offset += p.grad.size
+            offset += size
 
     def sync_gradients(
         self,
@@ -234,7 +237,8 @@ class DataParallel(Module):
         count: the number of items (non-padding targets, say) this rank's gradient is the
         mean over; the result is the mean over all ranks' items. None: each rank's gradient
         counts as one (the mean over ranks). A rank with count 0 contributes nothing.
-        average=False: the gradients are summed (a loss with reduction "sum").
+        average=False: the gradients are summed (a loss with reduction "sum"; count is then
+        ignored, and :attr:`Synced.loss` is the mean of the ranks' losses).
         loss: this rank's mean loss, averaged into :attr:`Synced.loss` with the same weights.
         stop: this rank asks to stop (reported in :attr:`Synced.stop_ranks` on every rank).
         error: the exception this rank raised during the step instead of a gradient: every
@@ -256,10 +260,10 @@ class DataParallel(Module):
             flat[:n] = 0
             tail[_FLAGS + comm.rank] = 1
         else:
-            weight = 1.0 if count is None else v.real("count", count, 0.0)
+            weight = 1.0 if count is None or not average else v.real("count", count, 0.0)
             if weight == 0:
                 flat[:n] = 0  # a rank with no items: its mean is meaningless (0/0)
-            elif average and weight != 1.0:
+            elif weight != 1.0:
                 flat[:n] *= flat.dtype.type(weight)
             tail[_WEIGHT] = weight
             if loss is not None:
