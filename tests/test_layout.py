@@ -35,6 +35,7 @@ ALLOWED = {
     "models": BASE | {"ops", "nn"},
     "distributed": BASE | {"ops", "nn", "models"},
     "train": BASE | {"ops", "nn", "models", "distributed"},
+    "onnx": BASE | {"ops", "nn", "models"},
     "bench": BASE | {"ops", "nn", "reference", "__init__"},
     "demos": BASE | {"ops", "nn", "models", "distributed", "train", "__init__"},
     "_validate": set(),

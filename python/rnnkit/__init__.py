@@ -34,6 +34,7 @@ from . import (
     layers,
     models,
     nn,
+    onnx,
     ops,
     optim,
     recurrent,
@@ -202,6 +203,7 @@ __all__ = [
     "models",
     "distributed",
     "train",
+    "onnx",  # ONNX import / export (needs the optional onnx package when called)
     # former flat modules (re-exports of the layers above)
     "attention",
     "decoding",

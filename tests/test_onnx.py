@@ -1,0 +1,570 @@
+"""rnnkit.onnx against onnxruntime (and torch, for the gradients of models torch exported).
+
+Graphs come from the real producers: torch.onnx.export of torch.nn.LSTM / GRU / RNN (1-2 layers,
+one or two directions, batch-first, packed sequences, given initial states), and onnx.helper for
+the attributes torch never writes (reverse, layout 1, linear_before_reset 0, sequence_lens,
+initial states, no bias). Outputs and final states must equal onnxruntime's to 1e-5 (float32;
+onnxruntime's CPU LSTM / GRU / RNN run float32 only, and refuse layout 1, so a layout-1 graph is
+checked against its layout-0 twin); gradients of imported torch models equal torch's. Round
+trips rnnkit -> ONNX -> onnxruntime equal rnnkit.
+"""
+
+import io
+import re
+import subprocess
+import sys
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import rnnkit  # noqa: E402
+import rnnkit.onnx as ronnx  # noqa: E402
+from rnnkit.__main__ import main  # noqa: E402
+
+TOL = 1e-5
+T, B, I, H = 6, 3, 4, 5
+LENGTHS = np.array([4, 6, 1])  # unsorted, includes T and 1
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def assert_close(actual, expected, what, tol=TOL):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def ort_run(model, feed):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return session.run(None, feed)
+
+
+def flat(result):
+    """(out, state) -> [out, h_n(, c_n)]."""
+    out, state = result
+    return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+# ----------------------------------------------------------------------------- torch.onnx.export
+
+torch = pytest.importorskip("torch")
+
+
+class _Packed(torch.nn.Module):
+    """A torch recurrent module over a packed batch (unsorted lengths), padded back."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, lengths, *state):
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        hx = None if not state else (state if len(state) == 2 else state[0])
+        y, final = self.rnn(packed, hx)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=x.shape[0])
+        return (y, *final) if isinstance(final, tuple) else (y, final)
+
+
+class _WithState(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, *state):
+        y, final = self.rnn(x, state if len(state) == 2 else state[0])
+        return (y, *final) if isinstance(final, tuple) else (y, final)
+
+
+def torch_module(op, num_layers, bidirectional, batch_first=False, dtype=torch.float32, **kw):
+    torch.manual_seed(num_layers * 7 + bidirectional)
+    cls = getattr(torch.nn, op)
+    return cls(I, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, **kw).to(
+        dtype
+    )
+
+
+def export(module, args, names):
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter warns about itself and about its RNN export; not our concern
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, f, dynamo=False, input_names=names)
+    return f.getvalue()
+
+
+def states_for(op, L, D, rng, dtype=np.float32):
+    n = 2 if op == "LSTM" else 1
+    return [rng.standard_normal((L * D, B, H)).astype(dtype) for _ in range(n)]
+
+
+def call_state(op, states):
+    if not states:
+        return None
+    return tuple(states) if op == "LSTM" else states[0]
+
+
+TORCH_CASES = [
+    ("LSTM", 1, False, {}),
+    ("LSTM", 2, True, {}),
+    ("LSTM", 2, False, {}),
+    ("GRU", 1, True, {}),
+    ("GRU", 2, False, {}),
+    ("GRU", 2, True, {}),
+    ("RNN", 2, True, {}),
+    ("RNN", 1, False, {"nonlinearity": "relu"}),
+    ("RNN", 2, False, {"nonlinearity": "relu", "bias": False}),
+]
+
+
+@pytest.mark.parametrize("op, L, bidir, kw", TORCH_CASES)
+def test_torch_export_loads_and_matches_onnxruntime(op, L, bidir, kw):
+    rng = np.random.default_rng(1)
+    module = torch_module(op, L, bidir, **kw)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    data = export(module, (torch.from_numpy(x),), ["x"])
+    m = ronnx.load(data)
+    assert type(m).__name__ == op and m.num_layers == L and m.bidirectional == bidir and not m.batch_first
+    expected = ort_run(data, {"x": x})
+    for a, e, what in zip(flat(m(x)), expected, ("y", "h_n", "c_n")):
+        assert_close(a, e, f"{op} L={L} bidir={bidir} {what}")
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_torch_export_batch_first(op):
+    rng = np.random.default_rng(2)
+    module = torch_module(op, 2, True, batch_first=True)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    data = export(module, (torch.from_numpy(x),), ["x"])
+    m = ronnx.load(data)
+    assert m.batch_first
+    for a, e in zip(flat(m(x)), ort_run(data, {"x": x})):
+        assert_close(a, e, f"{op} batch_first")
+
+
+@pytest.mark.parametrize("op, L, bidir", [("LSTM", 2, True), ("GRU", 1, False), ("RNN", 2, False)])
+def test_torch_export_packed_lengths_and_initial_state(op, L, bidir):
+    rng = np.random.default_rng(3)
+    D = 2 if bidir else 1
+    module = torch_module(op, L, bidir)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    states = states_for(op, L, D, rng)
+    names = ["x", "lengths"] + ["h0", "c0"][: len(states)]
+    args = (torch.from_numpy(x), torch.from_numpy(LENGTHS), *map(torch.from_numpy, states))
+    data = export(_Packed(module), args, names)
+    m = ronnx.load(data)
+    feed = dict(zip(names, [x, LENGTHS, *states]))
+    expected = ort_run(data, feed)
+    for a, e, what in zip(flat(m(x, call_state(op, states), LENGTHS)), expected, ("y", "h_n", "c_n")):
+        assert_close(a, e, f"packed {op} {what}")
+
+
+def test_torch_export_initial_state_of_a_stack():
+    rng = np.random.default_rng(4)
+    module = torch_module("LSTM", 2, True)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    states = states_for("LSTM", 2, 2, rng)
+    data = export(
+        _WithState(module), (torch.from_numpy(x), *map(torch.from_numpy, states)), ["x", "h0", "c0"]
+    )
+    m = ronnx.load(data)
+    expected = ort_run(data, {"x": x, "h0": states[0], "c0": states[1]})
+    for a, e in zip(flat(m(x, tuple(states))), expected):
+        assert_close(a, e, "LSTM stack with (h0, c0)")
+
+
+@pytest.mark.parametrize("op, L, bidir", [("LSTM", 2, True), ("GRU", 2, True), ("RNN", 1, True)])
+def test_imported_gradients_equal_torch_float64(op, L, bidir):
+    """float64 end to end (onnxruntime runs no float64 RNN, torch does): outputs to 1e-10, and
+    the gradients of the imported module w.r.t. x, the initial states and every weight."""
+    rng = np.random.default_rng(5)
+    D = 2 if bidir else 1
+    module = torch_module(op, L, bidir, dtype=torch.float64)
+    x = rng.standard_normal((T, B, I))
+    states = states_for(op, L, D, rng, np.float64)
+    data = export(
+        _Packed(module),
+        (torch.from_numpy(x), torch.from_numpy(LENGTHS), *map(torch.from_numpy, states)),
+        ["x", "lengths", "h0", "c0"][: 2 + len(states)],
+    )
+    m = ronnx.load(data)
+    assert m.dtype == np.float64
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s, requires_grad=True) for s in states]
+    outs = _Packed(module).train()(xt, torch.from_numpy(LENGTHS), *st)
+    cot = [rng.standard_normal(o.shape) for o in outs]
+    wrt = [xt, *st, *module.parameters()]
+    grads = torch.autograd.grad(outs, wrt, [torch.from_numpy(c) for c in cot])
+
+    ours = flat(m(x, call_state(op, states), LENGTHS))
+    for a, e in zip(ours, outs):
+        assert_close(a, e.detach().numpy(), f"{op} forward", tol=1e-10)
+    m.zero_grad()
+    dstate = tuple(cot[1:]) if op == "LSTM" else cot[1]
+    dx, d0 = m.backward(cot[0], dstate)
+    d0 = list(d0) if op == "LSTM" else [d0]
+    assert_close(dx, grads[0].numpy(), "dx", tol=1e-10)
+    for a, e in zip(d0, grads[1 : 1 + len(states)]):
+        assert_close(a, e.numpy(), "d state0", tol=1e-10)
+    ours_p = dict(m.named_parameters())
+    for (name, _), g in zip(module.named_parameters(), grads[1 + len(states) :]):
+        assert_close(ours_p[name].grad, g.numpy(), f"d {name}", tol=1e-10)
+
+
+# ----------------------------------------------------------------------------- onnx.helper graphs
+
+
+def make_node_model(
+    op,
+    D,
+    rng,
+    *,
+    direction=None,
+    layout=0,
+    attrs=None,
+    bias=True,
+    lengths=False,
+    states=False,
+    peepholes=False,
+    dtype=np.float32,
+):
+    """One recurrent node with random weights. Inputs: x, then (if asked) lengths, h0, c0."""
+    G = GATES[op]
+    elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    direction = direction or ("bidirectional" if D == 2 else "forward")
+    inits = [
+        numpy_helper.from_array((0.5 * rng.standard_normal((D, G * H, I))).astype(dtype), "W"),
+        numpy_helper.from_array((0.5 * rng.standard_normal((D, G * H, H))).astype(dtype), "R"),
+    ]
+    x_dims = [B, T, I] if layout else [T, B, I]
+    s_dims = [B, D, H] if layout else [D, B, H]
+    inputs = [helper.make_tensor_value_info("x", elem, x_dims)]
+    ins = ["x", "W", "R", ""]
+    if bias:
+        inits.append(numpy_helper.from_array((0.5 * rng.standard_normal((D, 2 * G * H))).astype(dtype), "B"))
+        ins[3] = "B"
+    ins.append("")
+    if lengths:
+        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, [B]))
+        ins[4] = "lengths"
+    n_states = 2 if op == "LSTM" else 1
+    for s in ("h0", "c0")[:n_states]:
+        if states:
+            inputs.append(helper.make_tensor_value_info(s, elem, s_dims))
+        ins.append(s if states else "")
+    if peepholes:
+        inits.append(numpy_helper.from_array(rng.standard_normal((D, 3 * H)).astype(dtype), "P"))
+        ins.append("P")
+    while not ins[-1]:
+        ins.pop()
+    outs = ["Y", "Y_h", "Y_c"][: 1 + n_states]
+    node = helper.make_node(
+        op, ins, outs, name="rec", hidden_size=H, direction=direction, layout=layout, **(attrs or {})
+    )
+    y_dims = [B, T, D, H] if layout else [T, D, B, H]
+    outputs = [helper.make_tensor_value_info("Y", elem, y_dims)]
+    outputs += [helper.make_tensor_value_info(o, elem, s_dims) for o in outs[1:]]
+    graph = helper.make_graph([node], "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def node_feed(op, D, rng, *, layout=0, lengths=False, states=False):
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    feed = {"x": x}
+    if lengths:
+        feed["lengths"] = LENGTHS.astype(np.int32)
+    if states:
+        for s in ("h0", "c0")[: 2 if op == "LSTM" else 1]:
+            feed[s] = rng.standard_normal((D, B, H)).astype(np.float32)
+    return feed
+
+
+def onnx_outputs(op, results, D, layout=0):
+    """rnnkit's (out (T, B, D*H), h_n (D, B, H)...) in ONNX's layout 0 (Y [T, D, B, H])."""
+    out, *finals = flat(results)
+    if layout:
+        out = out.transpose(1, 0, 2)
+    Y = out.reshape(T, B, D, H).transpose(0, 2, 1, 3)
+    return [Y, *finals]
+
+
+NODE_CASES = [
+    (op, direction, extra)
+    for op in ("LSTM", "GRU", "RNN")
+    for direction in ("forward", "reverse", "bidirectional")
+    for extra in ("plain", "lengths_states")
+] + [
+    ("GRU", "forward", "lbr0"),
+    ("GRU", "bidirectional", "lbr0_lengths"),
+    ("GRU", "reverse", "lbr1"),
+    ("RNN", "bidirectional", "relu"),
+    ("LSTM", "bidirectional", "nobias"),
+    ("LSTM", "forward", "default_activations"),
+]
+
+
+@pytest.mark.parametrize("op, direction, extra", NODE_CASES)
+def test_helper_node_matches_onnxruntime(op, direction, extra):
+    rng = np.random.default_rng(zlib.crc32(f"{op} {direction} {extra}".encode()))
+    D = 2 if direction == "bidirectional" else 1
+    attrs = {}
+    if extra.startswith("lbr"):
+        attrs["linear_before_reset"] = int(extra[3])
+    if extra == "relu":
+        attrs["activations"] = ["Relu", "Relu"]
+    if extra == "default_activations":
+        attrs["activations"] = ["Sigmoid", "Tanh", "Tanh"]
+    with_lengths = "lengths" in extra
+    with_states = "states" in extra
+    model = make_node_model(
+        op,
+        D,
+        rng,
+        direction=direction,
+        attrs=attrs,
+        bias=extra != "nobias",
+        lengths=with_lengths,
+        states=with_states,
+    )
+    feed = node_feed(op, D, rng, lengths=with_lengths, states=with_states)
+    expected = ort_run(model, feed)
+    [(name, m)] = ronnx.load_nodes(model)
+    assert name == "rec"
+    if op == "GRU":
+        inner = m.rnn if direction == "reverse" else m
+        assert inner.reset_after == bool(attrs.get("linear_before_reset", 0))
+    state = call_state(op, [feed[s] for s in ("h0", "c0") if s in feed])
+    results = m(feed["x"], state, feed.get("lengths"))
+    for a, e, what in zip(onnx_outputs(op, results, D), expected, ("Y", "Y_h", "Y_c")):
+        assert_close(a, e, f"{op} {direction} {extra} {what}")
+    # load() gives the same module for a one-node graph
+    again = ronnx.load(model)
+    for a, e in zip(flat(again(feed["x"], state, feed.get("lengths"))), flat(results)):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_layout_1_equals_layout_0_in_onnxruntime(op):
+    """onnxruntime refuses layout 1 on the CPU: the same weights in a layout-0 graph are the
+    reference, fed the transposed input and states."""
+    D = 2
+    model1 = make_node_model(op, D, np.random.default_rng(7), layout=1, lengths=True, states=True)
+    model0 = make_node_model(op, D, np.random.default_rng(7), layout=0, lengths=True, states=True)
+    feed = node_feed(op, D, np.random.default_rng(8), lengths=True, states=True)
+    expected = ort_run(model0, feed)
+    m = ronnx.load(model1)
+    assert m.batch_first
+    x_bt = np.ascontiguousarray(feed["x"].transpose(1, 0, 2))
+    state = call_state(op, [feed[s] for s in ("h0", "c0") if s in feed])
+    results = m(x_bt, state, LENGTHS)
+    for a, e in zip(onnx_outputs(op, results, D, layout=1), expected):
+        assert_close(a, e, f"{op} layout 1")
+
+
+def test_reversed_backward_equals_bidirectional_reverse_half():
+    """Reversed(module) over each sequence backwards is the reverse half of a bidirectional
+    torch module (torch has no reverse-only one): outputs and gradients, float64."""
+    rng = np.random.default_rng(9)
+    tm = torch.nn.GRU(I, H, bidirectional=True).double()
+    sd = {k: v.detach().numpy() for k, v in tm.state_dict().items()}
+    rnn = rnnkit.nn.GRU(I, H, dtype=np.float64)
+    rnn.load_state_dict({k.replace("_reverse", ""): v for k, v in sd.items() if k.endswith("_reverse")})
+    m = ronnx.Reversed(rnn)
+    x = rng.standard_normal((T, B, I))
+    xt = torch.tensor(x, requires_grad=True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(LENGTHS), enforce_sorted=False)
+    y, h = tm(packed)
+    y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=T)
+    y_rev, h_rev = y[..., H:], h[1:]
+    out, h_n = m(x, None, LENGTHS)
+    assert_close(out, y_rev.detach().numpy(), "reverse y", tol=1e-10)
+    assert_close(h_n, h_rev.detach().numpy(), "reverse h_n", tol=1e-10)
+    dy, dh = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+    (gx,) = torch.autograd.grad([y_rev, h_rev], [xt], [torch.from_numpy(dy), torch.from_numpy(dh)])
+    dx, _ = m.backward(dy, dh)
+    assert_close(dx, gx.numpy(), "reverse dx", tol=1e-10)
+
+
+# ----------------------------------------------------------------------------- refused attributes
+
+
+REFUSED = [
+    ("LSTM", {"attrs": {"clip": 3.0}}, "attribute 'clip' = 3.0"),
+    ("GRU", {"attrs": {"clip": 1.5}}, "attribute 'clip' = 1.5"),
+    ("RNN", {"attrs": {"clip": 2.0}}, "attribute 'clip' = 2.0"),
+    ("LSTM", {"attrs": {"input_forget": 1}}, "attribute 'input_forget' = 1"),
+    ("LSTM", {"peepholes": True}, "input 'P' (peepholes"),
+    ("LSTM", {"attrs": {"activations": ["HardSigmoid", "Tanh", "Tanh"]}}, "attribute 'activations'"),
+    ("GRU", {"attrs": {"activations": ["Sigmoid", "Relu"]}}, "attribute 'activations'"),
+    ("RNN", {"attrs": {"activations": ["Sigmoid"]}}, "attribute 'activations'"),
+    (
+        "RNN",
+        {"attrs": {"activations": ["LeakyRelu"], "activation_alpha": [0.1]}},
+        "attribute 'activation_alpha' = [0.1",
+    ),
+    (
+        "GRU",
+        {"attrs": {"activations": ["ScaledTanh", "Tanh"], "activation_beta": [2.0]}},
+        "attribute 'activation_beta' = [2.0]",
+    ),
+]
+
+
+@pytest.mark.parametrize("op, kw, message", REFUSED)
+def test_refused_attribute_names_node_and_attribute(op, kw, message):
+    model = make_node_model(op, 1, np.random.default_rng(10), **kw)
+    for fn in (ronnx.load, ronnx.load_nodes):
+        with pytest.raises(ValueError) as info:
+            fn(model)
+        text = str(info.value)
+        assert text.startswith(f"{op} node 'rec': "), text
+        assert message in text and "not supported" in text, text
+
+
+def test_refused_computed_weights_and_constant_state():
+    rng = np.random.default_rng(11)
+    model = make_node_model("GRU", 1, rng)
+    model.graph.input.append(helper.make_tensor_value_info("W2", TensorProto.FLOAT, [1, 3 * H, I]))
+    model.graph.node[0].input[1] = "W2"
+    with pytest.raises(ValueError, match=r"GRU node 'rec': input 'W' \('W2'\) computed in the graph"):
+        ronnx.load(model)
+    model = make_node_model("GRU", 1, rng)
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((1, B, H), np.float32), "h_const"))
+    model.graph.node[0].input.extend(["", "h_const"])
+    with pytest.raises(ValueError, match="GRU node 'rec': a constant non-zero input 'initial_h'"):
+        ronnx.load(model)
+
+
+def test_two_independent_nodes_are_not_one_stack():
+    rng = np.random.default_rng(12)
+    a = make_node_model("GRU", 1, rng)
+    node = helper.make_node("LSTM", ["x", "W4", "R4"], ["Y2"], name="other", hidden_size=H)
+    a.graph.node.append(node)
+    a.graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal((1, 4 * H, I)).astype(np.float32), "W4"),
+            numpy_helper.from_array(rng.standard_normal((1, 4 * H, H)).astype(np.float32), "R4"),
+        ]
+    )
+    with pytest.raises(ValueError, match="do not form one stack.*use load_nodes"):
+        ronnx.load(a)
+    names = [(n, type(m).__name__) for n, m in ronnx.load_nodes(a)]
+    assert names == [("rec", "GRU"), ("other", "LSTM")]
+
+
+def test_export_refuses_projection_and_other_modules():
+    with pytest.raises(ValueError, match="proj_size = 2 has no ONNX form"):
+        ronnx.to_model(rnnkit.nn.LSTM(I, H, proj_size=2))
+    with pytest.raises(TypeError, match="module: expected an rnnkit.nn RNN, LSTM or GRU"):
+        ronnx.to_model(rnnkit.nn.Linear(I, H))
+    with pytest.raises(TypeError, match="path_or_model: expected a path"):
+        ronnx.load(3)
+
+
+# ----------------------------------------------------------------------------- export round trips
+
+EXPORT_CASES = [
+    ("LSTM", dict(num_layers=2, bidirectional=True)),
+    ("LSTM", dict(batch_first=True)),
+    ("GRU", dict(num_layers=2, reset_after=False)),
+    ("GRU", dict(bidirectional=True)),
+    ("RNN", dict(num_layers=2, nonlinearity="relu", bidirectional=True)),
+    ("RNN", dict(bias=False)),
+]
+
+
+@pytest.mark.parametrize("op, kw", EXPORT_CASES)
+@pytest.mark.parametrize("extra", [False, True])
+def test_export_runs_in_onnxruntime_with_rnnkits_outputs(op, kw, extra, tmp_path):
+    rng = np.random.default_rng(13)
+    m = getattr(rnnkit.nn, op)(I, H, seed=1, **kw).eval()
+    D, L = m.num_directions, m.num_layers
+    path = tmp_path / "m.onnx"
+    ronnx.save(m, path, lengths=extra, initial_state=extra)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    x = rng.standard_normal((B, T, I) if m.batch_first else (T, B, I)).astype(np.float32)
+    feed = {"x": x}
+    states = states_for(op, L, D, rng) if extra else []
+    if extra:
+        feed["lengths"] = LENGTHS.astype(np.int32)
+        feed.update(zip(("h0", "c0"), states))
+    ours = flat(m(x, call_state(op, states), LENGTHS if extra else None))
+    expected = ort_run(model, feed)
+    assert [o.name for o in model.graph.output] == ["y", "h_n", "c_n"][: len(ours)]
+    for a, e, what in zip(ours, expected, ("y", "h_n", "c_n")):
+        assert_close(e, a, f"{op} {kw} {what}")
+    # and back: importing the exported graph gives the same module
+    back = ronnx.load(model)
+    for a, e in zip(flat(back(x, call_state(op, states), LENGTHS if extra else None)), ours):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_export_reversed():
+    rng = np.random.default_rng(14)
+    m = ronnx.Reversed(rnnkit.nn.LSTM(I, H, num_layers=2, seed=2)).eval()
+    model = ronnx.to_model(m, lengths=True)
+    recurrent = [n for n in model.graph.node if n.op_type == "LSTM"]
+    assert len(recurrent) == 2
+    for n in recurrent:
+        assert {a.name: helper.get_attribute_value(a) for a in n.attribute}["direction"] == b"reverse"
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    expected = ort_run(model, {"x": x, "lengths": LENGTHS.astype(np.int32)})
+    for a, e in zip(flat(m(x, None, LENGTHS)), expected):
+        assert_close(e, a, "Reversed LSTM")
+    assert isinstance(ronnx.load(model), ronnx.Reversed)
+
+
+@pytest.mark.parametrize("many_to_many", [False, True])
+def test_export_sequence_classifier_as_one_graph(many_to_many):
+    rng = np.random.default_rng(15)
+    clf = rnnkit.models.SequenceClassifier("gru", I, H, 7, num_layers=2, many_to_many=many_to_many, seed=3)
+    clf.eval()
+    model = ronnx.to_model(clf, lengths=True)
+    onnx.checker.check_model(model, full_check=True)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    [expected] = ort_run(model, {"x": x, "lengths": LENGTHS.astype(np.int32)})
+    assert_close(expected, clf(x, None, LENGTHS), "classifier logits")
+    assert isinstance(ronnx.load(model), rnnkit.nn.GRU)  # the graph's recurrent stack
+
+
+# ----------------------------------------------------------------------------- converter, imports
+
+
+def test_convert_cli_both_ways(tmp_path, capsys):
+    rng = np.random.default_rng(16)
+    module = torch_module("LSTM", 2, True)
+    src = tmp_path / "model.onnx"
+    src.write_bytes(export(module, (torch.randn(T, B, I),), ["x"]))
+    npz = tmp_path / "out.npz"
+    assert main(["convert", str(src), str(npz)]) == 0
+    printed = capsys.readouterr().out
+    assert "layer 0: LSTM node '/LSTM'" in printed and "layer 1: LSTM node '/LSTM_1'" in printed
+    diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of \S+: (\S+)", printed)]
+    assert len(diffs) == 3 and max(diffs) < TOL, printed
+    m = ronnx.load_npz(npz)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    for a, e in zip(flat(m(x)), ort_run(src.read_bytes(), {"x": x})):
+        assert_close(a, e, "npz module")
+    back = tmp_path / "back.onnx"
+    assert main(["convert", str(npz), str(back)]) == 0
+    printed = capsys.readouterr().out
+    diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of \S+: (\S+)", printed)]
+    assert "layer 1: LSTM node" in printed and len(diffs) == 3 and max(diffs) < TOL, printed
+    for a, e in zip(ort_run(onnx.load(str(back)), {"x": x}), ort_run(src.read_bytes(), {"x": x})):
+        assert_close(a, e, "back to ONNX")
+    assert main(["convert", str(src), str(tmp_path / "x.txt")]) == 1
+    assert "expected model.onnx out.npz or in.npz model.onnx" in capsys.readouterr().err
+
+
+def test_import_rnnkit_does_not_import_onnx():
+    code = "import sys, rnnkit, rnnkit.onnx; assert 'onnx' not in sys.modules, 'onnx imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
