@@ -9,6 +9,7 @@ checked against its layout-0 twin); gradients of imported torch models equal tor
 trips rnnkit -> ONNX -> onnxruntime equal rnnkit.
 """
 
+import contextlib
 import io
 import re
 import subprocess
@@ -92,11 +93,14 @@ def torch_module(op, num_layers, bidirectional, batch_first=False, dtype=torch.f
     )
 
 
-def export(module, args, names):
+def export(module, args, names, dynamo=False):
     f = io.BytesIO()
-    with warnings.catch_warnings():
-        # the TorchScript exporter warns about itself and about its RNN export; not our concern
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # the exporters warn about themselves and report their progress; not our concern
         warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=names, verbose=False)
+            return program.model_proto.SerializeToString()
         torch.onnx.export(module.eval(), args, f, dynamo=False, input_names=names)
     return f.getvalue()
 
@@ -148,6 +152,21 @@ def test_torch_export_batch_first(op):
     assert m.batch_first
     for a, e in zip(flat(m(x)), ort_run(data, {"x": x})):
         assert_close(a, e, f"{op} batch_first")
+
+
+@pytest.mark.parametrize("op, L, bidir, batch_first", [("LSTM", 2, True, False), ("GRU", 2, False, True)])
+def test_torch_dynamo_export(op, L, bidir, batch_first):
+    """torch.onnx.export's default (dynamo) exporter: fixed sizes, Reshape to (T, B, D*H) by
+    number, zero initial states as initializers."""
+    pytest.importorskip("onnxscript")
+    rng = np.random.default_rng(17)
+    module = torch_module(op, L, bidir, batch_first=batch_first)
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(np.float32)
+    data = export(module, (torch.from_numpy(x),), ["x"], dynamo=True)
+    m = ronnx.load(data)
+    assert m.num_layers == L and m.batch_first == batch_first
+    for a, e in zip(flat(m(x)), ort_run(data, {"x": x})):
+        assert_close(a, e, f"dynamo {op}")
 
 
 @pytest.mark.parametrize("op, L, bidir", [("LSTM", 2, True), ("GRU", 1, False), ("RNN", 2, False)])

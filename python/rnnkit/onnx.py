@@ -405,7 +405,7 @@ def load_nodes(path_or_model: Any) -> list[tuple[str, Module]]:
 _Axes = tuple
 
 
-def _glue_axes(g: _Graph, name: str, prev: _Node, stop: str, where: str) -> _Axes:
+def _glue_axes(g: _Graph, name: str, prev: _Node, stop: str, where: str, static: dict) -> _Axes:
     """The axes of value ``name`` computed from ``stop`` (prev's Y) through Transpose /
     Reshape / Squeeze / Identity nodes; ValueError for anything else."""
     if name == stop:
@@ -414,8 +414,8 @@ def _glue_axes(g: _Graph, name: str, prev: _Node, stop: str, where: str) -> _Axe
     if node is None or not node.input:
         raise ValueError(f"{where}: its input is not computed from the previous layer's output Y")
     op = node.op_type
-    axes = _glue_axes(g, node.input[0], prev, stop, where)
-    sizes = {"T": None, "B": None, "D": prev.D, "H": prev.H}
+    axes = _glue_axes(g, node.input[0], prev, stop, where, static)
+    sizes = {"T": static.get("T"), "B": static.get("B"), "D": prev.D, "H": prev.H}
     attrs = g.attrs(node)
 
     def known(axis):
@@ -451,33 +451,53 @@ def _glue_axes(g: _Graph, name: str, prev: _Node, stop: str, where: str) -> _Axe
         if shape is None or attrs.get("allowzero", 0):
             raise ValueError(f"{where}: the Reshape node {node.name!r} before it has no constant shape")
         atoms = [a for axis in axes for a in axis if not (a == "D" and prev.D == 1)]
-        # leading 0s copy input axes; then fixed sizes and one -1 take the remaining atoms
+        rest = shape.index(-1) if -1 in shape else len(shape)
+        if shape.count(-1) > 1 or 0 in shape[rest:]:
+            raise ValueError(
+                f"{where}: the Reshape node {node.name!r} before it has an invalid shape {shape}"
+            )
+
+        def take(sizes_wanted, stream):
+            """Consume atoms from the front of ``stream`` into one axis per wanted size."""
+            out, pos = [], 0
+            for s in sizes_wanted:
+                axis: list[str] = []
+                while pos < len(stream):
+                    size = known(tuple(axis))
+                    if size is None or size >= s:
+                        break
+                    axis.append(stream[pos])
+                    pos += 1
+                if known(tuple(axis)) != s:
+                    raise ValueError(
+                        f"{where}: the Reshape node {node.name!r} before it splits an axis or "
+                        "reshapes by a size the graph does not fix"
+                    )
+                out.append(tuple(axis))
+            return out, pos
+
+        # 0s and fixed sizes before the -1 take atoms from the front, those after it from the
+        # back, the -1 what is left in between
         result: list[tuple] = []
         pos = 0
-        rest = None
-        for j, s in enumerate(shape):
+        for j, s in enumerate(shape[:rest]):
             if s == 0:
                 axis = tuple(a for a in axes[j] if not (a == "D" and prev.D == 1))
                 if tuple(atoms[pos : pos + len(axis)]) != axis:
                     raise ValueError(f"{where}: the Reshape node {node.name!r} before it reorders the data")
                 result.append(axis)
                 pos += len(axis)
-            elif s == -1:
-                rest = j
-                result.append(())
             else:
-                take: list[str] = []
-                while pos < len(atoms) and (known(tuple(take)) or 1) < s:
-                    take.append(atoms[pos])
-                    pos += 1
-                if known(tuple(take)) != s:
-                    raise ValueError(f"{where}: the Reshape node {node.name!r} before it splits an axis")
-                result.append(tuple(take))
-        if rest is not None:
-            result[rest] = tuple(atoms[pos:])
-        elif pos != len(atoms):
-            raise ValueError(f"{where}: the Reshape node {node.name!r} before it drops data")
-        return tuple(result)
+                [axis], used = take([s], atoms[pos:])
+                result.append(axis)
+                pos += used
+        if rest == len(shape):
+            if pos != len(atoms):
+                raise ValueError(f"{where}: the Reshape node {node.name!r} before it drops data")
+            return tuple(result)
+        right, used = take(list(reversed(shape[rest + 1 :])), list(reversed(atoms[pos:])))
+        middle = tuple(atoms[pos : len(atoms) - used])
+        return tuple(result) + (middle,) + tuple(tuple(reversed(a)) for a in reversed(right))
     raise ValueError(
         f"{where}: its input goes through a {op} node ({node.name!r}) from the previous layer; "
         "only Transpose / Reshape / Squeeze / Identity are understood"
@@ -582,6 +602,15 @@ def _stack(g: _Graph) -> tuple[list[_Node], str, bool]:
     if len(nodes) != len(read):
         raise ValueError("path_or_model: the recurrent nodes do not form one stack; use load_nodes")
     first = nodes[0]
+    x, batch_major = _graph_input_side(g, first)
+    # a graph exported with fixed sizes (torch's dynamo exporter) reshapes by T and B themselves
+    dims = [
+        d.dim_value if d.dim_value > 0 else None
+        for i in g.graph.input
+        if i.name == x
+        for d in i.type.tensor_type.shape.dim
+    ]
+    static = dict(zip(("B", "T") if batch_major else ("T", "B"), dims[:2])) if len(dims) == 3 else {}
     for prev, n in zip(nodes, nodes[1:]):
         for what in ("cell", "D", "H", "reverse", "options", "dtype", "lengths"):
             if getattr(n, what) != getattr(first, what):
@@ -591,7 +620,7 @@ def _stack(g: _Graph) -> tuple[list[_Node], str, bool]:
                 )
         if n.I != n.D * n.H:
             raise ValueError(f"{n.where}: input size {n.I}, expected D*H = {n.D * n.H} for a stacked layer")
-        axes = _glue_axes(g, n.node.input[0], prev, prev.node.output[0], n.where)
+        axes = _glue_axes(g, n.node.input[0], prev, prev.node.output[0], n.where, static)
         drop = prev.D == 1
         axes = tuple(tuple(a for a in ax if not (a == "D" and drop)) for ax in axes)
         axes = tuple(ax for ax in axes if ax)
@@ -603,7 +632,6 @@ def _stack(g: _Graph) -> tuple[list[_Node], str, bool]:
                 f"{want} (torch's (T, B, D*H) for layout {n.layout})"
             )
     _check_states(g, nodes)
-    x, batch_major = _graph_input_side(g, first)
     return nodes, x, batch_major
 
 
