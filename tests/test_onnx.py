@@ -458,8 +458,15 @@ def test_refused_computed_weights_and_constant_state():
     model = make_node_model("GRU", 1, rng)
     model.graph.initializer.append(numpy_helper.from_array(np.ones((1, B, H), np.float32), "h_const"))
     model.graph.node[0].input.extend(["", "h_const"])
-    with pytest.raises(ValueError, match="GRU node 'rec': a constant non-zero input 'initial_h'"):
-        ronnx.load(model)
+    for fn in (ronnx.load, ronnx.load_nodes):
+        with pytest.raises(ValueError, match="GRU node 'rec': a constant non-zero input 'initial_h'"):
+            fn(model)
+    model = make_node_model("LSTM", 1, rng)
+    model.graph.initializer.append(numpy_helper.from_array(np.full(B, 2, np.int32), "lens_const"))
+    model.graph.node[0].input.extend(["lens_const"])
+    for fn in (ronnx.load, ronnx.load_nodes):
+        with pytest.raises(ValueError, match="LSTM node 'rec': a constant input 'sequence_lens'"):
+            fn(model)
 
 
 def test_two_independent_nodes_are_not_one_stack():

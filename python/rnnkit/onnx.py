@@ -315,6 +315,20 @@ def _read_node(g: _Graph, node: Any) -> _Node:
             b_hh = _permute(Bias[d, G * H :], cell, False)
         weights.append((_permute(W[d], cell, False), _permute(R[d], cell, False), b_ih, b_hh))
     n_states = len(cell.state_names)
+    # what the graph fixes but a module takes as a call argument cannot be dropped silently
+    if inputs[4] and g.const(inputs[4]) is not None:
+        raise _refuse(
+            where,
+            f"a constant input 'sequence_lens' ({inputs[4]!r})",
+            "rnnkit takes lengths as a call argument; make it a graph input",
+        )
+    for k, state in zip(range(5, 5 + n_states), cell.state_names):
+        if inputs[k] and g.const(inputs[k]) is not None and not g.is_zero(inputs[k]):
+            raise _refuse(
+                where,
+                f"a constant non-zero input 'initial_{state}' ({inputs[k]!r})",
+                "rnnkit takes initial states as call arguments; make it a graph input",
+            )
     return _Node(
         node,
         where,
@@ -534,11 +548,7 @@ def _check_states(g: _Graph, nodes: list[_Node]) -> None:
         zero = [not n.states[s] or g.is_zero(n.states[s]) for n in nodes]
         if all(zero):
             continue
-        if len(nodes) == 1:
-            if g.const(nodes[0].states[s]) is not None:
-                raise _refuse(
-                    nodes[0].where, f"a constant non-zero input {onnx_name!r}", "pass it as a call argument"
-                )
+        if len(nodes) == 1:  # computed in the graph or a graph input: the call argument
             continue
         sources = set()
         for k, n in enumerate(nodes):
