@@ -486,6 +486,54 @@ def test_two_independent_nodes_are_not_one_stack():
     assert names == [("rec", "GRU"), ("other", "LSTM")]
 
 
+def two_layer_model(glue):
+    """Two bidirectional GRU nodes, layer 1 reading layer 0's Y through ``glue`` (a list of
+    (op, extra inputs, attributes))."""
+    rng = np.random.default_rng(18)
+    D, G = 2, 3
+    inits = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "flat")]
+    nodes = []
+    prev = "x"
+    for layer, n_in in enumerate((I, D * H)):
+        W, R = f"W{layer}", f"R{layer}"
+        inits.append(numpy_helper.from_array(rng.standard_normal((D, G * H, n_in)).astype(np.float32), W))
+        inits.append(numpy_helper.from_array(rng.standard_normal((D, G * H, H)).astype(np.float32), R))
+        Y = f"Y{layer}"
+        nodes.append(
+            helper.make_node(
+                "GRU", [prev, W, R], [Y], name=f"gru{layer}", hidden_size=H, direction="bidirectional"
+            )
+        )
+        prev = Y
+        if layer == 0:
+            for k, (op, extra, attrs) in enumerate(glue):
+                nodes.append(helper.make_node(op, [prev, *extra], [f"g{k}"], **attrs))
+                prev = f"g{k}"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("Y1", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_stack_glue_is_checked_not_assumed():
+    torch_glue = [("Transpose", [], {"perm": [0, 2, 1, 3]}), ("Reshape", ["flat"], {})]
+    model = two_layer_model(torch_glue)
+    m = ronnx.load(model)
+    assert m.num_layers == 2 and m.bidirectional and not m.reset_after  # linear_before_reset 0
+    x = np.random.default_rng(19).standard_normal((T, B, I)).astype(np.float32)
+    [Y1] = ort_run(model, {"x": x})
+    assert_close(m(x)[0].reshape(T, B, 2, H).transpose(0, 2, 1, 3), Y1, "textbook GRU stack")
+    with pytest.raises(ValueError, match=r"GRU node 'gru1': its input is the previous layer's Y rearranged"):
+        ronnx.load(two_layer_model([("Reshape", ["flat"], {})]))  # [T, D, B, H] merged without transposing
+    with pytest.raises(ValueError, match=r"GRU node 'gru1': its input goes through a Relu node"):
+        ronnx.load(two_layer_model([*torch_glue, ("Relu", [], {})]))
+    assert [n for n, _ in ronnx.load_nodes(two_layer_model([("Reshape", ["flat"], {})]))] == ["gru0", "gru1"]
+
+
 def test_export_refuses_projection_and_other_modules():
     with pytest.raises(ValueError, match="proj_size = 2 has no ONNX form"):
         ronnx.to_model(rnnkit.nn.LSTM(I, H, proj_size=2))

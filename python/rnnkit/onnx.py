@@ -553,7 +553,7 @@ def _check_states(g: _Graph, nodes: list[_Node]) -> None:
         sources = set()
         for k, n in enumerate(nodes):
             node = g.producer.get(n.states[s]) if n.states[s] else None
-            ok = node is not None and node.op_type == "Slice"
+            ok = node is not None and node.op_type == "Slice" and n.layout == 0  # [D, B, H] rows
             if node is not None and ok:
                 starts, ends = g.const(node.input[1]), g.const(node.input[2])
                 axes = g.const(node.input[3]) if len(node.input) > 3 and node.input[3] else np.array([0])
@@ -572,7 +572,7 @@ def _check_states(g: _Graph, nodes: list[_Node]) -> None:
                     n.where,
                     f"its input {onnx_name!r}",
                     f"a stack's initial states must be zero in every layer or rows [{k * n.D}, "
-                    f"{(k + 1) * n.D}) of one graph input (torch's layout)",
+                    f"{(k + 1) * n.D}) of one graph input (torch's layout, ONNX layout 0)",
                 )
         if len(sources) != 1:
             raise _refuse(
