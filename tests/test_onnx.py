@@ -639,6 +639,22 @@ def test_convert_cli_both_ways(tmp_path, capsys):
     assert "expected model.onnx out.npz or in.npz model.onnx" in capsys.readouterr().err
 
 
+def test_convert_cli_one_node_graph_and_refusal(tmp_path, capsys):
+    rng = np.random.default_rng(20)
+    src = tmp_path / "rev.onnx"
+    onnx.save(make_node_model("GRU", 1, rng, direction="reverse", lengths=True, states=True), str(src))
+    assert main(["convert", str(src), str(tmp_path / "rev.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "layer 0: GRU node 'rec': GRU(4, 5, reset_after=False), reverse, float32" in printed
+    diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of (?:Y|Y_h): (\S+)", printed)]
+    assert len(diffs) == 2 and max(diffs) < TOL, printed
+    assert isinstance(ronnx.load_npz(tmp_path / "rev.npz"), ronnx.Reversed)
+    onnx.save(make_node_model("LSTM", 1, rng, attrs={"clip": 2.0}), str(src))
+    assert main(["convert", str(src), str(tmp_path / "clip.npz")]) == 1
+    assert "LSTM node 'rec': attribute 'clip' = 2.0 is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "clip.npz").exists()
+
+
 def test_import_rnnkit_does_not_import_onnx():
     code = "import sys, rnnkit, rnnkit.onnx; assert 'onnx' not in sys.modules, 'onnx imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
