@@ -582,6 +582,18 @@ def test_export_runs_in_onnxruntime_with_rnnkits_outputs(op, kw, extra, tmp_path
         np.testing.assert_array_equal(a, e)
 
 
+def test_export_float64_round_trip():
+    """onnxruntime runs no float64 RNN: the float64 graph is checked by onnx and read back."""
+    m = rnnkit.nn.GRU(I, H, num_layers=2, bidirectional=True, reset_after=False, dtype=np.float64, seed=4)
+    model = ronnx.to_model(m, lengths=True, initial_state=True)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+    back = ronnx.load(model)
+    assert back.dtype == np.float64 and not back.reset_after
+    for (name, a), (_, b) in zip(m.named_parameters(), back.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
 def test_export_reversed():
     rng = np.random.default_rng(14)
     m = ronnx.Reversed(rnnkit.nn.LSTM(I, H, num_layers=2, seed=2)).eval()
