@@ -243,14 +243,30 @@ class Problem:
         return out
 
     # -- rnnkit and the oracle share signatures: `lib` is rnnkit or rnnkit.reference
-    def forward(self, lib, a, training):
+    def forward(self, lib, a, training, precision="float32"):
         if self.spec.has_cell_state:
             return lib.lstm_forward(
-                a["x"], a["h0"], a["c0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training
+                a["x"],
+                a["h0"],
+                a["c0"],
+                a["W_ih"],
+                a["W_hh"],
+                a["b_ih"],
+                a["b_hh"],
+                training=training,
+                precision=precision,
             )
         fwd = getattr(lib, f"{self.family}_forward")
         return fwd(
-            a["x"], a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], training=training, **self.opts
+            a["x"],
+            a["h0"],
+            a["W_ih"],
+            a["W_hh"],
+            a["b_ih"],
+            a["b_hh"],
+            training=training,
+            precision=precision,
+            **self.opts,
         )
 
     def backward(self, lib, a, ws):
@@ -259,22 +275,22 @@ class Problem:
         bwd = getattr(lib, f"{self.family}_backward")
         return bwd(a["dy"], None, ws)
 
-    def call(self, lib, mode, a=None):
+    def call(self, lib, mode, a=None, precision="float32"):
         """A zero-argument function running one inference or training step of `lib`."""
         a = self.arrays() if a is None else a
         if mode == "inference":
-            return lambda: self.forward(lib, a, False)
+            return lambda: self.forward(lib, a, False, precision)
 
         def train():
-            _, _, ws = self.forward(lib, a, True)
+            _, _, ws = self.forward(lib, a, True, precision)
             return self.backward(lib, a, ws)
 
         return train
 
-    def results(self, lib, a=None):
+    def results(self, lib, a=None, precision="float32"):
         """Outputs and gradients of a training step, as a {name: array} dict."""
         a = self.arrays() if a is None else a
-        y, final, ws = self.forward(lib, a, True)
+        y, final, ws = self.forward(lib, a, True, precision)
         g = self.backward(lib, a, ws)
         out = {"y": y}
         if self.spec.has_cell_state:
@@ -285,10 +301,17 @@ class Problem:
         return out
 
     # -- torch: nn.RNN / LSTM / GRU, time-major, the same weights and inputs
-    def torch_call(self, mode):
+    def torch_call(self, mode, autocast_bf16=False):
         if self.torch_name is None:
             return None
         m, x, state, dy, params = self._torch_setup()
+        if mode == "inference" and autocast_bf16:  # torch's reduced-precision inference
+
+            def infer_bf16():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m(x, state)
+
+            return infer_bf16
         if mode == "inference":
 
             def infer():
@@ -601,6 +624,68 @@ def denormal_rows(dtype, quick):
         rnnkit.set_flush_denormal(saved)
     print()
     return out
+
+
+BF16_SHAPES = ("large", "wide")
+
+
+def bf16_errors(p):
+    """bfloat16 against float32 at one problem: per output of a training step, the largest
+    error relative to the largest float32 value, and the mean error relative to the mean one."""
+    r32, r16 = p.results(rnnkit), p.results(rnnkit, precision="bf16")
+    out = {}
+    for name, a in r32.items():
+        d = np.abs(r16[name].astype(np.float64) - a)
+        out[name] = (d.max() / np.abs(a).max(), d.mean() / np.abs(a).mean())
+    return out
+
+
+def bf16_rows(vs, threads, quick):
+    """precision="bf16" beside float32 (and torch's autocast bfloat16 inference with --vs torch):
+    LSTM and GRU at the large and wide shapes, each thread count, inference and training; the
+    kernel that ran; and how far bf16 lands from float32. Issue targets: with AVX512-BF16, bf16
+    >= 1.7x float32 (inference) and >= 1.5x (training) at 1 thread; with AMX, inference faster
+    than torch's autocast."""
+    kernel = rnnkit._core._get_bf16_kernel()
+    print("## precision='bf16' (bfloat16 products summed in float32) beside float32")
+    if kernel == "none":
+        print("  skipped: this CPU has neither AVX512-BF16 nor AMX-BF16")
+        print()
+        return []
+    where = "AMX tiles for 16 x 16 blocks, AVX512-BF16 for the rest" if kernel == "amx" else "AVX512-BF16"
+    print(f"kernel: {kernel} ({where})")
+    rows = []
+    shapes = BF16_SHAPES[:1] if quick else BF16_SHAPES
+    for cell in ("lstm", "gru"):
+        for shape in shapes:
+            T, B, H = SHAPES[shape]
+            p = Problem(cell, T, B, H, H, np.float32)
+            err = bf16_errors(p)
+            summary = ", ".join(f"{k} {mx:.1e}/{mean:.1e}" for k, (mx, mean) in err.items())
+            print(f"{cell} {shape} ({T},{B},{H}) bf16 vs float32, max/mean relative error: {summary}")
+            for n in threads:
+                set_threads(n)
+                for mode in MODES:
+                    contenders = {
+                        "float32": p.call(rnnkit, mode),
+                        "bf16": p.call(rnnkit, mode, precision="bf16"),
+                    }
+                    if vs == "torch" and mode == "inference":
+                        contenders["torch_bf16"] = p.torch_call(mode, autocast_bf16=True)
+                    t = time_alternating(contenders, 5 if quick else 7, 3.0)
+                    f32, b16 = t["float32"][0] * 1e3, t["bf16"][0] * 1e3
+                    gf = sum(gemm_flops(p.G, T, B, H, H, mode)) / (b16 / 1e3) / 1e9
+                    line = (
+                        f"  {n} thr {mode:9s} float32 {f32:8.2f} ms  bf16 {b16:8.2f} ms ({gf:5.0f} GFLOP/s)  "
+                        f"float32/bf16 {f32 / b16:4.2f}"
+                    )
+                    tb = t.get("torch_bf16")
+                    if tb:
+                        line += f"  torch autocast bf16 {tb[0] * 1e3:8.2f} ms  bf16/torch {b16 / (tb[0] * 1e3):4.2f}"
+                    print(line)
+                    rows.append((cell, shape, n, mode, f32, b16, tb[0] * 1e3 if tb else None))
+    print()
+    return rows
 
 
 def markdown_table(rows, base_name):
@@ -1084,6 +1169,8 @@ def main(argv=None, command_line=None):
     rows = run_grid(args, shapes, args.cells, args.threads, dtype)
     layer_rows(dtype, args.threads, args.quick)
     denormal_rows(dtype, args.quick)
+    if dtype == np.float32:
+        bf16_rows(args.vs, args.threads, args.quick)
     streaming_rows(dtype, args.quick)
     beside_numpy(dtype, args.quick)
     if args.markdown:
