@@ -34,6 +34,9 @@ ALLOWED = {
     "nn": BASE | {"ops"},
     "models": BASE | {"ops", "nn"},
     "train": BASE | {"ops", "nn", "models"},
+    # interchange with Keras and Flax: beside models, above nn
+    "keras": BASE | {"ops", "nn"},
+    "flax": BASE | {"ops", "nn"},
     "bench": BASE | {"ops", "nn", "reference", "__init__"},
     "demos": BASE | {"ops", "nn", "models", "train", "__init__"},
     "_validate": set(),

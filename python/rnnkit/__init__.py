@@ -30,6 +30,8 @@ from . import (
     attention,
     decoding,
     diagnostics,
+    flax,
+    keras,
     layers,
     models,
     nn,
@@ -200,6 +202,9 @@ __all__ = [
     "nn",
     "models",
     "train",
+    # interchange with other frameworks (their packages are imported on first use)
+    "keras",
+    "flax",
     # former flat modules (re-exports of the layers above)
     "attention",
     "decoding",
