@@ -317,3 +317,25 @@ def test_import_rnnkit_does_not_import_keras():
 
     code = "import sys, rnnkit, rnnkit.keras; assert 'keras' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind, kw", [("LSTM", {}), ("GRU", {}), ("GRU", {"reset_after": False})])
+def test_gradients_match_torch_autograd_through_keras(kind, kw):
+    """The converted module's backward gives what torch's autograd gives through the Keras
+    layer (its torch backend): dx, and the kernel's gradient in Keras's layout."""
+    torch = pytest.importorskip("torch")
+    layer = _make(kind, np.float32, **kw)
+    module = rk.from_layer(layer)
+    x = _x(np.float32, seed=14)
+    dout = np.random.default_rng(15).standard_normal((B, T, H)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    y = layer(xt)[0]
+    y.backward(torch.tensor(dout))
+    module(x)
+    dx, _ = module.backward(dout)
+    _close(dx, xt.grad.numpy(), np.float32)
+    dkernel = layer.cell.kernel.value.grad.numpy()  # (I, G*H), Keras's gate order
+    dW_ih = module.weight_ih_l0.grad
+    if kind == "GRU":  # r, z, n -> z, r, n
+        dW_ih = np.concatenate([dW_ih[H : 2 * H], dW_ih[:H], dW_ih[2 * H :]])
+    _close(dW_ih.T, dkernel, np.float32)
