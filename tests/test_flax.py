@@ -224,6 +224,14 @@ def test_nnx_gru_refuses_a_nonzero_b_hn():
             "cell: expected a flax.nnx LSTMCell, OptimizedLSTMCell or GRUCell, got SimpleCell",
         ),
         (lambda: rf.from_linen([1, 2]), TypeError, "params: expected a mapping"),
+        (lambda: rf.from_linen({"params": [1]}), TypeError, "params: expected a mapping below the top key"),
+        (
+            lambda: rf.from_linen(
+                jax.tree.map(lambda a: a.astype(np.int32), rf.to_linen(rnnkit.nn.GRU(I, H)))
+            ),
+            TypeError,
+            "params: ir/kernel: expected a floating-point array, got dtype int32",
+        ),
         (
             lambda: rf.from_linen({"i": {"kernel": np.zeros((I, H))}, "h": {"kernel": np.zeros((H, H))}}),
             ValueError,

@@ -269,6 +269,12 @@ def _built(layer, x=None):
             "directions differ",
         ),
         (
+            lambda: _built(
+                layers.Bidirectional(layers.LSTM(H, go_backwards=True), backward_layer=layers.LSTM(H))
+            ),
+            "expected a forward layer with go_backwards=False",
+        ),
+        (
             lambda: _built(layers.RNN([layers.LSTMCell(H), layers.LSTMCell(H)])),
             "StackedRNNCells",
         ),

@@ -51,7 +51,7 @@ _NNX_LSTM_IN = ("ii", "if_", "ig", "io")
 
 def _array(name: str, a: Any) -> np.ndarray:
     arr = np.asarray(a)
-    if arr.dtype not in v.FLOAT_DTYPES and not np.issubdtype(arr.dtype, np.floating):
+    if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"{name}: expected a floating-point array, got dtype {arr.dtype}")
     return arr
 
