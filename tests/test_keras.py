@@ -158,7 +158,16 @@ def test_keras_mask_of_post_padded_sequences_is_lengths():
     out, h_n = rk.from_layer(bi)(x, lengths=lengths)
     _close(h_n[0], h_f, np.float32)
     _close(h_n[1], h_b, np.float32)
-    _close(out[mask], y[mask], np.float32)  # Keras repeats its last output past the mask
+    _close(out, y, np.float32)  # Bidirectional sets zero_output_for_mask: zeros past the mask
+    # a plain layer (zero_output_for_mask=False) repeats its last output past the mask instead
+    single = layers.LSTM(H, return_sequences=True, return_state=True)
+    single(x)
+    _random_biases(single, 16)
+    y, h, c = (_np(t) for t in single(x, mask=mask))
+    out, (h_n, c_n) = rk.from_layer(single)(x, lengths=lengths)
+    _close(out[mask], y[mask], np.float32)
+    _close(h_n[0], h, np.float32)
+    _close(c_n[0], c, np.float32)
 
 
 # Keras's own saving converts torch tensors with np.array(tensor), which NumPy 2 warns about

@@ -26,12 +26,13 @@ What the rnnkit module returns, against the Keras layer's outputs (x (B, T, I), 
   forward direction's then the backward's for a Bidirectional layer (``h_n[1]``, ``c_n[1]``);
 * Keras's ``initial_state=[h, c]`` is rnnkit's ``hx=(h[None], c[None])``;
 * a Keras mask of post-padded sequences (``Masking`` or ``mask_zero`` with the padding at the
-  end) is rnnkit's ``lengths``.
+  end) is rnnkit's ``lengths`` (past each length rnnkit's outputs are zero, as Keras's are with
+  ``zero_output_for_mask=True``; without it Keras repeats the last valid output there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -330,18 +331,16 @@ def to_weights(module: RNN | LSTM | GRU | GoBackwards, layer: int = 0) -> list[n
     if k >= module.num_layers:
         raise ValueError(f"layer: expected 0 <= layer < num_layers = {module.num_layers}, got {k}")
     module._check_parameters()
+    # Keras's GRU blocks are z, r, n; the other families share torch's order
+    order = _GRU_SWAP if isinstance(module, GRU) else tuple(range(module.CELL.gates))
     out: list[np.ndarray] = []
     for d in range(module.num_directions):
-        w = module._weights(k, d)
-        kernel, recurrent = w["weight_ih"], w["weight_hh"]
-        b_ih, b_hh = w["bias_ih"], w["bias_hh"]
-        reorder: Callable[[np.ndarray], np.ndarray] = lambda a: a  # noqa: E731
-        if isinstance(module, GRU):
-            reorder = lambda a: _gate_blocks(a, _GRU_SWAP, 0)  # noqa: E731
-        out += [np.ascontiguousarray(reorder(kernel).T), np.ascontiguousarray(reorder(recurrent).T)]
-        if b_ih is not None and b_hh is not None:
+        w = {kind: _gate_blocks(a, order, 0) for kind, a in module._weights(k, d).items() if a is not None}
+        out += [np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T)]
+        if module.bias:
+            b_ih, b_hh = w["bias_ih"], w["bias_hh"]
             if isinstance(module, GRU) and module.reset_after:
-                out.append(np.stack([reorder(b_ih), reorder(b_hh)]))
-            else:
-                out.append(reorder(b_ih + b_hh))
+                out.append(np.stack([b_ih, b_hh]))
+            else:  # one bias (a reset-before GRU's b_hn acts outside r, so it joins b_in)
+                out.append(b_ih + b_hh)
     return out
