@@ -96,6 +96,21 @@ def test_from_linen_bidirectional(cell_cls):
     _close(h_n[1], bwd[1] if cell_cls is nn.LSTMCell else bwd, np.float32)
 
 
+def test_seq_lengths_are_lengths():
+    bi = nn.Bidirectional(
+        nn.RNN(nn.LSTMCell(H, bias_init=BIAS)), nn.RNN(nn.LSTMCell(H, bias_init=BIAS)), return_carry=True
+    )
+    x = _x(np.float32, seed=9)
+    lengths = np.array([T, 1])
+    valid = np.arange(T)[None] < lengths[:, None]  # (B, T)
+    params = bi.init(jax.random.key(3), x)
+    (fwd, bwd), y = bi.apply(params, x, seq_lengths=lengths)
+    out, (h_n, c_n) = rf.from_linen(params)(x, lengths=lengths)
+    _close(out[valid], np.asarray(y)[valid], np.float32)  # Flax computes on past the lengths
+    for got, want in zip([c_n[0], h_n[0], c_n[1], h_n[1]], [*fwd, *bwd]):
+        _close(got, want, np.float32)
+
+
 MODULES = [
     lambda dt: rnnkit.nn.LSTM(I, H, batch_first=True, dtype=dt, seed=1),
     lambda dt: rnnkit.nn.LSTM(I, H, bias=False, batch_first=True, dtype=dt, seed=1),
