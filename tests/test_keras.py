@@ -105,6 +105,23 @@ def test_rnn_layer_over_a_cell_converts():
     _close(out, _np(layer(x)), np.float32)
 
 
+def test_stacked_cells_are_layers():
+    layer = layers.RNN(
+        [layers.LSTMCell(H), layers.LSTMCell(H), layers.LSTMCell(H)], return_sequences=True, return_state=True
+    )
+    x = _x(np.float32, seed=17)
+    layer(x)
+    _random_biases(layer, 18)
+    module = rk.from_layer(layer)
+    assert module.num_layers == 3
+    y, *states = layer(x)
+    out, (h_n, c_n) = module(x)
+    _close(out, _np(y), np.float32)
+    for k, (h, c) in enumerate(states):  # Keras: [h, c] per cell, bottom first
+        _close(h_n[k], _np(h), np.float32)
+        _close(c_n[k], _np(c), np.float32)
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
 def test_bidirectional_concat_matches_keras(kind):
     cls = getattr(layers, kind)
@@ -284,8 +301,16 @@ def _built(layer, x=None):
             "expected a forward layer with go_backwards=False",
         ),
         (
-            lambda: _built(layers.RNN([layers.LSTMCell(H), layers.LSTMCell(H)])),
-            "StackedRNNCells",
+            lambda: _built(layers.RNN([layers.LSTMCell(H), layers.GRUCell(H)])),
+            "its cells are LSTMCell, GRUCell; expected",
+        ),
+        (
+            lambda: _built(layers.RNN([layers.GRUCell(H), layers.GRUCell(H + 1)])),
+            "its stacked cells differ",
+        ),
+        (
+            lambda: _built(layers.Bidirectional(layers.RNN([layers.GRUCell(H), layers.GRUCell(H)]))),
+            "a Bidirectional over stacked cells",
         ),
     ],
 )

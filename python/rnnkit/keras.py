@@ -1,7 +1,8 @@
 """Keras 3 recurrent layers as rnnkit modules, and back.
 
 * :func:`from_layer` converts a built ``keras.layers.LSTM``, ``GRU`` (``reset_after`` True or
-  False), ``SimpleRNN``, a ``keras.layers.RNN`` over one of their cells, or a ``Bidirectional``
+  False), ``SimpleRNN``, a ``keras.layers.RNN`` over one of their cells or a stack of them
+  (a multi-layer module), or a ``Bidirectional``
   wrapper of one of these, into the rnnkit module that computes the same thing
   (``batch_first=True``, as Keras layers are batch-major);
 * :func:`load` does it for every recurrent layer of a ``.keras`` file;
@@ -112,35 +113,31 @@ def _activation_name(config: dict, key: str) -> str:
     return act if isinstance(act, str) else repr(act)
 
 
-def _cell_of(layer: Any, keras: Any) -> tuple[Any, type[Recurrent]]:
-    """The Keras cell of a recurrent layer and the rnnkit class it converts to."""
+def _cells_of(layer: Any, keras: Any) -> tuple[list[Any], type[Recurrent]]:
+    """The Keras cells of a recurrent layer (one, or a StackedRNNCells' list, first cell at the
+    bottom) and the rnnkit class they convert to."""
     kl = keras.layers
     if not isinstance(layer, kl.RNN):
         raise TypeError(
             f"layer: expected a Keras LSTM, GRU, SimpleRNN, RNN or Bidirectional layer, "
             f"got {type(layer).__name__} {getattr(layer, 'name', '')!r}"
         )
-    cell = layer.cell
-    for cell_type, cls in ((kl.LSTMCell, LSTM), (kl.GRUCell, GRU), (kl.SimpleRNNCell, RNN)):
-        if type(cell) is cell_type:
-            return cell, cls
-    raise ValueError(
-        f"layer {layer.name!r}: its cell is a {type(cell).__name__}; expected one LSTMCell, GRUCell "
-        "or SimpleRNNCell (stacked or custom cells do not convert)"
-    )
-
-
-def _options(layer: Any, keras: Any) -> tuple[type[Recurrent], dict, Any]:
-    """(rnnkit class, constructor options, cell) of one Keras recurrent layer; refuses what
-    rnnkit does not compute exactly."""
-    cell, cls = _cell_of(layer, keras)
-    config = cell.get_config()
-    name = layer.name
-    if not layer.built:
+    cells = list(layer.cell.cells) if type(layer.cell) is kl.StackedRNNCells else [layer.cell]
+    families = {kl.LSTMCell: LSTM, kl.GRUCell: GRU, kl.SimpleRNNCell: RNN}
+    kinds = {type(c) for c in cells}
+    if len(kinds) != 1 or next(iter(kinds)) not in families:
+        names = ", ".join(type(c).__name__ for c in cells)
         raise ValueError(
-            f"layer {name!r}: not built, so it has no weights yet; call it on an input or "
-            "build(input_shape) first"
+            f"layer {layer.name!r}: its cells are {names}; expected LSTMCell, GRUCell or "
+            "SimpleRNNCell, one or stacked cells of one kind (custom cells do not convert)"
         )
+    return cells, families[next(iter(kinds))]
+
+
+def _cell_options(name: str, cell: Any, cls: type[Recurrent]) -> dict:
+    """The rnnkit constructor options of one Keras cell; refuses what rnnkit does not compute
+    exactly."""
+    config = cell.get_config()
     act = _activation_name(config, "activation")
     options: dict[str, Any] = {"bias": bool(config["use_bias"])}
     if cls is RNN:
@@ -161,7 +158,25 @@ def _options(layer: Any, keras: Any) -> tuple[type[Recurrent], dict, Any]:
             )
     if cls is GRU:
         options["reset_after"] = bool(config["reset_after"])
-    return cls, options, cell
+    return options
+
+
+def _options(layer: Any, keras: Any) -> tuple[type[Recurrent], dict, list[Any]]:
+    """(rnnkit class, constructor options, cells) of one Keras recurrent layer."""
+    cells, cls = _cells_of(layer, keras)
+    name = layer.name
+    if not layer.built:
+        raise ValueError(
+            f"layer {name!r}: not built, so it has no weights yet; call it on an input or "
+            "build(input_shape) first"
+        )
+    per_cell = [(_cell_options(name, c, cls), c.units) for c in cells]
+    if any(p != per_cell[0] for p in per_cell):
+        raise ValueError(
+            f"layer {name!r}: its stacked cells differ ({per_cell}, as (options, units) per cell); "
+            "the layers of an rnnkit module share one configuration"
+        )
+    return cls, per_cell[0][0], cells
 
 
 def _numpy(variable: Any, keras: Any) -> np.ndarray:
@@ -206,7 +221,8 @@ def from_layer(layer: Any, *, dtype: npt.DTypeLike | None = None) -> RNN | LSTM 
     Parameters
     ----------
     layer : keras.layers.LSTM, GRU, SimpleRNN, RNN (over one LSTMCell, GRUCell or
-        SimpleRNNCell) or Bidirectional (of one of these, ``merge_mode='concat'``)
+        SimpleRNNCell, or a stack of cells of one kind and size) or Bidirectional (of one
+        of these over one cell, ``merge_mode='concat'``)
         A built layer (it has weights).
     dtype : numpy dtype, optional
         float32 or float64; default the dtype of the layer's weights.
@@ -214,35 +230,45 @@ def from_layer(layer: Any, *, dtype: npt.DTypeLike | None = None) -> RNN | LSTM 
     Returns
     -------
     rnnkit.nn.LSTM, GRU or RNN with ``batch_first=True`` (``bidirectional=True`` for a
-    Bidirectional layer), or a :class:`GoBackwards` around one for a layer with
+    Bidirectional layer, ``num_layers=L`` for L stacked cells: Keras's states of cell k are
+    row k of h_n / c_n), or a :class:`GoBackwards` around one for a layer with
     ``go_backwards=True``. ``out (B, T, D*H)`` is Keras's output with ``return_sequences=True``;
     the module docstring maps the other outputs.
 
     Refused (ValueError naming the layer and the option): activations other than tanh (tanh or
-    relu for SimpleRNN), recurrent activations other than sigmoid, stacked or custom cells,
-    merge modes other than 'concat', Bidirectional layers whose two directions differ.
+    relu for SimpleRNN), recurrent activations other than sigmoid, custom cells, stacked cells
+    that differ, merge modes other than 'concat', Bidirectional layers whose two directions
+    differ or that run stacked cells.
     Keras's ``dropout`` / ``recurrent_dropout`` act in training only and are not carried over.
     """
     keras = _keras()
     if isinstance(layer, keras.layers.Bidirectional):
         return _from_bidirectional(layer, keras, dtype)
-    cls, options, cell = _options(layer, keras)
-    weights = _torch_weights(cls, cell, options, keras)
-    dt = _module_dtype(layer.name, cell, keras, dtype)
-    module = _build(cls, options, [weights], dt)
+    cls, options, cells = _options(layer, keras)
+    weights = [[_torch_weights(cls, c, options, keras)] for c in cells]
+    dt = _module_dtype(layer.name, cells[0], keras, dtype)
+    module = _build(cls, options, weights, dt)
     return GoBackwards(module) if layer.go_backwards else module
 
 
-def _build(cls: type[Recurrent], options: dict, directions: list[dict], dtype: np.dtype) -> Recurrent:
-    """The rnnkit module of one layer, directions [forward] or [forward, backward]."""
-    W = directions[0]["weight_ih"]
-    G_H, I = W.shape
-    H = directions[0]["weight_hh"].shape[1]
+def _build(cls: type[Recurrent], options: dict, layers: list[list[dict]], dtype: np.dtype) -> Recurrent:
+    """The rnnkit module of ``layers`` (per layer: directions [forward] or [forward, backward],
+    each kind -> array in torch's layout)."""
+    I = layers[0][0]["weight_ih"].shape[1]
+    H = layers[0][0]["weight_hh"].shape[1]
     module: Recurrent = cls(
-        I, H, batch_first=True, bidirectional=len(directions) == 2, dtype=dtype, seed=0, **options
+        I,
+        H,
+        num_layers=len(layers),
+        batch_first=True,
+        bidirectional=len(layers[0]) == 2,
+        dtype=dtype,
+        seed=0,
+        **options,
     )
     state = {
-        cls._name(kind, 0, d): a.astype(dtype, copy=False)
+        cls._name(kind, k, d): a.astype(dtype, copy=False)
+        for k, directions in enumerate(layers)
         for d, w in enumerate(directions)
         for kind, a in w.items()
     }
@@ -259,8 +285,15 @@ def _from_bidirectional(layer: Any, keras: Any, dtype: npt.DTypeLike | None) -> 
             "merge_mode='concat' and combine the halves out[..., :H], out[..., H:] yourself"
         )
     fwd, bwd = layer.forward_layer, layer.backward_layer
-    cls, options, fcell = _options(fwd, keras)
-    bcls, boptions, bcell = _options(bwd, keras)
+    cls, options, fcells = _options(fwd, keras)
+    bcls, boptions, bcells = _options(bwd, keras)
+    if len(fcells) > 1 or len(bcells) > 1:
+        raise ValueError(
+            f"layer {name!r}: a Bidirectional over stacked cells runs each direction through the "
+            "whole stack, while a bidirectional rnnkit stack concatenates both directions between "
+            "layers; use one Bidirectional layer per cell"
+        )
+    fcell, bcell = fcells[0], bcells[0]
     if fwd.go_backwards or not bwd.go_backwards:
         raise ValueError(
             f"layer {name!r}: expected a forward layer with go_backwards=False and a backward "
@@ -273,7 +306,7 @@ def _from_bidirectional(layer: Any, keras: Any, dtype: npt.DTypeLike | None) -> 
             "an rnnkit bidirectional module has one configuration for both"
         )
     dt = _module_dtype(name, fcell, keras, dtype)
-    weights = [_torch_weights(cls, c, options, keras) for c in (fcell, bcell)]
+    weights = [[_torch_weights(cls, c, options, keras) for c in (fcell, bcell)]]
     return _build(cls, options, weights, dt)
 
 
