@@ -183,6 +183,23 @@ def test_from_nnx_matches_flax(cls, dtype):
     _close(h_n[0], h, dtype)
 
 
+def test_from_nnx_rnn_and_bidirectional():
+    x = _x(np.float32, seed=10)
+    bi = nnx.Bidirectional(
+        nnx.RNN(_nnx_cell(nnx.GRUCell, np.float32, 1)),
+        nnx.RNN(_nnx_cell(nnx.GRUCell, np.float32, 2)),
+        rngs=nnx.Rngs(0),
+    )
+    module = rf.from_nnx(bi)
+    assert module.bidirectional and module.batch_first
+    _close(module(x)[0], bi(jnp.asarray(x)), np.float32)
+    rnn = nnx.RNN(_nnx_cell(nnx.OptimizedLSTMCell, np.float32, 3), time_major=True)
+    module = rf.from_nnx(rnn)
+    assert not module.batch_first  # from the RNN's time_major
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
+    _close(module(x_tm)[0], rnn(jnp.asarray(x_tm)), np.float32)
+
+
 @pytest.mark.parametrize("cls", [nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell])
 def test_to_nnx_makes_flax_compute_what_rnnkit_computes(cls):
     if cls is nnx.GRUCell:
@@ -237,6 +254,34 @@ def test_nnx_gru_refuses_a_nonzero_b_hn():
             lambda: rf.from_nnx(nnx.SimpleCell(I, H, rngs=nnx.Rngs(0))),
             TypeError,
             "cell: expected a flax.nnx LSTMCell, OptimizedLSTMCell or GRUCell, got SimpleCell",
+        ),
+        (
+            lambda: rf.from_nnx(nnx.RNN(nnx.GRUCell(I, H, rngs=nnx.Rngs(0)), reverse=True)),
+            ValueError,
+            r"cell: reverse=True; run the module over x\[:, ::-1\]",
+        ),
+        (
+            lambda: rf.from_nnx(
+                nnx.Bidirectional(
+                    nnx.RNN(nnx.GRUCell(I, H, rngs=nnx.Rngs(0))),
+                    nnx.RNN(nnx.GRUCell(I, H, rngs=nnx.Rngs(1))),
+                    merge_fn=lambda a, b: a + b,
+                    rngs=nnx.Rngs(2),
+                )
+            ),
+            ValueError,
+            "cell: merge_fn: expected the default",
+        ),
+        (
+            lambda: rf.from_nnx(
+                nnx.Bidirectional(
+                    nnx.RNN(nnx.GRUCell(I, H, rngs=nnx.Rngs(0))),
+                    nnx.RNN(nnx.GRUCell(I, H + 1, rngs=nnx.Rngs(1))),
+                    rngs=nnx.Rngs(2),
+                )
+            ),
+            ValueError,
+            "cell: forward_rnn and backward_rnn hold different cells",
         ),
         (lambda: rf.from_linen([1, 2]), TypeError, "params: expected a mapping"),
         (lambda: rf.from_linen({"params": [1]}), TypeError, "params: expected a mapping below the top key"),

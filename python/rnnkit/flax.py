@@ -4,7 +4,7 @@
   ``OptimizedLSTMCell`` (same parameters), ``GRUCell``, of an ``nn.RNN`` over one, or of an
   ``nn.Bidirectional`` of two;
 * :func:`from_nnx` / :func:`to_nnx`: a ``flax.nnx`` ``LSTMCell``, ``OptimizedLSTMCell`` or
-  ``GRUCell`` object.
+  ``GRUCell`` object (from_nnx also an ``nnx.RNN`` or ``nnx.Bidirectional`` over them).
 
 Only arrays are read and written (as NumPy); jax and flax are imported by the nnx functions
 when called, not with rnnkit. Layouts, the exact mapping and what is refused:
@@ -27,6 +27,7 @@ Shape letters: I input size, H hidden size, G gate blocks (4 LSTM, 3 GRU).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -258,29 +259,79 @@ def _get(param: Any) -> np.ndarray:
     return np.asarray(param[...])
 
 
-def from_nnx(cell: Any, *, batch_first: bool = True, dtype: npt.DTypeLike | None = None) -> LSTM | GRU:
-    """The rnnkit module (one layer, one direction) of a flax.nnx LSTMCell, OptimizedLSTMCell or
-    GRUCell; ``batch_first`` and ``dtype`` as in :func:`from_linen`. nnx's GRUCell has no
-    hidden bias on n, so the module's b_hn is zero."""
+def _nnx_cell_weights(cell: Any) -> tuple[type[Gated], dict[str, np.ndarray]]:
+    """(rnnkit class, torch-layout weights) of one nnx cell."""
     kind = _nnx_kind(cell)
-    w: dict[str, np.ndarray]
     if kind == "LSTMCell":
         W_ih = np.concatenate([_get(getattr(cell, g).kernel).T for g in _NNX_LSTM_IN])
         W_hh = np.concatenate([_get(getattr(cell, g).kernel).T for g in _LSTM_HID])
         b_hh = np.concatenate([_get(getattr(cell, g).bias) for g in _LSTM_HID])
-        w = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": np.zeros_like(b_hh), "bias_hh": b_hh}
-        cls: type[Gated] = LSTM
+        return LSTM, {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": np.zeros_like(b_hh), "bias_hh": b_hh}
+    W_ih, W_hh = _get(cell.dense_i.kernel).T, _get(cell.dense_h.kernel).T
+    if kind == "OptimizedLSTMCell":  # dense_h carries the bias
+        b_hh = _get(cell.dense_h.bias)
+        return LSTM, {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": np.zeros_like(b_hh), "bias_hh": b_hh}
+    b_ih = _get(cell.dense_i.bias)  # GRUCell: dense_i carries the bias, r, z, n
+    return GRU, {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": np.zeros_like(b_ih)}
+
+
+def from_nnx(cell: Any, *, batch_first: bool | None = None, dtype: npt.DTypeLike | None = None) -> LSTM | GRU:
+    """The rnnkit module of a flax.nnx recurrent cell, ``nnx.RNN`` or ``nnx.Bidirectional``.
+
+    Parameters
+    ----------
+    cell : nnx.LSTMCell, OptimizedLSTMCell or GRUCell; an nnx.RNN over one (``reverse=False``);
+        an nnx.Bidirectional of two such RNNs over cells of one kind and size, merging by
+        concatenation (its default ``merge_fn``)
+    batch_first : bool, optional
+        The module's layout; default ``not time_major`` of an RNN / Bidirectional, else True.
+    dtype : numpy dtype, optional
+        float32 or float64; default the dtype of the parameters.
+
+    Returns
+    -------
+    rnnkit.nn.LSTM or GRU (reset-after) with one layer, bidirectional for a Bidirectional.
+    nnx's GRUCell has no hidden bias on n, so the module's b_hn is zero.
+    """
+    from flax import nnx  # optional and slow: imported on first use only
+
+    time_major = getattr(cell, "time_major", False)
+    if type(cell) is nnx.Bidirectional:
+        default_merge = inspect.signature(nnx.Bidirectional.__init__).parameters["merge_fn"].default
+        if cell.merge_fn is not default_merge:
+            raise ValueError(
+                "cell: merge_fn: expected the default (concatenation, as rnnkit's out), "
+                f"got {cell.merge_fn!r}"
+            )
+        cells = [
+            _nnx_rnn_cell(cell.forward_rnn, "forward_rnn"),
+            _nnx_rnn_cell(cell.backward_rnn, "backward_rnn"),
+        ]
+    elif type(cell) is nnx.RNN:
+        cells = [_nnx_rnn_cell(cell, "cell")]
     else:
-        W_ih, W_hh = _get(cell.dense_i.kernel).T, _get(cell.dense_h.kernel).T
-        if kind == "OptimizedLSTMCell":  # dense_h carries the bias
-            b_hh = _get(cell.dense_h.bias)
-            w = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": np.zeros_like(b_hh), "bias_hh": b_hh}
-            cls = LSTM
-        else:  # GRUCell: dense_i carries the bias, r, z, n
-            b_ih = _get(cell.dense_i.bias)
-            w = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": np.zeros_like(b_ih)}
-            cls = GRU
-    return _build(cls, [w], v.flag("batch_first", batch_first), _dtype_of(w, dtype))
+        cells = [cell]
+    parts = [_nnx_cell_weights(c) for c in cells]
+    cls = parts[0][0]
+    if len(parts) == 2 and (
+        parts[1][0] is not cls or parts[1][1]["weight_hh"].shape != parts[0][1]["weight_hh"].shape
+    ):
+        raise ValueError(
+            "cell: forward_rnn and backward_rnn hold different cells; an rnnkit bidirectional module "
+            "has one configuration for both"
+        )
+    layout = (not time_major) if batch_first is None else v.flag("batch_first", batch_first)
+    return _build(cls, [w for _, w in parts], layout, _dtype_of(parts[0][1], dtype))
+
+
+def _nnx_rnn_cell(rnn: Any, name: str) -> Any:
+    """The cell of an nnx.RNN run forwards (the Bidirectional runs its backward one reversed)."""
+    if name != "backward_rnn" and getattr(rnn, "reverse", False):
+        raise ValueError(
+            f"{name}: reverse=True; run the module over x[:, ::-1] (x[::-1] time-major) instead, "
+            "or convert an nnx.Bidirectional"
+        )
+    return rnn.cell
 
 
 def to_nnx(module: LSTM | GRU, cell: Any, layer: int = 0) -> None:
