@@ -162,6 +162,13 @@ def test_go_backwards_runs_the_reversed_sequence():
     _close(h_n[0], h, np.float32)
     _close(c_n[0], c, np.float32)
     assert rk.to_weights(module)[0].shape == (I, 4 * H)
+    # backward: dx in x's order, as torch's autograd gives it through the Keras layer
+    torch = pytest.importorskip("torch")
+    dout = np.random.default_rng(19).standard_normal((B, T, H)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    layer(xt)[0].backward(torch.tensor(dout))
+    dx, _ = module.backward(dout)
+    _close(dx, xt.grad.numpy(), np.float32)
 
 
 def test_keras_mask_of_post_padded_sequences_is_lengths():
@@ -347,6 +354,8 @@ def test_go_backwards_refuses_lengths():
     module = rk.GoBackwards(rnnkit.nn.GRU(I, H, batch_first=True))
     with pytest.raises(ValueError, match="lengths: not supported by GoBackwards"):
         module(_x(np.float32), lengths=np.full(B, T))
+    with pytest.raises(ValueError, match=r"x: expected 3 dimensions \(B, T, I\), got shape \(5, 4\)"):
+        module(np.zeros((T, I), np.float32))
     with pytest.raises(TypeError, match="module: expected a unidirectional"):
         rk.GoBackwards(rnnkit.nn.GRU(I, H, bidirectional=True))
 
