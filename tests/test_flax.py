@@ -300,7 +300,7 @@ def test_nnx_gru_refuses_a_nonzero_b_hn():
         (
             lambda: rf.from_linen({"params": {"cell": {**rf.to_linen(rnnkit.nn.GRU(I, H)), "hn": {}}}}),
             ValueError,
-            "missing 'hn/kernel'",
+            "params: missing 'hn/kernel'",
         ),
         (
             lambda: rf.from_linen(

@@ -62,7 +62,7 @@ def _leaf(tree: Mapping, path: tuple[str, ...], where: str) -> np.ndarray:
     for i, key in enumerate(path):
         if not isinstance(node, Mapping) or key not in node:
             have = sorted(node) if isinstance(node, Mapping) else type(node).__name__
-            raise ValueError(f"params: {where}: missing {'/'.join(path[: i + 1])!r}; found {have}")
+            raise ValueError(f"params: {where}missing {'/'.join(path[: i + 1])!r}; found {have}")
         node = node[key]
     return _array(f"params: {where}{'/'.join(path)}", node)
 
