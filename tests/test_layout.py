@@ -36,6 +36,9 @@ ALLOWED = {
     "distributed": BASE | {"ops", "nn", "models"},
     "train": BASE | {"ops", "nn", "models", "distributed"},
     "onnx": BASE | {"ops", "nn", "models"},
+    # interchange with Keras and Flax: beside models, above nn
+    "keras": BASE | {"ops", "nn"},
+    "flax": BASE | {"ops", "nn"},
     "bench": BASE | {"ops", "nn", "reference", "__init__"},
     "demos": BASE | {"ops", "nn", "models", "distributed", "train", "__init__"},
     "_validate": set(),

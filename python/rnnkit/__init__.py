@@ -31,6 +31,8 @@ from . import (
     decoding,
     diagnostics,
     distributed,
+    flax,
+    keras,
     layers,
     models,
     nn,
@@ -204,6 +206,9 @@ __all__ = [
     "distributed",
     "train",
     "onnx",  # ONNX import / export (needs the optional onnx package when called)
+    # interchange with other frameworks (their packages are imported on first use)
+    "keras",
+    "flax",
     # former flat modules (re-exports of the layers above)
     "attention",
     "decoding",
