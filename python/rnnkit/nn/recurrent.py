@@ -678,8 +678,9 @@ class LSTM(_RNNBase):
     def backward(
         self, dout: npt.ArrayLike | None, dhx: Sequence[npt.ArrayLike | None] | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """dout like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n), either may be
-        None, or None. Adds into every .grad. Returns ``(dx like x, (dh0, dc0))``."""
+        """dout (T, B, D*H_out) like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n),
+        (L*D, B, H_out) and (L*D, B, H), either may be None, or None. Adds into every .grad.
+        Returns ``(dx, (dh0, dc0))``: dx (T, B, I) like x, dh0 and dc0 like h0 and c0."""
         dx, (dh0, dc0) = self._backward(dout, _pair("dhx", dhx))
         return dx, (dh0, dc0)
 
@@ -863,7 +864,8 @@ class Stream:
         return [layer.h if k == 0 else layer.c for layer in self._layers]  # type: ignore[misc]
 
     def reset(self, rows: npt.ArrayLike | None = None) -> None:
-        """Zero the state of every row (rows None) or of the given row indices in [0, B)."""
+        """Zero the state of every row (rows None) or of the given row indices, an integer
+        array (N,) of rows in [0, B)."""
         idx: Any = slice(None) if rows is None else v.index_array("rows", rows, self.batch)
         for k in range(len(self._names)):
             for a in self._arrays(k):

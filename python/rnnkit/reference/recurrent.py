@@ -10,7 +10,7 @@ size, H hidden size, G gates (1 rnn, 4 lstm, 3 gru). Weights use PyTorch's layou
 ``W_ih`` (G*H, I), ``W_hh`` (G*H, H), ``b_ih`` / ``b_hh`` (G*H,), gate blocks
 stacked in PyTorch's order: LSTM ``i, f, g, o``; GRU ``r, z, n``.
 
-Equations (row-vector form, sigma = logistic sigmoid, * = elementwise):
+Equations (row-vector form, sigma = logistic sigmoid, * = elementwise)::
 
     RNN    h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh),       act = tanh or relu
     LSTM   [a_i|a_f|a_g|a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
