@@ -1,4 +1,5 @@
-"""NumPy oracles of :mod:`rnnkit.ops.losses`: softmax and the softmax cross-entropy.
+"""NumPy oracles of :mod:`rnnkit.ops.losses`: softmax and the softmax cross-entropy
+(``docs/rnn-equations.md``, section 2.7).
 
 Letters: N rows, C classes.
 """
