@@ -35,6 +35,8 @@ import numpy as np
 
 import rnnkit
 from rnnkit import reference
+from rnnkit.models import SequenceRegressor
+from rnnkit.train import gradient_norms_through_time
 
 rng = np.random.default_rng(0)
 T, B, I, H, C = 6, 3, 4, 5, 7
@@ -126,8 +128,10 @@ for t in reversed(range(T)):
 g = rnnkit.rnn_backward(dy, None, ws)
 g_ref = reference.rnn_backward(dy, None, ws_ref)
 for name, mine in [("dW_hh", dW_hh), ("dW_ih", dW_ih), ("db_ih", db), ("dx", dx)]:
-    print(f"{name}: by hand vs fused {np.abs(mine - getattr(g, name)).max():.2e}, "
-          f"reference vs fused {np.abs(getattr(g_ref, name) - getattr(g, name)).max():.2e}")
+    print(
+        f"{name}: by hand vs fused {np.abs(mine - getattr(g, name)).max():.2e}, "
+        f"reference vs fused {np.abs(getattr(g_ref, name) - getattr(g, name)).max():.2e}"
+    )
 
 # %%
 # Checked against finite differences
@@ -158,14 +162,11 @@ print(f"dW_hh: largest difference from finite differences, relative: {rel:.1e}")
 # In BPTT each step back multiplies the gradient by :math:`\mathrm{diag}(1 - h_t^2)\, W_{hh}`.
 # When the largest singular value of that product is below one, the gradient that reaches
 # step t from a loss at the last step shrinks geometrically with the distance, and the early
-# inputs cannot be learnt from. :func:`rnnkit.train.gradient_norms_through_time` measures
+# inputs cannot be learnt from. :func:`~rnnkit.train.gradient_norms_through_time` measures
 # :math:`\|\partial L / \partial h_t\|` for every t of a many-to-one model (a loss on the last
 # state only). Here for a vanilla RNN, an LSTM and a GRU with the same hidden size, as
 # initialised (PyTorch's initialisation, weights :math:`U(-1/\sqrt H, 1/\sqrt H)`), on
 # sequences of T = 100 steps:
-
-from rnnkit.models import SequenceRegressor
-from rnnkit.train import gradient_norms_through_time
 
 T_long, B_long = 100, 16
 x_long = rng.standard_normal((T_long, B_long, 2)).astype(np.float32)

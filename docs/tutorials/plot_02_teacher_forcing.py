@@ -78,7 +78,7 @@ for name, schedule in regimes.items():
     sampler = None if schedule is None else ScheduledSampler(model, schedule, seed=0)
     ce, opt = CrossEntropyLoss(), Adam(model, lr=1e-2)
     rng = np.random.default_rng(1)
-    for step in range(STEPS):
+    for _ in range(STEPS):
         x, y = make_batch(rng, B)
         opt.zero_grad()
         if sampler is None:
@@ -105,8 +105,10 @@ for name, model in models.items():
     free_pred = model.generate(T, x=x_test)  # (T, N), greedy, on its own outputs
     results[name] = ((tf_pred == y_test).mean(axis=1), (free_pred == y_test).mean(axis=1))
     tf_acc, free_acc = results[name][0].mean(), results[name][1].mean()
-    print(f"{name:19s} teacher-forced {tf_acc:6.1%}   free running {free_acc:6.1%}   "
-          f"gap {tf_acc - free_acc:+.1%}")
+    print(
+        f"{name:19s} teacher-forced {tf_acc:6.1%}   free running {free_acc:6.1%}   "
+        f"gap {tf_acc - free_acc:+.1%}"
+    )
 
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.8))
 names = list(results)

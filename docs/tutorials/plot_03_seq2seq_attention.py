@@ -42,11 +42,20 @@ out, (h_n, c_n) = bilstm(x)
 print("out", out.shape, "h_n", h_n.shape)  # (T, B, 2*H), (2, B, H)
 
 w = {k: v for k, v in bilstm.state_dict().items()}
-fwd, _, _ = rnnkit.lstm_forward(x, None, None, w["weight_ih_l0"], w["weight_hh_l0"],
-                                w["bias_ih_l0"], w["bias_hh_l0"], training=False)
-bwd, _, _ = rnnkit.lstm_forward(x, None, None, w["weight_ih_l0_reverse"], w["weight_hh_l0_reverse"],
-                                w["bias_ih_l0_reverse"], w["bias_hh_l0_reverse"],
-                                reverse=True, training=False)
+fwd, _, _ = rnnkit.lstm_forward(
+    x, None, None, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"], training=False
+)
+bwd, _, _ = rnnkit.lstm_forward(
+    x,
+    None,
+    None,
+    w["weight_ih_l0_reverse"],
+    w["weight_hh_l0_reverse"],
+    w["bias_ih_l0_reverse"],
+    w["bias_hh_l0_reverse"],
+    reverse=True,
+    training=False,
+)
 print("forward half equal:", np.array_equal(out[..., :H], fwd))
 print("backward half equal:", np.array_equal(out[..., H:], bwd))
 print("h_n[1] is the backward state at t = 0:", np.array_equal(h_n[1], bwd[0]))
@@ -75,17 +84,32 @@ print("src (S, B):\n", src, "\ntgt (S+1, B):\n", tgt)
 
 
 def train(attention):
-    model = Seq2Seq(V, V, embedding_dim=16, hidden_size=32, attention=attention,
-                    pad_id=PAD, bos_id=BOS, eos_id=EOS, seed=0)
-    source = SequenceSource(cfg["symbols"], cfg["min_len"], cfg["max_len"],
-                            np.random.default_rng(1), seen)
+    model = Seq2Seq(
+        V,
+        V,
+        embedding_dim=16,
+        hidden_size=32,
+        attention=attention,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
+        seed=0,
+    )
+    source = SequenceSource(cfg["symbols"], cfg["min_len"], cfg["max_len"], np.random.default_rng(1), seen)
 
     def data(step):
         src, lengths, tgt = make_batch(source.draw(32), "reverse")
         return (src, tgt, lengths), tgt
 
-    fit(model, model.make_loss(), Adam(model.parameters(), lr=1e-2), data, steps=300,
-        clip_norm=5.0, progress=False)
+    fit(
+        model,
+        model.make_loss(),
+        Adam(model.parameters(), lr=1e-2),
+        data,
+        steps=300,
+        clip_norm=5.0,
+        progress=False,
+    )
     return model
 
 

@@ -93,8 +93,9 @@ fig.tight_layout()
 # the unit whose final cell state best predicts the target.
 
 w = models["lstm"].rnn.state_dict()
-W_ih, W_hh, b_ih, b_hh = (w[k].astype(np.float64) for k in ("weight_ih_l0", "weight_hh_l0",
-                                                            "bias_ih_l0", "bias_hh_l0"))
+W_ih, W_hh, b_ih, b_hh = (
+    w[k].astype(np.float64) for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+)
 
 
 def lstm_trace(x):
@@ -147,8 +148,9 @@ fig.tight_layout()
 # to keep the state (:math:`z \\approx 1`) or to replace it by the candidate :math:`n`.
 
 w = models["gru"].rnn.state_dict()
-G_ih, G_hh, g_ih, g_hh = (w[k].astype(np.float64) for k in ("weight_ih_l0", "weight_hh_l0",
-                                                            "bias_ih_l0", "bias_hh_l0"))
+G_ih, G_hh, g_ih, g_hh = (
+    w[k].astype(np.float64) for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+)
 h = None
 zs, hs = [], []
 for t in range(T):

@@ -73,8 +73,9 @@ print("largest difference from torch:", np.abs(got - expected).max())
 # zero, ``h_n`` holds its own last state):
 
 lengths = np.array([50, 31, 12, 40])
-packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
-                                                 batch_first=True, enforce_sorted=False)
+packed = torch.nn.utils.rnn.pack_padded_sequence(
+    torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+)
 with torch.no_grad():
     out_packed, (h_n_torch, _) = torch_model.lstm(packed)
 out_torch, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=50)
@@ -104,8 +105,7 @@ while t < signal.shape[1]:
     pieces.append(stream(signal[:, t : t + n]))
     t += n
 streamed = np.concatenate(pieces, axis=1)
-print(f"{len(pieces)} chunks; bitwise equal to the whole-sequence forward:",
-      np.array_equal(streamed, whole))
+print(f"{len(pieces)} chunks; bitwise equal to the whole-sequence forward:", np.array_equal(streamed, whole))
 
 # %%
 # One frame at a time is the same call with a ``(B, I)`` array. ``stream.state`` reads (and

@@ -51,7 +51,8 @@ Memory
 ------
 A training-mode forward keeps a workspace for backward: the per-step states and the activated
 gates, ``T * B * (G + 2) * H`` numbers (one more ``T * B * H`` for the LSTM's cell state;
-the exact list is in ``cpp/workspace.hpp``); its size is ``workspace.nbytes``. ``training=False`` (or a module's ``eval()``) keeps nothing.
+the exact list is in ``cpp/workspace.hpp``); its size is ``workspace.nbytes``.
+``training=False`` (or a module's ``eval()``) keeps nothing.
 Freed result arrays go to a block cache (at most 256 MiB by default, ``set_cache_limit``) and
 kernel scratch to a pool (at most 64 MiB per dtype), so that repeated calls of one size skip
 the page faults of fresh memory: without the cache an LSTM (100, 64, 512) training step took
@@ -83,7 +84,8 @@ x = rng.standard_normal((T, B, I)).astype(np.float32)
 
 
 def weights(G):
-    return [(0.1 * rng.standard_normal(s)).astype(np.float32) for s in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+    shapes = ((G * H, I), (G * H, H), (G * H,), (G * H,))  # W_ih, W_hh, b_ih, b_hh
+    return [(0.1 * rng.standard_normal(s)).astype(np.float32) for s in shapes]
 
 
 W = {"rnn": weights(1), "lstm": weights(4), "gru": weights(3)}
