@@ -8,8 +8,9 @@ layouts, and compute what it computes, so a trained PyTorch model moves over by 
 linear head over each step), checks it against torch, then runs it the way a deployed model
 often runs: one sequence (batch 1), arriving a few frames at a time.
 
-This tutorial needs PyTorch (CPU) installed. Other formats have their own gate orders and
-layouts; the pages of the section :doc:`/interop` describe the conversions.
+This tutorial needs PyTorch (CPU) installed. Models from other formats (ONNX, Keras, Flax)
+have other gate orders and layouts; importing them is documented on their own pages, listed
+in the section "Moving a model to rnnkit" beside :doc:`/interop`.
 """
 
 # %%
