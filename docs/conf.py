@@ -12,8 +12,6 @@ The tutorials under ``docs/tutorials/`` are executed by sphinx-gallery during th
 
 from __future__ import annotations
 
-import os
-
 import rnnkit
 
 project = "rnnkit"
@@ -34,19 +32,19 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "tutorials/README.rst", "auto_tutorials/*.ipynb", "auto_tutorials/*.py"]
 
-# The API reference: each page lists its modules with :members: (their __all__), signatures with hints.
+# The API reference: each page under api/ lists its modules with :members: (their __all__),
+# signatures with their type hints.
 autodoc_default_options: dict[str, object] = {}
 autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"
 napoleon_numpy_docstring = True
 napoleon_google_docstring = True  # Seq2Seq and a few others list their arguments under "Args:"
-napoleon_custom_sections = [("Shapes", "params_style")]
 add_module_names = False
 
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
-# doctest: every example runs with numpy and rnnkit imported, on one thread (reproducible).
+# doctest: every example in a docstring runs with numpy (as np) and rnnkit imported.
 doctest_global_setup = """
 import numpy as np
 import rnnkit
@@ -63,10 +61,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
-    # rnnkit's threads: two, the size of CI's machine, unless the caller says otherwise
-    "reset_modules": (),
 }
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 html_theme = "furo"
 html_title = f"rnnkit {release}"
