@@ -87,11 +87,25 @@ SeqShape shape_of(const Array<T>& x, const Array<T>& W_ih, const Array<T>& W_hh,
   return s;
 }
 
+// The kernel of a call's products: none (the arrays' own precision) for "float32", the CPU's
+// bfloat16 kernel for "bf16" (bf16_gemm.hpp). The Python layer checks the same first.
+Bf16Kernel precision_kernel(const std::string& precision, bool float64) {
+  require(precision == "float32" || precision == "bf16",
+          "precision: expected 'float32' or 'bf16', got '" + precision + "'");
+  if (precision == "float32") return Bf16Kernel::kNone;
+  require(!float64, "precision: 'bf16' is for float32 arrays, got float64 ones");
+  const Bf16Kernel kernel = bf16_kernel();
+  require(runs_bf16_kernel(kernel), "precision: 'bf16' needs a CPU with AVX512-BF16 or AMX-BF16; this one (" +
+                                        cpu_info().model_name + ") has neither");
+  return kernel;
+}
+
 template <class Cell, class T>
 py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0,
                   const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih,
                   const OptArray<T>& b_hh, const OptArray<T>& W_hr, const Lengths& lengths, bool reverse,
-                  bool training) {
+                  bool training, const std::string& precision) {
+  const Bf16Kernel bf16 = precision_kernel(precision, sizeof(T) == 8);
   SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
   const index_t T_ = s.T, B = s.B, H = s.H, S = s.S, GH = Cell::G * H;
   if (h0) require_shape(*h0, {B, S}, "h0");
@@ -103,6 +117,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m;
   if (Cell::kHasCellState) c_T = cached_array<T>({B, H});
   SavedSequence w{variant, reverse, bool(b_ih), bool(b_hh), x, W_ih, W_hh};
+  w.bf16 = bf16;
   if (training) {
     // The workspace's layout (workspace.hpp). Rows past a sequence's length are never written;
     // they must be zero because backward's whole-sequence GEMMs read them.
@@ -130,7 +145,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   ForwardArgs<T> p{x.data(),  ptr(h0),    ptr(c0),    W_ih.data(),      W_hh.data(),
                    ptr(b_ih), ptr(b_hh),  ptr(W_hr),  y.mutable_data(), h_T.mutable_data(),
                    out(c_T),  out(hprev), out(cprev), out(gates),       out(extra),
-                   out(m)};
+                   out(m),    bf16};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -219,7 +234,8 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
                     dW_hh.mutable_data(),
                     out(db_ih),
                     out(db_hh),
-                    out(dW_hr)};
+                    out(dW_hr),
+                    w.bf16};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -234,32 +250,34 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
 template <class T>
 py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
-                      const std::string& nonlinearity, bool reverse, bool training) {
+                      const std::string& nonlinearity, bool reverse, bool training,
+                      const std::string& precision) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
   if (nonlinearity == "relu")
     return forward<RnnCell<true>, T>(CellVariant::kRnnRelu, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
-                                     std::nullopt, lengths, reverse, training);
+                                     std::nullopt, lengths, reverse, training, precision);
   return forward<RnnCell<false>, T>(CellVariant::kRnnTanh, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
-                                    std::nullopt, lengths, reverse, training);
+                                    std::nullopt, lengths, reverse, training, precision);
 }
 
 template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-                       const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training) {
+                       const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training,
+                       const std::string& precision) {
   return forward<LstmCell, T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse,
-                              training);
+                              training, precision);
 }
 
 template <class T>
 py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
-                      bool reset_after, bool reverse, bool training) {
+                      bool reset_after, bool reverse, bool training, const std::string& precision) {
   if (reset_after)
     return forward<GruResetAfterCell, T>(CellVariant::kGruResetAfter, x, h0, std::nullopt, W_ih, W_hh, b_ih,
-                                         b_hh, std::nullopt, lengths, reverse, training);
+                                         b_hh, std::nullopt, lengths, reverse, training, precision);
   return forward<GruResetBeforeCell, T>(CellVariant::kGruResetBefore, x, h0, std::nullopt, W_ih, W_hh, b_ih,
-                                        b_hh, std::nullopt, lengths, reverse, training);
+                                        b_hh, std::nullopt, lengths, reverse, training, precision);
 }
 
 // Backward of any family's workspace, for the cell and dtype that made it; `family` is the
@@ -392,11 +410,14 @@ template <class T>
 void bind_dtype(py::module_& m) {
   using namespace py::literals;
   m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
-        "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a);
+        "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a,
+        "precision"_a = "float32");
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
-        "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a);
+        "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a,
+        "precision"_a = "float32");
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
-        "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a);
+        "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a,
+        "precision"_a = "float32");
   const std::string stream_class = std::string("LayerStream_") + (sizeof(T) == 4 ? "float32" : "float64");
   py::class_<PyLayerStream<T>>(m, stream_class.c_str(),
                                "One layer's streaming inference (stream.hpp): weights packed once, state "
@@ -442,6 +463,9 @@ void bind_workspace(py::module_& m) {
   c.def_property_readonly("has_b_ih", [](const SavedSequence& w) { return w.has_b_ih; });
   c.def_property_readonly("has_b_hh", [](const SavedSequence& w) { return w.has_b_hh; });
   c.def_property_readonly("dtype", [](const SavedSequence& w) { return w.x.dtype(); });
+  c.def_property_readonly("precision", [](const SavedSequence& w) {
+    return std::string(w.bf16 == Bf16Kernel::kNone ? "float32" : "bf16");
+  });
   c.def_property_readonly("nbytes", &SavedSequence::nbytes);
   c.def_readonly("x", &SavedSequence::x);
   c.def_readonly("W_ih", &SavedSequence::W_ih);
@@ -559,6 +583,21 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("bytes"));
   m.def("_get_vector_bytes", [] { return vector_bytes(); });
+  // Private: the kernel of precision="bf16" products, "" for the CPU's best, or one it runs
+  // (so the tests run every kernel on the CPU they have).
+  m.def(
+      "_set_bf16_kernel",
+      [](const std::string& name) {
+        Bf16Kernel k = Bf16Kernel::kNone;
+        if (name == "amx") k = Bf16Kernel::kAmx;
+        if (name == "avx512_bf16") k = Bf16Kernel::kAvx512Bf16;
+        require(name.empty() || (k != Bf16Kernel::kNone && runs_bf16_kernel(k)),
+                "name: expected '' or a bf16 kernel this CPU runs (best: '" +
+                    std::string(bf16_kernel_name(cpu_bf16_kernel())) + "'), got '" + name + "'");
+        bf16_kernel_override() = int(k);
+      },
+      py::arg("name"));
+  m.def("_get_bf16_kernel", [] { return std::string(bf16_kernel_name(bf16_kernel())); });
   // Private: the processor as the kernels see it (the benchmark prints it).
   m.def("_cpu_info", [] {
     const CpuInfo& c = cpu_info();
@@ -576,6 +615,7 @@ PYBIND11_MODULE(_core, m) {
     d["avx512_bf16"] = c.avx512_bf16;
     d["amx_bf16"] = c.amx_bf16;
     d["vector_bytes"] = cpu_vector_bytes();
+    d["bf16_kernel"] = bf16_kernel_name(cpu_bf16_kernel());
     d["tile_rows"] = default_tile_rows();
     d["panel_major_above_bytes"] = std::int64_t(0.5 * double(c.l2_or_default()));
     return d;

@@ -47,6 +47,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bf16_gemm.hpp"
 #include "blas.hpp"
 #include "block_gemm.hpp"
 #include "cells.hpp"
@@ -155,6 +156,9 @@ constexpr double kSmallProjectionWork = SerialBlas::kMaxWork;
 // weight matrix W or its transpose (W^T for the forward's h W_hh^T, W itself for the
 // backward's dg W_hh). Packed mode: this thread computes columns [c0, c1) from its own packed
 // copy of those columns of M. BLAS mode: one thread computes everything with the BLAS.
+// With precision="bf16" (float32 only) the slice's columns of M are packed as bfloat16 pairs
+// instead (bf16_gemm.hpp), and A's rows are rounded to bfloat16 pairs at each product, by each
+// thread for itself (n x K conversions against n x K x N / threads multiply-adds).
 template <class T>
 struct StepProduct {
   const T* W = nullptr;
@@ -162,16 +166,20 @@ struct StepProduct {
   bool transposed = false, packed_mode = false;
   PackedPanels<T> panels;
   PackedKernelChoice choice;
+  Bf16Kernel bf16 = Bf16Kernel::kNone;  // kNone: float32 products
+  PairPanels pairs;
+  mutable PooledBuffer<bf16_pair> a_pairs;  // A's rows as pairs (apply's scratch)
 
   // Called by the caller for each thread before the run: sizes the slice's storage.
   void prepare(const T* W_, index_t K_, index_t N_, index_t ldw_, bool transposed_, bool packed,
-               index_t batch, int tid, int nthreads) {
+               index_t batch, int tid, int nthreads, Bf16Kernel bf16_) {
     W = W_;
     K = K_;
     N = N_;
     ldw = ldw_;
     transposed = transposed_;
     packed_mode = packed;
+    bf16 = bf16_;
     if (!W) return;
     if (!packed_mode) {
       c0 = 0;
@@ -179,16 +187,34 @@ struct StepProduct {
       return;
     }
     const TeamContext ctx{tid, nthreads, nullptr};
+    if (bf16 != Bf16Kernel::kNone) {
+      std::tie(c0, c1) = ctx.part(N, PairPanels::width_for(batch));
+      pairs.allocate(K, c1 - c0, batch);
+      a_pairs.resize(std::size_t(batch * pairs.K2p));
+      choice = packed_choice<float>(pairs.K2p * (c1 - c0));
+      return;
+    }
     std::tie(c0, c1) = ctx.part(N, PackedPanels<T>::width_for(batch));
     panels.allocate(K, c1 - c0, batch);
     choice = packed_choice<T>(K * (c1 - c0));
   }
   // Called by the owning thread inside the run.
   void pack() {
-    if (W && packed_mode) panels.fill(W, ldw, transposed, c0);
+    if (!W || !packed_mode) return;
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16 != Bf16Kernel::kNone) return pairs.fill(W, ldw, transposed, c0);
+    }
+    panels.fill(W, ldw, transposed, c0);
   }
   void apply(index_t n, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
     if (!W) return;
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16 != Bf16Kernel::kNone) {
+        if (c1 <= c0) return;
+        to_bf16_pair_rows(n, K, A, lda, pairs.K2p, a_pairs.data(), pairs.K2p);
+        return bf16_gemm(bf16, n, a_pairs.data(), pairs.K2p, pairs, beta, C + c0, ldc, choice.tile_rows);
+      }
+    }
     if (packed_mode) {
       if (c1 > c0) small_gemm(n, A, lda, panels, beta, C + c0, ldc, choice);
     } else {
@@ -205,9 +231,10 @@ struct RunPlan {
 
   // A sequence call: packed products up to the batch limit, on the team when a step has work
   // enough to split.
-  RunPlan(index_t B, index_t work_per_step)
-      : RunPlan(B <= small_batch_limit().load(),
-                B <= small_batch_limit().load() && work_per_step >= team_min_work().load()) {}
+  // precision="bf16" has no BLAS: its products are always packed.
+  RunPlan(index_t B, index_t work_per_step, bool bf16 = false)
+      : RunPlan(bf16 || B <= small_batch_limit().load(),
+                (bf16 || B <= small_batch_limit().load()) && work_per_step >= team_min_work().load()) {}
 
   RunPlan(bool packed_, bool split) : packed(packed_) {
     // The team has as many threads as the BLAS pool, so one setting (rnnkit.set_num_threads,
@@ -253,9 +280,22 @@ inline bool small_projection_for(index_t T, index_t B, index_t GH, index_t I) {
 // which the BLAS too runs on one thread). Fewer than kBlockGemmMinRows rows go to the BLAS
 // unless few_rows_on_blas is false (the forward's input projection: bitwise the same whatever
 // the number of rows).
+// With a bf16 kernel (float32 only), on that kernel at any size (bf16_gemm.hpp).
 template <class T>
 void sequence_gemm(bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
-                   index_t ldb, T* C, index_t ldc, bool few_rows_on_blas = true) {
+                   index_t ldb, T* C, index_t ldc, bool few_rows_on_blas = true,
+                   Bf16Kernel bf16 = Bf16Kernel::kNone) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16 != Bf16Kernel::kNone && M > 0 && N > 0) {
+      if (K == 0) return scale_matrix(int(M), int(N), 0.0f, C, int(ldc));
+      Bf16BlockGemm product{trans_b, M, N, K, A, lda, B, ldb, C, ldc, bf16, packed_choice<T>(0).tile_rows,
+                            {},      {}};
+      const RunPlan plan(true, double(M) * N * K >= 8.0 * double(team_min_work().load()));
+      product.prepare(plan.nthreads);
+      plan.run([&](const TeamContext& ctx) { product.run(ctx); });
+      return;
+    }
+  }
   if ((few_rows_on_blas && M < kBlockGemmMinRows) || K == 0) {
     gemm(false, trans_b, int(M), int(N), int(K), T(1), A, int(lda), B, int(ldb), T(0), C, int(ldc));
     return;
@@ -271,10 +311,10 @@ template <class T>
 struct StepProducts {
   std::vector<StepProduct<T>> parts;
   StepProducts(const RunPlan& plan, const T* W, index_t K, index_t N, index_t ldw, bool transposed,
-               index_t batch)
+               index_t batch, Bf16Kernel bf16)
       : parts(std::size_t(plan.nthreads)) {
     for (int t = 0; t < plan.nthreads; ++t)
-      parts[std::size_t(t)].prepare(W, K, N, ldw, transposed, plan.packed, batch, t, plan.nthreads);
+      parts[std::size_t(t)].prepare(W, K, N, ldw, transposed, plan.packed, batch, t, plan.nthreads, bf16);
   }
   StepProduct<T>& operator[](int tid) { return parts[std::size_t(tid)]; }
 };
@@ -291,22 +331,23 @@ bool saves_hprev(const SeqShape& s) {
 
 template <class T>
 struct ForwardArgs {
-  const T* x;     // (T, B, I)
-  const T* h0;    // (B, H) or null (zeros)
-  const T* c0;    // (B, H) or null; LSTM only
-  const T* W_ih;  // (G*H, I)
-  const T* W_hh;  // (G*H, H)
-  const T* b_ih;  // (G*H) or null
-  const T* b_hh;  // (G*H) or null
-  const T* W_hr;  // (P, H) projection or null
-  T* y;           // (T, B, S) out
-  T* h_T;         // (B, S) out
-  T* c_T;         // (B, H) out; LSTM only
-  T* hprev;       // (T, B, S) saved h_{t-1} per time index, or null
-  T* cprev;       // (T, B, H) saved c_{t-1}, or null
-  T* gates;       // (T, B, G*H) saved activated gates, or null
-  T* extra;       // (T, B, H) saved cell-specific row, or null
-  T* m;           // (T, B, H) saved unprojected output (projection only), or null
+  const T* x;                           // (T, B, I)
+  const T* h0;                          // (B, H) or null (zeros)
+  const T* c0;                          // (B, H) or null; LSTM only
+  const T* W_ih;                        // (G*H, I)
+  const T* W_hh;                        // (G*H, H)
+  const T* b_ih;                        // (G*H) or null
+  const T* b_hh;                        // (G*H) or null
+  const T* W_hr;                        // (P, H) projection or null
+  T* y;                                 // (T, B, S) out
+  T* h_T;                               // (B, S) out
+  T* c_T;                               // (B, H) out; LSTM only
+  T* hprev;                             // (T, B, S) saved h_{t-1} per time index, or null
+  T* cprev;                             // (T, B, H) saved c_{t-1}, or null
+  T* gates;                             // (T, B, G*H) saved activated gates, or null
+  T* extra;                             // (T, B, H) saved cell-specific row, or null
+  T* m;                                 // (T, B, H) saved unprojected output (projection only), or null
+  Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16" (float32): the kernel of its products
 };
 
 // One step's buffers, each at its time index: gates and y are indexed by original batch row b,
@@ -390,17 +431,17 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   // either kernel, so a time step's projection is bitwise the same whether the call holds the
   // whole sequence or a chunk of it (streaming, nn/recurrent.py).
   const bool small_projection = small_projection_for(T_, B, GH, I);
-  if (!small_projection) sequence_gemm(true, T_ * B, GH, I, p.x, I, p.W_ih, I, gx, GH, false);
+  if (!small_projection) sequence_gemm(true, T_ * B, GH, I, p.x, I, p.W_ih, I, gx, GH, false, p.bf16);
 
   // Recurrent products: h W_hh^T (the split cell: r,z blocks from h, n block from r*h) and the
   // projection m W_hr^T, each split by output columns over the threads.
   constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
   const index_t GH1 = GH - kSplit * H;  // columns whose product takes h_{t-1}
-  const RunPlan plan(B, B * GH * S);
-  StepProducts<T> rec(plan, p.W_hh, S, GH1, S, true, B);
-  StepProducts<T> in_proj(plan, small_projection ? p.W_ih : nullptr, I, GH, I, true, T_ * B);
-  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B);
-  StepProducts<T> proj(plan, p.W_hr, H, S, H, true, B);
+  const RunPlan plan(B, B * GH * S, p.bf16 != Bf16Kernel::kNone);
+  StepProducts<T> rec(plan, p.W_hh, S, GH1, S, true, B, p.bf16);
+  StepProducts<T> in_proj(plan, small_projection ? p.W_ih : nullptr, I, GH, I, true, T_ * B, p.bf16);
+  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, true, B, p.bf16);
+  StepProducts<T> proj(plan, p.W_hr, H, S, H, true, B, p.bf16);
 
   plan.run([&](const TeamContext& ctx) {
     const int tid = ctx.tid;
@@ -488,6 +529,7 @@ struct BackwardArgs {
   T* db_ih;        // (G*H) or null (no bias)
   T* db_hh;        // (G*H) or null
   T* dW_hr;        // (P, H) projection only
+  Bf16Kernel bf16 = Bf16Kernel::kNone;  // as the forward's
 };
 
 // One backward step's buffers: dy, gates, extra, h_prev, c_prev and dgx by original row b;
@@ -598,10 +640,10 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   // r,z blocks), and dm = dh W_hr, each split by output columns over the threads.
   constexpr index_t kSplit = Cell::kSplitRecurrent ? 1 : 0;
   const index_t GH1 = GH - kSplit * H;
-  RunPlan plan(B, B * GH * S);
-  StepProducts<T> rec(plan, p.W_hh, GH1, S, S, false, B);
-  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B);
-  StepProducts<T> proj(plan, p.W_hr, S, H, H, false, B);
+  RunPlan plan(B, B * GH * S, p.bf16 != Bf16Kernel::kNone);
+  StepProducts<T> rec(plan, p.W_hh, GH1, S, S, false, B, p.bf16);
+  StepProducts<T> rec_n(plan, kSplit ? p.W_hh + GH1 * H : nullptr, H, H, H, false, B, p.bf16);
+  StepProducts<T> proj(plan, p.W_hr, S, H, H, false, B, p.bf16);
 
   plan.run([&](const TeamContext& ctx) {
     const int tid = ctx.tid;
@@ -666,35 +708,7 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
     if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
   }
 
-  // Whole-sequence GEMMs over the T*B rows (each can take a good part of the call: polled
-  // between them).
-  sequence_gemm(false, TB, I, GH, dgx, GH, p.W_ih, I, p.dx, I);
-  if (interrupt.poll_now()) return;
-  gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
-  if (interrupt.poll_now()) return;
-  if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
-    gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), p.hprev, int(H), T(0), p.dW_hh, int(H));
-    gemm(true, false, int(H), int(H), int(TB), T(1), dgx + GH1, int(GH), p.extra, int(H), T(0),
-         p.dW_hh + GH1 * H, int(H));
-  } else if constexpr (Cell::kSeparateRecurrentGrad) {  // all blocks saw h_{t-1}; the last's
-    const index_t GHl = GH - H;                         // gradient differs on that side
-    gemm(true, false, int(GHl), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh, int(S));
-    gemm(true, false, int(H), int(S), int(TB), T(1), dgh_last, int(H), p.hprev, int(S), T(0),
-         p.dW_hh + GHl * S, int(S));
-  } else if (p.hprev) {
-    gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), p.hprev, int(S), T(0), p.dW_hh, int(S));
-  } else {  // h_{t-1} = gates row of the step before (in processing order), h0 at the first step
-    const index_t BGH = B * GH, first = s.reverse ? T_ - 1 : 0;
-    const T* dg_shifted = s.reverse ? dgx : dgx + BGH;         // steps with a previous step
-    const T* h_shifted = s.reverse ? p.gates + BGH : p.gates;  // ... and that previous step
-    gemm(true, false, int(GH), int(S), int(std::max<index_t>(T_ - 1, 0) * B), T(1), dg_shifted, int(GH),
-         h_shifted, int(S), T(0), p.dW_hh, int(S));
-    if (p.h0 && T_ > 0)
-      gemm(true, false, int(GH), int(S), int(B), T(1), dgx + first * BGH, int(GH), p.h0, int(S), T(1),
-           p.dW_hh, int(S));
-  }
-  if (project)
-    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), p.m, int(H), T(0), p.dW_hr, int(H));
+  // Bias gradients: sums of the gate gradients (never rounded).
   if (p.db_ih) sum_rows(TB, GH, dgx, GH, p.db_ih);
   if (p.db_hh) {
     if constexpr (Cell::kSeparateRecurrentGrad) {
@@ -706,6 +720,57 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
       sum_rows(TB, GH, dgx, GH, p.db_hh);
     }
   }
+
+  // Whole-sequence GEMMs over the T*B rows (each can take a good part of the call: polled
+  // between them).
+  // With precision="bf16" every operand of a weight gradient is rounded to bfloat16 (the
+  // gradients in place, after the bias sums above read them; the saved arrays in copies) and the
+  // products, exact in float32, are summed by the BLAS in float32.
+  const bool bf16 = p.bf16 != Bf16Kernel::kNone;
+  PooledBuffer<T> x_bf16, h_bf16, extra_bf16, m_bf16, h0_bf16;
+  auto rounded = [&](const T* a, index_t n, PooledBuffer<T>& copy) -> const T* {
+    if (!bf16 || !a) return a;
+    if constexpr (std::is_same_v<T, float>) round_to_bf16(a, n, scratch(copy, n));
+    return copy.data();
+  };
+  if (bf16) {
+    if constexpr (std::is_same_v<T, float>) {
+      round_to_bf16(dgx, TB * GH, dgx);
+      if (dgh_last) round_to_bf16(dgh_last, TB * H, dgh_last);
+      if (dh_seq) round_to_bf16(dh_seq, TB * S, dh_seq);
+    }
+    x_valid = rounded(x_valid, TB * I, x_bf16);
+  }
+  const T* hprev = rounded(p.hprev, TB * S, h_bf16);
+  sequence_gemm(false, TB, I, GH, dgx, GH, p.W_ih, I, p.dx, I, true, p.bf16);
+  if (interrupt.poll_now()) return;
+  gemm(true, false, int(GH), int(I), int(TB), T(1), dgx, int(GH), x_valid, int(I), T(0), p.dW_ih, int(I));
+  if (interrupt.poll_now()) return;
+  if constexpr (Cell::kSplitRecurrent) {  // r,z blocks saw h_{t-1}; the n block saw r * h_{t-1}
+    gemm(true, false, int(GH1), int(H), int(TB), T(1), dgx, int(GH), hprev, int(H), T(0), p.dW_hh, int(H));
+    gemm(true, false, int(H), int(H), int(TB), T(1), dgx + GH1, int(GH), rounded(p.extra, TB * H, extra_bf16),
+         int(H), T(0), p.dW_hh + GH1 * H, int(H));
+  } else if constexpr (Cell::kSeparateRecurrentGrad) {  // all blocks saw h_{t-1}; the last's
+    const index_t GHl = GH - H;                         // gradient differs on that side
+    gemm(true, false, int(GHl), int(S), int(TB), T(1), dgx, int(GH), hprev, int(S), T(0), p.dW_hh, int(S));
+    gemm(true, false, int(H), int(S), int(TB), T(1), dgh_last, int(H), hprev, int(S), T(0), p.dW_hh + GHl * S,
+         int(S));
+  } else if (hprev) {
+    gemm(true, false, int(GH), int(S), int(TB), T(1), dgx, int(GH), hprev, int(S), T(0), p.dW_hh, int(S));
+  } else {  // h_{t-1} = gates row of the step before (in processing order), h0 at the first step
+    const index_t BGH = B * GH, first = s.reverse ? T_ - 1 : 0;
+    const T* dg_shifted = s.reverse ? dgx : dgx + BGH;     // steps with a previous step
+    const T* gates = rounded(p.gates, TB * GH, h_bf16);    // (the gates are h_t here)
+    const T* h_shifted = s.reverse ? gates + BGH : gates;  // ... and that previous step
+    gemm(true, false, int(GH), int(S), int(std::max<index_t>(T_ - 1, 0) * B), T(1), dg_shifted, int(GH),
+         h_shifted, int(S), T(0), p.dW_hh, int(S));
+    if (p.h0 && T_ > 0)
+      gemm(true, false, int(GH), int(S), int(B), T(1), dgx + first * BGH, int(GH),
+           rounded(p.h0, B * S, h0_bf16), int(S), T(1), p.dW_hh, int(S));
+  }
+  if (project)
+    gemm(true, false, int(S), int(H), int(TB), T(1), dh_seq, int(S), rounded(p.m, TB * H, m_bf16), int(H),
+         T(0), p.dW_hr, int(H));
 }
 
 }  // namespace rnnkit

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_gemm.hpp"
 #include "common.hpp"
 
 namespace rnnkit {
@@ -81,6 +82,7 @@ struct SavedSequence {
   CellVariant variant;
   bool reverse, has_b_ih, has_b_hh;
   pybind11::array x, W_ih, W_hh;
+  Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16": the kernel its forward ran on
   // Arrays or None (a default py::object is a null handle, not None).
   pybind11::object W_hr = pybind11::none(), h0 = pybind11::none(), lengths = pybind11::none();
   pybind11::object hprev = pybind11::none(), cprev = pybind11::none(), gates = pybind11::none(),

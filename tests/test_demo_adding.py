@@ -4,6 +4,7 @@ written; the command line dispatches demos and reports a missing bench module.""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -66,3 +67,43 @@ def test_cli_dispatch(tmp_path):
         import rnnkit.bench  # noqa: F401
     except ModuleNotFoundError:
         assert r.returncode == 2 and "bench module not available" in r.stderr
+
+
+def test_distributed_flag_without_a_launcher_trains_on_one_rank(tmp_path):
+    results = adding.main(
+        ["--quick", "--distributed", "--models", "gru", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert results[0]["final_test_mse"] < 0.03
+    assert json.loads((tmp_path / "adding_results.json").read_text())["meta"]["ranks"] == 1
+
+
+@pytest.mark.mpi
+def test_distributed_demo_under_mpiexec(tmp_path):
+    pytest.importorskip("mpi4py")
+    mpiexec = pathlib.Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.exists():
+        pytest.skip("mpiexec not found next to the interpreter (pip install mpich)")
+    r = subprocess.run(
+        [
+            str(mpiexec),
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "rnnkit",
+            "demo",
+            "adding",
+            "--distributed",
+            "--quick",
+        ]
+        + ["--models", "lstm", "--no-plot", "--no-progress", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "data-parallel on 2 ranks" in r.stdout
+    saved = json.loads((tmp_path / "adding_results.json").read_text())
+    assert saved["meta"]["ranks"] == 2
+    assert saved["results"][0]["final_test_mse"] < 0.03

@@ -22,7 +22,7 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # Load the shared OpenBLAS (RTLD_GLOBAL) before the extension that links it.
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-# The layers (ops -> nn -> models -> train; reference beside ops), and the former flat modules,
+# The layers (ops -> nn -> models -> distributed -> train; reference beside ops), and the former flat modules,
 # kept as re-exports so that every old import path works.
 from . import (
     _core,
@@ -30,9 +30,11 @@ from . import (
     attention,
     decoding,
     diagnostics,
+    distributed,
     layers,
     models,
     nn,
+    onnx,
     ops,
     optim,
     recurrent,
@@ -199,7 +201,9 @@ __all__ = [
     "reference",
     "nn",
     "models",
+    "distributed",
     "train",
+    "onnx",  # ONNX import / export (needs the optional onnx package when called)
     # former flat modules (re-exports of the layers above)
     "attention",
     "decoding",

@@ -1,7 +1,9 @@
-"""Command line: ``python -m rnnkit demo NAME [args]`` and ``python -m rnnkit bench [args]``.
+"""Command line: ``python -m rnnkit demo NAME [args]``, ``python -m rnnkit bench [args]`` and
+``python -m rnnkit convert SOURCE TARGET``.
 
 ``demo adding [--quick] [--out DIR] ...`` trains vanilla RNN, LSTM and GRU on the adding
-problem (see :mod:`rnnkit.demos.adding`); ``bench [args]`` runs ``rnnkit.bench.main(args)``.
+problem (see :mod:`rnnkit.demos.adding`); ``bench [args]`` runs ``rnnkit.bench.main(args)``;
+``convert model.onnx out.npz`` (or ``in.npz model.onnx``) runs :func:`rnnkit.onnx.convert`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from . import onnx as onnx_interop
 from .demos import DEMOS
 
 USAGE = """usage: python -m rnnkit <command> [args]
@@ -16,6 +19,8 @@ USAGE = """usage: python -m rnnkit <command> [args]
 commands:
   demo NAME [args]   run a demo; NAME one of: {demos}  (demo NAME --help for its options)
   bench [args]       run the kernel benchmark (rnnkit.bench)
+  convert SRC DST    model.onnx -> out.npz or in.npz -> model.onnx (rnnkit.onnx; needs onnx),
+                     printing each layer and the max difference against onnxruntime
 """
 
 
@@ -52,6 +57,22 @@ def main(argv=None):
             return 2
         result = bench.main(rest, command_line=True)
         return result if isinstance(result, int) else 0
+    if cmd == "convert":
+        if len(rest) != 2 or rest[0] in ("-h", "--help"):
+            print("usage: python -m rnnkit convert model.onnx out.npz | in.npz model.onnx", file=sys.stderr)
+            return 0 if rest[:1] in (["-h"], ["--help"]) else 2
+        try:
+            lines = onnx_interop.convert(rest[0], rest[1])
+        except ModuleNotFoundError as exc:
+            if exc.name != "onnx":
+                raise
+            print("rnnkit convert: needs the onnx package (pip install 'rnnkit[onnx]')", file=sys.stderr)
+            return 2
+        except (ValueError, TypeError, OSError) as exc:
+            print(f"rnnkit convert: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(lines))
+        return 0
     print(f"rnnkit: unknown command {cmd!r}\n\n{usage}", file=sys.stderr, end="")
     return 2
 

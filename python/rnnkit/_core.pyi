@@ -39,6 +39,9 @@ class SavedSequence:
     @property
     def dtype(self) -> np.dtype[Any]: ...
     @property
+    def precision(self) -> str:
+        """The forward's precision, "float32" or "bf16"; its backward computes in the same."""
+    @property
     def nbytes(self) -> int:
         """Bytes of the arrays the forward wrote (the inputs are references)."""
     @property
@@ -109,11 +112,15 @@ def rnn_forward(
     nonlinearity: str,
     reverse: bool,
     training: bool,
+    precision: str = "float32",
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], None, SavedSequence | None]:
     """Vanilla RNN (G = 1) over a sequence: x (T, B, I), h0 (B, H) or None (zeros), W_ih (H, I),
     W_hh (H, H), b_ih and b_hh (H,) or None, lengths (B,) int64 in [1, T] or None, nonlinearity
-    "tanh" or "relu", reverse runs t = T-1 .. 0. Returns ``(y (T, B, H), h_T (B, H), None,
-    workspace)``; the workspace is a SavedSequence (training=True only, else None).
+    "tanh" or "relu", reverse runs t = T-1 .. 0, precision "float32" (the products in the
+    arrays' precision) or "bf16" (float32 arrays: the products' inputs rounded to bfloat16, sums
+    in float32, on the kernel _get_bf16_kernel names; ValueError where the CPU has none).
+    Returns ``(y (T, B, H), h_T (B, H), None, workspace)``; the workspace is a SavedSequence
+    (training=True only, else None).
     """
 
 def rnn_backward(
@@ -136,6 +143,7 @@ def lstm_forward(
     lengths: npt.NDArray[np.int64] | None,
     reverse: bool,
     training: bool,
+    precision: str = "float32",
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], npt.NDArray[_F], SavedSequence | None]:
     """LSTM (G = 4, gates i, f, g, o) over a sequence: x (T, B, I), h0 (B, S) and c0 (B, H) or
     None, W_ih (4*H, I), W_hh (4*H, S), b_ih and b_hh (4*H,) or None, W_hr (P, H) or None (S = P
@@ -206,6 +214,7 @@ def gru_forward(
     reset_after: bool,
     reverse: bool,
     training: bool,
+    precision: str = "float32",
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], None, SavedSequence | None]:
     """GRU (G = 3, gates r, z, n) over a sequence: x (T, B, I), h0 (B, H) or None, W_ih (3*H, I),
     W_hh (3*H, H), b_ih and b_hh (3*H,) or None, lengths (B,) int64 or None, reset_after
@@ -360,6 +369,14 @@ def _set_vector_bytes(bytes: int) -> None:
 
 def _get_vector_bytes() -> int:
     """The vector width (bytes) the explicit-SIMD kernels use now."""
+
+def _set_bf16_kernel(name: str) -> None:
+    """Force the kernel of precision="bf16" products: "" (the CPU's best), "avx512_bf16" or
+    "amx" where the CPU runs it. ValueError for any other value.
+    """
+
+def _get_bf16_kernel() -> str:
+    """The kernel precision="bf16" products run on now: "amx", "avx512_bf16" or "none"."""
 
 def _step_kernel(batch: int, K: int, N: int, float64: bool) -> str:
     """How a per-step product of ``batch`` rows with this thread's K x N packed weights is

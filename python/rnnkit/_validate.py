@@ -176,6 +176,21 @@ def choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     return value
 
 
+PRECISIONS = ("float32", "bf16")
+
+
+def precision(value: Any, dtype: np.dtype) -> str:
+    """The ``precision=`` of a sequence call: "float32" (products in the arrays' own precision)
+    or "bf16" (float32 arrays only: the products' inputs rounded to bfloat16, sums in float32)."""
+    choice("precision", value, PRECISIONS)
+    if value == "bf16" and np.dtype(dtype) != np.float32:
+        raise ValueError(
+            f"precision: 'bf16' is for float32 arrays (bfloat16 products summed in float32), got "
+            f"{np.dtype(dtype).name} arrays: use precision='float32' or pass float32 arrays"
+        )
+    return str(value)
+
+
 def flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")

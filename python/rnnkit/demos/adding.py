@@ -7,6 +7,7 @@ is the sum of the two marked values. Predicting the mean 1 gives MSE = Var(U1 + 
 steps, which needs gradients that survive that distance.
 
     python -m rnnkit demo adding [--quick] [--out DIR] [--models lstm,gru] [...]
+    mpiexec -n 2 python -m rnnkit demo adding --distributed [...]
 
 trains each model (a SequenceRegressor: recurrent module + Linear head on the last state) with
 Adam and gradient-norm clipping on freshly generated batches, evaluates the test MSE on a fixed
@@ -14,6 +15,10 @@ generated test set every ``--eval-every`` steps, stops a model at ``--target`` o
 budget, prints a table and writes ``adding_results.json``, and (with matplotlib) the plots
 ``adding_mse.png`` (test MSE over training) and ``adding_gradient_flow.png`` (||dL/dh_t||
 through time for each trained model). No download: the data are generated from ``--seed``.
+
+``--distributed`` (under ``mpiexec -n N``, with ``pip install "rnnkit[mpi]"``) trains each model
+data-parallel (:mod:`rnnkit.distributed`): every rank draws the same global batches, trains on
+its shard, and the ranks combine their gradients every step; rank 0 prints and writes the files.
 
 Shape letters: T time steps, B batch, N test sequences, H hidden size.
 """
@@ -27,10 +32,12 @@ import os
 import platform
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 from .._cells import CELL_NAMES, RNN_CELL
+from ..distributed import Communicator, DataParallel, init
 from ..models import SequenceRegressor
 from ..nn import MSELoss
 from ..train import Adam, Callback, EarlyStopping, Evaluate, fit, gradient_norms_through_time
@@ -121,6 +128,11 @@ def _parser():
         dest="forget_bias",
         help="initial LSTM forget-gate / GRU update-gate bias",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help='train data-parallel on the ranks of mpiexec -n N (pip install "rnnkit[mpi]")',
+    )
     add_run_args(p)
     return p
 
@@ -138,11 +150,28 @@ def _log(*a):
     print(*a, flush=True)
 
 
-def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=None, log=_log):
-    """Train one SequenceRegressor on the adding problem; returns (model, result dict)."""
+def train_one(
+    cell,
+    cfg,
+    x_test,
+    y_test,
+    *,
+    seed,
+    dtype,
+    progress=True,
+    budget=None,
+    log=_log,
+    comm: Communicator | None = None,
+):
+    """Train one SequenceRegressor on the adding problem; returns (model, result dict).
+
+    comm: train data-parallel on its ranks (every rank passes the same arguments)."""
 
     fb = cfg["forget_bias"] if cell != RNN_CELL.name else 0.0
-    model = SequenceRegressor(cell, 2, cfg["hidden"], 1, forget_bias=fb, dtype=dtype, seed=seed)
+    model: Any = SequenceRegressor(cell, 2, cfg["hidden"], 1, forget_bias=fb, dtype=dtype, seed=seed)
+    if comm is not None:
+        # rank-ordered sums: the same weights on every rank, so the evaluations agree too
+        model = DataParallel(model, comm, deterministic=True, seed=seed)
     opt = Adam(model.parameters(), lr=cfg["lr"])
     rng = np.random.default_rng([seed, 1])
     T, B = cfg["T"], cfg["batch"]
@@ -173,6 +202,7 @@ def train_one(cell, cfg, x_test, y_test, *, seed, dtype, progress=True, budget=N
         desc=f"{cell:>4}",
         log_every=10,
         time_limit=budget,
+        comm=comm,
     )
     wall = time.perf_counter() - t0
     curve = state.history["test_mse"]
@@ -248,23 +278,29 @@ def main(argv=None):
     """Run the demo; returns the list of per-model result dicts."""
     args = _parser().parse_args(argv)
     cfg = _config(args)
+    comm = init() if args.distributed else None
     with Threads(args.threads):
-        return _run(args, cfg, np.dtype(args.dtype), argv)
+        return _run(args, cfg, np.dtype(args.dtype), argv, comm)
 
 
-def _run(args, cfg, dtype, argv):
+def _run(args, cfg, dtype, argv, comm=None):
+    lead = comm is None or comm.rank == 0  # the rank that prints and writes
+
+    def say(*a):
+        if lead:
+            print(*a, flush=True)
 
     os.makedirs(args.out, exist_ok=True)
     x_test, y_test = adding_batch(cfg["test_size"], cfg["T"], np.random.default_rng([args.seed, 0]), dtype)
     budget = cfg["budget"]
     if budget is None and cfg["total_budget"]:
         budget = cfg["total_budget"] / len(cfg["models"])
-    print(
+    ranks = f", data-parallel on {comm.size} ranks" if comm is not None else ""
+    say(
         f"adding problem: T={cfg['T']} H={cfg['hidden']} B={cfg['batch']} lr={cfg['lr']} "
         f"clip={cfg['clip']} max steps={cfg['steps']} target={cfg['target']} "
-        f"budget/model={budget} s, threads={args.threads}, {dtype.name}; "
-        f"trivial predictor MSE = {TRIVIAL_MSE:.4f}",
-        flush=True,
+        f"budget/model={budget} s, threads={args.threads}, {dtype.name}{ranks}; "
+        f"trivial predictor MSE = {TRIVIAL_MSE:.4f}"
     )
     t_all = time.perf_counter()
     results, grad_norms = [], {}
@@ -278,6 +314,8 @@ def _run(args, cfg, dtype, argv):
             dtype=dtype,
             progress=not args.no_progress,
             budget=budget,
+            log=say,
+            comm=comm,
         )
         # the gradient-flow diagnostic in float64 (a vanilla RNN's ratio underflows float32)
         m64 = SequenceRegressor(cell, 2, cfg["hidden"], 1, dtype=np.float64)
@@ -289,6 +327,8 @@ def _run(args, cfg, dtype, argv):
         res["grad_ratio_first_last"] = grad_norms[cell][0] / grad_norms[cell][-1]
         results.append(res)
     total = time.perf_counter() - t_all
+    if not lead:  # the other ranks hold the same models: rank 0 reports them
+        return results
 
     print(
         f"\n{'model':<6} {'test MSE':>10} {'best':>10} {'steps':>7} {'time s':>8} "
@@ -307,6 +347,7 @@ def _run(args, cfg, dtype, argv):
         "argv": list(argv) if argv is not None else sys.argv[1:],
         "dtype": dtype.name,
         "threads": args.threads,
+        "ranks": 1 if comm is None else comm.size,
         "seed": args.seed,
         "total_wall_s": total,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),

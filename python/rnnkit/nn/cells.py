@@ -55,11 +55,12 @@ class _CellBase(Module):
 
     CELL: ClassVar[Cell]
 
-    def __init__(self, input_size, hidden_size, bias, dtype, seed):
+    def __init__(self, input_size, hidden_size, bias, dtype, seed, precision="float32"):
         self.input_size = v.int_arg("input_size", input_size)
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
         self.bias = v.flag("bias", bias)
         self.dtype = v.dtype_arg(dtype)
+        self.precision = v.precision(precision, self.dtype)  # as nn.RNN's
         G = self.CELL.gates
         v.check_rnn_module_sizes(
             type(self).__name__, G, self.input_size, self.hidden_size, 1, 1, 0, self.bias, self.dtype
@@ -169,6 +170,8 @@ class _CellBase(Module):
         args += self._extra_repr()
         if self.dtype != np.float32:
             args.append(f"dtype={self.dtype.name}")
+        if self.precision != "float32":
+            args.append(f"precision={self.precision!r}")
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _extra_repr(self) -> list[str]:
@@ -192,9 +195,10 @@ class RNNCell(_CellBase):
         *,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, precision)
 
     def forward(self, x: npt.ArrayLike, h: npt.ArrayLike | None = None) -> np.ndarray:
         """x (B, I) or (I,); h (B, H) or (H,), or None (zeros). Returns h_next (B, H) or (H,)."""
@@ -209,7 +213,12 @@ class RNNCell(_CellBase):
 
     def _kernel_forward(self, x, states, training):
         _, h_next, ws = rnn_forward(
-            x, states[0], *self._weights(), nonlinearity=self.nonlinearity, training=training
+            x,
+            states[0],
+            *self._weights(),
+            nonlinearity=self.nonlinearity,
+            training=training,
+            precision=self.precision,
         )
         return (h_next,), ws
 
@@ -239,8 +248,9 @@ class LSTMCell(_CellBase):
         *,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, precision)
 
     def forward(
         self, x: npt.ArrayLike, hx: Sequence[npt.ArrayLike | None] | None = None
@@ -260,7 +270,9 @@ class LSTMCell(_CellBase):
         return dx, (dh, dc)
 
     def _kernel_forward(self, x, states, training):
-        _, (h_next, c_next), ws = lstm_forward(x, states[0], states[1], *self._weights(), training=training)
+        _, (h_next, c_next), ws = lstm_forward(
+            x, states[0], states[1], *self._weights(), training=training, precision=self.precision
+        )
         return (h_next, c_next), ws
 
     def _kernel_backward(self, d_states, ws):
@@ -287,9 +299,10 @@ class GRUCell(_CellBase):
         reset_after: bool = True,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
         self.reset_after = v.flag("reset_after", reset_after)
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, precision)
 
     def forward(self, x: npt.ArrayLike, h: npt.ArrayLike | None = None) -> np.ndarray:
         """As :meth:`RNNCell.forward`: returns h_next (B, H) or (H,)."""
@@ -304,7 +317,12 @@ class GRUCell(_CellBase):
 
     def _kernel_forward(self, x, states, training):
         _, h_next, ws = gru_forward(
-            x, states[0], *self._weights(), reset_after=self.reset_after, training=training
+            x,
+            states[0],
+            *self._weights(),
+            reset_after=self.reset_after,
+            training=training,
+            precision=self.precision,
         )
         return (h_next,), ws
 

@@ -10,7 +10,8 @@ the input; ``parameters()``, ``named_parameters()``, ``zero_grad()``, ``train()`
 A module's own parameters live in ``_params`` (registered with :meth:`Module._param`, and
 reachable as attributes); its children are the attributes that are Modules, and their
 parameters are named with dots (``rnn.weight_ih_l0``, ``head.bias``), so that a torch
-``state_dict`` of the same structure loads unchanged.
+``state_dict`` of the same structure loads unchanged. :meth:`Module.flatten_grads` makes every
+``.grad`` a view of one buffer (data-parallel training reduces that buffer in one message).
 """
 
 from __future__ import annotations
@@ -134,6 +135,29 @@ class Module:
         """Set every parameter's .grad to zero (in place)."""
         for p in self.parameters():
             p.grad[...] = 0
+
+    def flatten_grads(self, extra: int = 0) -> np.ndarray:
+        """Re-point every parameter's ``.grad`` into one C-contiguous buffer and return it.
+
+        The buffer holds the gradients back to back in :meth:`named_parameters` order (a
+        parameter shared by two children once), then ``extra`` zeros; each ``.grad`` becomes
+        a view of its slice, keeping its current values, so a collective over the buffer
+        reads and writes every gradient with no copy. All parameters must share one dtype.
+        """
+        extra = v.int_arg("extra", extra, minimum=0)
+        params = list({id(p): p for p in self.parameters()}.values())
+        dtypes = sorted({p.grad.dtype.name for p in params})
+        if len(dtypes) > 1:
+            raise TypeError(f"{type(self).__name__}: expected parameters of one dtype, got {dtypes}")
+        dtype = params[0].grad.dtype if params else self.__dict__.get("dtype", np.dtype(np.float64))
+        flat = np.zeros(sum(p.grad.size for p in params) + extra, dtype)
+        offset = 0
+        for p in params:
+            view = flat[offset : offset + p.grad.size].reshape(p.grad.shape)
+            view[...] = p.grad
+            p.grad = view
+            offset += p.grad.size
+        return flat
 
     # ------------------------------------------------------------------ modes
 

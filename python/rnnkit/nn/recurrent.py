@@ -101,6 +101,7 @@ class _RNNBase(Module):
         proj_size,
         dtype,
         seed,
+        precision="float32",
     ):
         self.input_size = v.int_arg("input_size", input_size)
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
@@ -122,6 +123,8 @@ class _RNNBase(Module):
                 stacklevel=3,
             )
         self.dtype = v.dtype_arg(dtype)
+        # "float32", or "bf16": the products' inputs rounded to bfloat16 (ops.recurrent).
+        self.precision = v.precision(precision, self.dtype)
         v.check_rnn_module_sizes(
             type(self).__name__,
             self.CELL.gates,
@@ -274,6 +277,7 @@ class _RNNBase(Module):
                     reverse=bool(d),
                     lengths=lengths,
                     training=self.training,
+                    precision=self.precision,
                 )
                 ys.append(y)  # (T, B, H_out)
                 workspaces.append(ws)
@@ -389,6 +393,7 @@ class _RNNBase(Module):
                 reverse=False,
                 lengths=None,
                 training=keep,
+                precision=self.precision,
             )
             for f, s in zip(finals, final):
                 f.append(s)
@@ -544,6 +549,8 @@ class _RNNBase(Module):
         args += self._extra_repr()
         if self.dtype != np.float32:
             args.append(f"dtype={self.dtype.name}")
+        if self.precision != "float32":
+            args.append(f"precision={self.precision!r}")
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _extra_repr(self):
@@ -577,10 +584,21 @@ class RNN(_RNNBase):
         *,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            dtype,
+            seed,
+            precision,
         )
 
     def forward(
@@ -619,7 +637,13 @@ class RNN(_RNNBase):
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
         return _rnn_layer_stream(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.nonlinearity, batch
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            self.nonlinearity,
+            batch,
+            self.precision,
         )
 
     def _extra_repr(self):
@@ -662,6 +686,7 @@ class LSTM(_RNNBase):
         *,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
         super().__init__(
             input_size,
@@ -674,6 +699,7 @@ class LSTM(_RNNBase):
             proj_size,
             dtype,
             seed,
+            precision,
         )
 
     def forward(
@@ -711,7 +737,7 @@ class LSTM(_RNNBase):
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
         return _lstm_layer_stream(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch
+            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch, self.precision
         )
 
 
@@ -750,10 +776,21 @@ class GRU(_RNNBase):
         reset_after: bool = True,
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
+        precision: str = "float32",
     ) -> None:
         self.reset_after = v.flag("reset_after", reset_after)
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            dtype,
+            seed,
+            precision,
         )
 
     def forward(
@@ -790,7 +827,13 @@ class GRU(_RNNBase):
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
         return _gru_layer_stream(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], self.reset_after, batch
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            self.reset_after,
+            batch,
+            self.precision,
         )
 
     def _extra_repr(self):
@@ -806,7 +849,9 @@ class Stream:
     returns the top layer's outputs of that chunk, (T_chunk, B, H_out) / (B, T_chunk, H_out) /
     (B, H_out) like its input, and carries every layer's state to the next call. Over any
     chunking the outputs are bitwise those of one eval-mode ``module(x)`` on the concatenated
-    sequence (the kernels compute a step alike whatever the call's length, cpp/driver.hpp).
+    sequence (the kernels compute a step alike whatever the call's length, cpp/driver.hpp); with
+    ``precision="bf16"`` they equal it to float32 accumulation error (one sequence call per
+    chunk and layer).
 
     Inference only, whatever the module's mode: no workspace (nothing to backward), no dropout.
     The state starts at zero; ``stream.reset(rows=None)`` zeroes all rows or the given row

@@ -112,6 +112,11 @@ class Workspace:
         return self.saved.dtype
 
     @property
+    def precision(self) -> str:
+        """The forward's ``precision=`` ("float32" or "bf16"); backward computes in the same."""
+        return self.saved.precision
+
+    @property
     def projected(self) -> bool:
         return self.saved.W_hr is not None
 
@@ -128,7 +133,8 @@ class Workspace:
         T, B, I = self.x.shape
         return (
             f"Workspace(cell={self.cell!r}, options={self.options}, T={T}, B={B}, I={I}, "
-            f"H={self.hidden_size}, dtype={self.dtype.name}, reverse={self.reverse})"
+            f"H={self.hidden_size}, dtype={self.dtype.name}, precision={self.precision!r}, "
+            f"reverse={self.reverse})"
         )
 
 
@@ -329,12 +335,15 @@ def rnn_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """Vanilla RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
 
     Args: x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
     nonlinearity "tanh" or "relu"; reverse: run t = T-1 .. 0; lengths (B,) or None;
-    training: keep the workspace for :func:`rnn_backward`.
+    training: keep the workspace for :func:`rnn_backward`; precision: "float32" (the products in
+    the arrays' own precision) or "bf16" (float32 arrays: every product's inputs rounded to
+    bfloat16, sums in float32; on CPUs with AVX512-BF16 or AMX; backward uses the same).
 
     Returns ``(y, h_T, workspace)``: y (T, B, H) every step's state, h_T (B, H) the final one.
 
@@ -358,6 +367,7 @@ def rnn_forward(
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
     a = _check_sequence_args(_RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
+    precision = v.precision(precision, a.x.dtype)
     y, h_T, _, saved = _core.rnn_forward(
         a.x,
         a.states[0],
@@ -369,6 +379,7 @@ def rnn_forward(
         nonlinearity,
         bool(reverse),
         bool(training),
+        precision=precision,
     )
     ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
@@ -402,6 +413,7 @@ def rnn_cell_forward(
     b_hh: npt.ArrayLike | None,
     *,
     nonlinearity: str = "tanh",
+    precision: str = "float32",
 ) -> tuple[np.ndarray, Workspace]:
     """One vanilla RNN step: ``h_next = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
 
@@ -410,7 +422,7 @@ def rnn_cell_forward(
     """
     x = _cell_input(x)
     h = _cell_state("h", h, x, W_hh, _RNN)
-    y, h_next, ws = rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
+    y, h_next, ws = rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity, precision=precision)
     return h_next, _as_cell_cache(ws)
 
 
@@ -442,6 +454,7 @@ def lstm_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Workspace | None]:
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
@@ -452,7 +465,8 @@ def lstm_forward(
     so h0, y and h_T have P columns instead of H, and W_hh is (4*H, P).
 
     Args: x (T, B, I); h0, c0 (B, H) or None; W_ih (4*H, I); W_hh (4*H, H);
-    b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training.
+    b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training;
+    precision "float32" or "bf16" (as :func:`rnn_forward`).
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
 
     Examples
@@ -476,8 +490,20 @@ def lstm_forward(
         _LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr
     )
     (h0, c0) = a.states
+    precision = v.precision(precision, a.x.dtype)
     y, h_T, c_T, saved = _core.lstm_forward(
-        a.x, h0, c0, a.W_ih, a.W_hh, a.b_ih, a.b_hh, a.W_hr, a.lengths, bool(reverse), bool(training)
+        a.x,
+        h0,
+        c0,
+        a.W_ih,
+        a.W_hh,
+        a.b_ih,
+        a.b_hh,
+        a.W_hr,
+        a.lengths,
+        bool(reverse),
+        bool(training),
+        precision=precision,
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
@@ -514,15 +540,18 @@ def lstm_cell_forward(
     W_hh: npt.ArrayLike,
     b_ih: npt.ArrayLike | None,
     b_hh: npt.ArrayLike | None,
+    *,
+    precision: str = "float32",
 ) -> tuple[tuple[np.ndarray, np.ndarray], Workspace]:
-    """One LSTM step. Args: x (B, I); h, c (B, H) or None; weights as :func:`lstm_forward`.
+    """One LSTM step. Args: x (B, I); h, c (B, H) or None; weights and precision as
+    :func:`lstm_forward`.
 
     Returns ``((h_next (B, H), c_next (B, H)), cache)``.
     """
     x = _cell_input(x)
     h = _cell_state("h", h, x, W_hh, _LSTM)
     c = _cell_state("c", c, x, W_hh, _LSTM)
-    y, (h_next, c_next), ws = lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh)
+    y, (h_next, c_next), ws = lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision)
     return (h_next, c_next), _as_cell_cache(ws)
 
 
@@ -556,6 +585,7 @@ def gru_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """GRU over a sequence (gate order r, z, n):
 
@@ -565,7 +595,8 @@ def gru_forward(
     ``n = tanh(x_t W_in^T + b_in + (r h_{t-1}) W_hn^T + b_hn)`` otherwise (the textbook form).
 
     Args: x (T, B, I); h0 (B, H) or None; W_ih (3*H, I); W_hh (3*H, H); b_ih, b_hh (3*H,) or
-    None; reset_after; reverse; lengths (B,) or None; training.
+    None; reset_after; reverse; lengths (B,) or None; training; precision "float32" or "bf16"
+    (as :func:`rnn_forward`).
     Returns ``(y (T, B, H), h_T (B, H), workspace)``.
     """
     v.flag("reset_after", reset_after)
@@ -582,6 +613,7 @@ def gru_forward(
         training,
         options={"reset_after": bool(reset_after)},
     )
+    precision = v.precision(precision, a.x.dtype)
     y, h_T, _, saved = _core.gru_forward(
         a.x,
         a.states[0],
@@ -593,6 +625,7 @@ def gru_forward(
         bool(reset_after),
         bool(reverse),
         bool(training),
+        precision=precision,
     )
     ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
@@ -625,14 +658,16 @@ def gru_cell_forward(
     b_hh: npt.ArrayLike | None,
     *,
     reset_after: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, Workspace]:
-    """One GRU step. Args: x (B, I); h (B, H) or None; weights as :func:`gru_forward`.
+    """One GRU step. Args: x (B, I); h (B, H) or None; weights and precision as
+    :func:`gru_forward`.
 
     Returns ``(h_next (B, H), cache)``.
     """
     x = _cell_input(x)
     h = _cell_state("h", h, x, W_hh, _GRU)
-    y, h_next, ws = gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
+    y, h_next, ws = gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after, precision=precision)
     return h_next, _as_cell_cache(ws)
 
 
@@ -701,7 +736,10 @@ class LayerStream(Protocol):
 
 
 class _CallLayerStream:
-    """A layer stream above the packed-kernel batch limit: one sequence call per chunk."""
+    """A layer stream above the packed-kernel batch limit, or with precision="bf16": one sequence
+    call per chunk. (With "bf16" a chunk's outputs equal the whole sequence's to float32
+    accumulation error, not bitwise: which rows the AMX kernel takes in blocks of 16 depends
+    on the call's number of rows.)"""
 
     def __init__(self, call, B, sizes, dtype):
         self._call = call  # (x, h, c) -> (y, h_T, c_T)
@@ -720,35 +758,41 @@ def _compiled(batch):
     return batch <= _core._get_small_batch_limit()
 
 
-def _rnn_layer_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch) -> LayerStream:
-    if _compiled(batch):
+def _rnn_layer_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch, precision="float32") -> LayerStream:
+    if _compiled(batch) and precision == "float32":
         return _core.rnn_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch)
 
     def call(x, h, c):
-        y, h_T, _, _ = _core.rnn_forward(x, h, W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False)
+        y, h_T, _, _ = _core.rnn_forward(
+            x, h, W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False, precision=precision
+        )
         return y, h_T, None
 
     return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)
 
 
-def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch) -> LayerStream:
-    if _compiled(batch):
+def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32") -> LayerStream:
+    if _compiled(batch) and precision == "float32":
         return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch)
 
     def call(x, h, c):
-        y, h_T, c_T, _ = _core.lstm_forward(x, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False)
+        y, h_T, c_T, _ = _core.lstm_forward(
+            x, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False, precision=precision
+        )
         return y, h_T, c_T
 
     H = W_hh.shape[0] // LSTM_CELL.gates
     return _CallLayerStream(call, batch, (W_hh.shape[1], H), W_hh.dtype)
 
 
-def _gru_layer_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch) -> LayerStream:
-    if _compiled(batch):
+def _gru_layer_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch, precision="float32") -> LayerStream:
+    if _compiled(batch) and precision == "float32":
         return _core.gru_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch)
 
     def call(x, h, c):
-        y, h_T, _, _ = _core.gru_forward(x, h, W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False)
+        y, h_T, _, _ = _core.gru_forward(
+            x, h, W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False, precision=precision
+        )
         return y, h_T, None
 
     return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)

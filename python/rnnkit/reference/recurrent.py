@@ -27,6 +27,10 @@ Equations (row-vector form, sigma = logistic sigmoid, * = elementwise)::
 Conventions shared by every function here and by the C++-backed API:
 
 * Outputs have the dtype of the inputs (float32 or float64); the maths runs in it.
+* ``precision="bf16"`` (the kernels' bfloat16 mode): every matmul's two operands are rounded
+  to bfloat16 exactly as the kernels round them (``_round_bf16``: to float32, then to nearest
+  even; subnormals to zero), and everything runs in float64: results are float64, so a
+  kernel is compared with this to float32 accumulation error, not to a bfloat16 tolerance.
 * ``h0`` / ``c0`` may be None (zeros); ``b_ih`` / ``b_hh`` may be None (no bias,
   and the matching ``db_*`` is None); ``dy``, ``dh_T``, ``dc_T`` may be None (zeros).
 * ``reverse=True`` processes t = T-1 .. 0; ``y[t]`` is still indexed by time.
@@ -98,9 +102,37 @@ def _dtanh(t):
     return 1 - t * t
 
 
-def _affine(x, W, b):
+def _round_bf16(a):
+    """``a`` rounded to bfloat16 as the kernels round it, as float64: first to float32 (the
+    kernels' states are float32), then to nearest even on the 16 high bits; NaN stays NaN and
+    subnormal floats become signed zero (the bfloat16 dot-product instructions treat subnormal
+    inputs as zero)."""
+    u = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    rounded = np.where((u & 0x7FFFFFFF) > 0x7F800000, u | 0x400000, rounded)  # NaN: quiet
+    rounded = np.where((u & 0x7F800000) == 0, u & 0x80000000, rounded)  # subnormal: zero
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _mm(a, b, precision):
+    """a @ b, with precision="bf16" on operands rounded to bfloat16 (float64 arithmetic)."""
+    if precision == "bf16":
+        return _round_bf16(a) @ _round_bf16(b)
+    return a @ b
+
+
+def _inputs_for(precision, *arrays):
+    """The arrays in the dtype the maths runs in: float64 for "bf16" (None stays None)."""
+    if precision not in ("float32", "bf16"):
+        raise ValueError(f"precision must be 'float32' or 'bf16', got {precision!r}")
+    if precision == "float32":
+        return arrays
+    return tuple(None if a is None else np.asarray(a, dtype=np.float64) for a in arrays)
+
+
+def _affine(x, W, b, precision="float32"):
     """x @ W.T (+ b): the PyTorch row-vector layout, W stored (out, in)."""
-    out = x @ W.T
+    out = _mm(x, W.T, precision)
     if b is not None:
         out = out + b
     return out
@@ -145,22 +177,25 @@ def rnn_cell_forward(
     b_hh: np.ndarray | None,
     *,
     nonlinearity: str = "tanh",
+    precision: str = "float32",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One vanilla RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
     x (B, I); h (B, H) or None (zeros); W_ih (H, I); W_hh (H, H);
-    b_ih, b_hh (H,) or None; nonlinearity "tanh" or "relu".
+    b_ih, b_hh (H,) or None; nonlinearity "tanh" or "relu"; precision "float32" or "bf16".
     Returns (h_next (B, H), cache).
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    x, h, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, W_ih, W_hh, b_ih, b_hh)
     h = _zeros_state(h, x.shape[0], W_hh.shape[1], x.dtype)
-    a = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, H) pre-activation
+    a = _affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision)  # (B, H) pre-activation
     h_next = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     cache = {
         "cell": _RNN,
         "kind": "cell",
         "nonlinearity": nonlinearity,
+        "precision": precision,
         "x": x,
         "h": h,
         "W_ih": W_ih,
@@ -188,11 +223,12 @@ def rnn_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
     else:
         # relu'(a) = 1 for a > 0 and 0 otherwise (0 at the kink, as PyTorch does)
         da = dh_next * (c["a"] > 0)
+    p = c["precision"]
     return CellGrads(
-        dx=da @ W_ih,
-        dh=da @ W_hh,
-        dW_ih=da.T @ x,
-        dW_hh=da.T @ h,
+        dx=_mm(da, W_ih, p),
+        dh=_mm(da, W_hh, p),
+        dW_ih=_mm(da.T, x, p),
+        dW_hh=_mm(da.T, h, p),
         db_ih=_bias_grad(da, c["b_ih"]),
         db_hh=_bias_grad(da, c["b_hh"]),
     )
@@ -206,17 +242,20 @@ def lstm_cell_forward(
     W_hh: np.ndarray,
     b_ih: np.ndarray | None,
     b_hh: np.ndarray | None,
+    *,
+    precision: str = "float32",
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """One LSTM step, PyTorch gate order i, f, g, o.
 
     x (B, I); h, c (B, H) or None (zeros); W_ih (4H, I); W_hh (4H, H);
-    b_ih, b_hh (4H,) or None.
+    b_ih, b_hh (4H,) or None; precision "float32" or "bf16".
     Returns ((h_next (B, H), c_next (B, H)), cache).
     """
+    x, h, c, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, c, W_ih, W_hh, b_ih, b_hh)
     B, H = x.shape[0], W_hh.shape[1]
     h = _zeros_state(h, B, H, x.dtype)
     c = _zeros_state(c, B, H, x.dtype)
-    gates = _affine(x, W_ih, b_ih) + _affine(h, W_hh, b_hh)  # (B, 4H) = [a_i|a_f|a_g|a_o]
+    gates = _affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision)  # (B, 4H) [a_i|a_f|a_g|a_o]
     a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
     i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
     c_next = f * c + i * g
@@ -225,6 +264,7 @@ def lstm_cell_forward(
     cache = {
         "cell": _LSTM,
         "kind": "cell",
+        "precision": precision,
         "x": x,
         "h": h,
         "c": c,
@@ -268,12 +308,13 @@ def lstm_cell_backward(
     dA = np.concatenate(
         [di * _dsigmoid(i), df * _dsigmoid(f), dg * _dtanh(g), do * _dsigmoid(o)], axis=1
     )  # (B, 4H)
+    p = k["precision"]
     return LSTMCellGrads(
-        dx=dA @ W_ih,
-        dh=dA @ W_hh,
+        dx=_mm(dA, W_ih, p),
+        dh=_mm(dA, W_hh, p),
         dc=dc,
-        dW_ih=dA.T @ x,
-        dW_hh=dA.T @ h,
+        dW_ih=_mm(dA.T, x, p),
+        dW_hh=_mm(dA.T, h, p),
         db_ih=_bias_grad(dA, k["b_ih"]),
         db_hh=_bias_grad(dA, k["b_hh"]),
     )
@@ -288,6 +329,7 @@ def gru_cell_forward(
     b_hh: np.ndarray | None,
     *,
     reset_after: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One GRU step, PyTorch gate order r, z, n.
 
@@ -295,15 +337,17 @@ def gru_cell_forward(
     reset_after=False is the textbook form n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn).
     Both then take h' = (1 - z) * n + z * h.
 
-    x (B, I); h (B, H) or None (zeros); W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None.
+    x (B, I); h (B, H) or None (zeros); W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
+    precision "float32" or "bf16".
     Returns (h_next (B, H), cache).
     """
+    x, h, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, W_ih, W_hh, b_ih, b_hh)
     H = W_hh.shape[1]
     h = _zeros_state(h, x.shape[0], H, x.dtype)
-    gi_r, gi_z, gi_n = np.split(_affine(x, W_ih, b_ih), 3, axis=1)  # each (B, H)
+    gi_r, gi_z, gi_n = np.split(_affine(x, W_ih, b_ih, precision), 3, axis=1)  # each (B, H)
     if reset_after:
         # one matmul of h for all three gates; r then scales the whole n-block incl. b_hn
-        gh_r, gh_z, gh_n = np.split(_affine(h, W_hh, b_hh), 3, axis=1)
+        gh_r, gh_z, gh_n = np.split(_affine(h, W_hh, b_hh, precision), 3, axis=1)
         r = _sigmoid(gi_r + gh_r)
         z = _sigmoid(gi_z + gh_z)
         rh = None
@@ -312,17 +356,18 @@ def gru_cell_forward(
         # r has to be known before the n-block matmul, because r scales h itself
         b_rz = None if b_hh is None else b_hh[: 2 * H]
         b_hn = None if b_hh is None else b_hh[2 * H :]
-        gh_r, gh_z = np.split(_affine(h, W_hh[: 2 * H], b_rz), 2, axis=1)
+        gh_r, gh_z = np.split(_affine(h, W_hh[: 2 * H], b_rz, precision), 2, axis=1)
         r = _sigmoid(gi_r + gh_r)
         z = _sigmoid(gi_z + gh_z)
         rh = r * h
-        gh_n = _affine(rh, W_hh[2 * H :], b_hn)
+        gh_n = _affine(rh, W_hh[2 * H :], b_hn, precision)
         n = np.tanh(gi_n + gh_n)
     h_next = (1 - z) * n + z * h
     cache = {
         "cell": _GRU,
         "kind": "cell",
         "reset_after": reset_after,
+        "precision": precision,
         "x": x,
         "h": h,
         "W_ih": W_ih,
@@ -348,6 +393,7 @@ def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
     k = _check_cache(cache, _GRU, "cell")
     x, h, W_ih, W_hh = k["x"], k["h"], k["W_ih"], k["W_hh"]
     r, z, n = k["r"], k["z"], k["n"]
+    p = k["precision"]
     H = W_hh.shape[1]
     if dh_next is None:
         dh_next = np.zeros_like(n)
@@ -362,24 +408,24 @@ def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
         da_r = da_n * k["gh_n"] * _dsigmoid(r)
         d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
         d_gh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (B, 3H)
-        dh = dh + d_gh @ W_hh
-        dW_hh = d_gh.T @ h
+        dh = dh + _mm(d_gh, W_hh, p)
+        dW_hh = _mm(d_gh.T, h, p)
         db_hh = _bias_grad(d_gh, k["b_hh"])
     else:
         # n = tanh(gi_n + (r * h) W_hn^T + b_hn): r and h meet before the matmul
-        d_rh = da_n @ W_hh[2 * H :]  # gradient w.r.t. r * h
+        d_rh = _mm(da_n, W_hh[2 * H :], p)  # gradient w.r.t. r * h
         da_r = d_rh * h * _dsigmoid(r)
         dh = dh + d_rh * r
         d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
         d_gh_rz = d_gi[:, : 2 * H]  # the r and z blocks multiply h itself
-        dh = dh + d_gh_rz @ W_hh[: 2 * H]
-        dW_hh = np.concatenate([d_gh_rz.T @ h, da_n.T @ k["rh"]], axis=0)
+        dh = dh + _mm(d_gh_rz, W_hh[: 2 * H], p)
+        dW_hh = np.concatenate([_mm(d_gh_rz.T, h, p), _mm(da_n.T, k["rh"], p)], axis=0)
         # b_hr, b_hz, b_hn sit next to gi_r, gi_z, gi_n: same gradient as b_ih
         db_hh = _bias_grad(d_gi, k["b_hh"])
     return CellGrads(
-        dx=d_gi @ W_ih,
+        dx=_mm(d_gi, W_ih, p),
         dh=dh,
-        dW_ih=d_gi.T @ x,
+        dW_ih=_mm(d_gi.T, x, p),
         dW_hh=dW_hh,
         db_ih=_bias_grad(d_gi, k["b_ih"]),
         db_hh=db_hh,
@@ -515,17 +561,21 @@ def rnn_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Vanilla RNN over a sequence: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
     x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
-    nonlinearity "tanh" or "relu"; lengths (B,) or None.
+    nonlinearity "tanh" or "relu"; lengths (B,) or None; precision "float32" or "bf16".
     Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
     """
+    x, h0, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h0, W_ih, W_hh, b_ih, b_hh)
     h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
 
     def step(x_t, h):
-        h_next, cache = rnn_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
+        h_next, cache = rnn_cell_forward(
+            x_t, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity, precision=precision
+        )
         return (h_next,), cache
 
     y, (h_T,), ws = _forward_driver(_RNN, step, x, [h0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
@@ -556,6 +606,7 @@ def lstm_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
     """LSTM over a sequence (gate order i, f, g, o).
 
@@ -563,24 +614,32 @@ def lstm_forward(
     lengths (B,) or None.
     With a projection W_hr (P, H) (PyTorch's proj_size): m_t = o * tanh(c_t) is the cell's
     output and h_t = m_t W_hr^T, so h0, y and h_T have P columns and W_hh is (4H, P).
+    precision "float32" or "bf16".
     Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
     """
+    x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr = _inputs_for(precision, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr)
     B, H = x.shape[1], W_ih.shape[0] // 4
     P = H if W_hr is None else W_hr.shape[0]
     h0 = _zeros_state(h0, B, P, x.dtype)
     c0 = _zeros_state(c0, B, H, x.dtype)
 
     def step(x_t, h, c):
-        (m, c_next), cache = lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh)
+        (m, c_next), cache = lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision)
         if W_hr is None:
             return (m, c_next), cache
-        return (m @ W_hr.T, c_next), {"cell": _LSTM, "kind": "cell", "cell_cache": cache, "m": m}
+        return (_mm(m, W_hr.T, precision), c_next), {
+            "cell": _LSTM,
+            "kind": "cell",
+            "cell_cache": cache,
+            "m": m,
+        }
 
     y, (h_T, c_T), ws = _forward_driver(
         _LSTM, step, x, [h0, c0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training
     )
     if ws is not None:
         ws["W_hr"] = W_hr
+        ws["precision"] = precision
     return y, (h_T, c_T), ws
 
 
@@ -604,10 +663,12 @@ def lstm_backward(
     # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t.
     dW_hr = np.zeros_like(W_hr)
 
+    p = ws["precision"]
+
     def step_backward(dh, dc, cache):
         nonlocal dW_hr
-        dW_hr = dW_hr + dh.T @ cache["m"]
-        return lstm_cell_backward(dh @ W_hr, dc, cache["cell_cache"])
+        dW_hr = dW_hr + _mm(dh.T, cache["m"], p)
+        return lstm_cell_backward(_mm(dh, W_hr, p), dc, cache["cell_cache"])
 
     B = ws["x_shape"][1]
     if dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
@@ -630,17 +691,21 @@ def gru_forward(
     reverse: bool = False,
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after).
 
     x (T, B, I); h0 (B, H) or None; W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
-    lengths (B,) or None.
+    lengths (B,) or None; precision "float32" or "bf16".
     Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
     """
+    x, h0, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h0, W_ih, W_hh, b_ih, b_hh)
     h0 = _zeros_state(h0, x.shape[1], W_hh.shape[1], x.dtype)
 
     def step(x_t, h):
-        h_next, cache = gru_cell_forward(x_t, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
+        h_next, cache = gru_cell_forward(
+            x_t, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after, precision=precision
+        )
         return (h_next,), cache
 
     y, (h_T,), ws = _forward_driver(_GRU, step, x, [h0], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)

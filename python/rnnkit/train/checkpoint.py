@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import DataParallel
 from ..nn.module import Module
 from .optim import Optimizer
 
@@ -19,7 +20,13 @@ def save_checkpoint(
     path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None, **meta: Any
 ) -> str:
     """Save the model's parameters (``param/<name>``), the optimiser's state (``optim/<key>``)
-    and JSON-able metadata (``meta``) into one .npz file at ``path``."""
+    and JSON-able metadata (``meta``) into one .npz file at ``path``.
+
+    A :class:`~rnnkit.distributed.DataParallel` model is saved by rank 0 only (every rank holds
+    the same weights; the other ranks return at once), under the wrapped module's names, so
+    that the file loads into the bare module in a single process."""
+    if isinstance(model, DataParallel) and model.rank != 0:
+        return os.fspath(path)
     arrays: dict[str, Any] = {f"param/{n}": p.data for n, p in model.named_parameters()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": a for k, a in optimizer.state_dict().items()})
