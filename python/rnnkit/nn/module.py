@@ -137,7 +137,8 @@ class Module:
             p.grad[...] = 0
 
     def flatten_grads(self, extra: int = 0) -> np.ndarray:
-        """Re-point every parameter's ``.grad`` into one C-contiguous buffer and return it.
+        """Re-point every parameter's ``.grad`` into one C-contiguous buffer (N,) and return it,
+        N being the parameters' total size plus ``extra``.
 
         The buffer holds the gradients back to back in :meth:`named_parameters` order (a
         parameter shared by two children once), then ``extra`` zeros; each ``.grad`` becomes
