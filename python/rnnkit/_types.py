@@ -1,6 +1,6 @@
 """Result types shared by the C++-backed API and the NumPy reference.
 
-Shape letters, used in every docstring of the package:
+Shape letters, used in every docstring of the package::
 
     T   time steps
     B   batch size

@@ -112,8 +112,10 @@ class Reversed(Module):
         return v.lengths_array(lengths, T, B)
 
     def forward(self, x: npt.ArrayLike, state: Any = None, lengths: npt.ArrayLike | None = None) -> Any:
-        """As the wrapped module's forward, over each sequence backwards: returns
-        ``(out, final state)``; the final state is the state after the sequence's first step."""
+        """As the wrapped module's forward, over each sequence backwards: x (T, B, I) (or
+        (B, T, I) batch-first), lengths (B,) or None; returns ``(out, final state)``, out
+        (T, B, H) like the module's; the final state is the state after the sequence's first
+        step."""
         self._cache = None
         lens = self._lengths(x, lengths)
         out, final = self.rnn(self._flip(v.as_array("x", x), lens), state, lens)
@@ -122,7 +124,8 @@ class Reversed(Module):
         return self._flip(out, lens), final
 
     def backward(self, dout: npt.ArrayLike | None, dstate: Any = None) -> Any:
-        """As the wrapped module's backward: ``(dx like x, initial-state gradients)``."""
+        """As the wrapped module's backward: dout (T, B, H) like out, or None; returns
+        ``(dx, initial-state gradients)``, dx (T, B, I) like x."""
         (lens,) = self._need_cache()
         d = None if dout is None else self._flip(v.as_array("dout", dout), lens)
         dx, d0 = self.rnn.backward(d, dstate)

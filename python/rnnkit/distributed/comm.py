@@ -61,7 +61,8 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     def allreduce_(self, buf: np.ndarray, *, ordered: bool = False) -> np.ndarray:
-        """Sum ``buf`` over the ranks, in place; returns ``buf``.
+        """Sum ``buf`` (...) over the ranks, in place; returns ``buf``. Any shape, the same on
+        every rank, C-contiguous.
 
         ordered: add the ranks' contributions in rank order, the same additions on every rank,
         so that every rank gets bitwise the same sum (at the cost of a reduce-scatter plus an
@@ -69,7 +70,8 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
-        """Overwrite ``buf`` on every rank with rank ``root``'s, in place; returns ``buf``."""
+        """Overwrite ``buf`` (...) on every rank with rank ``root``'s, in place; returns ``buf``
+        (any shape, the same on every rank, C-contiguous)."""
 
     @abc.abstractmethod
     def barrier(self) -> None:

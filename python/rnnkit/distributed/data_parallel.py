@@ -53,7 +53,7 @@ def shard_indices(batch_size: int, rank: int, size: int, seed: int = 0, step: in
 
     A permutation of range(B) drawn from (seed, step) is cut into ``size`` contiguous parts
     whose sizes differ by at most one (B need not divide evenly); the parts of all ranks are
-    disjoint and cover every item once. Returns the sorted indices (n_rank,) of this rank's.
+    disjoint and cover every item once. Returns the sorted indices (N,) of this rank's N items.
     """
     B = v.int_arg("batch_size", batch_size, minimum=0)
     size = v.int_arg("size", size)
@@ -65,7 +65,8 @@ def shard_indices(batch_size: int, rank: int, size: int, seed: int = 0, step: in
 
 
 def shard_array(name: str, a: Any, idx: np.ndarray, axis: int) -> Any:
-    """``a`` restricted to the items ``idx`` along its batch axis ``axis`` (None stays None)."""
+    """``a`` (...) restricted to the items ``idx`` (N,) along its batch axis ``axis``, which then
+    has size N (None stays None)."""
     if a is None:
         return None
     arr = v.as_array(name, a)
@@ -147,9 +148,12 @@ class DataParallel(Module):
         return self.module.named_parameters()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped module's forward (its arguments and shapes), given this rank's shard."""
         return self.module(*args, **kwargs)
 
     def backward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped module's backward (its arguments and shapes): this rank's gradients only;
+        :meth:`sync_gradients` then sums them over the ranks."""
         return self.module.backward(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -201,7 +205,7 @@ class DataParallel(Module):
     # ------------------------------------------------------------------ each step
 
     def shard(self, step: int, batch_size: int) -> np.ndarray:
-        """This rank's indices (n_rank,) into the global batch of ``batch_size`` items at
+        """This rank's indices (N,) into the global batch of ``batch_size`` items at
         ``step`` (:func:`shard_indices` from the seed): the ranks' shards are disjoint, cover
         the batch, and differ in size by at most one."""
         return shard_indices(batch_size, self.rank, self.size, self.seed, step)

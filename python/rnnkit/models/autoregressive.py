@@ -531,7 +531,9 @@ class RecurrentDecoder(_AutoregressiveBase):
     def step_backward(
         self, dout_t: np.ndarray, dstate: Any, cache: Any
     ) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
-        """Returns ``(dprev or None, dx_t or None, dstate for the previous step)``."""
+        """dout_t (B, V) or (B, O): the gradient w.r.t. this step's output. Returns
+        ``(dprev, dx_t, dstate)``: dprev (B, O) for real-valued inputs (None for tokens), dx_t
+        (B, I) or None, and the state's gradient for the previous step; adds into .grad."""
         prev, h = cache
         dh = self.out.accumulate(h, dout_t)
         dinp, dstate_prev = self.rnn.step_backward(dh, dstate)

@@ -60,7 +60,8 @@ class DecodeResult(NamedTuple):
 
 
 def length_penalty(n: npt.ArrayLike, alpha: float) -> np.ndarray:
-    """GNMT's length penalty ``((5 + n) / 6) ** alpha`` (1 when alpha is 0)."""
+    """GNMT's length penalty ``((5 + n) / 6) ** alpha`` (1 when alpha is 0), elementwise:
+    n (...) lengths -> float64 (...)."""
     n = np.asarray(n, dtype=np.float64)
     return np.ones_like(n) if alpha == 0 else ((5.0 + n) / 6.0) ** alpha
 

@@ -321,6 +321,9 @@ class ScheduledSampler:
         step: int | None = None,
         start: npt.ArrayLike | None = None,
     ) -> np.ndarray:
+        """y (T, B) tokens or (T, B, O) values, x (T, B, I) or None -> outputs (T, B, V) or
+        (T, B, O), feeding the ground truth with this call's probability ``schedule(i)`` (i the
+        call count, or ``step``); keeps the path taken for :meth:`backward`."""
         p, rng = self.plan.next(step)
         out, self._tape = scheduled_sampling_forward(
             self.model,
@@ -337,6 +340,8 @@ class ScheduledSampler:
     __call__ = forward
 
     def backward(self, dout: npt.ArrayLike) -> np.ndarray | None:
+        """Exact backward of the last forward's path: dout (T, B, V) or (T, B, O). Adds into
+        every parameter's .grad; returns dx (T, B, I), or None without an input x."""
         if self._tape is None:
             raise RuntimeError("ScheduledSampler.backward: no forward to differentiate")
         return scheduled_sampling_backward(self.model, dout, self._tape)

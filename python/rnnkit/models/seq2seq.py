@@ -102,7 +102,8 @@ class DecoderState:
     feed: np.ndarray | None
 
     def take(self, idx: np.ndarray) -> DecoderState:
-        """The state of rows ``idx`` (reordering / repeating rows, e.g. for beams)."""
+        """The state of rows ``idx`` (N,) (reordering / repeating rows, e.g. for beams):
+        every array goes from (B, ...) to (N, ...)."""
         return DecoderState(
             self.h[idx],
             None if self.c is None else self.c[idx],
@@ -124,7 +125,8 @@ class Encoded:
         return self.state.h.shape[0]
 
     def take(self, idx: np.ndarray) -> Encoded:
-        """Rows ``idx`` of everything (e.g. ``np.repeat(np.arange(B), K)`` for K beams)."""
+        """Rows ``idx`` (N,) of everything (e.g. ``np.repeat(np.arange(B), K)`` for K beams):
+        every array goes from (B, ...) to (N, ...)."""
         return Encoded(
             None if self.memory is None else self.memory.take(idx),
             self.state.take(idx),
@@ -668,13 +670,15 @@ class Seq2Seq(Module):
         return self.out.apply(o), state, w
 
     def greedy(self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None, **kw: Any) -> DecodeResult:
-        """Greedy decoding: :func:`rnnkit.decoding.greedy_decode` (same keywords)."""
+        """Greedy decoding of src (S, B) token ids with src_lengths (B,):
+        :func:`rnnkit.models.greedy_decode` (same keywords)."""
         return greedy_decode(self, src, src_lengths, **kw)
 
     def beam_search(
         self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None = None, **kw: Any
     ) -> DecodeResult:
-        """Beam search: :func:`rnnkit.decoding.beam_search` (same keywords)."""
+        """Beam search over src (S, B) token ids with src_lengths (B,):
+        :func:`rnnkit.models.beam_search` (same keywords)."""
         return beam_search(self, src, src_lengths, **kw)
 
     def __repr__(self):

@@ -86,7 +86,8 @@ class AttentionMemory:
 @dataclass(eq=False)
 class MemoryGrads:
     """Accumulators for the gradients w.r.t. an :class:`AttentionMemory`'s ``proj`` and
-    ``values``, summed over decoder steps by ``attend_backward``."""
+    ``values``, summed over decoder steps by ``attend_backward``: ``dproj`` has the shape of
+    the memory's ``proj`` ((B, S, A) for additive attention), ``dvalues`` (B, S, Hv)."""
 
     dproj: np.ndarray
     dvalues: np.ndarray

@@ -206,8 +206,8 @@ class RNNCell(_CellBase):
         return h_next
 
     def backward(self, dh_next: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray]:
-        """dh_next like h_next, or None (zero). Adds into every .grad.
-        Returns ``(dx like x, dh like h_next)``."""
+        """dh_next (B, H) or (H,), like h_next, or None (zero). Adds into every .grad.
+        Returns ``(dx, dh)``: dx (B, I) or (I,) like x, dh (B, H) or (H,) like h_next."""
         dx, (dh,) = self._backward((dh_next,))
         return dx, dh
 
@@ -263,8 +263,9 @@ class LSTMCell(_CellBase):
     def backward(
         self, dh_next: npt.ArrayLike | None, dc_next: npt.ArrayLike | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """dh_next, dc_next like h_next and c_next, either may be None (zero). Adds into every
-        .grad. Returns ``(dx like x, (dh, dc) like (h_next, c_next))``."""
+        """dh_next, dc_next (B, H) or (H,), like h_next and c_next, either may be None (zero).
+        Adds into every .grad. Returns ``(dx, (dh, dc))``: dx (B, I) or (I,) like x, dh and dc
+        (B, H) or (H,) like h_next and c_next."""
         dx, (dh, dc) = self._backward((dh_next, dc_next))
         return dx, (dh, dc)
 
@@ -309,7 +310,8 @@ class GRUCell(_CellBase):
         return h_next
 
     def backward(self, dh_next: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`RNNCell.backward`: returns ``(dx like x, dh like h_next)``."""
+        """As :meth:`RNNCell.backward`: dh_next (B, H) or (H,), or None; returns ``(dx, dh)``,
+        dx (B, I) or (I,) like x, dh (B, H) or (H,) like h_next."""
         dx, (dh,) = self._backward((dh_next,))
         return dx, dh
 

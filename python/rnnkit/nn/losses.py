@@ -34,6 +34,9 @@ class CrossEntropyLoss(Module):
         self._cache = None
 
     def forward(self, logits: npt.ArrayLike, targets: npt.ArrayLike) -> np.floating | np.ndarray:
+        """logits (..., C) float32/float64; targets (...) integer classes in [0, C) or
+        ignore_index. Returns the loss: a scalar, or (...) per entry for reduction "none";
+        keeps what :meth:`backward` needs."""
         logits = v.float_array("logits", logits)
         if logits.ndim < 1:
             raise ValueError("logits: expected at least 1 dimension (..., C), got a scalar")
@@ -88,6 +91,8 @@ class MSELoss(Module):
         self._cache = None
 
     def forward(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> np.floating | np.ndarray:
+        """pred (...) float32/float64; target (...) of pred's shape. Returns the loss: a
+        scalar, or (...) per entry for reduction "none"."""
         pred = v.float_array("pred", pred)
         target = v.float_array("target", target, pred.dtype)
         v.check_shape("target", target, pred.shape, "(...) like pred")

@@ -32,7 +32,8 @@ _GRAD_LOCK = threading.Lock()
 
 
 class Parameter:
-    """A named trainable array: ``data`` and its gradient ``grad`` (zeros, same shape/dtype).
+    """A named trainable array: ``data`` (...) and its gradient ``grad`` (zeros, same shape
+    and dtype).
 
     ``symbolic`` optionally states the shape in the README's letters, e.g. ``"(4*H, H)"``, for
     the messages of :meth:`Module.load_state_dict`.
@@ -50,7 +51,8 @@ class Parameter:
     grad_lock = _GRAD_LOCK
 
     def accumulate(self, g: np.ndarray) -> None:
-        """``grad += g``, safe when several threads run backward on one module."""
+        """``grad += g`` for g (...) of ``grad``'s shape, safe when several threads run
+        backward on one module."""
         with _GRAD_LOCK:
             self.grad += g
 
@@ -93,6 +95,8 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's computation (``module(...)`` calls it); each subclass defines its own,
+        with its shapes in its docstring. The base class has none and raises."""
         raise NotImplementedError(f"{type(self).__name__} has no forward")
 
     def __getattr__(self, name: str) -> Parameter:
@@ -133,7 +137,8 @@ class Module:
             p.grad[...] = 0
 
     def flatten_grads(self, extra: int = 0) -> np.ndarray:
-        """Re-point every parameter's ``.grad`` into one C-contiguous buffer and return it.
+        """Re-point every parameter's ``.grad`` into one C-contiguous buffer (N,) and return it,
+        N being the parameters' total size plus ``extra``.
 
         The buffer holds the gradients back to back in :meth:`named_parameters` order (a
         parameter shared by two children once), then ``extra`` zeros; each ``.grad`` becomes

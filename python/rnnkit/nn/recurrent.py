@@ -656,6 +656,19 @@ class LSTM(_RNNBase):
 
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any state may be None.
+
+    Examples
+    --------
+    >>> lstm = rnnkit.nn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> x = np.zeros((7, 2, 3), np.float32)  # (T, B, I)
+    >>> out, (h_n, c_n) = lstm(x, lengths=np.array([7, 5]))
+    >>> out.shape, h_n.shape, c_n.shape  # (T, B, D*H), (L*D, B, H)
+    ((7, 2, 8), (4, 2, 4), (4, 2, 4))
+    >>> bool((out[5:, 1] == 0).all())  # past sequence 1's length
+    True
+    >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(out))
+    >>> dx.shape, lstm.weight_hh_l1_reverse.grad.shape
+    ((7, 2, 3), (16, 4))
     """
 
     CELL = LSTM_CELL
@@ -704,8 +717,9 @@ class LSTM(_RNNBase):
     def backward(
         self, dout: npt.ArrayLike | None, dhx: Sequence[npt.ArrayLike | None] | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """dout like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n), either may be
-        None, or None. Adds into every .grad. Returns ``(dx like x, (dh0, dc0))``."""
+        """dout (T, B, D*H_out) like out, or None; dhx = (dh_n, dc_n) shaped like (h_n, c_n),
+        (L*D, B, H_out) and (L*D, B, H), either may be None, or None. Adds into every .grad.
+        Returns ``(dx, (dh0, dc0))``: dx (T, B, I) like x, dh0 and dc0 like h0 and c0."""
         dx, (dh0, dc0) = self._backward(dout, _pair("dhx", dhx))
         return dx, (dh0, dc0)
 
@@ -850,6 +864,18 @@ class Stream:
     x's type, dtype and shape, and runs one compiled call per layer (cpp/stream.hpp; above the
     packed-kernel batch limit, one sequence call per layer). Not for several threads at once;
     after Ctrl-C inside a call the state is mid-chunk (reset or set it).
+
+    Examples
+    --------
+    >>> gru = rnnkit.nn.GRU(3, 4, num_layers=2, seed=0).eval()
+    >>> x = np.random.default_rng(0).standard_normal((10, 1, 3)).astype(np.float32)  # (T, B, I)
+    >>> whole, _ = gru(x)
+    >>> stream = gru.stream(batch=1)
+    >>> parts = [stream(x[:4]), stream(x[4]), stream(x[5:])]  # a chunk, one step (B, I), a chunk
+    >>> [p.shape for p in parts]
+    [(4, 1, 4), (1, 4), (5, 1, 4)]
+    >>> bool(np.array_equal(np.concatenate([parts[0], parts[1][None], parts[2]]), whole))
+    True
     """
 
     def __init__(self, module: _RNNBase, batch: int = 1) -> None:
@@ -908,7 +934,8 @@ class Stream:
         return [layer.h if k == 0 else layer.c for layer in self._layers]  # type: ignore[misc]
 
     def reset(self, rows: npt.ArrayLike | None = None) -> None:
-        """Zero the state of every row (rows None) or of the given row indices in [0, B)."""
+        """Zero the state of every row (rows None) or of the given row indices, an integer
+        array (N,) of rows in [0, B)."""
         idx: Any = slice(None) if rows is None else v.index_array("rows", rows, self.batch)
         for k in range(len(self._names)):
             for a in self._arrays(k):

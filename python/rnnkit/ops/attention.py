@@ -289,8 +289,11 @@ def additive_attention_backward(
 ) -> AdditiveAttentionGrads:
     """Backward of :func:`additive_attention_forward`.
 
-    Args: dcontext like the context or None; dweights like the weights or None; cache.
-    Returns ``AdditiveAttentionGrads(dquery, dkeys, dvalues, dW_q, dW_k, dv, db)``.
+    Args: dcontext (B, T, Hv) like the context, or None; dweights (B, T, S) like the weights,
+    or None ((B, Hv) and (B, S) for a single-step query); cache.
+    Returns ``AdditiveAttentionGrads(dquery, dkeys, dvalues, dW_q, dW_k, dv, db)``, each shaped
+    like its argument: dquery (B, T, Hq), dkeys (B, S, Hk), dvalues (B, S, Hv), dW_q (A, Hq),
+    dW_k (A, Hk), dv (A,), db (A,) or None.
     """
     _check_cache(cache, "additive", "additive_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
@@ -392,7 +395,9 @@ def _check_dot_backward_memory(q3, keys, values, w, extra=()):
 def dot_attention_backward(
     dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
 ) -> DotAttentionGrads:
-    """Backward of :func:`dot_attention_forward`: ``DotAttentionGrads(dquery, dkeys, dvalues)``."""
+    """Backward of :func:`dot_attention_forward`: dcontext (B, T, Hv) and dweights (B, T, S)
+    (either may be None) -> ``DotAttentionGrads(dquery (B, T, Hq), dkeys (B, S, Hk), dvalues
+    (B, S, Hv))``, without the T axis for a single-step query."""
     _check_cache(cache, "dot", "dot_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays
@@ -451,8 +456,10 @@ def general_attention_forward(
 def general_attention_backward(
     dcontext: npt.ArrayLike | None, dweights: npt.ArrayLike | None, cache: AttentionCache
 ) -> GeneralAttentionGrads:
-    """Backward of :func:`general_attention_forward`:
-    ``GeneralAttentionGrads(dquery, dkeys, dvalues, dW_a)``."""
+    """Backward of :func:`general_attention_forward`: dcontext (B, T, Hv) and dweights
+    (B, T, S) (either may be None) -> ``GeneralAttentionGrads(dquery (B, T, Hq), dkeys
+    (B, S, Hk), dvalues (B, S, Hv), dW_a (Hq, Hk))``, without the T axis for a single-step
+    query."""
     _check_cache(cache, "general", "general_attention_backward")
     dctx, dw = _check_upstream(cache, dcontext, dweights)
     a = cache.arrays

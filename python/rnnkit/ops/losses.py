@@ -41,6 +41,16 @@ def softmax_cross_entropy(
     Returns ``CrossEntropyResult(loss, dlogits)``: loss is a scalar of the logits' dtype (or
     (N,) for "none"); dlogits (N, C) is the gradient of the reduced loss (of ``loss.sum()``
     for "none").
+
+    Examples
+    --------
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, dlogits = rnnkit.softmax_cross_entropy(logits, np.array([0, 2]))
+    >>> round(float(loss), 6)  # (-log(e^2 / (e^2 + 2)) - log(1/3)) / 2
+    0.669079
+    >>> np.round(dlogits, 4)  # (softmax - onehot) / N
+    array([[-0.1065,  0.0533,  0.0533],
+           [ 0.1667,  0.1667, -0.3333]])
     """
     logits = v.float_array("logits", logits)
     v.check_ndim("logits", logits, 2, "(N, C)")

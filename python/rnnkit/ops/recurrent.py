@@ -4,6 +4,7 @@ Shape letters (used in every docstring of rnnkit):
     T time steps, B batch size, I input size, H hidden size,
     G gate blocks: 1 for the vanilla RNN, 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n).
 
+The equations and weight layouts the kernels implement: ``docs/rnn-equations.md``.
 Weights follow PyTorch's layout and gate order: ``W_ih (G*H, I)``, ``W_hh (G*H, H)``,
 ``b_ih (G*H,)``, ``b_hh (G*H,)``, so a PyTorch ``state_dict`` loads unchanged. Every array of a
 call shares one dtype, float32 or float64, and results have it too. Biases may be None (no
@@ -345,6 +346,24 @@ def rnn_forward(
     bfloat16, sums in float32; on CPUs with AVX512-BF16 or AMX; backward uses the same).
 
     Returns ``(y, h_T, workspace)``: y (T, B, H) every step's state, h_T (B, H) the final one.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> x = rng.standard_normal((T, B, I))
+    >>> W_ih, W_hh = rng.standard_normal((H, I)), rng.standard_normal((H, H))
+    >>> y, h_T, ws = rnnkit.rnn_forward(x, None, W_ih, W_hh, None, None)
+    >>> y.shape, h_T.shape, bool(np.array_equal(y[-1], h_T))
+    ((5, 2, 4), (2, 4), True)
+    >>> h = np.zeros((B, H))  # the equation, one step at a time
+    >>> for t in range(T):
+    ...     h = np.tanh(x[t] @ W_ih.T + h @ W_hh.T)
+    >>> bool(np.allclose(h, h_T))
+    True
+    >>> g = rnnkit.rnn_backward(np.ones_like(y), None, ws)
+    >>> g.dx.shape, g.dW_hh.shape, g.db_ih is None
+    ((5, 2, 3), (4, 4), True)
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
     a = _check_sequence_args(_RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
@@ -449,6 +468,23 @@ def lstm_forward(
     b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training;
     precision "float32" or "bf16" (as :func:`rnn_forward`).
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
+
+    Examples
+    --------
+    The fused kernel against its NumPy oracle, :func:`rnnkit.reference.lstm_forward`:
+
+    >>> rng = np.random.default_rng(0)
+    >>> T, B, I, H = 6, 3, 4, 5
+    >>> x = rng.standard_normal((T, B, I)).astype(np.float32)
+    >>> W_ih = (0.3 * rng.standard_normal((4 * H, I))).astype(np.float32)
+    >>> W_hh = (0.3 * rng.standard_normal((4 * H, H))).astype(np.float32)
+    >>> b = np.zeros(4 * H, np.float32)
+    >>> y, (h_T, c_T), ws = rnnkit.lstm_forward(x, None, None, W_ih, W_hh, b, b)
+    >>> y_ref, (h_ref, c_ref), _ = rnnkit.reference.lstm_forward(x, None, None, W_ih, W_hh, b, b)
+    >>> y.shape, c_T.shape, y.dtype
+    ((6, 3, 5), (3, 5), dtype('float32'))
+    >>> bool(np.allclose(y, y_ref, atol=1e-5) and np.allclose(c_T, c_ref, atol=1e-5))
+    True
     """
     a = _check_sequence_args(
         _LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr

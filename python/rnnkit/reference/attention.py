@@ -116,7 +116,10 @@ def additive_attention_forward(
     mask: npt.ArrayLike | None = None,
     training: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """Oracle of :func:`rnnkit.attention.additive_attention_forward`."""
+    """Oracle of :func:`rnnkit.ops.attention.additive_attention_forward`: query (B, T, Hq) or
+    (B, Hq), keys (B, S, Hk), values (B, S, Hv), W_q (A, Hq), W_k (A, Hk), v (A,), b (A,) or
+    None; mask (B, S) or None.
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` (no T axis for a (B, Hq) query)."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     qp = q3 @ W_q.T  # (B, T, A)
     if b is not None:
@@ -147,7 +150,8 @@ def additive_attention_forward(
 def additive_attention_backward(
     dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
 ) -> AdditiveAttentionGrads:
-    """Oracle of :func:`rnnkit.attention.additive_attention_backward`."""
+    """Oracle of :func:`rnnkit.ops.attention.additive_attention_backward`: dcontext (B, T, Hv)
+    and dweights (B, T, S), either may be None; the gradients have their arguments' shapes."""
     _need(cache, "additive")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)
     th, v = cache["th"], cache["v"]
@@ -175,7 +179,9 @@ def dot_attention_forward(
     scale: float = 1.0,
     training: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """Oracle of :func:`rnnkit.attention.dot_attention_forward`."""
+    """Oracle of :func:`rnnkit.ops.attention.dot_attention_forward`: query (B, T, Hq) or
+    (B, Hq), keys (B, S, Hk), values (B, S, Hv), Hq = Hk; mask (B, S) or None.
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` (no T axis for a (B, Hq) query)."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     e = scale * (q3 @ keys.transpose(0, 2, 1))  # (B, T, S)
     w = _masked_softmax(e, m)
@@ -189,7 +195,8 @@ def dot_attention_forward(
 def dot_attention_backward(
     dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
 ) -> DotAttentionGrads:
-    """Oracle of :func:`rnnkit.attention.dot_attention_backward`."""
+    """Oracle of :func:`rnnkit.ops.attention.dot_attention_backward`: dcontext (B, T, Hv)
+    and dweights (B, T, S), either may be None; the gradients have their arguments' shapes."""
     _need(cache, "dot")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)
     s = cache["scale"]
@@ -210,7 +217,9 @@ def general_attention_forward(
     mask: npt.ArrayLike | None = None,
     training: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """Oracle of :func:`rnnkit.attention.general_attention_forward`."""
+    """Oracle of :func:`rnnkit.ops.attention.general_attention_forward`: query (B, T, Hq) or
+    (B, Hq), keys (B, S, Hk), values (B, S, Hv), W_a (Hq, Hk); mask (B, S) or None.
+    Returns ``(context (B, T, Hv), weights (B, T, S), cache)`` (no T axis for a (B, Hq) query)."""
     q3, keys, values, m, squeeze = _prepare(query, keys, values, mask)
     e = q3 @ W_a @ keys.transpose(0, 2, 1)  # (B, T, S)
     w = _masked_softmax(e, m)
@@ -224,7 +233,8 @@ def general_attention_forward(
 def general_attention_backward(
     dcontext: np.ndarray | None, dweights: np.ndarray | None, cache: dict[str, Any]
 ) -> GeneralAttentionGrads:
-    """Oracle of :func:`rnnkit.attention.general_attention_backward`."""
+    """Oracle of :func:`rnnkit.ops.attention.general_attention_backward`: dcontext (B, T, Hv)
+    and dweights (B, T, S), either may be None; the gradients have their arguments' shapes."""
     _need(cache, "general")
     de, dvalues = _softmax_backward(dcontext, dweights, cache)
     q3, keys, W_a = cache["q3"], cache["keys"], cache["W_a"]

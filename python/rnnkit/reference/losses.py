@@ -1,4 +1,5 @@
-"""NumPy oracles of :mod:`rnnkit.ops.losses`: softmax and the softmax cross-entropy.
+"""NumPy oracles of :mod:`rnnkit.ops.losses`: softmax and the softmax cross-entropy
+(``docs/rnn-equations.md``, section 2.7).
 
 Letters: N rows, C classes.
 """
@@ -31,10 +32,12 @@ def softmax_cross_entropy(
 
     logits (N, C); targets (N,) integers in [0, C) or ``ignore_index``. A row whose target
     is ``ignore_index`` contributes 0 loss and 0 gradient. reduction:
-      "mean" - divide the summed loss by the number of non-ignored rows (if there are
-               none: loss nan and dlogits zeros, as PyTorch does);
-      "sum"  - the summed loss;
-      "none" - loss (N,) per row; dlogits is then the gradient of loss.sum().
+
+    * "mean": divide the summed loss by the number of non-ignored rows (if there are
+      none: loss nan and dlogits zeros, as PyTorch does);
+    * "sum": the summed loss;
+    * "none": loss (N,) per row; dlogits is then the gradient of loss.sum().
+
     Returns CrossEntropyResult(loss: scalar of the logits dtype, or (N,); dlogits (N, C)),
     dlogits being the gradient of the returned loss.
     """

@@ -2,15 +2,17 @@
 
 The tests trust these functions, so they are written the textbook way: one Python
 loop over time, per-step matmuls ``x @ W.T``, and each line readable next to the
-equations in ``docs/rnn-equations.md`` sections 2.1-2.6. Speed is not a goal. They use
-only NumPy and never import the compiled module.
+equations in ``docs/rnn-equations.md`` sections 2.1-2.6 (its first section gives the
+weight layouts). Speed is not a goal. They use only NumPy and never import the compiled
+module.
 
-Shape letters (defined once in ``rnnkit._types``): T time steps, B batch, I input
+Shape letters (defined on the documentation's first page, ``docs/index.md``, and in
+``rnnkit._types``): T time steps, B batch, I input
 size, H hidden size, G gates (1 rnn, 4 lstm, 3 gru). Weights use PyTorch's layout:
 ``W_ih`` (G*H, I), ``W_hh`` (G*H, H), ``b_ih`` / ``b_hh`` (G*H,), gate blocks
 stacked in PyTorch's order: LSTM ``i, f, g, o``; GRU ``r, z, n``.
 
-Equations (row-vector form, sigma = logistic sigmoid, * = elementwise):
+Equations (row-vector form, sigma = logistic sigmoid, * = elementwise)::
 
     RNN    h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh),       act = tanh or relu
     LSTM   [a_i|a_f|a_g|a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
@@ -207,7 +209,7 @@ def rnn_cell_forward(
 
 
 def rnn_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> CellGrads:
-    """Backward of ``rnn_cell_forward``.
+    """Backward of ``rnn_cell_forward`` (docs/rnn-equations.md, section 2.5).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
     Returns CellGrads(dx (B, I), dh (B, H), dW_ih (H, I), dW_hh (H, H), db_ih, db_hh (H,) or None).
@@ -382,7 +384,7 @@ def gru_cell_forward(
 
 
 def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> CellGrads:
-    """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, section 2.5).
+    """Backward of ``gru_cell_forward`` (docs/rnn-equations.md, sections 2.5 and 2.6).
 
     dh_next (B, H) or None (zeros): gradient w.r.t. h_next.
     Returns CellGrads(dx (B, I), dh (B, H), dW_ih (3H, I), dW_hh (3H, H),

@@ -22,7 +22,7 @@ def clip_grad_norm(
     error_if_nonfinite: bool = False,
 ) -> float:
     """Scale all gradients together so that their global norm is at most ``max_norm``
-    (Pascanu et al.'s remedy for exploding gradients); torch's clip_grad_norm_ rule:
+    (Pascanu et al.'s remedy for exploding gradients); torch's ``clip_grad_norm_`` rule:
     ``grad *= min(1, max_norm / (norm + 1e-6))``.
 
     params: Parameters or a module; norm_type: 2.0 (or any p >= 1) or ``inf``.

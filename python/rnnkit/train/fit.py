@@ -62,6 +62,7 @@ class TrainState:
         return time.perf_counter() - self.t0
 
     def last(self, name: str, default: float | None = None) -> float | None:
+        """The last value recorded in ``history`` under ``name``, or ``default``."""
         h = self.history.get(name)
         return h[-1][1] if h else default
 
@@ -70,13 +71,15 @@ class Callback:
     """Hooks called by :func:`fit`; override any of them. They get the TrainState."""
 
     def on_train_begin(self, state: TrainState) -> None:
-        pass
+        """Called once, before the first step."""
 
     def on_step_end(self, state: TrainState) -> None:
-        pass
+        """Called after every optimiser step (``state.step`` counts them); setting
+        ``state.stop = True`` (with a ``state.stop_reason``) ends training."""
 
     def on_train_end(self, state: TrainState) -> None:
-        pass
+        """Called once, after the last step (also when a callback or the time limit stopped
+        training)."""
 
 
 class Evaluate(Callback):

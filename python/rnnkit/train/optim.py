@@ -27,6 +27,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "param_list"]
 
 
 def param_list(params: Module | Iterable[Parameter]) -> list[Parameter]:
+    """The parameters to optimise, as a list without repeats: a module's ``parameters()``
+    or an iterable of :class:`~rnnkit.nn.Parameter`. TypeError for anything else."""
     items: Any = params  # duck-typed: anything with .parameters(), or an iterable of Parameters
     if callable(getattr(items, "parameters", None)):
         items = items.parameters()
@@ -90,7 +92,8 @@ class Optimizer(abc.ABC):
         return out
 
     def load_state_dict(self, state: Mapping[str, npt.ArrayLike]) -> None:
-        """Restore from :meth:`state_dict` (buffers are copied, shapes checked)."""
+        """Restore from :meth:`state_dict` (buffers are copied, shapes checked): each
+        ``state.k.name`` buffer has the shape (...) of parameter k."""
         new: list[dict[str, Any]] = [dict() for _ in self.params]
         for key, val in state.items():
             if key in ("step", "lr"):
@@ -118,12 +121,14 @@ class Optimizer(abc.ABC):
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, torch.optim.SGD's rule::
+    """Stochastic gradient descent.
 
-    g = grad + weight_decay * p
-    buf = g (first step), else momentum * buf + (1 - dampening) * g
-    g = g + momentum * buf if nesterov else buf          (when momentum > 0)
-    p -= lr * g
+    The rule is torch.optim.SGD's::
+
+        g = grad + weight_decay * p
+        buf = g (first step), else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf          (when momentum > 0)
+        p -= lr * g
     """
 
     def __init__(
@@ -162,12 +167,14 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba), torch.optim.Adam's rule (t = step count)::
+    """Adam (Kingma & Ba).
 
-    g = grad + weight_decay * p                     (L2 penalty; AdamW decouples it)
-    m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
-    v_max = max(v_max, v) if amsgrad
-    p -= lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
+    The rule is torch.optim.Adam's (t = step count)::
+
+        g = grad + weight_decay * p                     (L2 penalty; AdamW decouples it)
+        m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+        v_max = max(v_max, v) if amsgrad
+        p -= lr / (1 - beta1^t) * m / (sqrt(v or v_max) / sqrt(1 - beta2^t) + eps)
     """
 
     _decoupled = False
