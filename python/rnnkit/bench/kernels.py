@@ -656,7 +656,7 @@ def bf16_rows(vs, threads, quick):
     print(f"kernel: {kernel} ({where})")
     rows = []
     shapes = BF16_SHAPES[:1] if quick else BF16_SHAPES
-    for cell in ("lstm", "gru"):
+    for cell in (LSTM_CELL.name, GRU_CELL.name):
         for shape in shapes:
             T, B, H = SHAPES[shape]
             p = Problem(cell, T, B, H, H, np.float32)
