@@ -382,7 +382,8 @@ RNNKIT_AMX_TARGET inline void amx_gemm(index_t n, const bf16_pair* A2, index_t l
   const index_t n16 = n / 16 * 16;
   const index_t panel_bytes = M.K2p * M.width * 4;
   const index_t block_cols =
-      std::max<index_t>(1, index_t(0.25 * double(cpu_info().l2_or_default()) / double(panel_bytes))) * M.width;
+      std::max<index_t>(1, index_t(0.25 * double(cpu_info().l2_or_default()) / double(panel_bytes))) *
+      M.width;
   for (index_t b0 = 0; b0 < M.N; b0 += block_cols) {
     const index_t b1 = std::min(M.N, b0 + block_cols);
     for (index_t i = 0; i < n16;) {

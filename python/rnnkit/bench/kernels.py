@@ -681,7 +681,8 @@ def bf16_rows(vs, threads, quick):
                     )
                     tb = t.get("torch_bf16")
                     if tb:
-                        line += f"  torch autocast bf16 {tb[0] * 1e3:8.2f} ms  bf16/torch {b16 / (tb[0] * 1e3):4.2f}"
+                        tms = tb[0] * 1e3
+                        line += f"  torch autocast bf16 {tms:8.2f} ms  bf16/torch {b16 / tms:4.2f}"
                     print(line)
                     rows.append((cell, shape, n, mode, f32, b16, tb[0] * 1e3 if tb else None))
     print()
