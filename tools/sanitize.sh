@@ -65,7 +65,7 @@ tests=(tests/test_kernels.py tests/test_errors.py tests/test_reference.py tests/
        tests/test_bad_inputs.py tests/test_layouts.py tests/test_degenerate_sizes.py
        tests/test_workspaces.py tests/test_numerical_safety.py tests/test_memory.py
        tests/test_private_core.py tests/test_concurrency.py tests/test_kernel_choice.py
-       tests/test_fp_env.py tests/test_fork.py)
+       tests/test_fp_env.py tests/test_fork.py tests/test_bf16.py)
 status=0
 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
 "$py" -c "import rnnkit, os; assert os.path.realpath(rnnkit.__file__).startswith(os.path.realpath('$tmp')), rnnkit.__file__" \
