@@ -3,11 +3,11 @@
 The rule, precisely:
 
 * **Public objects** are the functions and classes listed in ``__all__`` of ``rnnkit``, of
-  ``rnnkit.onnx`` and of the modules of its layers: ``rnnkit.ops``, ``rnnkit.reference``,
-  ``rnnkit.nn``, ``rnnkit.models``, ``rnnkit.distributed``, ``rnnkit.train`` and each of their
-  non-underscore submodules (the former flat modules only re-export these objects). Each
-  must have a docstring of its own (a class's inherited or generated one, such as a
-  NamedTuple's ``"X(a, b)"``, does not count).
+  ``rnnkit.onnx``, ``rnnkit.keras``, ``rnnkit.flax`` and of the modules of its layers:
+  ``rnnkit.ops``, ``rnnkit.reference``, ``rnnkit.nn``, ``rnnkit.models``,
+  ``rnnkit.distributed``, ``rnnkit.train`` and each of their non-underscore submodules (the
+  former flat modules only re-export these objects). Each must have a docstring of its own (a
+  class's inherited or generated one, such as a NamedTuple's ``"X(a, b)"``, does not count).
 * **Public methods** are the functions defined in the body of a public class whose names do
   not start with ``_``, plus ``__call__``. Each must have a docstring, its own or that of the
   method it overrides (``inspect.getdoc``). Properties are attributes and are not checked.
@@ -40,7 +40,7 @@ import rnnkit
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 LAYERS = ("ops", "reference", "nn", "models", "distributed", "train")
-MODULES = ("rnnkit.onnx",)  # public modules outside the layers
+MODULES = ("rnnkit.onnx", "rnnkit.keras", "rnnkit.flax")  # public modules outside the layers
 # Result types live in a private module (shared by ops and reference); the reference
 # documents it on the page of the package.
 DEFINING_MODULES_ALSO = ("rnnkit._types",)
