@@ -2,10 +2,13 @@
 // rounded to bfloat16 (round to nearest even), the products summed in float32 ("bf32" in other
 // libraries). Everything else (the cells, the states, the outputs) stays float32.
 //
-// Why: a bfloat16 product of two bfloat16 numbers is exact in float32, so the x86 dot-product
-// instructions do twice (AVX512-BF16's VDPBF16PS: 32 multiply-adds per instruction where an
-// FMA does 16) or many times (AMX: a 16 x 32 by 32 x 16 tile product per TDPBF16PS) the float32
-// work per cycle, on weights of half the bytes (a larger W_hh stays in L2).
+// Why: a product of two bfloat16 numbers is exact in float32, and the x86 dot-product
+// instructions do more of them per instruction than an FMA: VDPBF16PS (AVX512-BF16) 32
+// multiply-adds where an FMA does 16, TDPBF16PS (AMX) a 16 x 32 by 32 x 16 tile product; the
+// weights take half the bytes (a larger W_hh stays in L2). Whether that is faster depends on
+// the core: on the Intel Xeon with AMX measured in bench/RESULTS.md VDPBF16PS issues at a
+// quarter of the FMA rate (half the float32 multiply-adds per second) and only AMX gains;
+// AMD documents Zen 4's at the FMA rate.
 //
 // Layout: both instructions take M as pairs of rows, k = 2kk and 2kk+1, side by side: one 32-bit
 // lane of M's packed row kk holds (bf16 M[2kk][j], bf16 M[2kk+1][j]) (low half: even k), and A
@@ -28,7 +31,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "cpu_info.hpp"

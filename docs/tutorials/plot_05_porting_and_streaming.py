@@ -8,9 +8,10 @@ layouts, and compute what it computes, so a trained PyTorch model moves over by 
 linear head over each step), checks it against torch, then runs it the way a deployed model
 often runs: one sequence (batch 1), arriving a few frames at a time.
 
-This tutorial needs PyTorch (CPU) installed. Models from other formats (ONNX, Keras, Flax)
-have other gate orders and layouts; importing them is documented on their own pages, listed
-in the section "Moving a model to rnnkit" beside :doc:`/interop`.
+This tutorial needs PyTorch (CPU), onnx, onnxruntime and Keras installed (the test extra has
+them). Other formats have other gate orders and layouts; a section below imports the same
+model from an ONNX file and a Keras layer, and the pages of "Moving a model to rnnkit" beside
+:doc:`/interop` give every mapping and what is refused.
 """
 
 # %%
@@ -82,6 +83,42 @@ with torch.no_grad():
 out_torch, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=50)
 out, (h_n, _) = lstm(x, lengths=lengths)
 print("outputs:", np.abs(out - out_torch.numpy()).max(), " h_n:", np.abs(h_n - h_n_torch.numpy()).max())
+
+# %%
+# From an ONNX file, or from Keras
+# --------------------------------
+# A model exported to ONNX (here the same LSTM, by ``torch.onnx.export``) loads with
+# :func:`rnnkit.onnx.load`, which maps ONNX's gate order (i, o, f, c) and its bias and output
+# layouts onto torch's and returns the module; calling it returns what the torch module returns.
+# onnxruntime, running the same file, agrees:
+
+import io
+
+import onnxruntime
+
+buffer = io.BytesIO()
+torch.onnx.export(
+    torch_model.lstm, (torch.from_numpy(x),), buffer, input_names=["x"], dynamo=False
+)
+from_onnx = rnnkit.onnx.load(buffer.getvalue()).eval()
+session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+y_ort = session.run(None, {"x": x})[0]
+print("rnnkit.onnx.load vs onnxruntime:", np.abs(from_onnx(x)[0] - y_ort).max())
+
+# %%
+# A Keras layer converts with :func:`rnnkit.keras.from_layer` (Keras stores the kernel
+# transposed, in the gate order i, f, c, o, and is batch-first): here a Keras LSTM on the
+# torch backend, compared with the Keras layer's own output.
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+import keras  # noqa: E402
+
+keras_lstm = keras.layers.LSTM(H, return_sequences=True)
+y_keras = keras.ops.convert_to_numpy(keras_lstm(x))  # builds the layer; (B, T, H)
+from_keras = rnnkit.keras.from_layer(keras_lstm).eval()
+print("rnnkit.keras.from_layer vs Keras:", np.abs(from_keras(x)[0] - y_keras).max())
 
 # %%
 # Going back is the same copy in the other direction:
