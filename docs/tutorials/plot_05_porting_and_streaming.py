@@ -92,14 +92,12 @@ print("outputs:", np.abs(out - out_torch.numpy()).max(), " h_n:", np.abs(h_n - h
 # layouts onto torch's and returns the module; calling it returns what the torch module returns.
 # onnxruntime, running the same file, agrees:
 
-import io
+import io  # noqa: E402
 
-import onnxruntime
+import onnxruntime  # noqa: E402
 
 buffer = io.BytesIO()
-torch.onnx.export(
-    torch_model.lstm, (torch.from_numpy(x),), buffer, input_names=["x"], dynamo=False
-)
+torch.onnx.export(torch_model.lstm, (torch.from_numpy(x),), buffer, input_names=["x"], dynamo=False)
 from_onnx = rnnkit.onnx.load(buffer.getvalue()).eval()
 session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
 y_ort = session.run(None, {"x": x})[0]
@@ -110,7 +108,7 @@ print("rnnkit.onnx.load vs onnxruntime:", np.abs(from_onnx(x)[0] - y_ort).max())
 # transposed, in the gate order i, f, c, o, and is batch-first): here a Keras LSTM on the
 # torch backend, compared with the Keras layer's own output.
 
-import os
+import os  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402
