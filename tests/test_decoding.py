@@ -220,3 +220,103 @@ def test_mode_restored_and_errors(trained, rng):
         greedy_decode(trained, src[:, 0])
     with pytest.raises(ValueError, match="lengths"):
         greedy_decode(trained, src, lengths[:2])
+
+
+class _Rows:
+    """A decoder state or an encoding of the protocol: arrays with a leading row axis."""
+
+    def __init__(self, **arrays):
+        self.__dict__.update(arrays)
+
+    def take(self, idx):
+        return _Rows(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+class _HandBuiltModel:
+    """Not a Seq2Seq: the decoding protocol by hand. The next token's logits are row
+    ``source class + previous token`` of a fixed table (the source's first token picks one of
+    two tables), so every sequence's probability is known in closed form."""
+
+    pad_id, bos_id, eos_id = 0, 1, 2
+
+    def __init__(self, tables):
+        self.tables = tables  # (2, V, V): tables[c][prev] = logits of the next token
+        self.tgt_vocab = tables.shape[2]
+        self.training = True
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def encode(self, src, src_lengths=None):
+        return _Encoded((np.asarray(src)[0] % 2).astype(np.int64))  # the class of each row (B,)
+
+    def decode_step(self, tokens, state, memory):
+        return self.tables[state.cls, tokens], state, None
+
+
+class _Encoded:
+    """The protocol's encoding: batch_size, state, memory and take(idx)."""
+
+    def __init__(self, cls):
+        self.cls, self.batch_size, self.state, self.memory = cls, len(cls), _Rows(cls=cls), None
+
+    def take(self, idx):
+        return _Encoded(self.cls[idx])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_hand_built_model_of_the_protocol(alpha):
+    """greedy_decode and beam_search on a model that only follows the documented protocol: the
+    greedy answer is the argmax chain, and a wide beam returns the best of every sequence of up
+    to max_len tokens, scored in closed form from the tables."""
+    rng = np.random.default_rng(3)
+    V, max_len = 5, 4
+    tables = rng.standard_normal((2, V, V)) * 2
+    model = _HandBuiltModel(tables)
+    src = np.array([[4, 3, 6], [3, 3, 3]])  # (S, B): classes 0, 1, 0
+    cls = src[0] % 2
+
+    def logp(c, prev):
+        z = tables[c, prev].astype(np.float64)
+        z = z - z.max()
+        z = z - np.log(np.exp(z).sum())
+        z[[model.pad_id, model.bos_id]] = -np.inf
+        return z
+
+    g = greedy_decode(model, src, max_len=max_len, length_penalty=alpha)
+    assert model.training  # the mode is restored
+    for b in range(3):
+        prev, seq = model.bos_id, []
+        for _ in range(max_len):
+            prev = int(np.argmax(logp(cls[b], prev)))
+            seq.append(prev)
+            if prev == model.eos_id:
+                break
+        assert g.as_lists(drop_eos=False)[b] == seq
+
+    toks = [2, 3, 4]
+    cands = [
+        seq
+        for n in range(1, max_len + 1)
+        for seq in itertools.product(toks, repeat=n)
+        if 2 not in seq[:-1] and (n == max_len or seq[-1] == 2)
+    ]
+
+    def score(c, seq):
+        prev, total = model.bos_id, 0.0
+        for t in seq:
+            total += logp(c, prev)[t]
+            prev = t
+        return total
+
+    res = beam_search(model, src, beam_width=len(cands), max_len=max_len, length_penalty=alpha)
+    for b in range(3):
+        norm = [score(cls[b], seq) / length_penalty(len(seq), alpha) for seq in cands]
+        best = int(np.argmax(norm))
+        assert tuple(res.tokens[: res.lengths[b], b]) == cands[best]
+        np.testing.assert_allclose(res.normalized_scores[b], norm[best], rtol=1e-12)

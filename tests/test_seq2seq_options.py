@@ -1,4 +1,4 @@
-"""Tests of Seq2Seq's architecture options (bridge, combine, attention_bias,
+"""Tests of Seq2Seq's architecture options (bridge, combine, combine_embedding, attention_bias,
 attention_before_step, padding_idx, embedding_dropout, batch_first).
 
 * Forward = the module docstring's equations written out in NumPy (GRU encoder and decoder,
@@ -76,7 +76,8 @@ def oracle_logits(m, src, tgt, lengths):
             ctx = attend(s)
         o = s
         if m.has_combine:
-            o = np.tanh(np.concatenate([s, ctx], 1) @ p["combine.weight"].T + p["combine.bias"])
+            z = [s, ctx, p["tgt_embed.weight"][tok]] if m.combine_embedding else [s, ctx]
+            o = np.tanh(np.concatenate(z, 1) @ p["combine.weight"].T + p["combine.bias"])
         feed = {"attentional": o, "context": ctx, None: None}[m.input_feeding]
         logits.append(o @ p["out.weight"].T + p["out.bias"])
     return np.stack(logits)
@@ -89,6 +90,10 @@ ORACLE_CONFIGS = [
     dict(bridge="copy", bidirectional=False, combine=False, input_feeding=None, attention_bias=True),
     dict(attention_before_step=True, input_feeding=None),
     dict(attention_before_step=True, input_feeding=None, combine=False, bridge=None),
+    # Bahdanau et al. 2015: bidirectional encoder, additive attention with both biases from
+    # s_{t-1}, output from [s_t ; c_t ; y_{t-1}]
+    dict(attention_before_step=True, input_feeding=None, attention_bias=True, combine_embedding=True),
+    dict(combine_embedding=True),  # Luong's input feeding with the embedding in the combine layer
 ]
 
 
@@ -109,6 +114,8 @@ GRAD_CONFIGS = [
     dict(encoder_cell="gru", attention_before_step=True, input_feeding=None, combine=False),
     dict(encoder_cell="lstm", attention_before_step=True, input_feeding=None, attention="dot"),
     dict(encoder_cell="gru", padding_idx=None, embedding_dropout=0.3),
+    dict(encoder_cell="gru", attention_before_step=True, input_feeding=None, combine_embedding=True),
+    dict(encoder_cell="lstm", combine_embedding=True, embedding_dropout=0.4),
     dict(
         encoder_cell="lstm",
         attention_before_step=True,
@@ -194,6 +201,10 @@ def test_option_errors():
         Seq2Seq(V, V, attention=None, attention_before_step=True)
     with pytest.raises(ValueError, match="input_feeding: 'attentional' feeds the combine"):
         Seq2Seq(V, V, combine=False)
+    with pytest.raises(ValueError, match="combine_embedding: expected False without the combine layer"):
+        Seq2Seq(V, V, combine=False, input_feeding=None, combine_embedding=True)
+    with pytest.raises(ValueError, match="combine_embedding: expected False without the combine layer"):
+        Seq2Seq(V, V, attention=None, combine_embedding=True)
     with pytest.raises(ValueError, match="bias: only additive attention"):
         Seq2Seq(V, V, attention="general", attention_bias=True)
     with pytest.raises(ValueError, match="embedding_dropout"):

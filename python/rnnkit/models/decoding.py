@@ -20,6 +20,20 @@ extensions (all of length t+1) ranked by their raw score and finished ones by th
 their normalised score would need at length t+1 -- that is, everything is compared by its
 normalised score. It stops when all K hypotheses of every batch row are finished, or after
 max_len steps. With K = 1 this is exactly greedy search.
+
+The model: a :class:`rnnkit.models.Seq2Seq`, or any object with this protocol (a model built
+by hand from rnnkit's modules, say):
+
+* ``pad_id``, ``bos_id``, ``eos_id``, ``tgt_vocab`` (V); optionally ``batch_first``;
+* ``training``, ``eval()`` and ``train(mode)`` (the searches run in eval mode and restore it);
+* ``encode(src, src_lengths)`` returning an object with ``batch_size`` (B), ``state``,
+  ``memory`` and ``take(idx)`` (its rows ``idx`` (N,), e.g. repeated for the beams), whose
+  ``state`` has ``take(idx)`` too (beam search reorders it by the surviving beams' parents);
+* ``decode_step(tokens (N,), state, memory)`` returning ``(logits (N, V), new state,
+  attention weights (N, S) or None)``.
+
+:func:`score_sequences` also calls ``model(src, tgt, src_lengths)`` for teacher-forced logits
+(T, B, V).
 """
 
 from __future__ import annotations
@@ -120,7 +134,8 @@ def greedy_decode(
 ) -> DecodeResult:
     """Greedy search: at each step the most probable token (argmax).
 
-    Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; max_len (default 2*S + 10);
+    Args: model a Seq2Seq or a model of the protocol above; src (S, B); src_lengths (B,) or
+    None; max_len (default 2*S + 10);
     length_penalty alpha (only for ``normalized_scores``); return_attention: also the
     attention weights (L, B, S) of each produced token.
     Returns a :class:`DecodeResult` with tokens (L, B). Runs in eval mode (drops a pending
@@ -184,7 +199,8 @@ def beam_search(
 ) -> DecodeResult:
     """Beam search (see the module docstring), batched over B rows x K beams.
 
-    Args: model a Seq2Seq; src (S, B); src_lengths (B,) or None; beam_width K >= 1; max_len
+    Args: model a Seq2Seq or a model of the protocol above; src (S, B); src_lengths (B,) or
+    None; beam_width K >= 1; max_len
     (default 2*S + 10); length_penalty alpha >= 0; return_all: all K hypotheses per row (best
     first) instead of the best; return_attention: the attention weights of each token.
     Returns a :class:`DecodeResult`. Runs in eval mode (drops a pending training cache).

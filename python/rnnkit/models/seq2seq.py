@@ -28,6 +28,9 @@ Options that change the equations above (the defaults are the equations above):
 * ``bridge``: "linear_tanh" (s_0 as above), "copy" (s_0 = [h_fwd ; h_bwd], and c_0 the
   encoder's final c for LSTM to LSTM; needs M = H) or None (s_0 = 0, c_0 = 0).
 * ``combine=False``: no W_c; logits_t = W_o s_t + b_o (input feeding "context" or None).
+* ``combine_embedding=True`` (Bahdanau et al., 2015's output from ``[s_t ; c_t ; y_{t-1}]``,
+  without its maxout): the combine layer also reads the fed token's embedding,
+  ``h~_t = tanh(W_c [s_t ; c_t ; E_tgt[y_{t-1}]] + b_c)`` (W_c is (H, H + M + E)).
 * ``attention_bias=True``: additive attention with both projections biased,
   ``v . tanh(W_q s + b_q + W_k m_j + b_k)`` (two torch.nn.Linear layers).
 * ``attention_before_step=True`` (Bahdanau et al., 2015; the PyTorch translation tutorial's
@@ -152,6 +155,7 @@ class Seq2Seq(Module):
         bridge: "linear_tanh", "copy" or None (zeros): how s_0 (and c_0) come from the
             encoder's final states (ValueError for "copy" unless M = H).
         combine: with attention, logits from h~_t (True) or from s_t (False).
+        combine_embedding: the combine layer also reads E_tgt[y_{t-1}] (needs combine).
         attention_bias: additive attention's b_q and b_k (both, or neither).
         attention_before_step: attend from s_{t-1} and feed c_t into the step (module
             docstring); needs input_feeding=None.
@@ -183,6 +187,7 @@ class Seq2Seq(Module):
         input_feeding: str | None = "attentional",
         bridge: str | None = "linear_tanh",
         combine: bool = True,
+        combine_embedding: bool = False,
         attention_bias: bool = False,
         attention_before_step: bool = False,
         padding_idx: int | str | None = "pad_id",
@@ -214,6 +219,12 @@ class Seq2Seq(Module):
         self.input_feeding = input_feeding if attention is not None else None
         self.bridge_kind = _v.choice("bridge", bridge, _BRIDGES)
         self.has_combine = _v.flag("combine", combine) and attention is not None
+        self.combine_embedding = _v.flag("combine_embedding", combine_embedding)
+        if self.combine_embedding and not self.has_combine:
+            raise ValueError(
+                "combine_embedding: expected False without the combine layer (combine=False or "
+                "attention=None): it adds the token's embedding to that layer's input, got True"
+            )
         self.attention_before_step = _v.flag("attention_before_step", attention_before_step)
         self.embedding_dropout = _v.real("embedding_dropout", embedding_dropout, 0.0, 1.0, hi_open=True)
         self.batch_first = _v.flag("batch_first", batch_first)
@@ -289,7 +300,8 @@ class Seq2Seq(Module):
                 dtype=dt, seed=_seed(ss[6]),
             )  # fmt: skip
             if self.has_combine:
-                self.combine = Linear(H + M, H, dtype=dt, seed=_seed(ss[7]))
+                Ez = E if self.combine_embedding else 0  # [s_t ; c_t (; E_tgt[y_{t-1}])]
+                self.combine = Linear(H + M + Ez, H, dtype=dt, seed=_seed(ss[7]))
         self.out = Linear(H, self.tgt_vocab, dtype=dt, seed=_seed(ss[8]))
         self._dropout_rng = np.random.default_rng(ss[9])  # embedding dropout masks
         self.plan: SamplingPlan | None = None  # scheduled sampling (set_scheduled_sampling)
@@ -467,7 +479,8 @@ class Seq2Seq(Module):
         z = ht = None
         o = h
         if self.combine is not None:
-            z = np.concatenate([h, ctx], axis=1)  # (N, H + M)
+            parts = [h, ctx, e] if self.combine_embedding else [h, ctx]
+            z = np.concatenate(parts, axis=1)  # (N, H + M (+ E))
             o = ht = np.tanh(self.combine.apply(z))
         feed = {"attentional": ht, "context": ctx, None: None}[self.input_feeding]
         cache = (tok, ccache, acache, z, ht) if keep else None
@@ -592,6 +605,7 @@ class Seq2Seq(Module):
         dfeed = dh_next = dc_next = None
         W_c = combine.weight.data if combine is not None else None
         for t in reversed(range(T)):
+            de_out = None  # the combine layer's gradient of the token's embedding
             if att is None or grads is None:  # (grads exist exactly with the attention)
                 tok, ccache = caches[t]
                 dh = do[t]
@@ -605,8 +619,11 @@ class Seq2Seq(Module):
                     dpre = dht * (1 - ht * ht)
                     dpres.append(dpre)
                     zs.append(z)
-                    dz = dpre @ W_c  # (B, H + M)
-                    dh, dctx = dz[:, :H], dz[:, H:]
+                    dz = dpre @ W_c  # (B, H + M (+ E))
+                    M = self.memory_size
+                    dh, dctx = dz[:, :H], dz[:, H : H + M]
+                    if self.combine_embedding:
+                        de_out = dz[:, H + M :]
                 else:  # o_t = s_t
                     dh, dctx = do[t], None
                 if self.input_feeding == "context" and dfeed is not None:
@@ -617,6 +634,8 @@ class Seq2Seq(Module):
                 dh = dh + dh_next
             dx, dh_next, dc_next = self._cell_backward(dh, dc_next, ccache)
             de[t] = dx[:, :E]
+            if de_out is not None:
+                de[t] += de_out  # the embedding also entered the combine layer
             dfeed = dx[:, E:] if self.input_feeding else None
             if self.attention_before_step:  # c_t = attend(s_{t-1}): into s_{t-1}'s gradient
                 assert att is not None and grads is not None
