@@ -94,6 +94,7 @@ ORACLE_CONFIGS = [
     # s_{t-1}, output from [s_t ; c_t ; y_{t-1}]
     dict(attention_before_step=True, input_feeding=None, attention_bias=True, combine_embedding=True),
     dict(combine_embedding=True),  # Luong's input feeding with the embedding in the combine layer
+    dict(attention="concat"),  # Luong's concat score: additive attention without biases
 ]
 
 
@@ -205,6 +206,8 @@ def test_option_errors():
         Seq2Seq(V, V, combine=False, input_feeding=None, combine_embedding=True)
     with pytest.raises(ValueError, match="combine_embedding: expected False without the combine layer"):
         Seq2Seq(V, V, attention=None, combine_embedding=True)
+    with pytest.raises(ValueError, match="attention_bias: Luong's 'concat' score"):
+        Seq2Seq(V, V, attention="concat", attention_bias=True)
     with pytest.raises(ValueError, match="bias: only additive attention"):
         Seq2Seq(V, V, attention="general", attention_bias=True)
     with pytest.raises(ValueError, match="embedding_dropout"):

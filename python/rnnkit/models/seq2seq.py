@@ -148,7 +148,8 @@ class Seq2Seq(Module):
             encoder's).
         encoder_hidden_size: He (default H // 2 if bidirectional else H, so that M = H).
         encoder_layers, bidirectional: the encoder's depth and directions.
-        attention: "additive" (Bahdanau), "dot", "general" (Luong) or None.
+        attention: "additive" (Bahdanau), "dot", "general", "concat" (Luong's three scores;
+            "concat", v . tanh(W_a [s_t ; m_j]), is "additive" without biases) or None.
         attention_size: A of additive attention (default H).
         input_feeding: "attentional" (feed h~_{t-1}), "context" (feed c_{t-1}) or None;
             ignored (None) without attention.
@@ -213,7 +214,12 @@ class Seq2Seq(Module):
         He = self.encoder_hidden_size = _v.int_arg("encoder_hidden_size", encoder_hidden_size)
         self.encoder_layers = _v.int_arg("encoder_layers", encoder_layers)
         if attention is not None:
-            _v.choice("attention", attention, ("additive", "dot", "general"))
+            _v.choice("attention", attention, ("additive", "dot", "general", "concat"))
+            if attention == "concat" and attention_bias:
+                raise ValueError(
+                    "attention_bias: Luong's 'concat' score v . tanh(W_a [s_t ; m_j]) has no biases; "
+                    "use attention='additive' with attention_bias=True, got True"
+                )
         self.attention_kind = attention
         _v.choice("input_feeding", input_feeding, _FEEDS)
         self.input_feeding = input_feeding if attention is not None else None
@@ -295,8 +301,9 @@ class Seq2Seq(Module):
         self.combine: Linear | None = None
         self.attention = None
         if attention is not None:
+            kind = "additive" if attention == "concat" else attention  # the same score
             self.attention = make_attention(
-                attention, H, M, attention_size, bias=_v.flag("attention_bias", attention_bias),
+                kind, H, M, attention_size, bias=_v.flag("attention_bias", attention_bias),
                 dtype=dt, seed=_seed(ss[6]),
             )  # fmt: skip
             if self.has_combine:
