@@ -635,8 +635,8 @@ PYBIND11_MODULE(_core, m) {
       "_sequence_terms",
       [](const std::string& cell, bool reset_after, bool backward, bool float64, index_t T, index_t B,
          index_t I, index_t H, index_t S, bool training, bool lengths, bool project, bool dy, bool b_ih,
-         bool b_hh) {
-        const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh};
+         bool b_hh, bool bf16) {
+        const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh, bf16};
         Terms terms;
         if (cell == "rnn")
           terms = sequence_terms<RnnCell<false>>(backward, float64, c);
@@ -654,7 +654,7 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("cell"), py::arg("reset_after"), py::arg("backward"), py::arg("float64"), py::arg("T"),
       py::arg("B"), py::arg("I"), py::arg("H"), py::arg("S"), py::arg("training"), py::arg("lengths"),
-      py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"));
+      py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"), py::arg("bf16") = false);
   m.attr("_blas_buffer_bytes") = py::int_(kBlasBufferBytes);
   // Memory kept between calls (memory.hpp's block cache, pooled_buffer.hpp's scratch pool):
   // what rnnkit.memory_stats, empty_cache and set_cache_limit report and control.

@@ -43,7 +43,17 @@ struct SequenceCall {
   bool project;           // LSTM projection W_hr
   bool dy;                // backward: dy given (else zeros are made)
   bool b_ih, b_hh;        // backward: bias gradients wanted
+  bool bf16 = false;      // precision="bf16" (float32): bf16_gemm.hpp's pair panels and scratch
 };
+
+// precision="bf16": the pair panels of a K x N product (all threads' columns; each thread's
+// panel scratch besides), and its A rows as pairs for n rows (per thread for a per-step product,
+// once for a whole-sequence one).
+inline std::size_t pair_panel_elements(index_t K, index_t N, int nthreads = 2) {
+  const index_t K2p = PairPanels::pairs_for(K);
+  return std::size_t(K2p * N + nthreads * K2p * PairPanels::width_for(1));
+}
+inline std::size_t pair_row_elements(index_t n, index_t K) { return std::size_t(n * PairPanels::pairs_for(K)); }
 
 // Elements rnnkit's blocked kernel packs for C (M, N) = A (M, K) @ op(B) (sequence_gemm).
 inline std::size_t sequence_gemm_elements(index_t M, index_t N, index_t K, bool few_rows_on_blas = true) {
@@ -56,7 +66,7 @@ Terms sequence_forward_terms(const SequenceCall& c) {
   const std::size_t T_ = c.T, B = c.B, I = c.I, H = c.H, S = c.S, GH = Cell::G * c.H;
   const std::size_t GH1 = GH - (Cell::kSplitRecurrent ? H : 0);
   const SeqShape shape{c.T, c.B, c.I, c.H, c.S, false, nullptr};
-  const bool packed = c.B <= small_batch_limit().load();
+  bool packed = c.B <= small_batch_limit().load();
   Terms terms;
   auto add = [&](const char* name, std::size_t count) { terms.push_back({name, count, sizeof(T)}); };
   // bindings.cpp forward: the outputs
@@ -80,7 +90,21 @@ Terms sequence_forward_terms(const SequenceCall& c) {
   if (c.project) add("m_rows", B * H);
   if (c.project && !c.training) add("m_scratch", B * H);
   const bool small_projection = small_projection_for(c.T, c.B, index_t(GH), c.I);
-  if (!small_projection) add("x W_ih^T", sequence_gemm_elements(c.T * c.B, index_t(GH), c.I, false));
+  if (c.bf16) {  // pair panels (4-byte pairs) and A's rows as pairs, 2 threads' worth
+    auto pairs = [&](const char* name, std::size_t count) { terms.push_back({name, count, 4}); };
+    if (!small_projection) {
+      pairs("x W_ih^T (x as pairs)", pair_row_elements(c.T * c.B, c.I));
+      pairs("x W_ih^T (panels)", pair_panel_elements(c.I, index_t(GH)));
+    }
+    pairs("rec", pair_panel_elements(c.S, index_t(GH1)) + 2 * pair_row_elements(c.B, c.S));
+    if (small_projection)
+      pairs("in_proj", pair_panel_elements(c.I, index_t(GH)) + 2 * pair_row_elements(c.T * c.B, c.I));
+    if (Cell::kSplitRecurrent) pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
+    if (c.project) pairs("proj", pair_panel_elements(c.H, c.S) + 2 * pair_row_elements(c.B, c.H));
+    packed = false;  // (no float32 panels)
+  } else if (!small_projection) {
+    add("x W_ih^T", sequence_gemm_elements(c.T * c.B, index_t(GH), c.I, false));
+  }
   if (packed) {  // per-thread packed weights
     add("rec", S * GH1);
     if (small_projection) add("in_proj", I * GH);
@@ -96,7 +120,7 @@ template <class Cell, class T>
 Terms sequence_backward_terms(const SequenceCall& c) {
   const std::size_t T_ = c.T, B = c.B, I = c.I, H = c.H, S = c.S, GH = Cell::G * c.H, TB = T_ * B;
   const std::size_t GH1 = GH - (Cell::kSplitRecurrent ? H : 0);
-  const bool packed = c.B <= small_batch_limit().load();
+  const bool packed = c.B <= small_batch_limit().load() && !c.bf16;
   Terms terms;
   auto add = [&](const char* name, std::size_t count) { terms.push_back({name, count, sizeof(T)}); };
   // bindings.cpp backward: the gradients
@@ -123,7 +147,21 @@ Terms sequence_backward_terms(const SequenceCall& c) {
     if (Cell::kSplitRecurrent) add("rec_n", H * H);
     if (c.project) add("proj", S * H);
   }
-  add("dx = dG W_ih", sequence_gemm_elements(c.T * c.B, c.I, index_t(GH)));
+  if (c.bf16) {  // pair panels and rows; the weight gradients' operands rounded into copies
+    auto pairs = [&](const char* name, std::size_t count) { terms.push_back({name, count, 4}); };
+    pairs("rec", pair_panel_elements(index_t(GH1), c.S) + 2 * pair_row_elements(c.B, index_t(GH)));
+    if (Cell::kSplitRecurrent) pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
+    if (c.project) pairs("proj", pair_panel_elements(c.S, c.H) + 2 * pair_row_elements(c.B, c.S));
+    pairs("dx = dG W_ih (dG as pairs)", pair_row_elements(c.T * c.B, index_t(GH)));
+    pairs("dx = dG W_ih (panels)", pair_panel_elements(index_t(GH), c.I));
+    add("x rounded", TB * I);
+    add("h_{t-1} rounded (or the gates)", TB * std::max(S, GH));
+    if (Cell::kSplitRecurrent) add("r * h_{t-1} rounded", TB * H);
+    if (c.project) add("m rounded", TB * H);
+    add("h0 rounded", B * S);
+  } else {
+    add("dx = dG W_ih", sequence_gemm_elements(c.T * c.B, c.I, index_t(GH)));
+  }
   terms.push_back({"row schedule", T_ + B, sizeof(index_t)});
   terms.push_back({"BLAS buffer", kBlasBufferBytes, 1});  // the weight gradients' GEMMs
   return terms;

@@ -185,10 +185,11 @@ def random_case(cell, T, B, I, H, dtype, rng, lengths=None, scale=1.0):
     }
 
 
-def run_case(mod, cell, case, reverse=False):
-    """Forward and backward -> flat list of every result array (None kept)."""
+def run_case(mod, cell, case, reverse=False, **opts):
+    """Forward and backward -> flat list of every result array (None kept); ``opts`` go to the
+    forward (e.g. precision)."""
     y, finals, ws = seq_forward(
-        mod, cell, case["x"], case["states"], case["params"], reverse=reverse, lengths=case["lengths"]
+        mod, cell, case["x"], case["states"], case["params"], reverse=reverse, lengths=case["lengths"], **opts
     )
     g = seq_backward(mod, cell, case["dy"], case["d_finals"], ws)
     return [y, *finals, *g]

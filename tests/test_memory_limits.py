@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
+from rnnkit import _core
 from rnnkit import reference as ref
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -142,6 +143,7 @@ import rnnkit
 from rnnkit import _core
 from conftest import CELLS, random_case, run_case
 cell, T, B, I, H = sys.argv[2], *map(int, sys.argv[3:7])
+bf16 = sys.argv[7] == "bf16"
 family, options = CELLS[cell]
 
 def status(key):
@@ -153,33 +155,42 @@ def status(key):
 case = random_case(cell, T, B, I, H, np.float32, np.random.default_rng(0), lengths="random")
 reset_after = options.get("reset_after", True)
 forward = _core._sequence_terms(family, reset_after, False, False, T, B, I, H, H, True, True, False,
-                                False, False, False)
+                                False, False, False, bf16=bf16)
 backward = _core._sequence_terms(family, reset_after, True, False, T, B, I, H, H, True, True, False,
-                                 True, True, True)
+                                 True, True, True, bf16=bf16)
 counted = sum(c * i for _, c, i in forward + backward)
 before = status("VmSize:")
-run_case(rnnkit, cell, case)
+run_case(rnnkit, cell, case, precision=sys.argv[7])
 print(status("VmPeak:") - before, counted)
 """
 
 
+BF16 = _core._cpu_info()["bf16_kernel"] != "none"
+
+
 @pytest.mark.parametrize(
-    "cell,T,B,I,H",
+    "cell,T,B,I,H,precision",
     [
-        ("lstm", 64, 32, 256, 512),
-        ("gru", 100, 64, 512, 512),
-        ("gru_before", 50, 200, 64, 256),
-        ("rnn_tanh", 200, 8, 64, 256),
+        ("lstm", 64, 32, 256, 512, "float32"),
+        ("gru", 100, 64, 512, 512, "float32"),
+        ("gru_before", 50, 200, 64, 256, "float32"),
+        ("rnn_tanh", 200, 8, 64, 256, "float32"),
+        *[
+            pytest.param(
+                *case, "bf16", marks=pytest.mark.skipif(not BF16, reason="the CPU lacks AVX512-BF16")
+            )
+            for case in [("lstm", 64, 32, 256, 512), ("gru_before", 50, 200, 64, 256)]
+        ],
     ],
 )
-def test_counted_bytes_cover_the_peak_address_space(cell, T, B, I, H):
+def test_counted_bytes_cover_the_peak_address_space(cell, T, B, I, H, precision):
     """In a fresh process, a forward + backward (the forward's workspace alive during the
     backward) grows the peak address space (VmPeak, which counts the BLAS buffer and every
     malloc) by no more than the two calls' counted bytes: the size check does not under-count.
     (The old count, y and the gate buffer only, was 20 MiB for the LSTM here; the peak grows
     by 96 MiB.)"""
     r = subprocess.run(
-        [sys.executable, "-c", PEAK_CHILD, TESTS, cell, str(T), str(B), str(I), str(H)],
+        [sys.executable, "-c", PEAK_CHILD, TESTS, cell, str(T), str(B), str(I), str(H), precision],
         capture_output=True,
         text=True,
         timeout=120,

@@ -415,9 +415,11 @@ def _sequence_terms(
     dy: bool,
     b_ih: bool,
     b_hh: bool,
+    bf16: bool = False,
 ) -> list[tuple[str, int, int]]:
     """What one sequence forward (or backward) of ``cell`` ("rnn", "lstm", "gru") allocates, as
-    (name, count, itemsize) terms (cpp/footprint.hpp), for the size check before the call."""
+    (name, count, itemsize) terms (cpp/footprint.hpp), for the size check before the call;
+    ``bf16``: with precision="bf16"."""
 
 _blas_buffer_bytes: int
 """Bytes budgeted for the bundled OpenBLAS's per-thread GEMM buffer."""

@@ -149,6 +149,7 @@ class _SequenceArgs(NamedTuple):
     b_hh: np.ndarray | None
     lengths: np.ndarray | None
     W_hr: np.ndarray | None
+    precision: str
 
 
 # What the size check names: every buffer a call allocates (cpp/footprint.hpp lists them).
@@ -184,6 +185,7 @@ def _check_call_memory(arg, cell, options, backward, dtype, T, B, I, H, P, **fla
         flags.get("dy", False),
         flags.get("b_ih", False),
         flags.get("b_hh", False),
+        flags.get("bf16", False),
     )
     v.check_bytes(
         arg, nbytes, _BACKWARD_BUFFERS if backward else _FORWARD_BUFFERS, f" of {np.dtype(dtype).name}"
@@ -208,17 +210,30 @@ def _check_backward_memory(ws, dy):
         dy=dy is not None,
         b_ih=ws.has_b_ih,
         b_hh=ws.has_b_hh,
+        bf16=ws.precision == "bf16",
     )
 
 
 def _check_sequence_args(
-    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr=None, options=None
+    cell,
+    x,
+    states,
+    W_ih,
+    W_hh,
+    b_ih,
+    b_hh,
+    lengths,
+    reverse,
+    training,
+    W_hr=None,
+    options=None,
+    precision="float32",
 ) -> _SequenceArgs:
     """Validate a sequence forward's arguments; return them as contiguous arrays.
 
     ``states`` lists (name, array) of initial states; with a projection W_hr (P, H) the first
     one (h0) is (B, P) and the recurrent weight W_hh is (G*H, P). ``options`` are the cell's
-    (they change what the call allocates).
+    and ``precision`` the call's (they change what the call allocates).
     """
     G = cell_spec(cell).gates
     gh = f"{G}*H" if G > 1 else "H"
@@ -253,6 +268,7 @@ def _check_sequence_args(
     lengths = v.lengths_array(lengths, T, B)
     v.flag("reverse", reverse)
     v.flag("training", training)
+    precision = v.precision(precision, dtype)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
     _check_call_memory(
         "x",
@@ -268,8 +284,9 @@ def _check_sequence_args(
         training=bool(training),
         lengths=lengths is not None,
         project=W_hr is not None,
+        bf16=precision == "bf16",
     )
-    return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr)
+    return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr, precision)
 
 
 def _workspace(cell, options, saved, single_step=False):
@@ -366,8 +383,9 @@ def rnn_forward(
     ((5, 2, 3), (4, 4), True)
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-    a = _check_sequence_args(_RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training)
-    precision = v.precision(precision, a.x.dtype)
+    a = _check_sequence_args(
+        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, precision=precision
+    )
     y, h_T, _, saved = _core.rnn_forward(
         a.x,
         a.states[0],
@@ -379,7 +397,7 @@ def rnn_forward(
         nonlinearity,
         bool(reverse),
         bool(training),
-        precision=precision,
+        precision=a.precision,
     )
     ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
@@ -487,10 +505,20 @@ def lstm_forward(
     True
     """
     a = _check_sequence_args(
-        _LSTM, x, [("h0", h0), ("c0", c0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, W_hr
+        _LSTM,
+        x,
+        [("h0", h0), ("c0", c0)],
+        W_ih,
+        W_hh,
+        b_ih,
+        b_hh,
+        lengths,
+        reverse,
+        training,
+        W_hr,
+        precision=precision,
     )
     (h0, c0) = a.states
-    precision = v.precision(precision, a.x.dtype)
     y, h_T, c_T, saved = _core.lstm_forward(
         a.x,
         h0,
@@ -503,7 +531,7 @@ def lstm_forward(
         a.lengths,
         bool(reverse),
         bool(training),
-        precision=precision,
+        precision=a.precision,
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
@@ -612,8 +640,8 @@ def gru_forward(
         reverse,
         training,
         options={"reset_after": bool(reset_after)},
+        precision=precision,
     )
-    precision = v.precision(precision, a.x.dtype)
     y, h_T, _, saved = _core.gru_forward(
         a.x,
         a.states[0],
@@ -625,7 +653,7 @@ def gru_forward(
         bool(reset_after),
         bool(reverse),
         bool(training),
-        precision=precision,
+        precision=a.precision,
     )
     ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
