@@ -149,6 +149,34 @@ def test_bidirectional_concat_matches_keras(kind):
     _close(np.concatenate([h[0], h[1]], axis=1), _np(last(x)), np.float32)
 
 
+@pytest.mark.parametrize("mode", ["sum", "mul", "ave"])
+def test_bidirectional_merge_modes_match_keras(mode):
+    """Bidirectional(merge_mode=sum / mul / ave): outputs and final states equal Keras's, and the
+    backward gives what torch's autograd gives through the Keras layer (dx)."""
+    torch = pytest.importorskip("torch")
+    x = _x(np.float32, seed=6)
+    bi = layers.Bidirectional(layers.GRU(H, return_sequences=True, return_state=True), merge_mode=mode)
+    bi(x)
+    _random_biases(bi, 7)
+    module = rk.from_layer(bi)
+    assert isinstance(module, rk.MergeDirections) and module.mode == mode
+    xt = torch.tensor(x, requires_grad=True)
+    outs = bi(xt)
+    out, h_n = module(x)
+    _close(out, _np(outs[0]), np.float32)
+    _close(h_n[0], _np(outs[1]), np.float32)
+    _close(h_n[1], _np(outs[2]), np.float32)
+    dout = np.random.default_rng(8).standard_normal(out.shape).astype(np.float32)
+    outs[0].backward(torch.tensor(dout))
+    dx, _ = module.backward(dout)
+    _close(dx, xt.grad.numpy(), np.float32)
+    # to_weights sees through the merge
+    twin = layers.Bidirectional(layers.GRU(H, return_sequences=True), merge_mode=mode)
+    twin(x)
+    twin.set_weights(rk.to_weights(module))
+    _close(_np(twin(x)), out, np.float32)
+
+
 def test_go_backwards_runs_the_reversed_sequence():
     layer = layers.LSTM(H, return_sequences=True, return_state=True, go_backwards=True)
     x = _x(np.float32, seed=6)
@@ -292,8 +320,8 @@ def _built(layer, x=None):
         (lambda: _built(layers.SimpleRNN(H, activation="sigmoid")), "expected 'tanh' or 'relu'"),
         (lambda: layers.LSTM(H), "not built"),
         (
-            lambda: _built(layers.Bidirectional(layers.LSTM(H), merge_mode="sum")),
-            "merge_mode: expected 'concat'",
+            lambda: _built(layers.Bidirectional(layers.LSTM(H, return_sequences=True), merge_mode=None)),
+            "merge_mode: expected 'concat', 'sum', 'mul' or 'ave', got None",
         ),
         (
             lambda: _built(

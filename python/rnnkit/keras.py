@@ -43,7 +43,7 @@ from . import _validate as v
 from .nn import GRU, LSTM, RNN
 from .nn.module import Module
 
-__all__ = ["GoBackwards", "from_layer", "load", "to_weights"]
+__all__ = ["GoBackwards", "MergeDirections", "from_layer", "load", "to_weights"]
 
 Recurrent = Union[RNN, LSTM, GRU]
 
@@ -96,6 +96,57 @@ class GoBackwards(Module):
 
     def __repr__(self) -> str:
         return f"GoBackwards({self.module!r})"
+
+
+class MergeDirections(Module):
+    """A bidirectional rnnkit module whose two directions' outputs are merged as Keras's
+    ``Bidirectional(merge_mode=...)`` merges them: with ``out (B, T, 2*H)`` the module's
+    output, forward half ``f`` and backward half ``b`` (each (B, T, H)), ``m(x, ...)`` returns
+    ``f + b`` ("sum"), ``f * b`` ("mul") or ``(f + b) / 2`` ("ave"), (B, T, H), and the
+    module's final states unchanged. ``backward(dout (B, T, H), dstate)`` goes through the
+    merge into the module's backward and returns its ``(dx, d initial states)``.
+    """
+
+    MODES = ("sum", "mul", "ave")
+
+    def __init__(self, module: RNN | LSTM | GRU, mode: str) -> None:
+        if not isinstance(module, (RNN, LSTM, GRU)) or not module.bidirectional:
+            raise TypeError(f"module: expected a bidirectional rnnkit.nn RNN, LSTM or GRU, got {module!r}")
+        super().__init__()
+        self.module = module
+        self.mode = v.choice("mode", mode, self.MODES)
+        self.dtype = module.dtype
+
+    def forward(self, x: npt.ArrayLike, state: Any = None, lengths: npt.ArrayLike | None = None) -> Any:
+        """x (B, T, I) batch-first (or (T, B, I)); state and lengths as the module's forward
+        takes them. Returns ``(merged out (B, T, H), final state)``."""
+        self._cache = None
+        out, final = self.module(x, state, lengths)
+        H = out.shape[-1] // 2
+        f, b = out[..., :H], out[..., H:]
+        merged = f + b if self.mode == "sum" else f * b if self.mode == "mul" else (f + b) / 2
+        if self.training:
+            self._cache = (f, b)
+        return np.ascontiguousarray(merged, dtype=self.dtype), final
+
+    def backward(self, dout: Any, dstate: Any = None) -> Any:
+        """dout like forward's merged out, or None; dstate as the module's backward takes it.
+        Returns the module's ``(dx, d initial states)``."""
+        f, b = self._need_cache()
+        if dout is None:
+            return self.module.backward(None, dstate)
+        dout = v.float_array("dout", dout, self.dtype)
+        v.check_shape("dout", dout, f.shape, "(B, T, H)" if self.module.batch_first else "(T, B, H)")
+        if self.mode == "sum":
+            halves = (dout, dout)
+        elif self.mode == "mul":
+            halves = (dout * b, dout * f)
+        else:
+            halves = (dout / 2, dout / 2)
+        return self.module.backward(np.concatenate(halves, axis=-1), dstate)
+
+    def __repr__(self) -> str:
+        return f"MergeDirections({self.module!r}, {self.mode!r})"
 
 
 # ----------------------------------------------------------------------------- Keras -> rnnkit
@@ -215,14 +266,16 @@ def _module_dtype(name: str, cell: Any, keras: Any, dtype: npt.DTypeLike | None)
     return np.dtype(stored)
 
 
-def from_layer(layer: Any, *, dtype: npt.DTypeLike | None = None) -> RNN | LSTM | GRU | GoBackwards:
+def from_layer(
+    layer: Any, *, dtype: npt.DTypeLike | None = None
+) -> RNN | LSTM | GRU | GoBackwards | MergeDirections:
     """The rnnkit module computing what a built Keras recurrent layer computes.
 
     Parameters
     ----------
     layer : keras.layers.LSTM, GRU, SimpleRNN, RNN (over one LSTMCell, GRUCell or
         SimpleRNNCell, or a stack of cells of one kind and size) or Bidirectional (of one
-        of these over one cell, ``merge_mode='concat'``)
+        of these over one cell, ``merge_mode`` 'concat', 'sum', 'mul' or 'ave')
         A built layer (it has weights).
     dtype : numpy dtype, optional
         float32 or float64; default the dtype of the layer's weights.
@@ -232,13 +285,15 @@ def from_layer(layer: Any, *, dtype: npt.DTypeLike | None = None) -> RNN | LSTM 
     rnnkit.nn.LSTM, GRU or RNN with ``batch_first=True`` (``bidirectional=True`` for a
     Bidirectional layer, ``num_layers=L`` for L stacked cells: Keras's states of cell k are
     row k of h_n / c_n), or a :class:`GoBackwards` around one for a layer with
-    ``go_backwards=True``. ``out (B, T, D*H)`` is Keras's output with ``return_sequences=True``;
-    the module docstring maps the other outputs.
+    ``go_backwards=True``, or a :class:`MergeDirections` around a bidirectional one for
+    ``merge_mode`` 'sum', 'mul' or 'ave'. ``out (B, T, D*H)`` (``(B, T, H)`` merged) is Keras's
+    output with ``return_sequences=True``; the module docstring maps the other outputs.
 
     Refused (ValueError naming the layer and the option): activations other than tanh (tanh or
     relu for SimpleRNN), recurrent activations other than sigmoid, custom cells, stacked cells
-    that differ, merge modes other than 'concat', Bidirectional layers whose two directions
-    differ or that run stacked cells.
+    that differ, ``merge_mode=None`` (Keras then returns the two directions as a list: take
+    ``out[..., :H]`` and ``out[..., H:]`` of the 'concat' conversion), Bidirectional layers
+    whose two directions differ or that run stacked cells.
     Keras's ``dropout`` / ``recurrent_dropout`` act in training only and are not carried over.
     """
     keras = _keras()
@@ -276,13 +331,13 @@ def _build(cls: type[Recurrent], options: dict, layers: list[list[dict]], dtype:
     return module
 
 
-def _from_bidirectional(layer: Any, keras: Any, dtype: npt.DTypeLike | None) -> Recurrent:
+def _from_bidirectional(layer: Any, keras: Any, dtype: npt.DTypeLike | None) -> Recurrent | MergeDirections:
     name = layer.name
-    if layer.merge_mode != "concat":
+    if layer.merge_mode not in ("concat", *MergeDirections.MODES):
         raise ValueError(
-            f"layer {name!r}: merge_mode: expected 'concat' (rnnkit's bidirectional modules "
-            f"concatenate the two directions), got {layer.merge_mode!r}; convert a copy with "
-            "merge_mode='concat' and combine the halves out[..., :H], out[..., H:] yourself"
+            f"layer {name!r}: merge_mode: expected 'concat', 'sum', 'mul' or 'ave', got "
+            f"{layer.merge_mode!r} (None returns the two directions as a list: convert a copy "
+            "with merge_mode='concat' and take the halves out[..., :H], out[..., H:])"
         )
     fwd, bwd = layer.forward_layer, layer.backward_layer
     cls, options, fcells = _options(fwd, keras)
@@ -307,7 +362,8 @@ def _from_bidirectional(layer: Any, keras: Any, dtype: npt.DTypeLike | None) -> 
         )
     dt = _module_dtype(name, fcell, keras, dtype)
     weights = [[_torch_weights(cls, c, options, keras) for c in (fcell, bcell)]]
-    return _build(cls, options, weights, dt)
+    module = _build(cls, options, weights, dt)
+    return module if layer.merge_mode == "concat" else MergeDirections(module, layer.merge_mode)
 
 
 def _recurrent_layers(model: Any, keras: Any) -> list[Any]:
@@ -323,7 +379,7 @@ def _recurrent_layers(model: Any, keras: Any) -> list[Any]:
 
 def load(
     path: Any, *, dtype: npt.DTypeLike | None = None
-) -> list[tuple[str, RNN | LSTM | GRU | GoBackwards]]:
+) -> list[tuple[str, RNN | LSTM | GRU | GoBackwards | MergeDirections]]:
     """Every recurrent layer of a ``.keras`` file as ``(layer name, rnnkit module)`` pairs, in
     the model's layer order (nested models included); see :func:`from_layer`.
 
@@ -339,7 +395,7 @@ def load(
 # ----------------------------------------------------------------------------- rnnkit -> Keras
 
 
-def to_weights(module: RNN | LSTM | GRU | GoBackwards, layer: int = 0) -> list[np.ndarray]:
+def to_weights(module: RNN | LSTM | GRU | GoBackwards | MergeDirections, layer: int = 0) -> list[np.ndarray]:
     """The arrays ``keras_layer.set_weights`` takes for layer ``layer`` of an rnnkit module.
 
     For each direction (forward, then backward: Keras's Bidirectional order):
@@ -351,7 +407,7 @@ def to_weights(module: RNN | LSTM | GRU | GoBackwards, layer: int = 0) -> list[n
 
     Refused: LSTM projections (``proj_size > 0``: Keras has none), ``layer`` out of range.
     """
-    if isinstance(module, GoBackwards):
+    if isinstance(module, (GoBackwards, MergeDirections)):
         module = module.module
     if not isinstance(module, (RNN, LSTM, GRU)):
         raise TypeError(f"module: expected an rnnkit.nn RNN, LSTM or GRU, got {type(module).__name__}")
