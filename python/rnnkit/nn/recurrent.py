@@ -102,6 +102,7 @@ class _RNNBase(Module):
         dtype,
         seed,
         precision="float32",
+        clip=None,
     ):
         self.input_size = v.int_arg("input_size", input_size)
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
@@ -125,6 +126,8 @@ class _RNNBase(Module):
         self.dtype = v.dtype_arg(dtype)
         # "float32", or "bf16": the products' inputs rounded to bfloat16 (ops.recurrent).
         self.precision = v.precision(precision, self.dtype)
+        # ONNX's cell clip: None, or the bound of every activation's input (ops.recurrent).
+        self.clip = v.clip(clip)
         v.check_rnn_module_sizes(
             type(self).__name__,
             self.CELL.gates,
@@ -278,6 +281,7 @@ class _RNNBase(Module):
                     lengths=lengths,
                     training=self.training,
                     precision=self.precision,
+                    clip=self.clip,
                 )
                 ys.append(y)  # (T, B, H_out)
                 workspaces.append(ws)
@@ -394,6 +398,7 @@ class _RNNBase(Module):
                 lengths=None,
                 training=keep,
                 precision=self.precision,
+                clip=self.clip,
             )
             for f, s in zip(finals, final):
                 f.append(s)
@@ -551,6 +556,8 @@ class _RNNBase(Module):
             args.append(f"dtype={self.dtype.name}")
         if self.precision != "float32":
             args.append(f"precision={self.precision!r}")
+        if self.clip is not None:
+            args.append(f"clip={self.clip}")
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _extra_repr(self):
@@ -585,6 +592,7 @@ class RNN(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
     ) -> None:
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
         super().__init__(
@@ -599,6 +607,7 @@ class RNN(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -644,6 +653,7 @@ class RNN(_RNNBase):
             self.nonlinearity,
             batch,
             self.precision,
+            self.clip,
         )
 
     def _extra_repr(self):
@@ -687,6 +697,7 @@ class LSTM(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
     ) -> None:
         super().__init__(
             input_size,
@@ -700,6 +711,7 @@ class LSTM(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -737,7 +749,14 @@ class LSTM(_RNNBase):
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
         return _lstm_layer_stream(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch, self.precision
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            w["weight_hr"],
+            batch,
+            self.precision,
+            self.clip,
         )
 
 
@@ -777,6 +796,7 @@ class GRU(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
     ) -> None:
         self.reset_after = v.flag("reset_after", reset_after)
         super().__init__(
@@ -791,6 +811,7 @@ class GRU(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -834,6 +855,7 @@ class GRU(_RNNBase):
             self.reset_after,
             batch,
             self.precision,
+            self.clip,
         )
 
     def _extra_repr(self):
