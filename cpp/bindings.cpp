@@ -100,6 +100,12 @@ Bf16Kernel precision_kernel(const std::string& precision, bool float64) {
   return kernel;
 }
 
+// Whether a cell is the coupled-gate LSTM (ONNX's input_forget), which its workspace records.
+template <class Cell>
+constexpr bool is_coupled = false;
+template <bool Clip>
+constexpr bool is_coupled<LstmCell<Clip, true>> = true;
+
 template <class Cell, class T>
 py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0,
                   const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih,
@@ -120,6 +126,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   w.bf16 = bf16;
   w.has_clip = Cell::kClip;
   w.clip = clip;
+  w.input_forget = is_coupled<Cell>;
   if (training) {
     // The workspace's layout (workspace.hpp). Rows past a sequence's length are never written;
     // they must be zero because backward's whole-sequence GEMMs read them.
@@ -280,13 +287,14 @@ template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
                        const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training,
-                       const std::string& precision, const std::optional<double>& clip) {
+                       const std::string& precision, const std::optional<double>& clip, bool input_forget) {
   const double bound = clip_bound(clip);
-  if (clip)
-    return forward<LstmCell<true>, T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
+  auto run = [&](auto cell) {
+    return forward<decltype(cell), T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
                                       reverse, training, precision, bound);
-  return forward<LstmCell<>, T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse,
-                                training, precision, bound);
+  };
+  if (clip) return input_forget ? run(LstmCell<true, true>{}) : run(LstmCell<true>{});
+  return input_forget ? run(LstmCell<false, true>{}) : run(LstmCell<>{});
 }
 
 template <class T>
@@ -326,6 +334,7 @@ py::tuple sequence_backward_of(const char* family, const py::object& dy, const p
     case CellVariant::kRnnRelu:
       return run(RnnCell<true>{}, RnnCell<true, true>{});
     case CellVariant::kLstm:
+      if (w.input_forget) return run(LstmCell<false, true>{}, LstmCell<true, true>{});
       return run(LstmCell<>{}, LstmCell<true>{});
     case CellVariant::kGruResetAfter:
       return run(GruResetAfterCell<>{}, GruResetAfterCell<true>{});
@@ -441,7 +450,7 @@ void bind_dtype(py::module_& m) {
         "precision"_a = "float32", "clip"_a = py::none());
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a,
-        "precision"_a = "float32", "clip"_a = py::none());
+        "precision"_a = "float32", "clip"_a = py::none(), "input_forget"_a = false);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a,
         "precision"_a = "float32", "clip"_a = py::none());
@@ -472,13 +481,16 @@ void bind_dtype(py::module_& m) {
   m.def(
       "lstm_stream",
       [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-         const OptArray<T>& W_hr, index_t batch, const std::optional<double>& clip) {
+         const OptArray<T>& W_hr, index_t batch, const std::optional<double>& clip, bool input_forget) {
         const double bound = clip_bound(clip);
+        if (clip && input_forget)
+          return make_stream<LstmCell<true, true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch, bound);
         if (clip) return make_stream<LstmCell<true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch, bound);
+        if (input_forget) return make_stream<LstmCell<false, true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch);
         return make_stream<LstmCell<>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch);
       },
-      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "batch"_a,
-      "clip"_a = py::none());
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "batch"_a, "clip"_a = py::none(),
+      "input_forget"_a = false);
   m.def(
       "gru_stream",
       [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
@@ -509,6 +521,7 @@ void bind_workspace(py::module_& m) {
                               "made only by the *_forward kernels).");
   c.def_property_readonly("cell", [](const SavedSequence& w) { return family_name(w.variant); });
   c.def_property_readonly("reverse", [](const SavedSequence& w) { return w.reverse; });
+  c.def_property_readonly("input_forget", [](const SavedSequence& w) { return w.input_forget; });
   c.def_property_readonly("clip", [](const SavedSequence& w) -> py::object {
     return w.has_clip ? py::object(py::float_(w.clip)) : py::object(py::none());
   });

@@ -125,7 +125,9 @@ struct RnnCell {
 
 // LSTM: [i f g o] = [σ σ tanh σ](x W_ih^T + b_ih + h W_hh^T + b_hh),
 // c_t = f c_{t-1} + i g, h_t = o tanh(c_t). Saves the gates and tanh(c_t).
-template <bool Clip = false>
+// Coupled (ONNX's input_forget = 1): f = 1 - i; the f block's pre-activation is not used (its
+// gradient is zero), as in onnxruntime.
+template <bool Clip = false, bool Coupled = false>
 struct LstmCell {
   static constexpr int G = 4;
   static constexpr bool kClip = Clip;
@@ -140,8 +142,14 @@ struct LstmCell {
     for (int j = 0; j < H; ++j) {
       const T i = sigmoid_(bound<Clip>(
           gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j], clip, keep + kI * H + j));
-      const T f = sigmoid_(bound<Clip>(
-          gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j], clip, keep + kF * H + j));
+      T f;
+      if constexpr (Coupled) {
+        f = T(1) - i;
+        if constexpr (Clip) keep[kF * H + j] = T(0);  // no input of its own: nothing passes
+      } else {
+        f = sigmoid_(bound<Clip>(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j],
+                                 clip, keep + kF * H + j));
+      }
       const T g = tanh_(bound<Clip>(gates[kG * H + j] + b_ih[kG * H + j] + gh[kG * H + j] + b_hh[kG * H + j],
                                     clip, keep + kG * H + j));
       const T o = sigmoid_(bound<Clip>(
@@ -168,8 +176,14 @@ struct LstmCell {
       const T tc = extra[j];
       const T dh_t = dh[j] + dy[j];
       const T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
-      const T di = kept<Clip>(dc_t * g * i * (T(1) - i), keep + kI * H + j);
-      const T df = kept<Clip>(dc_t * c_prev[j] * f * (T(1) - f), keep + kF * H + j);
+      T di, df;
+      if constexpr (Coupled) {  // c_t = (1 - i) c_{t-1} + i g
+        di = kept<Clip>(dc_t * (g - c_prev[j]) * i * (T(1) - i), keep + kI * H + j);
+        df = T(0);
+      } else {
+        di = kept<Clip>(dc_t * g * i * (T(1) - i), keep + kI * H + j);
+        df = kept<Clip>(dc_t * c_prev[j] * f * (T(1) - f), keep + kF * H + j);
+      }
       const T dgg = kept<Clip>(dc_t * i * (T(1) - g * g), keep + kG * H + j);
       const T dout = kept<Clip>(dh_t * tc * o * (T(1) - o), keep + kO * H + j);
       dc[j] = dc_t * f;

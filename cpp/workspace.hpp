@@ -87,6 +87,7 @@ struct SavedSequence {
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16": the kernel its forward ran on
   bool has_clip = false;                // the forward ran the Clip cell (cells.hpp) with this bound
   double clip = 0.0;
+  bool input_forget = false;  // LSTM: the forward ran the Coupled cell (f = 1 - i)
   // Arrays or None (a default py::object is a null handle, not None).
   pybind11::object W_hr = pybind11::none(), h0 = pybind11::none(), lengths = pybind11::none();
   pybind11::object hprev = pybind11::none(), cprev = pybind11::none(), gates = pybind11::none(),

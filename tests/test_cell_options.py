@@ -1,8 +1,9 @@
-"""ONNX's cell ``clip`` in the fused kernels, against the NumPy oracle.
+"""ONNX's cell ``clip`` and LSTM ``input_forget`` in the fused kernels, against the NumPy oracle.
 
 The oracle (rnnkit.reference) is written from the equations: every activation's input clamped
 to [-clip, clip] (RNN: the pre-activation; LSTM: the four gates', not c_t's; GRU: r's, z's and
-n's whole argument), its derivative zero where an input was cut. Its backward is checked
+n's whole argument), its derivative zero where an input was cut; input_forget couples the LSTM's
+gates, f = 1 - i (the f block's pre-activation unused). Its backward is checked
 against central finite differences; the kernels' forward and backward against the oracle
 (float64 1e-12, float32 1e-5) for every cell, with lengths and reverse; the modules and their
 streams likewise. Where onnxruntime applies clip is checked in test_onnx.py.
@@ -220,3 +221,95 @@ def test_bf16_with_clip_matches_bf16_oracle(kind):
     expected = backward(ref, kind, dy.astype(np.float64), [d.astype(np.float64) for d in d_finals], ws_ref)
     for name, e in expected.items():
         assert np.abs(got[name] - e).max() <= 1e-4 * max(np.abs(e).max(), 1e-30), name
+
+
+# ----------------------------------------------------------------------------- input_forget
+
+
+@pytest.mark.parametrize("clip", [None, CLIP])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_oracle_input_forget_gradients_match_finite_differences(reverse, clip):
+    rng = np.random.default_rng(10)
+    p = make_params("lstm", rng)
+    opts = {"clip": clip, "reverse": reverse, "lengths": [4, 2, 3], "input_forget": True}
+    y, finals, ws = forward(ref, "lstm", p, **opts)
+    dy = rng.normal(size=y.shape)
+    d_finals = [rng.normal(size=f.shape) for f in finals]
+
+    def loss():
+        y, finals, _ = forward(ref, "lstm", p, training=False, **opts)
+        return np.sum(dy * y) + sum(np.sum(d * f) for d, f in zip(d_finals, finals))
+
+    analytic = backward(ref, "lstm", dy, d_finals, ws)
+    for name, value in p.items():
+        numeric = finite_difference(loss, value)
+        assert rel_error(numeric, analytic[name]) <= 1e-6, name
+    # the forget block's parameters are unused
+    for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
+        assert not analytic[name][H : 2 * H].any()
+        assert np.abs(analytic[name][:H]).max() > 1e-3
+
+
+def test_oracle_input_forget_is_one_minus_i():
+    rng = np.random.default_rng(11)
+    p = make_params("lstm", rng)
+    x, h, c = p["x"][0], p["h0"], p["c0"]
+    a = x @ p["W_ih"].T + p["b_ih"] + h @ p["W_hh"].T + p["b_hh"]
+    sig = lambda u: 1 / (1 + np.exp(-u))  # noqa: E731
+    i, _, g, o = np.split(a, 4, axis=1)
+    c_next = (1 - sig(i)) * c + sig(i) * np.tanh(g)
+    w = [p[k] for k in ("W_ih", "W_hh", "b_ih", "b_hh")]
+    (h_next, c_got), _ = ref.lstm_cell_forward(x, h, c, *w, input_forget=True)
+    np.testing.assert_allclose(c_got, c_next, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(h_next, sig(o) * np.tanh(c_next), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("clip", [None, CLIP])
+@pytest.mark.parametrize("lengths", LENGTHS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_input_forget_matches_oracle(reverse, lengths, clip, dtype):
+    rng = np.random.default_rng(12)
+    p = make_params("lstm", rng, dtype)
+    opts = {"clip": clip, "reverse": reverse, "lengths": lengths, "input_forget": True}
+    y, finals, ws = forward(rnnkit, "lstm", p, **opts)
+    y_ref, finals_ref, ws_ref = forward(ref, "lstm", p, **opts)
+    assert ws.saved.input_forget
+    tol = TOL[dtype]
+    for a, e in zip((y, *finals), (y_ref, *finals_ref)):
+        np.testing.assert_allclose(a, e, rtol=0, atol=tol)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    d_finals = [rng.normal(size=f.shape).astype(dtype) for f in finals]
+    got = backward(rnnkit, "lstm", dy, d_finals, ws)
+    expected = backward(ref, "lstm", dy, d_finals, ws_ref)
+    for name, e in expected.items():
+        assert rel_error(got[name], e) <= tol, name
+    y_free, _, _ = forward(rnnkit, "lstm", p, clip=clip, reverse=reverse, lengths=lengths)
+    assert np.abs(y_free - y).max() > 1e-2
+    # inference runs the same cell
+    y_inf, _, _ = forward(rnnkit, "lstm", p, training=False, **opts)
+    np.testing.assert_array_equal(y_inf, y)
+
+
+def test_input_forget_module_stream_and_validation():
+    rng = np.random.default_rng(13)
+    m = rnnkit.nn.LSTM(I, H, num_layers=2, dtype=np.float64, seed=1, input_forget=True, clip=0.5)
+    assert repr(m) == "LSTM(3, 4, num_layers=2, input_forget=True, dtype=float64, clip=0.5)"
+    x = rng.normal(size=(T, B, I))
+    out, _ = m(x)
+    inp = x
+    for layer in range(2):
+        w = [getattr(m, f"{k}_l{layer}").data for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        inp, _, _ = ref.lstm_forward(inp, None, None, *w, clip=0.5, input_forget=True)
+    np.testing.assert_allclose(out, inp, rtol=0, atol=1e-12)
+    m.backward(np.ones_like(out))
+    assert not m.weight_ih_l0.grad[H : 2 * H].any() and m.weight_ih_l0.grad[:H].any()
+    m.eval()
+    stream = m.stream(batch=B)
+    parts = [stream(x[:2]), stream(x[2:])]
+    np.testing.assert_allclose(np.concatenate(parts), out, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="input_forget"):
+        rnnkit.nn.LSTM(I, H, input_forget="yes")
+    p = make_params("lstm", rng)
+    with pytest.raises(TypeError, match="input_forget"):
+        forward(rnnkit, "lstm", p, input_forget=1.5)

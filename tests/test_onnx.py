@@ -158,6 +158,10 @@ NODE_CASES = [
     ("GRU", "reverse", "lbr0_clip_states"),
     ("RNN", "reverse", "clip_lengths"),
     ("RNN", "bidirectional", "relu_clip"),
+    # input_forget: f = 1 - i, the forget block's weights unused
+    ("LSTM", "forward", "coupled"),
+    ("LSTM", "bidirectional", "coupled_clip_lengths_states"),
+    ("LSTM", "reverse", "coupled_lengths"),
 ]
 CLIP = 0.75  # cuts a good part of the pre-activations of these weights (0.5 * N(0, 1))
 
@@ -173,6 +177,8 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
         attrs["activations"] = ["Relu", "Relu"]
     if "clip" in extra:
         attrs["clip"] = CLIP
+    if "coupled" in extra:
+        attrs["input_forget"] = 1
     if extra == "default_activations":
         attrs["activations"] = ["Sigmoid", "Tanh", "Tanh"]
     with_lengths = "lengths" in extra
@@ -195,6 +201,8 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
         inner = m.rnn if direction == "reverse" else m
         assert inner.reset_after == bool(attrs.get("linear_before_reset", 0))
     assert (m.rnn if direction == "reverse" else m).clip == attrs.get("clip")
+    if op == "LSTM":
+        assert (m.rnn if direction == "reverse" else m).input_forget == bool(attrs.get("input_forget"))
     state = call_state(op, [feed[s] for s in ("h0", "c0") if s in feed])
     results = m(feed["x"], state, feed.get("lengths"))
     for a, e, what in zip(onnx_outputs(op, results, D), expected, ("Y", "Y_h", "Y_c")):
@@ -230,7 +238,7 @@ REFUSED = [
     ("LSTM", {"attrs": {"clip": 0.0}}, "attribute 'clip' = 0.0"),
     ("GRU", {"attrs": {"clip": -1.5}}, "attribute 'clip' = -1.5"),
     ("RNN", {"attrs": {"clip": float("inf")}}, "attribute 'clip' = inf"),
-    ("LSTM", {"attrs": {"input_forget": 1}}, "attribute 'input_forget' = 1"),
+    ("LSTM", {"attrs": {"input_forget": 2}}, "attribute 'input_forget' = 2"),
     ("LSTM", {"peepholes": True}, "input 'P' (peepholes"),
     ("LSTM", {"attrs": {"activations": ["HardSigmoid", "Tanh", "Tanh"]}}, "attribute 'activations'"),
     ("GRU", {"attrs": {"activations": ["Sigmoid", "Relu"]}}, "attribute 'activations'"),
@@ -368,6 +376,8 @@ EXPORT_CASES = [
     ("GRU", dict(num_layers=2, reset_after=False, clip=0.3)),
     ("GRU", dict(clip=0.2)),
     ("RNN", dict(nonlinearity="relu", clip=0.2)),
+    ("LSTM", dict(num_layers=2, input_forget=True)),
+    ("LSTM", dict(bidirectional=True, input_forget=True, clip=0.3)),
 ]
 
 
@@ -451,10 +461,10 @@ def test_convert_cli_one_node_graph_and_refusal(tmp_path, capsys):
     diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of (?:Y|Y_h): (\S+)", printed)]
     assert len(diffs) == 2 and max(diffs) < TOL, printed
     assert isinstance(ronnx.load_npz(tmp_path / "rev.npz"), ronnx.Reversed)
-    onnx.save(make_node_model("LSTM", 1, rng, attrs={"input_forget": 1}), str(src))
-    assert main(["convert", str(src), str(tmp_path / "coupled.npz")]) == 1
-    assert "LSTM node 'rec': attribute 'input_forget' = 1 is not supported" in capsys.readouterr().err
-    assert not (tmp_path / "coupled.npz").exists()
+    onnx.save(make_node_model("LSTM", 1, rng, peepholes=True), str(src))
+    assert main(["convert", str(src), str(tmp_path / "peep.npz")]) == 1
+    assert "LSTM node 'rec': input 'P' (peepholes, 'P') is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "peep.npz").exists()
 
 
 def test_import_rnnkit_does_not_import_onnx():

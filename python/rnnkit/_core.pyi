@@ -33,6 +33,9 @@ class SavedSequence:
     @property
     def reverse(self) -> bool: ...
     @property
+    def input_forget(self) -> bool:
+        """Whether the forward was an LSTM's with coupled gates (f = 1 - i)."""
+    @property
     def clip(self) -> float | None:
         """The forward's clip bound, or None."""
     @property
@@ -150,11 +153,13 @@ def lstm_forward(
     training: bool,
     precision: str = "float32",
     clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], npt.NDArray[_F], SavedSequence | None]:
     """LSTM (G = 4, gates i, f, g, o) over a sequence: x (T, B, I), h0 (B, S) and c0 (B, H) or
     None, W_ih (4*H, I), W_hh (4*H, S), b_ih and b_hh (4*H,) or None, W_hr (P, H) or None (S = P
-    with it, else S = H), lengths (B,) int64 or None, reverse. Returns ``(y (T, B, S), h_T
-    (B, S), c_T (B, H), workspace)``; the workspace is a SavedSequence (training=True only).
+    with it, else S = H), lengths (B,) int64 or None, reverse, input_forget (f = 1 - i).
+    Returns ``(y (T, B, S), h_T (B, S), c_T (B, H), workspace)``; the workspace is a
+    SavedSequence (training=True only).
     """
 
 class LayerStream:
@@ -186,6 +191,7 @@ def lstm_stream(
     W_hr: npt.NDArray[_F] | None,
     batch: int,
     clip: float | None = None,
+    input_forget: bool = False,
 ) -> LayerStream:
     """An LSTM layer's stream of ``batch`` rows (weights as lstm_forward's, copied)."""
 

@@ -12,8 +12,9 @@ h_n (L*D, B, H). ONNX's own layout is Y [T, D, B, H] (layout 0) or [B, T, D, H] 
 Y_h [D, B, H] (layout 1: [B, D, H]); weights W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] with
 the gate blocks in ONNX's order (LSTM i, o, f, c; GRU z, r, h), which rnnkit's order (LSTM i, f,
 g, o; GRU r, z, n) is a permutation of. ``clip`` maps to the modules' ``clip`` (the fused
-kernels bound every activation's input, as onnxruntime does). Attributes rnnkit does not compute
-(peepholes ``P``, ``input_forget``, activations other than the defaults and the RNN's Relu,
+kernels bound every activation's input, as onnxruntime does), LSTM ``input_forget`` to the
+LSTM's ``input_forget`` (f = 1 - i). Attributes rnnkit does not compute (peepholes ``P``,
+activations other than the defaults and the RNN's Relu,
 ``activation_alpha`` / ``activation_beta``) are refused with a ValueError naming the node and
 the attribute, never approximated. See docs/interop-onnx.md.
 
@@ -235,12 +236,12 @@ def _read_node(g: _Graph, node: Any) -> _Node:
         if not (np.isfinite(clip) and clip > 0):
             raise _refuse(where, f"attribute 'clip' = {attrs['clip']}", "a cell clip is a bound > 0")
         options["clip"] = clip
-    if attrs.get("input_forget", 0):
-        raise _refuse(
-            where,
-            f"attribute 'input_forget' = {attrs['input_forget']}",
-            "rnnkit's LSTM has separate input and forget gates",
-        )
+    if "input_forget" in attrs:
+        coupled = int(attrs["input_forget"])
+        if coupled not in (0, 1):
+            raise _refuse(where, f"attribute 'input_forget' = {coupled}", "ONNX defines 0 and 1")
+        if coupled:
+            options["input_forget"] = True
     for name in ("activation_alpha", "activation_beta"):
         if name in attrs:
             raise _refuse(
@@ -677,8 +678,8 @@ def load(path_or_model: Any) -> Module:
     torch's batch_first transposes) and h_n (L*D, B, H) (LSTM: (h_n, c_n)). Pass the graph's
     sequence lengths as ``lengths`` and its initial states (if it takes them) as the state.
 
-    ``clip`` becomes the module's ``clip``. ValueError naming the node and the attribute for
-    what rnnkit does not compute (peepholes, ``input_forget``, other activations), and for
+    ``clip`` and ``input_forget`` become the module's. ValueError naming the node and the
+    attribute for what rnnkit does not compute (peepholes, other activations), and for
     graphs whose recurrent nodes are not one stack (use :func:`load_nodes`).
     """
     g = _Graph(_model(path_or_model).graph)
@@ -732,6 +733,8 @@ def _recurrent_nodes_for(
         attrs["activations"] = ["Relu"] * D
     if rnn.clip is not None:
         attrs["clip"] = rnn.clip
+    if getattr(rnn, "input_forget", False):
+        attrs["input_forget"] = 1
     inp = x
     finals: list[list[str]] = [[] for _ in states]
     for layer in range(L):
@@ -894,6 +897,8 @@ def _config(module: Any) -> dict[str, Any]:
         cfg["proj_size"] = rnn.proj_size
     if rnn.clip is not None:
         cfg["clip"] = rnn.clip
+    if getattr(rnn, "input_forget", False):
+        cfg["input_forget"] = True
     return cfg
 
 

@@ -574,6 +574,8 @@ class RNN(_RNNBase):
     """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, act tanh or relu.
 
     ``out, h_n = rnn(x, h0=None, lengths=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
+    ``clip`` (RNN, LSTM, GRU): None, or ONNX's cell clip, a bound > 0 on every activation's input
+    (:func:`rnnkit.rnn_forward`).
     """
 
     CELL = RNN_CELL
@@ -666,6 +668,8 @@ class LSTM(_RNNBase):
 
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any state may be None.
+    ``clip`` as :class:`RNN`'s; ``input_forget=True``: ONNX's coupled gates, ``f = 1 - i`` (the
+    forget blocks' parameters are unused and get zero gradients).
 
     Examples
     --------
@@ -698,7 +702,10 @@ class LSTM(_RNNBase):
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
         clip: float | None = None,
+        input_forget: bool = False,
     ) -> None:
+        # ONNX's coupled input and forget gates: f = 1 - i (the f blocks' parameters unused).
+        self.input_forget = v.flag("input_forget", input_forget)
         super().__init__(
             input_size,
             hidden_size,
@@ -738,13 +745,25 @@ class LSTM(_RNNBase):
     def _kernel_forward(self, x, states, w, **kw):
         proj = {"W_hr": w["weight_hr"]} if self.proj_size else {}
         y, (h_T, c_T), ws = lstm_forward(
-            x, states[0], states[1], w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], **proj, **kw
+            x,
+            states[0],
+            states[1],
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            **proj,
+            input_forget=self.input_forget,
+            **kw,
         )
         return y, (h_T, c_T), ws
 
     def _kernel_backward(self, dy, d_states, ws):
         g = lstm_backward(dy, d_states[0], d_states[1], ws)
         return g, (g.dh0, g.dc0)
+
+    def _extra_repr(self):
+        return ["input_forget=True"] if self.input_forget else []
 
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
@@ -757,6 +776,7 @@ class LSTM(_RNNBase):
             batch,
             self.precision,
             self.clip,
+            self.input_forget,
         )
 
 

@@ -471,6 +471,7 @@ def lstm_forward(
     training: bool = True,
     precision: str = "float32",
     clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Workspace | None]:
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
@@ -483,7 +484,9 @@ def lstm_forward(
     Args: x (T, B, I); h0, c0 (B, H) or None; W_ih (4*H, I); W_hh (4*H, H);
     b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training;
     precision "float32" or "bf16" (as :func:`rnn_forward`); clip None or a bound > 0 (ONNX's:
-    the four gates' pre-activations clamped to [-clip, clip]; c_t is not).
+    the four gates' pre-activations clamped to [-clip, clip]; c_t is not); input_forget: ONNX's
+    coupled input and forget gates, ``f = 1 - i`` (the f block's weights and biases are then
+    unused, their gradients zero).
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
 
     Examples
@@ -504,6 +507,7 @@ def lstm_forward(
     True
     """
     clip = v.clip(clip)
+    input_forget = v.flag("input_forget", input_forget)
     a = _check_sequence_args(
         _LSTM,
         x,
@@ -534,6 +538,7 @@ def lstm_forward(
         bool(training),
         precision=precision,
         clip=clip,
+        input_forget=input_forget,
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
@@ -808,13 +813,28 @@ def _rnn_layer_stream(
     return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)
 
 
-def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32", clip=None) -> LayerStream:
+def _lstm_layer_stream(
+    W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32", clip=None, input_forget=False
+) -> LayerStream:
     if _compiled(batch) and precision == "float32":
-        return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, clip=clip)
+        return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, clip=clip, input_forget=input_forget)
 
     def call(x, h, c):
         y, h_T, c_T, _ = _core.lstm_forward(
-            x, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False, precision=precision, clip=clip
+            x,
+            h,
+            c,
+            W_ih,
+            W_hh,
+            b_ih,
+            b_hh,
+            W_hr,
+            None,
+            False,
+            False,
+            precision=precision,
+            clip=clip,
+            input_forget=input_forget,
         )
         return y, h_T, c_T
 

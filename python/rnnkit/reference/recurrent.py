@@ -262,12 +262,14 @@ def lstm_cell_forward(
     *,
     precision: str = "float32",
     clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """One LSTM step, PyTorch gate order i, f, g, o.
 
     x (B, I); h, c (B, H) or None (zeros); W_ih (4H, I); W_hh (4H, H);
     b_ih, b_hh (4H,) or None; precision "float32" or "bf16"; clip None or ONNX's bound: the
-    four gates' pre-activations clamped to [-clip, clip] (c_next, tanh's input in h_next, is not).
+    four gates' pre-activations clamped to [-clip, clip] (c_next, tanh's input in h_next, is not);
+    input_forget: ONNX's coupled gates, f = 1 - i (the f block's pre-activation is unused).
     Returns ((h_next (B, H), c_next (B, H)), cache).
     """
     x, h, c, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, c, W_ih, W_hh, b_ih, b_hh)
@@ -278,6 +280,8 @@ def lstm_cell_forward(
     gates, keep = _bound(gates, clip)
     a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
     i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+    if input_forget:
+        f = 1 - i
     c_next = f * c + i * g
     tc = np.tanh(c_next)
     h_next = o * tc
@@ -298,6 +302,7 @@ def lstm_cell_forward(
         "o": o,
         "tc": tc,
         "keep": keep,
+        "input_forget": input_forget,
     }
     return (h_next, c_next), cache
 
@@ -323,11 +328,20 @@ def lstm_cell_backward(
     dc_total = dc_next + dh_next * o * _dtanh(tc)
     di = dc_total * g
     df = dc_total * c
+    if k["input_forget"]:  # f = 1 - i: f's gradient reaches i, and f's own input has none
+        di = di - df
+        df = np.zeros_like(df)
     dg = dc_total * i
     dc = dc_total * f
     # back through the gate nonlinearities, blocks kept in the i, f, g, o order
     dA = np.concatenate(
-        [di * _dsigmoid(i), df * _dsigmoid(f), dg * _dtanh(g), do * _dsigmoid(o)], axis=1
+        [
+            di * _dsigmoid(i),
+            df if k["input_forget"] else df * _dsigmoid(f),
+            dg * _dtanh(g),
+            do * _dsigmoid(o),
+        ],
+        axis=1,
     )  # (B, 4H)
     dA = _kept(dA, k["keep"])
     p = k["precision"]
@@ -640,6 +654,7 @@ def lstm_forward(
     training: bool = True,
     precision: str = "float32",
     clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
     """LSTM over a sequence (gate order i, f, g, o).
 
@@ -647,7 +662,7 @@ def lstm_forward(
     lengths (B,) or None.
     With a projection W_hr (P, H) (PyTorch's proj_size): m_t = o * tanh(c_t) is the cell's
     output and h_t = m_t W_hr^T, so h0, y and h_T have P columns and W_hh is (4H, P).
-    precision "float32" or "bf16"; clip None or a bound (``lstm_cell_forward``).
+    precision "float32" or "bf16"; clip None or a bound, input_forget (``lstm_cell_forward``).
     Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
     """
     x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr = _inputs_for(precision, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr)
@@ -658,7 +673,7 @@ def lstm_forward(
 
     def step(x_t, h, c):
         (m, c_next), cache = lstm_cell_forward(
-            x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision, clip=clip
+            x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision, clip=clip, input_forget=input_forget
         )
         if W_hr is None:
             return (m, c_next), cache
