@@ -100,11 +100,17 @@ Bf16Kernel precision_kernel(const std::string& precision, bool float64) {
   return kernel;
 }
 
+// Whether a cell is the coupled-gate LSTM (ONNX's input_forget), which its workspace records.
+template <class Cell>
+constexpr bool is_coupled = false;
+template <bool Clip>
+constexpr bool is_coupled<LstmCell<Clip, true>> = true;
+
 template <class Cell, class T>
 py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0,
                   const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih,
                   const OptArray<T>& b_hh, const OptArray<T>& W_hr, const Lengths& lengths, bool reverse,
-                  bool training, const std::string& precision) {
+                  bool training, const std::string& precision, double clip) {
   const Bf16Kernel bf16 = precision_kernel(precision, sizeof(T) == 8);
   SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
   const index_t T_ = s.T, B = s.B, H = s.H, S = s.S, GH = Cell::G * H;
@@ -114,10 +120,13 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
 
   Array<T> y = cached_array<T>({T_, B, S}), h_T = cached_array<T>({B, S});
-  std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m;
+  std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m, keep;
   if (Cell::kHasCellState) c_T = cached_array<T>({B, H});
   SavedSequence w{variant, reverse, bool(b_ih), bool(b_hh), x, W_ih, W_hh};
   w.bf16 = bf16;
+  w.has_clip = Cell::kClip;
+  w.clip = clip;
+  w.input_forget = is_coupled<Cell>;
   if (training) {
     // The workspace's layout (workspace.hpp). Rows past a sequence's length are never written;
     // they must be zero because backward's whole-sequence GEMMs read them.
@@ -131,6 +140,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
     if (Cell::kHasCellState) cprev = make({T_, B, H});
     if (Cell::kHasExtra) extra = make({T_, B, H});
     if (W_hr) m = make({T_, B, H});
+    if (Cell::kClip) keep = make({T_, B, GH});
     if (lengths) {  // the workspace's own copy, which the kernel then reads
       py::array_t<std::int64_t> copy(B);
       std::copy_n(s.lengths, B, copy.mutable_data());
@@ -145,7 +155,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   ForwardArgs<T> p{x.data(),  ptr(h0),    ptr(c0),    W_ih.data(),      W_hh.data(),
                    ptr(b_ih), ptr(b_hh),  ptr(W_hr),  y.mutable_data(), h_T.mutable_data(),
                    out(c_T),  out(hprev), out(cprev), out(gates),       out(extra),
-                   out(m),    bf16};
+                   out(m),    bf16,       T(clip),    out(keep)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -164,6 +174,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
     w.gates = saved(gates);
     w.extra = saved(extra);
     w.m = saved(m);
+    w.keep = saved(keep);
     ws = py::cast(std::move(w));
   }
   py::object cT = c_T ? py::object(*c_T) : py::none();
@@ -196,7 +207,7 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
              W_hh = py::reinterpret_borrow<Array<T>>(w.W_hh);
   const OptArray<T> W_hr = saved_array<T>(w.W_hr), h0 = saved_array<T>(w.h0), hprev = saved_array<T>(w.hprev),
                     cprev = saved_array<T>(w.cprev), gates = saved_array<T>(w.gates),
-                    extra = saved_array<T>(w.extra), m = saved_array<T>(w.m);
+                    extra = saved_array<T>(w.extra), m = saved_array<T>(w.m), keep = saved_array<T>(w.keep);
   Lengths lengths;
   if (!w.lengths.is_none())
     lengths = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(w.lengths);
@@ -235,7 +246,8 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
                     out(db_ih),
                     out(db_hh),
                     out(dW_hr),
-                    w.bf16};
+                    w.bf16,
+                    ptr(keep)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -247,37 +259,57 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
 }
 
 // The public kernels, one per cell family, named as in rnnkit and rnnkit.reference.
+// clip: None (the cells as they are) or a positive bound (their Clip form, cells.hpp); the
+// Python layer has checked it.
+double clip_bound(const std::optional<double>& clip) {
+  require(!clip || *clip > 0.0, "clip: expected None or a positive bound");
+  return clip ? *clip : 0.0;
+}
+
 template <class T>
 py::tuple rnn_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
                       const std::string& nonlinearity, bool reverse, bool training,
-                      const std::string& precision) {
+                      const std::string& precision, const std::optional<double>& clip) {
   require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
-  if (nonlinearity == "relu")
-    return forward<RnnCell<true>, T>(CellVariant::kRnnRelu, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
-                                     std::nullopt, lengths, reverse, training, precision);
-  return forward<RnnCell<false>, T>(CellVariant::kRnnTanh, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh,
-                                    std::nullopt, lengths, reverse, training, precision);
+  const double bound = clip_bound(clip);
+  const bool relu = nonlinearity == "relu";
+  const CellVariant v = relu ? CellVariant::kRnnRelu : CellVariant::kRnnTanh;
+  auto run = [&](auto cell) {
+    return forward<decltype(cell), T>(v, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths,
+                                      reverse, training, precision, bound);
+  };
+  if (clip) return relu ? run(RnnCell<true, true>{}) : run(RnnCell<false, true>{});
+  return relu ? run(RnnCell<true>{}) : run(RnnCell<false>{});
 }
 
 template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
                        const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training,
-                       const std::string& precision) {
-  return forward<LstmCell, T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse,
-                              training, precision);
+                       const std::string& precision, const std::optional<double>& clip, bool input_forget) {
+  const double bound = clip_bound(clip);
+  auto run = [&](auto cell) {
+    return forward<decltype(cell), T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
+                                      reverse, training, precision, bound);
+  };
+  if (clip) return input_forget ? run(LstmCell<true, true>{}) : run(LstmCell<true>{});
+  return input_forget ? run(LstmCell<false, true>{}) : run(LstmCell<>{});
 }
 
 template <class T>
 py::tuple gru_forward(const Array<T>& x, const OptArray<T>& h0, const Array<T>& W_ih, const Array<T>& W_hh,
                       const OptArray<T>& b_ih, const OptArray<T>& b_hh, const Lengths& lengths,
-                      bool reset_after, bool reverse, bool training, const std::string& precision) {
-  if (reset_after)
-    return forward<GruResetAfterCell, T>(CellVariant::kGruResetAfter, x, h0, std::nullopt, W_ih, W_hh, b_ih,
-                                         b_hh, std::nullopt, lengths, reverse, training, precision);
-  return forward<GruResetBeforeCell, T>(CellVariant::kGruResetBefore, x, h0, std::nullopt, W_ih, W_hh, b_ih,
-                                        b_hh, std::nullopt, lengths, reverse, training, precision);
+                      bool reset_after, bool reverse, bool training, const std::string& precision,
+                      const std::optional<double>& clip) {
+  const double bound = clip_bound(clip);
+  const CellVariant v = reset_after ? CellVariant::kGruResetAfter : CellVariant::kGruResetBefore;
+  auto run = [&](auto cell) {
+    return forward<decltype(cell), T>(v, x, h0, std::nullopt, W_ih, W_hh, b_ih, b_hh, std::nullopt, lengths,
+                                      reverse, training, precision, bound);
+  };
+  if (clip) return reset_after ? run(GruResetAfterCell<true>{}) : run(GruResetBeforeCell<true>{});
+  return reset_after ? run(GruResetAfterCell<>{}) : run(GruResetBeforeCell<>{});
 }
 
 // Backward of any family's workspace, for the cell and dtype that made it; `family` is the
@@ -288,22 +320,26 @@ py::tuple sequence_backward_of(const char* family, const py::object& dy, const p
           std::string("workspace: it comes from a ") + family_name(w.variant) + " forward, but " + family +
               "_backward needs one from a " + family + " forward");
   const bool f64 = w.is_float64();
+  // The cell that made the workspace, in its Clip form when the forward clipped.
+  auto run = [&](auto plain, auto clipped) {
+    if (w.has_clip)
+      return f64 ? backward<decltype(clipped), double>(dy, dh_T, dc_T, w)
+                 : backward<decltype(clipped), float>(dy, dh_T, dc_T, w);
+    return f64 ? backward<decltype(plain), double>(dy, dh_T, dc_T, w)
+               : backward<decltype(plain), float>(dy, dh_T, dc_T, w);
+  };
   switch (w.variant) {
     case CellVariant::kRnnTanh:
-      return f64 ? backward<RnnCell<false>, double>(dy, dh_T, dc_T, w)
-                 : backward<RnnCell<false>, float>(dy, dh_T, dc_T, w);
+      return run(RnnCell<false>{}, RnnCell<false, true>{});
     case CellVariant::kRnnRelu:
-      return f64 ? backward<RnnCell<true>, double>(dy, dh_T, dc_T, w)
-                 : backward<RnnCell<true>, float>(dy, dh_T, dc_T, w);
+      return run(RnnCell<true>{}, RnnCell<true, true>{});
     case CellVariant::kLstm:
-      return f64 ? backward<LstmCell, double>(dy, dh_T, dc_T, w)
-                 : backward<LstmCell, float>(dy, dh_T, dc_T, w);
+      if (w.input_forget) return run(LstmCell<false, true>{}, LstmCell<true, true>{});
+      return run(LstmCell<>{}, LstmCell<true>{});
     case CellVariant::kGruResetAfter:
-      return f64 ? backward<GruResetAfterCell, double>(dy, dh_T, dc_T, w)
-                 : backward<GruResetAfterCell, float>(dy, dh_T, dc_T, w);
+      return run(GruResetAfterCell<>{}, GruResetAfterCell<true>{});
     default:
-      return f64 ? backward<GruResetBeforeCell, double>(dy, dh_T, dc_T, w)
-                 : backward<GruResetBeforeCell, float>(dy, dh_T, dc_T, w);
+      return run(GruResetBeforeCell<>{}, GruResetBeforeCell<true>{});
   }
 }
 
@@ -374,7 +410,7 @@ struct PyLayerStream {
 template <class Cell, class T>
 std::unique_ptr<PyLayerStream<T>> make_stream(const Array<T>& W_ih, const Array<T>& W_hh,
                                               const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-                                              const OptArray<T>& W_hr, index_t batch) {
+                                              const OptArray<T>& W_hr, index_t batch, double clip = 0.0) {
   require(batch >= 1, "batch: expected at least 1");
   require(W_ih.ndim() == 2, "W_ih: expected 2 dimensions");
   require(W_hh.ndim() == 2, "W_hh: expected 2 dimensions");
@@ -391,7 +427,7 @@ std::unique_ptr<PyLayerStream<T>> make_stream(const Array<T>& W_ih, const Array<
   if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
   auto out = std::make_unique<PyLayerStream<T>>();
   out->impl = std::make_unique<LayerStream<Cell, T>>(batch, I, H, S, W_ih.data(), W_hh.data(), ptr(b_ih),
-                                                     ptr(b_hh), ptr(W_hr));
+                                                     ptr(b_hh), ptr(W_hr), T(clip));
   out->B = batch;
   out->I = I;
   out->S = S;
@@ -411,13 +447,13 @@ void bind_dtype(py::module_& m) {
   using namespace py::literals;
   m.def("rnn_forward", &rnn_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "nonlinearity"_a, "reverse"_a, "training"_a,
-        "precision"_a = "float32");
+        "precision"_a = "float32", "clip"_a = py::none());
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a,
-        "precision"_a = "float32");
+        "precision"_a = "float32", "clip"_a = py::none(), "input_forget"_a = false);
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a,
-        "precision"_a = "float32");
+        "precision"_a = "float32", "clip"_a = py::none());
   const std::string stream_class = std::string("LayerStream_") + (sizeof(T) == 4 ? "float32" : "float64");
   py::class_<PyLayerStream<T>>(m, stream_class.c_str(),
                                "One layer's streaming inference (stream.hpp): weights packed once, state "
@@ -428,24 +464,49 @@ void bind_dtype(py::module_& m) {
   m.def(
       "rnn_stream",
       [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-         const std::string& nonlinearity, index_t batch) {
+         const std::string& nonlinearity, index_t batch, const std::optional<double>& clip) {
         require(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity: expected 'tanh' or 'relu'");
-        if (nonlinearity == "relu")
-          return make_stream<RnnCell<true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
-        return make_stream<RnnCell<false>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+        const double bound = clip_bound(clip);
+        const bool relu = nonlinearity == "relu";
+        if (clip)
+          return relu
+                     ? make_stream<RnnCell<true, true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch, bound)
+                     : make_stream<RnnCell<false, true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch,
+                                                            bound);
+        return relu ? make_stream<RnnCell<true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch)
+                    : make_stream<RnnCell<false>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
       },
-      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "nonlinearity"_a, "batch"_a);
-  m.def("lstm_stream", &make_stream<LstmCell, T>, "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(),
-        "W_hr"_a.none(), "batch"_a);
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "nonlinearity"_a, "batch"_a,
+      "clip"_a = py::none());
+  m.def(
+      "lstm_stream",
+      [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
+         const OptArray<T>& W_hr, index_t batch, const std::optional<double>& clip, bool input_forget) {
+        const double bound = clip_bound(clip);
+        if (clip && input_forget)
+          return make_stream<LstmCell<true, true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch, bound);
+        if (clip) return make_stream<LstmCell<true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch, bound);
+        if (input_forget) return make_stream<LstmCell<false, true>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch);
+        return make_stream<LstmCell<>, T>(W_ih, W_hh, b_ih, b_hh, W_hr, batch);
+      },
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "batch"_a, "clip"_a = py::none(),
+      "input_forget"_a = false);
   m.def(
       "gru_stream",
       [](const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
-         bool reset_after, index_t batch) {
-        if (reset_after)
-          return make_stream<GruResetAfterCell, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
-        return make_stream<GruResetBeforeCell, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
+         bool reset_after, index_t batch, const std::optional<double>& clip) {
+        const double bound = clip_bound(clip);
+        if (clip)
+          return reset_after ? make_stream<GruResetAfterCell<true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt,
+                                                                       batch, bound)
+                             : make_stream<GruResetBeforeCell<true>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt,
+                                                                        batch, bound);
+        return reset_after
+                   ? make_stream<GruResetAfterCell<>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch)
+                   : make_stream<GruResetBeforeCell<>, T>(W_ih, W_hh, b_ih, b_hh, std::nullopt, batch);
       },
-      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "reset_after"_a, "batch"_a);
+      "W_ih"_a, "W_hh"_a, "b_ih"_a.none(), "b_hh"_a.none(), "reset_after"_a, "batch"_a,
+      "clip"_a = py::none());
   m.def("softmax", &softmax_kernel<T>, "logits"_a);
   m.def("softmax_cross_entropy", &softmax_cross_entropy_kernel<T>, "logits"_a, "targets"_a, "ignore_index"_a,
         "scale"_a);
@@ -460,6 +521,10 @@ void bind_workspace(py::module_& m) {
                               "made only by the *_forward kernels).");
   c.def_property_readonly("cell", [](const SavedSequence& w) { return family_name(w.variant); });
   c.def_property_readonly("reverse", [](const SavedSequence& w) { return w.reverse; });
+  c.def_property_readonly("input_forget", [](const SavedSequence& w) { return w.input_forget; });
+  c.def_property_readonly("clip", [](const SavedSequence& w) -> py::object {
+    return w.has_clip ? py::object(py::float_(w.clip)) : py::object(py::none());
+  });
   c.def_property_readonly("has_b_ih", [](const SavedSequence& w) { return w.has_b_ih; });
   c.def_property_readonly("has_b_hh", [](const SavedSequence& w) { return w.has_b_hh; });
   c.def_property_readonly("dtype", [](const SavedSequence& w) { return w.x.dtype(); });
@@ -635,17 +700,17 @@ PYBIND11_MODULE(_core, m) {
       "_sequence_terms",
       [](const std::string& cell, bool reset_after, bool backward, bool float64, index_t T, index_t B,
          index_t I, index_t H, index_t S, bool training, bool lengths, bool project, bool dy, bool b_ih,
-         bool b_hh, bool bf16) {
-        const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh, bf16};
+         bool b_hh, bool bf16, bool clip) {
+        const SequenceCall c{T, B, I, H, S, training, lengths, project, dy, b_ih, b_hh, bf16, clip};
         Terms terms;
         if (cell == "rnn")
           terms = sequence_terms<RnnCell<false>>(backward, float64, c);
         else if (cell == "lstm")
-          terms = sequence_terms<LstmCell>(backward, float64, c);
+          terms = sequence_terms<LstmCell<>>(backward, float64, c);
         else if (cell == "gru" && reset_after)
-          terms = sequence_terms<GruResetAfterCell>(backward, float64, c);
+          terms = sequence_terms<GruResetAfterCell<>>(backward, float64, c);
         else if (cell == "gru")
-          terms = sequence_terms<GruResetBeforeCell>(backward, float64, c);
+          terms = sequence_terms<GruResetBeforeCell<>>(backward, float64, c);
         else
           throw std::invalid_argument("cell: expected 'rnn', 'lstm' or 'gru', got '" + cell + "'");
         py::list out;
@@ -654,7 +719,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("cell"), py::arg("reset_after"), py::arg("backward"), py::arg("float64"), py::arg("T"),
       py::arg("B"), py::arg("I"), py::arg("H"), py::arg("S"), py::arg("training"), py::arg("lengths"),
-      py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"), py::arg("bf16") = false);
+      py::arg("project"), py::arg("dy"), py::arg("b_ih"), py::arg("b_hh"), py::arg("bf16") = false,
+      py::arg("clip") = false);
   m.attr("_blas_buffer_bytes") = py::int_(kBlasBufferBytes);
   // Memory kept between calls (memory.hpp's block cache, pooled_buffer.hpp's scratch pool):
   // what rnnkit.memory_stats, empty_cache and set_cache_limit report and control.

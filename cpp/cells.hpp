@@ -20,6 +20,9 @@
 //   kHasExtra              saves one more (H) row per step for backward
 //   kGatesAreState         the saved gates row is h_t itself (vanilla RNN), so h_{t-1} need not
 //                          be saved: it is the previous step's gates row (or h0)
+//   kClip                  the template argument Clip: ONNX's clip, every activation's input
+//                          bounded to [-clip, clip] (a compile-time choice, so the cells without
+//                          it run the unchanged loops)
 #pragma once
 
 #include "common.hpp"
@@ -30,37 +33,68 @@ namespace rnnkit {
 // The per-row signatures, shared by every cell (a cell ignores what it does not use; every
 // pointer is __restrict so the loops vectorise, and none of them alias):
 //
-//   forward(H, gates, gh, b_ih, b_hh, h, c, y, extra, reset_h)
+//   forward(H, gates, gh, b_ih, b_hh, h, c, y, extra, reset_h, clip, keep)
 //     gates (G*H)  in: x_t W_ih^T; out: the activated gates (saved for backward)
 //     gh (G*H)     h_{t-1} W_hh^T;  b_ih, b_hh (G*H) biases (zeros when absent)
 //     h, c (H)     in: the previous state; out: the new state.  y (H) out: h_t
 //     extra (H)    out: a cell-specific row saved for backward
 //     reset_h (H)  out: the input of the split recurrent GEMM (reset-before GRU: r * h_{t-1})
+//     clip         the bound (Clip cells only)
+//     keep (G*H)   out (Clip cells only): 1 where a gate's pre-activation was within the bound,
+//                  0 where it was cut (saved for backward: its gradient is zero there)
 //
-//   backward(H, dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h)
+//   backward(H, dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep)
 //     dy (H) gradient of y_t; gates, extra, h_prev, c_prev as saved by forward
 //     dh (H)       in: the carried gradient of h_t; out: the direct part of dL/dh_{t-1}
 //                  (the driver then adds dg @ W_hh);  dc (H) likewise for c
 //     dgx (G*H)    out: input-side gate gradient (for dx, dW_ih, db_ih)
 //     dg (G*H)     out: recurrent-side gate gradient (for dh_{t-1}, dW_hh, db_hh)
 //     d_reset_h (H) in (split cell, part two): the gradient of reset_h
+//     keep (G*H)   as saved by forward (Clip cells only)
 
 // Gate blocks of one row are H apart: iteration j touches only index j of each block, so no
 // iteration depends on another. The compiler cannot prove that for a runtime H; tell it.
 #define RNNKIT_IVDEP _Pragma("GCC ivdep")
 
-#define RNNKIT_FORWARD_ARGS(T)                                                                            \
-  int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih, const T *__restrict b_hh, \
-      T *__restrict h, T *__restrict c, T *__restrict y, T *__restrict extra, T *__restrict reset_h
+#define RNNKIT_FORWARD_ARGS(T)                                                                               \
+  int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih, const T *__restrict b_hh,    \
+      T *__restrict h, T *__restrict c, T *__restrict y, T *__restrict extra, T *__restrict reset_h, T clip, \
+      T *__restrict keep
 #define RNNKIT_BACKWARD_ARGS(T)                                                                   \
   int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,            \
       const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh, T *__restrict dc, \
-      T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h
+      T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h, const T *__restrict keep
+
+// ONNX's clip: an activation's input a bounded to [-clip, clip]; *keep records whether a was
+// within (1: the gradient passes, as through a clamp at its bounds) or cut (0). NaN stays NaN.
+template <bool Clip, class T>
+RNNKIT_INLINE T bound(T a, T clip, T* __restrict keep) {
+  if constexpr (Clip) {
+    *keep = (a >= -clip && a <= clip) ? T(1) : T(0);
+    return a < -clip ? -clip : (a > clip ? clip : a);
+  } else {
+    (void)clip;
+    (void)keep;
+    return a;
+  }
+}
+
+// The gradient d of a bounded input: zero where forward cut it.
+template <bool Clip, class T>
+RNNKIT_INLINE T kept(T d, const T* __restrict keep) {
+  if constexpr (Clip) {
+    return d * *keep;
+  } else {
+    (void)keep;
+    return d;
+  }
+}
 
 // Vanilla RNN: h_t = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
-template <bool Relu>
+template <bool Relu, bool Clip = false>
 struct RnnCell {
   static constexpr int G = 1;
+  static constexpr bool kClip = Clip;
   static constexpr bool kHasCellState = false, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
                         kSplitRecurrent = false, kHasExtra = false, kGatesAreState = true;
 
@@ -68,7 +102,7 @@ struct RnnCell {
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T pre = gates[j] + b_ih[j] + gh[j] + b_hh[j];
+      const T pre = bound<Clip>(gates[j] + b_ih[j] + gh[j] + b_hh[j], clip, keep + j);
       const T h_new = Relu ? (pre < T(0) ? T(0) : pre) : tanh_(pre);  // relu(NaN) = NaN
       h[j] = h_new;
       y[j] = h_new;
@@ -82,7 +116,7 @@ struct RnnCell {
     for (int j = 0; j < H; ++j) {
       const T dh_t = dh[j] + dy[j];
       const T h = gates[j];
-      const T da = Relu ? (h > T(0) ? dh_t : T(0)) : dh_t * (T(1) - h * h);
+      const T da = kept<Clip>(Relu ? (h > T(0) ? dh_t : T(0)) : dh_t * (T(1) - h * h), keep + j);
       dgx[j] = da;
       dg[j] = da;
     }
@@ -91,8 +125,12 @@ struct RnnCell {
 
 // LSTM: [i f g o] = [σ σ tanh σ](x W_ih^T + b_ih + h W_hh^T + b_hh),
 // c_t = f c_{t-1} + i g, h_t = o tanh(c_t). Saves the gates and tanh(c_t).
+// Coupled (ONNX's input_forget = 1): f = 1 - i; the f block's pre-activation is not used (its
+// gradient is zero), as in onnxruntime.
+template <bool Clip = false, bool Coupled = false>
 struct LstmCell {
   static constexpr int G = 4;
+  static constexpr bool kClip = Clip;
   // Gate blocks of a (G*H) row, in PyTorch's order (block k holds units [k*H, (k+1)*H)).
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3;
   static constexpr bool kHasCellState = true, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
@@ -102,10 +140,20 @@ struct LstmCell {
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = sigmoid_(gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j]);
-      const T f = sigmoid_(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j]);
-      const T g = tanh_(gates[kG * H + j] + b_ih[kG * H + j] + gh[kG * H + j] + b_hh[kG * H + j]);
-      const T o = sigmoid_(gates[kO * H + j] + b_ih[kO * H + j] + gh[kO * H + j] + b_hh[kO * H + j]);
+      const T i = sigmoid_(bound<Clip>(
+          gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j], clip, keep + kI * H + j));
+      T f;
+      if constexpr (Coupled) {
+        f = T(1) - i;
+        if constexpr (Clip) keep[kF * H + j] = T(0);  // no input of its own: nothing passes
+      } else {
+        f = sigmoid_(bound<Clip>(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j],
+                                 clip, keep + kF * H + j));
+      }
+      const T g = tanh_(bound<Clip>(gates[kG * H + j] + b_ih[kG * H + j] + gh[kG * H + j] + b_hh[kG * H + j],
+                                    clip, keep + kG * H + j));
+      const T o = sigmoid_(bound<Clip>(
+          gates[kO * H + j] + b_ih[kO * H + j] + gh[kO * H + j] + b_hh[kO * H + j], clip, keep + kO * H + j));
       const T c_new = f * c[j] + i * g;
       const T tc = tanh_(c_new);
       const T h_new = o * tc;
@@ -128,10 +176,16 @@ struct LstmCell {
       const T tc = extra[j];
       const T dh_t = dh[j] + dy[j];
       const T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
-      const T di = dc_t * g * i * (T(1) - i);
-      const T df = dc_t * c_prev[j] * f * (T(1) - f);
-      const T dgg = dc_t * i * (T(1) - g * g);
-      const T dout = dh_t * tc * o * (T(1) - o);
+      T di, df;
+      if constexpr (Coupled) {  // c_t = (1 - i) c_{t-1} + i g
+        di = kept<Clip>(dc_t * (g - c_prev[j]) * i * (T(1) - i), keep + kI * H + j);
+        df = T(0);
+      } else {
+        di = kept<Clip>(dc_t * g * i * (T(1) - i), keep + kI * H + j);
+        df = kept<Clip>(dc_t * c_prev[j] * f * (T(1) - f), keep + kF * H + j);
+      }
+      const T dgg = kept<Clip>(dc_t * i * (T(1) - g * g), keep + kG * H + j);
+      const T dout = kept<Clip>(dh_t * tc * o * (T(1) - o), keep + kO * H + j);
       dc[j] = dc_t * f;
       dgx[kI * H + j] = dg[kI * H + j] = di;
       dgx[kF * H + j] = dg[kF * H + j] = df;
@@ -145,8 +199,10 @@ struct LstmCell {
 // r, z = σ(x W_i{r,z}^T + b_i{r,z} + h W_h{r,z}^T + b_h{r,z}),
 // n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)), h_t = (1 - z) n + z h_{t-1}.
 // Saves r, z, n and (h W_hn^T + b_hn).
+template <bool Clip = false>
 struct GruResetAfterCell {
   static constexpr int G = 3;
+  static constexpr bool kClip = Clip;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = true,
                         kSplitRecurrent = false, kHasExtra = true, kGatesAreState = false;
@@ -155,10 +211,12 @@ struct GruResetAfterCell {
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j]);
-      const T z = sigmoid_(gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j]);
+      const T r = sigmoid_(bound<Clip>(
+          gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j], clip, keep + kR * H + j));
+      const T z = sigmoid_(bound<Clip>(
+          gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j], clip, keep + kZ * H + j));
       const T ghn = gh[kN * H + j] + b_hh[kN * H + j];
-      const T n = tanh_(gates[kN * H + j] + b_ih[kN * H + j] + r * ghn);
+      const T n = tanh_(bound<Clip>(gates[kN * H + j] + b_ih[kN * H + j] + r * ghn, clip, keep + kN * H + j));
       const T h_new = (T(1) - z) * n + z * h[j];
       h[j] = h_new;
       y[j] = h_new;
@@ -175,9 +233,9 @@ struct GruResetAfterCell {
     for (int j = 0; j < H; ++j) {
       const T r = gates[kR * H + j], z = gates[kZ * H + j], n = gates[kN * H + j];
       const T dh_t = dh[j] + dy[j];
-      const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
-      const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
-      const T dar = dan * extra[j] * r * (T(1) - r);
+      const T dan = kept<Clip>(dh_t * (T(1) - z) * (T(1) - n * n), keep + kN * H + j);
+      const T daz = kept<Clip>(dh_t * (h_prev[j] - n) * z * (T(1) - z), keep + kZ * H + j);
+      const T dar = kept<Clip>(dan * extra[j] * r * (T(1) - r), keep + kR * H + j);
       dh[j] = dh_t * z;
       dgx[kR * H + j] = dg[kR * H + j] = dar;
       dgx[kZ * H + j] = dg[kZ * H + j] = daz;
@@ -191,8 +249,10 @@ struct GruResetAfterCell {
 // n = tanh(x W_in^T + b_in + (r h_{t-1}) W_hn^T + b_hn). The n block's recurrent GEMM needs
 // r, so a step is: GEMM for r,z; part one (r, z, r*h); GEMM for n; part two (n, h_t).
 // Saves r, z, n and r * h_{t-1}.
+template <bool Clip = false>
 struct GruResetBeforeCell {
   static constexpr int G = 3;
+  static constexpr bool kClip = Clip;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = false,
                         kSplitRecurrent = true, kHasExtra = true, kGatesAreState = false;
@@ -201,8 +261,10 @@ struct GruResetBeforeCell {
   RNNKIT_INLINE static void forward_part1(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T r = sigmoid_(gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j]);
-      const T z = sigmoid_(gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j]);
+      const T r = sigmoid_(bound<Clip>(
+          gates[kR * H + j] + b_ih[kR * H + j] + gh[kR * H + j] + b_hh[kR * H + j], clip, keep + kR * H + j));
+      const T z = sigmoid_(bound<Clip>(
+          gates[kZ * H + j] + b_ih[kZ * H + j] + gh[kZ * H + j] + b_hh[kZ * H + j], clip, keep + kZ * H + j));
       const T rh = r * h[j];
       gates[kR * H + j] = r;
       gates[kZ * H + j] = z;
@@ -216,7 +278,8 @@ struct GruResetBeforeCell {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
       const T z = gates[kZ * H + j];
-      const T n = tanh_(gates[kN * H + j] + b_ih[kN * H + j] + gh[kN * H + j] + b_hh[kN * H + j]);
+      const T n = tanh_(bound<Clip>(gates[kN * H + j] + b_ih[kN * H + j] + gh[kN * H + j] + b_hh[kN * H + j],
+                                    clip, keep + kN * H + j));
       const T h_new = (T(1) - z) * n + z * h[j];
       h[j] = h_new;
       y[j] = h_new;
@@ -231,8 +294,8 @@ struct GruResetBeforeCell {
     for (int j = 0; j < H; ++j) {
       const T z = gates[kZ * H + j], n = gates[kN * H + j];
       const T dh_t = dh[j] + dy[j];
-      const T dan = dh_t * (T(1) - z) * (T(1) - n * n);
-      const T daz = dh_t * (h_prev[j] - n) * z * (T(1) - z);
+      const T dan = kept<Clip>(dh_t * (T(1) - z) * (T(1) - n * n), keep + kN * H + j);
+      const T daz = kept<Clip>(dh_t * (h_prev[j] - n) * z * (T(1) - z), keep + kZ * H + j);
       dh[j] = dh_t * z;
       dgx[kZ * H + j] = dg[kZ * H + j] = daz;
       dgx[kN * H + j] = dg[kN * H + j] = dan;
@@ -246,7 +309,7 @@ struct GruResetBeforeCell {
     for (int j = 0; j < H; ++j) {
       const T r = gates[kR * H + j];
       const T drh = d_reset_h[j];
-      const T dar = drh * h_prev[j] * r * (T(1) - r);
+      const T dar = kept<Clip>(drh * h_prev[j] * r * (T(1) - r), keep + kR * H + j);
       dh[j] += drh * r;
       dgx[kR * H + j] = dg[kR * H + j] = dar;
     }

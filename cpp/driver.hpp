@@ -348,21 +348,25 @@ struct ForwardArgs {
   T* extra;                             // (T, B, H) saved cell-specific row, or null
   T* m;                                 // (T, B, H) saved unprojected output (projection only), or null
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16" (float32): the kernel of its products
+  T clip = T(0);                        // the bound of a Clip cell (cells.hpp)
+  T* keep = nullptr;                    // (T, B, G*H) saved clip mask of a Clip cell, or null
 };
 
 // One step's buffers, each at its time index: gates and y are indexed by original batch row b,
 // gh, h, c and reset_h by visiting position r (see RowSchedule). extra/c/reset_h may be null.
 template <class T>
 struct StepForward {
-  T* gates;       // (B, G*H)
-  const T* gh;    // (n, G*H)
-  const T* b_ih;  // (G*H)
-  const T* b_hh;  // (G*H)
-  T* h;           // (B, H) (the cell's output m with a projection)
-  T* c;           // (B, H)
-  T* y;           // (B, H)
-  T* extra;       // (B, H)
-  T* reset_h;     // (B, H)
+  T* gates;           // (B, G*H)
+  const T* gh;        // (n, G*H)
+  const T* b_ih;      // (G*H)
+  const T* b_hh;      // (G*H)
+  T* h;               // (B, H) (the cell's output m with a projection)
+  T* c;               // (B, H)
+  T* y;               // (B, H)
+  T* extra;           // (B, H)
+  T* reset_h;         // (B, H)
+  T clip = T(0);      // Clip cells only
+  T* keep = nullptr;  // (B, G*H), Clip cells only
 };
 
 // Visiting positions [r0, r1) of one step.
@@ -379,14 +383,15 @@ RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t
     T* y = s.y + b * H;
     T* extra = offset(s.extra, b * H);
     T* reset_h = offset(s.reset_h, r * H);
+    T* keep = offset(s.keep, b * GH);
     if constexpr (Cell::kSplitRecurrent) {
       if (part == 1)
-        Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+        Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
       else
-        Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+        Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
     } else {
       (void)part;
-      Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h);
+      Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
     }
   }
 }
@@ -414,6 +419,7 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
   std::vector<T> extra_scratch(training || !Cell::kHasExtra ? 0 : std::size_t(B * H));
   std::vector<T> m_rows(project ? std::size_t(B * H) : 0);  // cell output, visiting order
   std::vector<T> m_scratch(project && !training ? std::size_t(B * H) : 0);
+  std::vector<T> keep_scratch(Cell::kClip && !training ? std::size_t(B * GH) : 0);
   const T* b_ih = p.b_ih ? p.b_ih : zero_bias.data();
   const T* b_hh = p.b_hh ? p.b_hh : zero_bias.data();
 
@@ -469,7 +475,9 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
                           Cell::kHasCellState ? c.data() : nullptr,
                           project ? (training ? p.m + tBH : m_scratch.data()) : p.y + tBS,
                           Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
-                          Cell::kSplitRecurrent ? reset_h.data() : nullptr};
+                          Cell::kSplitRecurrent ? reset_h.data() : nullptr,
+                          p.clip,
+                          Cell::kClip ? (training ? p.keep + t * B * GH : keep_scratch.data()) : nullptr};
       rec[tid].apply(n, h.data(), S, T(0), gh.data(), GH);
       ctx.barrier();
       if (p.hprev) {  // h_{t-1} (and c_{t-1}) of this thread's rows, for backward
@@ -530,6 +538,7 @@ struct BackwardArgs {
   T* db_hh;        // (G*H) or null
   T* dW_hr;        // (P, H) projection only
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // as the forward's
+  const T* keep = nullptr;              // (T, B, G*H) the forward's clip mask (Clip cells)
 };
 
 // One backward step's buffers: dy, gates, extra, h_prev, c_prev and dgx by original row b;
@@ -546,6 +555,7 @@ struct StepBackward {
   T* dgx;              // (B, G*H)
   T* dg;               // (n, G*H)
   const T* d_reset_h;  // (n, H)
+  const T* keep;       // (B, G*H) or null
 };
 
 template <class Cell, class T>
@@ -564,14 +574,15 @@ RNNKIT_CLONES void backward_rows(index_t r0, index_t r1, index_t H, const index_
     T* dgx = s.dgx + b * GH;
     T* dg = s.dg + r * GH;
     const T* d_reset_h = offset(s.d_reset_h, r * H);
+    const T* keep = offset(s.keep, b * GH);
     if constexpr (Cell::kSplitRecurrent) {
       if (part == 1)
-        Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+        Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
       else
-        Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+        Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
     } else {
       (void)part;
-      Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h);
+      Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
     }
   }
 }
@@ -678,7 +689,8 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
                            Cell::kHasCellState ? dc.data() : nullptr,
                            dgx + t * B * GH,
                            dg.data(),
-                           Cell::kSplitRecurrent ? d_reset_h.data() : nullptr};
+                           Cell::kSplitRecurrent ? d_reset_h.data() : nullptr,
+                           Cell::kClip ? p.keep + t * B * GH : nullptr};
       if constexpr (Cell::kSplitRecurrent) {
         backward_rows<Cell>(r0, r1, H, rows, base, 1);
         ctx.barrier();

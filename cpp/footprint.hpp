@@ -44,6 +44,7 @@ struct SequenceCall {
   bool dy;                // backward: dy given (else zeros are made)
   bool b_ih, b_hh;        // backward: bias gradients wanted
   bool bf16 = false;      // precision="bf16" (float32): bf16_gemm.hpp's pair panels and scratch
+  bool clip = false;      // the Clip cell: its mask (saved, or one step's scratch)
 };
 
 // precision="bf16": the pair panels of a K x N product (all threads' columns; each thread's
@@ -78,6 +79,7 @@ Terms sequence_forward_terms(const SequenceCall& c) {
     add("gates", T_ * B * GH);
     if (Cell::kHasCellState) add("cprev", T_ * B * H);
     if (Cell::kHasExtra) add("extra", T_ * B * H);
+    if (c.clip) add("keep", T_ * B * GH);
     if (c.project) add("m", T_ * B * H);
     if (c.lengths) terms.push_back({"lengths (the workspace's copy)", B, sizeof(std::int64_t)});
   }
@@ -87,6 +89,7 @@ Terms sequence_forward_terms(const SequenceCall& c) {
   if (Cell::kHasCellState) add("c", B * H);
   if (Cell::kSplitRecurrent) add("reset_h", B * H);
   if (!c.training && Cell::kHasExtra) add("extra_scratch", B * H);
+  if (!c.training && c.clip) add("keep_scratch", B * GH);
   if (c.project) add("m_rows", B * H);
   if (c.project && !c.training) add("m_scratch", B * H);
   const bool small_projection = small_projection_for(c.T, c.B, index_t(GH), c.I);

@@ -43,20 +43,22 @@ struct LayerStream final : LayerStreamBase<T> {
   PackedPanels<T> in_proj, in_proj_rows, rec, rec_n, proj;
   PackedKernelChoice in_choice, in_rows_choice, rec_choice, rec_n_choice, proj_choice;
   std::vector<T> b_ih, b_hh;  // copies (zeros when absent)
-  std::vector<T> gh, reset_h, extra_scratch, m_rows, m_scratch;
+  std::vector<T> gh, reset_h, extra_scratch, m_rows, m_scratch, keep_scratch;
+  T clip;                     // the bound of a Clip cell
   std::vector<index_t> rows;  // the identity: every row runs every step
   PooledBuffer<T> gx_buf;
 
   // W_ih (G*H, I), W_hh (G*H, S), b_ih, b_hh (G*H) or null, W_hr (S, H) or null; copied.
   LayerStream(index_t B_, index_t I_, index_t H_, index_t S_, const T* W_ih, const T* W_hh, const T* b_ih_,
-              const T* b_hh_, const T* W_hr)
+              const T* b_hh_, const T* W_hr, T clip_ = T(0))
       : B(B_),
         I(I_),
         H(H_),
         S(S_),
         GH(Cell::G * H_),
         GH1(Cell::G * H_ - kSplit * H_),
-        project(W_hr != nullptr) {
+        project(W_hr != nullptr),
+        clip(clip_) {
     auto pack = [&](PackedPanels<T>& P, PackedKernelChoice& choice, const T* W, index_t K, index_t N,
                     index_t ldw, index_t rows_ = 0) {
       P.allocate(K, N, rows_ ? rows_ : B);
@@ -75,6 +77,7 @@ struct LayerStream final : LayerStreamBase<T> {
     gh.resize(std::size_t(B * GH));
     if (Cell::kSplitRecurrent) reset_h.resize(std::size_t(B * H));
     if (Cell::kHasExtra) extra_scratch.resize(std::size_t(B * H));
+    if (Cell::kClip) keep_scratch.resize(std::size_t(B * GH));
     if (project) {
       m_rows.resize(std::size_t(B * H));
       m_scratch.resize(std::size_t(B * H));
@@ -101,7 +104,9 @@ struct LayerStream final : LayerStreamBase<T> {
                                 Cell::kHasCellState ? c : nullptr,
                                 project ? m_scratch.data() : y + tBS,
                                 Cell::kHasExtra ? extra_scratch.data() : nullptr,
-                                Cell::kSplitRecurrent ? reset_h.data() : nullptr};
+                                Cell::kSplitRecurrent ? reset_h.data() : nullptr,
+                                clip,
+                                Cell::kClip ? keep_scratch.data() : nullptr};
       small_gemm(B, h, S, rec, T(0), gh.data(), GH, rec_choice);
       if constexpr (Cell::kSplitRecurrent) {
         forward_rows<Cell>(0, B, H, rows.data(), base, 1);

@@ -12,7 +12,9 @@
 //   a copy of lengths (B,)                tiny; callers reuse theirs for the next batch
 //   arrays the forward wrote              hprev (T, B, S) (where saves_hprev), cprev (T, B, H)
 //                                         (LSTM), gates (T, B, G*H), extra (T, B, H) (LSTM: c_t;
-//                                         GRU: its n-gate term), m (T, B, H) (projection);
+//                                         GRU: its n-gate term), m (T, B, H) (projection),
+//                                         keep (T, B, G*H) (with clip: 1 where a gate's
+//                                         pre-activation was within the bound, 0 where cut);
 //                                         read-only once written
 //   fingerprints of the referenced inputs backward refuses inputs changed in place since the
 //                                         forward (an optimizer step before backward, a buffer
@@ -83,10 +85,13 @@ struct SavedSequence {
   bool reverse, has_b_ih, has_b_hh;
   pybind11::array x, W_ih, W_hh;
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16": the kernel its forward ran on
+  bool has_clip = false;                // the forward ran the Clip cell (cells.hpp) with this bound
+  double clip = 0.0;
+  bool input_forget = false;  // LSTM: the forward ran the Coupled cell (f = 1 - i)
   // Arrays or None (a default py::object is a null handle, not None).
   pybind11::object W_hr = pybind11::none(), h0 = pybind11::none(), lengths = pybind11::none();
   pybind11::object hprev = pybind11::none(), cprev = pybind11::none(), gates = pybind11::none(),
-                   extra = pybind11::none(), m = pybind11::none();
+                   extra = pybind11::none(), m = pybind11::none(), keep = pybind11::none();
 
   struct Fingerprinted {
     const char* name;
@@ -127,7 +132,7 @@ struct SavedSequence {
   // Bytes of the arrays the forward wrote (the inputs are references).
   std::int64_t nbytes() const {
     std::int64_t n = 0;
-    for (const pybind11::object* a : {&hprev, &cprev, &gates, &extra, &m})
+    for (const pybind11::object* a : {&hprev, &cprev, &gates, &extra, &m, &keep})
       if (!a->is_none()) n += pybind11::reinterpret_borrow<pybind11::array>(*a).nbytes();
     return n;
   }

@@ -1,7 +1,7 @@
 """rnnkit.onnx against onnxruntime on graphs built with onnx.helper, and round trips.
 
 The graphs carry the attributes torch never writes (reverse, layout 1, linear_before_reset 0,
-sequence_lens, initial states, no bias) and each refused one. Outputs and final states must
+clip, sequence_lens, initial states, no bias) and each refused one. Outputs and final states must
 equal onnxruntime's to 1e-5 (float32; onnxruntime's CPU LSTM / GRU / RNN run float32 only and
 refuse layout 1, so a layout-1 graph is checked against its layout-0 twin). Round trips rnnkit
 -> ONNX -> onnxruntime equal rnnkit. Models torch.onnx.export writes: test_onnx_torch.py.
@@ -150,7 +150,20 @@ NODE_CASES = [
     ("RNN", "bidirectional", "relu"),
     ("LSTM", "bidirectional", "nobias"),
     ("LSTM", "forward", "default_activations"),
+    # clip: onnxruntime bounds every activation's input (GRU: n's whole argument)
+    ("LSTM", "forward", "clip"),
+    ("LSTM", "bidirectional", "clip_lengths_states"),
+    ("GRU", "forward", "lbr0_clip"),
+    ("GRU", "bidirectional", "lbr1_clip_lengths"),
+    ("GRU", "reverse", "lbr0_clip_states"),
+    ("RNN", "reverse", "clip_lengths"),
+    ("RNN", "bidirectional", "relu_clip"),
+    # input_forget: f = 1 - i, the forget block's weights unused
+    ("LSTM", "forward", "coupled"),
+    ("LSTM", "bidirectional", "coupled_clip_lengths_states"),
+    ("LSTM", "reverse", "coupled_lengths"),
 ]
+CLIP = 0.75  # cuts a good part of the pre-activations of these weights (0.5 * N(0, 1))
 
 
 @pytest.mark.parametrize("op, direction, extra", NODE_CASES)
@@ -160,8 +173,12 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
     attrs = {}
     if extra.startswith("lbr"):
         attrs["linear_before_reset"] = int(extra[3])
-    if extra == "relu":
+    if extra.startswith("relu"):
         attrs["activations"] = ["Relu", "Relu"]
+    if "clip" in extra:
+        attrs["clip"] = CLIP
+    if "coupled" in extra:
+        attrs["input_forget"] = 1
     if extra == "default_activations":
         attrs["activations"] = ["Sigmoid", "Tanh", "Tanh"]
     with_lengths = "lengths" in extra
@@ -183,6 +200,9 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
     if op == "GRU":
         inner = m.rnn if direction == "reverse" else m
         assert inner.reset_after == bool(attrs.get("linear_before_reset", 0))
+    assert (m.rnn if direction == "reverse" else m).clip == attrs.get("clip")
+    if op == "LSTM":
+        assert (m.rnn if direction == "reverse" else m).input_forget == bool(attrs.get("input_forget"))
     state = call_state(op, [feed[s] for s in ("h0", "c0") if s in feed])
     results = m(feed["x"], state, feed.get("lengths"))
     for a, e, what in zip(onnx_outputs(op, results, D), expected, ("Y", "Y_h", "Y_c")):
@@ -215,10 +235,10 @@ def test_layout_1_equals_layout_0_in_onnxruntime(op):
 
 
 REFUSED = [
-    ("LSTM", {"attrs": {"clip": 3.0}}, "attribute 'clip' = 3.0"),
-    ("GRU", {"attrs": {"clip": 1.5}}, "attribute 'clip' = 1.5"),
-    ("RNN", {"attrs": {"clip": 2.0}}, "attribute 'clip' = 2.0"),
-    ("LSTM", {"attrs": {"input_forget": 1}}, "attribute 'input_forget' = 1"),
+    ("LSTM", {"attrs": {"clip": 0.0}}, "attribute 'clip' = 0.0"),
+    ("GRU", {"attrs": {"clip": -1.5}}, "attribute 'clip' = -1.5"),
+    ("RNN", {"attrs": {"clip": float("inf")}}, "attribute 'clip' = inf"),
+    ("LSTM", {"attrs": {"input_forget": 2}}, "attribute 'input_forget' = 2"),
     ("LSTM", {"peepholes": True}, "input 'P' (peepholes"),
     ("LSTM", {"attrs": {"activations": ["HardSigmoid", "Tanh", "Tanh"]}}, "attribute 'activations'"),
     ("GRU", {"attrs": {"activations": ["Sigmoid", "Relu"]}}, "attribute 'activations'"),
@@ -351,6 +371,13 @@ EXPORT_CASES = [
     ("GRU", dict(bidirectional=True)),
     ("RNN", dict(num_layers=2, nonlinearity="relu", bidirectional=True)),
     ("RNN", dict(bias=False)),
+    # small bounds: the modules' initial weights make small pre-activations
+    ("LSTM", dict(bidirectional=True, clip=0.3)),
+    ("GRU", dict(num_layers=2, reset_after=False, clip=0.3)),
+    ("GRU", dict(clip=0.2)),
+    ("RNN", dict(nonlinearity="relu", clip=0.2)),
+    ("LSTM", dict(num_layers=2, input_forget=True)),
+    ("LSTM", dict(bidirectional=True, input_forget=True, clip=0.3)),
 ]
 
 
@@ -434,12 +461,23 @@ def test_convert_cli_one_node_graph_and_refusal(tmp_path, capsys):
     diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of (?:Y|Y_h): (\S+)", printed)]
     assert len(diffs) == 2 and max(diffs) < TOL, printed
     assert isinstance(ronnx.load_npz(tmp_path / "rev.npz"), ronnx.Reversed)
-    onnx.save(make_node_model("LSTM", 1, rng, attrs={"clip": 2.0}), str(src))
-    assert main(["convert", str(src), str(tmp_path / "clip.npz")]) == 1
-    assert "LSTM node 'rec': attribute 'clip' = 2.0 is not supported" in capsys.readouterr().err
-    assert not (tmp_path / "clip.npz").exists()
+    onnx.save(make_node_model("LSTM", 1, rng, peepholes=True), str(src))
+    assert main(["convert", str(src), str(tmp_path / "peep.npz")]) == 1
+    assert "LSTM node 'rec': input 'P' (peepholes, 'P') is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "peep.npz").exists()
 
 
 def test_import_rnnkit_does_not_import_onnx():
     code = "import sys, rnnkit, rnnkit.onnx; assert 'onnx' not in sys.modules, 'onnx imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_clip_survives_npz_and_convert(tmp_path, capsys):
+    src = tmp_path / "clip.onnx"
+    onnx.save(make_node_model("LSTM", 1, np.random.default_rng(21), attrs={"clip": CLIP}), str(src))
+    assert main(["convert", str(src), str(tmp_path / "clip.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert f"LSTM(4, 5, clip={CLIP})" in printed
+    diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of (?:Y|Y_h|Y_c): (\S+)", printed)]
+    assert len(diffs) == 3 and max(diffs) < TOL, printed
+    assert ronnx.load_npz(tmp_path / "clip.npz").clip == CLIP

@@ -33,6 +33,12 @@ class SavedSequence:
     @property
     def reverse(self) -> bool: ...
     @property
+    def input_forget(self) -> bool:
+        """Whether the forward was an LSTM's with coupled gates (f = 1 - i)."""
+    @property
+    def clip(self) -> float | None:
+        """The forward's clip bound, or None."""
+    @property
     def has_b_ih(self) -> bool: ...
     @property
     def has_b_hh(self) -> bool: ...
@@ -113,14 +119,16 @@ def rnn_forward(
     reverse: bool,
     training: bool,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], None, SavedSequence | None]:
     """Vanilla RNN (G = 1) over a sequence: x (T, B, I), h0 (B, H) or None (zeros), W_ih (H, I),
     W_hh (H, H), b_ih and b_hh (H,) or None, lengths (B,) int64 in [1, T] or None, nonlinearity
     "tanh" or "relu", reverse runs t = T-1 .. 0, precision "float32" (the products in the
     arrays' precision) or "bf16" (float32 arrays: the products' inputs rounded to bfloat16, sums
-    in float32, on the kernel _get_bf16_kernel names; ValueError where the CPU has none).
-    Returns ``(y (T, B, H), h_T (B, H), None, workspace)``; the workspace is a SavedSequence
-    (training=True only, else None).
+    in float32, on the kernel _get_bf16_kernel names; ValueError where the CPU has none), clip
+    None or a bound > 0 (ONNX's: every activation's input clamped to [-clip, clip]; the same in
+    lstm_forward and gru_forward). Returns ``(y (T, B, H), h_T (B, H), None, workspace)``; the
+    workspace is a SavedSequence (training=True only, else None).
     """
 
 def rnn_backward(
@@ -144,11 +152,14 @@ def lstm_forward(
     reverse: bool,
     training: bool,
     precision: str = "float32",
+    clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], npt.NDArray[_F], SavedSequence | None]:
     """LSTM (G = 4, gates i, f, g, o) over a sequence: x (T, B, I), h0 (B, S) and c0 (B, H) or
     None, W_ih (4*H, I), W_hh (4*H, S), b_ih and b_hh (4*H,) or None, W_hr (P, H) or None (S = P
-    with it, else S = H), lengths (B,) int64 or None, reverse. Returns ``(y (T, B, S), h_T
-    (B, S), c_T (B, H), workspace)``; the workspace is a SavedSequence (training=True only).
+    with it, else S = H), lengths (B,) int64 or None, reverse, input_forget (f = 1 - i).
+    Returns ``(y (T, B, S), h_T (B, S), c_T (B, H), workspace)``; the workspace is a
+    SavedSequence (training=True only).
     """
 
 class LayerStream:
@@ -168,6 +179,7 @@ def rnn_stream(
     b_hh: npt.NDArray[_F] | None,
     nonlinearity: str,
     batch: int,
+    clip: float | None = None,
 ) -> LayerStream:
     """A vanilla RNN layer's stream of ``batch`` rows (weights as rnn_forward's, copied)."""
 
@@ -178,6 +190,8 @@ def lstm_stream(
     b_hh: npt.NDArray[_F] | None,
     W_hr: npt.NDArray[_F] | None,
     batch: int,
+    clip: float | None = None,
+    input_forget: bool = False,
 ) -> LayerStream:
     """An LSTM layer's stream of ``batch`` rows (weights as lstm_forward's, copied)."""
 
@@ -188,6 +202,7 @@ def gru_stream(
     b_hh: npt.NDArray[_F] | None,
     reset_after: bool,
     batch: int,
+    clip: float | None = None,
 ) -> LayerStream:
     """A GRU layer's stream of ``batch`` rows (weights as gru_forward's, copied)."""
 
@@ -215,6 +230,7 @@ def gru_forward(
     reverse: bool,
     training: bool,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], None, SavedSequence | None]:
     """GRU (G = 3, gates r, z, n) over a sequence: x (T, B, I), h0 (B, H) or None, W_ih (3*H, I),
     W_hh (3*H, H), b_ih and b_hh (3*H,) or None, lengths (B,) int64 or None, reset_after
@@ -416,6 +432,7 @@ def _sequence_terms(
     b_ih: bool,
     b_hh: bool,
     bf16: bool = False,
+    clip: bool = False,
 ) -> list[tuple[str, int, int]]:
     """What one sequence forward (or backward) of ``cell`` ("rnn", "lstm", "gru") allocates, as
     (name, count, itemsize) terms (cpp/footprint.hpp), for the size check before the call;

@@ -240,6 +240,11 @@ def real(
     return value
 
 
+def clip(value: Any) -> float | None:
+    """ONNX's cell ``clip``: None (no bound) or a finite number > 0."""
+    return None if value is None else real("clip", value, 0.0, lo_open=True)
+
+
 def probability(name: str, value: Any) -> float:
     """A number in [0, 1] (ValueError otherwise, bools and non-numbers included)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:

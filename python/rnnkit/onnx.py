@@ -11,8 +11,10 @@ The modules compute what ``torch.nn`` computes: out (T, B, D*H) (or (B, T, D*H) 
 h_n (L*D, B, H). ONNX's own layout is Y [T, D, B, H] (layout 0) or [B, T, D, H] (layout 1),
 Y_h [D, B, H] (layout 1: [B, D, H]); weights W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] with
 the gate blocks in ONNX's order (LSTM i, o, f, c; GRU z, r, h), which rnnkit's order (LSTM i, f,
-g, o; GRU r, z, n) is a permutation of. Attributes rnnkit does not compute (``clip``,
-peepholes ``P``, ``input_forget``, activations other than the defaults and the RNN's Relu,
+g, o; GRU r, z, n) is a permutation of. ``clip`` maps to the modules' ``clip`` (the fused
+kernels bound every activation's input, as onnxruntime does), LSTM ``input_forget`` to the
+LSTM's ``input_forget`` (f = 1 - i). Attributes rnnkit does not compute (peepholes ``P``,
+activations other than the defaults and the RNN's Relu,
 ``activation_alpha`` / ``activation_beta``) are refused with a ValueError naming the node and
 the attribute, never approximated. See docs/interop-onnx.md.
 
@@ -228,18 +230,18 @@ def _read_node(g: _Graph, node: Any) -> _Node:
     for name in attrs:
         if name not in allowed:
             raise _refuse(where, f"attribute {name!r}", "it is not an attribute of ONNX's " + node.op_type)
+    options: dict[str, Any] = {}
     if "clip" in attrs:
-        raise _refuse(
-            where,
-            f"attribute 'clip' = {attrs['clip']}",
-            "rnnkit's kernels do not clip the gate pre-activations",
-        )
-    if attrs.get("input_forget", 0):
-        raise _refuse(
-            where,
-            f"attribute 'input_forget' = {attrs['input_forget']}",
-            "rnnkit's LSTM has separate input and forget gates",
-        )
+        clip = float(attrs["clip"])
+        if not (np.isfinite(clip) and clip > 0):
+            raise _refuse(where, f"attribute 'clip' = {attrs['clip']}", "a cell clip is a bound > 0")
+        options["clip"] = clip
+    if "input_forget" in attrs:
+        coupled = int(attrs["input_forget"])
+        if coupled not in (0, 1):
+            raise _refuse(where, f"attribute 'input_forget' = {coupled}", "ONNX defines 0 and 1")
+        if coupled:
+            options["input_forget"] = True
     for name in ("activation_alpha", "activation_beta"):
         if name in attrs:
             raise _refuse(
@@ -256,7 +258,6 @@ def _read_node(g: _Graph, node: Any) -> _Node:
     if layout not in (0, 1):
         raise _refuse(where, f"attribute 'layout' = {layout}", "ONNX defines layouts 0 and 1")
 
-    options: dict[str, Any] = {}
     default = _DEFAULT_ACTIVATIONS[cell.gate_order]
     if "activations" in attrs:
         acts = tuple(
@@ -677,9 +678,9 @@ def load(path_or_model: Any) -> Module:
     torch's batch_first transposes) and h_n (L*D, B, H) (LSTM: (h_n, c_n)). Pass the graph's
     sequence lengths as ``lengths`` and its initial states (if it takes them) as the state.
 
-    ValueError naming the node and the attribute for what rnnkit does not compute (``clip``,
-    peepholes, ``input_forget``, other activations), and for graphs whose recurrent nodes are
-    not one stack (use :func:`load_nodes`).
+    ``clip`` and ``input_forget`` become the module's. ValueError naming the node and the
+    attribute for what rnnkit does not compute (peepholes, other activations), and for
+    graphs whose recurrent nodes are not one stack (use :func:`load_nodes`).
     """
     g = _Graph(_model(path_or_model).graph)
     nodes, _, batch_major = _stack(g)
@@ -730,6 +731,10 @@ def _recurrent_nodes_for(
         attrs["linear_before_reset"] = 1 if rnn.reset_after else 0
     if getattr(rnn, "nonlinearity", "tanh") == "relu":
         attrs["activations"] = ["Relu"] * D
+    if rnn.clip is not None:
+        attrs["clip"] = rnn.clip
+    if getattr(rnn, "input_forget", False):
+        attrs["input_forget"] = 1
     inp = x
     finals: list[list[str]] = [[] for _ in states]
     for layer in range(L):
@@ -890,6 +895,10 @@ def _config(module: Any) -> dict[str, Any]:
         cfg[option] = getattr(rnn, option)
     if rnn.proj_size:
         cfg["proj_size"] = rnn.proj_size
+    if rnn.clip is not None:
+        cfg["clip"] = rnn.clip
+    if getattr(rnn, "input_forget", False):
+        cfg["input_forget"] = True
     return cfg
 
 

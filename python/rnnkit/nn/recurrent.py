@@ -102,6 +102,7 @@ class _RNNBase(Module):
         dtype,
         seed,
         precision="float32",
+        clip=None,
     ):
         self.input_size = v.int_arg("input_size", input_size)
         self.hidden_size = v.int_arg("hidden_size", hidden_size)
@@ -125,6 +126,8 @@ class _RNNBase(Module):
         self.dtype = v.dtype_arg(dtype)
         # "float32", or "bf16": the products' inputs rounded to bfloat16 (ops.recurrent).
         self.precision = v.precision(precision, self.dtype)
+        # ONNX's cell clip: None, or the bound of every activation's input (ops.recurrent).
+        self.clip = v.clip(clip)
         v.check_rnn_module_sizes(
             type(self).__name__,
             self.CELL.gates,
@@ -278,6 +281,7 @@ class _RNNBase(Module):
                     lengths=lengths,
                     training=self.training,
                     precision=self.precision,
+                    clip=self.clip,
                 )
                 ys.append(y)  # (T, B, H_out)
                 workspaces.append(ws)
@@ -394,6 +398,7 @@ class _RNNBase(Module):
                 lengths=None,
                 training=keep,
                 precision=self.precision,
+                clip=self.clip,
             )
             for f, s in zip(finals, final):
                 f.append(s)
@@ -551,6 +556,8 @@ class _RNNBase(Module):
             args.append(f"dtype={self.dtype.name}")
         if self.precision != "float32":
             args.append(f"precision={self.precision!r}")
+        if self.clip is not None:
+            args.append(f"clip={self.clip}")
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _extra_repr(self):
@@ -567,6 +574,8 @@ class RNN(_RNNBase):
     """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, act tanh or relu.
 
     ``out, h_n = rnn(x, h0=None, lengths=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
+    ``clip`` (RNN, LSTM, GRU): None, or ONNX's cell clip, a bound > 0 on every activation's input
+    (:func:`rnnkit.rnn_forward`).
     """
 
     CELL = RNN_CELL
@@ -585,6 +594,7 @@ class RNN(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
     ) -> None:
         self.nonlinearity = v.choice("nonlinearity", nonlinearity, RNN_CELL.options["nonlinearity"])
         super().__init__(
@@ -599,6 +609,7 @@ class RNN(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -644,6 +655,7 @@ class RNN(_RNNBase):
             self.nonlinearity,
             batch,
             self.precision,
+            self.clip,
         )
 
     def _extra_repr(self):
@@ -656,6 +668,8 @@ class LSTM(_RNNBase):
 
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any state may be None.
+    ``clip`` as :class:`RNN`'s; ``input_forget=True``: ONNX's coupled gates, ``f = 1 - i`` (the
+    forget blocks' parameters are unused and get zero gradients).
 
     Examples
     --------
@@ -687,7 +701,11 @@ class LSTM(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
+        input_forget: bool = False,
     ) -> None:
+        # ONNX's coupled input and forget gates: f = 1 - i (the f blocks' parameters unused).
+        self.input_forget = v.flag("input_forget", input_forget)
         super().__init__(
             input_size,
             hidden_size,
@@ -700,6 +718,7 @@ class LSTM(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -726,7 +745,16 @@ class LSTM(_RNNBase):
     def _kernel_forward(self, x, states, w, **kw):
         proj = {"W_hr": w["weight_hr"]} if self.proj_size else {}
         y, (h_T, c_T), ws = lstm_forward(
-            x, states[0], states[1], w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], **proj, **kw
+            x,
+            states[0],
+            states[1],
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            **proj,
+            input_forget=self.input_forget,
+            **kw,
         )
         return y, (h_T, c_T), ws
 
@@ -734,10 +762,21 @@ class LSTM(_RNNBase):
         g = lstm_backward(dy, d_states[0], d_states[1], ws)
         return g, (g.dh0, g.dc0)
 
+    def _extra_repr(self):
+        return ["input_forget=True"] if self.input_forget else []
+
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
         return _lstm_layer_stream(
-            w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["weight_hr"], batch, self.precision
+            w["weight_ih"],
+            w["weight_hh"],
+            w["bias_ih"],
+            w["bias_hh"],
+            w["weight_hr"],
+            batch,
+            self.precision,
+            self.clip,
+            self.input_forget,
         )
 
 
@@ -777,6 +816,7 @@ class GRU(_RNNBase):
         dtype: npt.DTypeLike = np.float32,
         seed: int | np.random.SeedSequence | None = None,
         precision: str = "float32",
+        clip: float | None = None,
     ) -> None:
         self.reset_after = v.flag("reset_after", reset_after)
         super().__init__(
@@ -791,6 +831,7 @@ class GRU(_RNNBase):
             dtype,
             seed,
             precision,
+            clip,
         )
 
     def forward(
@@ -834,6 +875,7 @@ class GRU(_RNNBase):
             self.reset_after,
             batch,
             self.precision,
+            self.clip,
         )
 
     def _extra_repr(self):

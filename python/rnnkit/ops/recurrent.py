@@ -112,6 +112,11 @@ class Workspace:
         return self.saved.dtype
 
     @property
+    def clip(self) -> float | None:
+        """The forward's ``clip=`` bound, or None."""
+        return self.saved.clip
+
+    @property
     def precision(self) -> str:
         """The forward's ``precision=`` ("float32" or "bf16"); backward computes in the same."""
         return self.saved.precision
@@ -186,6 +191,7 @@ def _check_call_memory(arg, cell, options, backward, dtype, T, B, I, H, P, **fla
         flags.get("b_ih", False),
         flags.get("b_hh", False),
         flags.get("bf16", False),
+        flags.get("clip", False),
     )
     v.check_bytes(
         arg, nbytes, _BACKWARD_BUFFERS if backward else _FORWARD_BUFFERS, f" of {np.dtype(dtype).name}"
@@ -211,6 +217,7 @@ def _check_backward_memory(ws, dy):
         b_ih=ws.has_b_ih,
         b_hh=ws.has_b_hh,
         bf16=ws.precision == "bf16",
+        clip=ws.clip is not None,
     )
 
 
@@ -228,6 +235,7 @@ def _check_sequence_args(
     W_hr=None,
     options=None,
     precision="float32",
+    clip=None,
 ) -> _SequenceArgs:
     """Validate a sequence forward's arguments; return them as contiguous arrays.
 
@@ -285,6 +293,7 @@ def _check_sequence_args(
         lengths=lengths is not None,
         project=W_hr is not None,
         bf16=precision == "bf16",
+        clip=clip is not None,
     )
     return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr, precision)
 
@@ -353,6 +362,7 @@ def rnn_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """Vanilla RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
 
@@ -360,7 +370,9 @@ def rnn_forward(
     nonlinearity "tanh" or "relu"; reverse: run t = T-1 .. 0; lengths (B,) or None;
     training: keep the workspace for :func:`rnn_backward`; precision: "float32" (the products in
     the arrays' own precision) or "bf16" (float32 arrays: every product's inputs rounded to
-    bfloat16, sums in float32; on CPUs with AVX512-BF16 or AMX; backward uses the same).
+    bfloat16, sums in float32; on CPUs with AVX512-BF16 or AMX; backward uses the same);
+    clip: None, or ONNX's cell clip, a bound > 0: the activation's input is clamped to
+    [-clip, clip] (its gradient is zero where it was cut).
 
     Returns ``(y, h_T, workspace)``: y (T, B, H) every step's state, h_T (B, H) the final one.
 
@@ -383,8 +395,20 @@ def rnn_forward(
     ((5, 2, 3), (4, 4), True)
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+    clip = v.clip(clip)
     a = _check_sequence_args(
-        _RNN, x, [("h0", h0)], W_ih, W_hh, b_ih, b_hh, lengths, reverse, training, precision=precision
+        _RNN,
+        x,
+        [("h0", h0)],
+        W_ih,
+        W_hh,
+        b_ih,
+        b_hh,
+        lengths,
+        reverse,
+        training,
+        precision=precision,
+        clip=clip,
     )
     y, h_T, _, saved = _core.rnn_forward(
         a.x,
@@ -398,6 +422,7 @@ def rnn_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
+        clip=clip,
     )
     ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
@@ -473,6 +498,8 @@ def lstm_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Workspace | None]:
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
@@ -484,7 +511,10 @@ def lstm_forward(
 
     Args: x (T, B, I); h0, c0 (B, H) or None; W_ih (4*H, I); W_hh (4*H, H);
     b_ih, b_hh (4*H,) or None; W_hr (P, H) or None; reverse; lengths (B,) or None; training;
-    precision "float32" or "bf16" (as :func:`rnn_forward`).
+    precision "float32" or "bf16" (as :func:`rnn_forward`); clip None or a bound > 0 (ONNX's:
+    the four gates' pre-activations clamped to [-clip, clip]; c_t is not); input_forget: ONNX's
+    coupled input and forget gates, ``f = 1 - i`` (the f block's weights and biases are then
+    unused, their gradients zero).
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
 
     Examples
@@ -504,6 +534,8 @@ def lstm_forward(
     >>> bool(np.allclose(y, y_ref, atol=1e-5) and np.allclose(c_T, c_ref, atol=1e-5))
     True
     """
+    clip = v.clip(clip)
+    input_forget = v.flag("input_forget", input_forget)
     a = _check_sequence_args(
         _LSTM,
         x,
@@ -517,6 +549,7 @@ def lstm_forward(
         training,
         W_hr,
         precision=precision,
+        clip=clip,
     )
     (h0, c0) = a.states
     y, h_T, c_T, saved = _core.lstm_forward(
@@ -532,6 +565,8 @@ def lstm_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
+        clip=clip,
+        input_forget=input_forget,
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
@@ -614,6 +649,7 @@ def gru_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Workspace | None]:
     """GRU over a sequence (gate order r, z, n):
 
@@ -624,10 +660,12 @@ def gru_forward(
 
     Args: x (T, B, I); h0 (B, H) or None; W_ih (3*H, I); W_hh (3*H, H); b_ih, b_hh (3*H,) or
     None; reset_after; reverse; lengths (B,) or None; training; precision "float32" or "bf16"
-    (as :func:`rnn_forward`).
+    (as :func:`rnn_forward`); clip None or a bound > 0 (ONNX's: the pre-activations of r, z and
+    n clamped to [-clip, clip], n's whole argument in either form).
     Returns ``(y (T, B, H), h_T (B, H), workspace)``.
     """
     v.flag("reset_after", reset_after)
+    clip = v.clip(clip)
     a = _check_sequence_args(
         _GRU,
         x,
@@ -641,6 +679,7 @@ def gru_forward(
         training,
         options={"reset_after": bool(reset_after)},
         precision=precision,
+        clip=clip,
     )
     y, h_T, _, saved = _core.gru_forward(
         a.x,
@@ -654,6 +693,7 @@ def gru_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
+        clip=clip,
     )
     ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
@@ -786,26 +826,43 @@ def _compiled(batch):
     return batch <= _core._get_small_batch_limit()
 
 
-def _rnn_layer_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch, precision="float32") -> LayerStream:
+def _rnn_layer_stream(
+    W_ih, W_hh, b_ih, b_hh, nonlinearity, batch, precision="float32", clip=None
+) -> LayerStream:
     if _compiled(batch) and precision == "float32":
-        return _core.rnn_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch)
+        return _core.rnn_stream(W_ih, W_hh, b_ih, b_hh, nonlinearity, batch, clip=clip)
 
     def call(x, h, c):
         y, h_T, _, _ = _core.rnn_forward(
-            x, h, W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False, precision=precision
+            x, h, W_ih, W_hh, b_ih, b_hh, None, nonlinearity, False, False, precision=precision, clip=clip
         )
         return y, h_T, None
 
     return _CallLayerStream(call, batch, (W_hh.shape[1],), W_hh.dtype)
 
 
-def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32") -> LayerStream:
+def _lstm_layer_stream(
+    W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32", clip=None, input_forget=False
+) -> LayerStream:
     if _compiled(batch) and precision == "float32":
-        return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch)
+        return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, clip=clip, input_forget=input_forget)
 
     def call(x, h, c):
         y, h_T, c_T, _ = _core.lstm_forward(
-            x, h, c, W_ih, W_hh, b_ih, b_hh, W_hr, None, False, False, precision=precision
+            x,
+            h,
+            c,
+            W_ih,
+            W_hh,
+            b_ih,
+            b_hh,
+            W_hr,
+            None,
+            False,
+            False,
+            precision=precision,
+            clip=clip,
+            input_forget=input_forget,
         )
         return y, h_T, c_T
 
@@ -813,13 +870,15 @@ def _lstm_layer_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32")
     return _CallLayerStream(call, batch, (W_hh.shape[1], H), W_hh.dtype)
 
 
-def _gru_layer_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch, precision="float32") -> LayerStream:
+def _gru_layer_stream(
+    W_ih, W_hh, b_ih, b_hh, reset_after, batch, precision="float32", clip=None
+) -> LayerStream:
     if _compiled(batch) and precision == "float32":
-        return _core.gru_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch)
+        return _core.gru_stream(W_ih, W_hh, b_ih, b_hh, reset_after, batch, clip=clip)
 
     def call(x, h, c):
         y, h_T, _, _ = _core.gru_forward(
-            x, h, W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False, precision=precision
+            x, h, W_ih, W_hh, b_ih, b_hh, None, reset_after, False, False, precision=precision, clip=clip
         )
         return y, h_T, None
 

@@ -138,6 +138,19 @@ def _affine(x, W, b, precision="float32"):
     return out
 
 
+def _bound(a, clip):
+    """ONNX's clip: ``a`` clamped to [-clip, clip] (unchanged for clip None), and the mask
+    where it was within the bound (1) or cut (0): the clamp's derivative."""
+    if clip is None:
+        return a, None
+    return np.clip(a, -clip, clip), (np.abs(a) <= clip).astype(a.dtype)
+
+
+def _kept(d, keep):
+    """A pre-activation's gradient through the clamp: zero where forward cut it."""
+    return d if keep is None else d * keep
+
+
 def _zeros_state(state, batch, hidden, dtype):
     """Return ``state``, or zeros (B, H) when it is None."""
     if state is None:
@@ -178,18 +191,20 @@ def rnn_cell_forward(
     *,
     nonlinearity: str = "tanh",
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One vanilla RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
     x (B, I); h (B, H) or None (zeros); W_ih (H, I); W_hh (H, H);
-    b_ih, b_hh (H,) or None; nonlinearity "tanh" or "relu"; precision "float32" or "bf16".
+    b_ih, b_hh (H,) or None; nonlinearity "tanh" or "relu"; precision "float32" or "bf16";
+    clip None or ONNX's bound: act's input clamped to [-clip, clip].
     Returns (h_next (B, H), cache).
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     x, h, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, W_ih, W_hh, b_ih, b_hh)
     h = _zeros_state(h, x.shape[0], W_hh.shape[1], x.dtype)
-    a = _affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision)  # (B, H) pre-activation
+    a, keep = _bound(_affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision), clip)
     h_next = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     cache = {
         "cell": _RNN,
@@ -203,6 +218,7 @@ def rnn_cell_forward(
         "b_ih": b_ih,
         "b_hh": b_hh,
         "a": a,
+        "keep": keep,
         "h_next": h_next,
     }
     return h_next, cache
@@ -223,6 +239,7 @@ def rnn_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
     else:
         # relu'(a) = 1 for a > 0 and 0 otherwise (0 at the kink, as PyTorch does)
         da = dh_next * (c["a"] > 0)
+    da = _kept(da, c["keep"])
     p = c["precision"]
     return CellGrads(
         dx=_mm(da, W_ih, p),
@@ -244,11 +261,15 @@ def lstm_cell_forward(
     b_hh: np.ndarray | None,
     *,
     precision: str = "float32",
+    clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """One LSTM step, PyTorch gate order i, f, g, o.
 
     x (B, I); h, c (B, H) or None (zeros); W_ih (4H, I); W_hh (4H, H);
-    b_ih, b_hh (4H,) or None; precision "float32" or "bf16".
+    b_ih, b_hh (4H,) or None; precision "float32" or "bf16"; clip None or ONNX's bound: the
+    four gates' pre-activations clamped to [-clip, clip] (c_next, tanh's input in h_next, is not);
+    input_forget: ONNX's coupled gates, f = 1 - i (the f block's pre-activation is unused).
     Returns ((h_next (B, H), c_next (B, H)), cache).
     """
     x, h, c, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, c, W_ih, W_hh, b_ih, b_hh)
@@ -256,8 +277,11 @@ def lstm_cell_forward(
     h = _zeros_state(h, B, H, x.dtype)
     c = _zeros_state(c, B, H, x.dtype)
     gates = _affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision)  # (B, 4H) [a_i|a_f|a_g|a_o]
+    gates, keep = _bound(gates, clip)
     a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
     i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+    if input_forget:
+        f = 1 - i
     c_next = f * c + i * g
     tc = np.tanh(c_next)
     h_next = o * tc
@@ -277,6 +301,8 @@ def lstm_cell_forward(
         "g": g,
         "o": o,
         "tc": tc,
+        "keep": keep,
+        "input_forget": input_forget,
     }
     return (h_next, c_next), cache
 
@@ -302,12 +328,22 @@ def lstm_cell_backward(
     dc_total = dc_next + dh_next * o * _dtanh(tc)
     di = dc_total * g
     df = dc_total * c
+    if k["input_forget"]:  # f = 1 - i: f's gradient reaches i, and f's own input has none
+        di = di - df
+        df = np.zeros_like(df)
     dg = dc_total * i
     dc = dc_total * f
     # back through the gate nonlinearities, blocks kept in the i, f, g, o order
     dA = np.concatenate(
-        [di * _dsigmoid(i), df * _dsigmoid(f), dg * _dtanh(g), do * _dsigmoid(o)], axis=1
+        [
+            di * _dsigmoid(i),
+            df if k["input_forget"] else df * _dsigmoid(f),
+            dg * _dtanh(g),
+            do * _dsigmoid(o),
+        ],
+        axis=1,
     )  # (B, 4H)
+    dA = _kept(dA, k["keep"])
     p = k["precision"]
     return LSTMCellGrads(
         dx=_mm(dA, W_ih, p),
@@ -330,6 +366,7 @@ def gru_cell_forward(
     *,
     reset_after: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One GRU step, PyTorch gate order r, z, n.
 
@@ -338,7 +375,8 @@ def gru_cell_forward(
     Both then take h' = (1 - z) * n + z * h.
 
     x (B, I); h (B, H) or None (zeros); W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
-    precision "float32" or "bf16".
+    precision "float32" or "bf16"; clip None or ONNX's bound: the arguments of r's and z's
+    sigmoids and of n's tanh (all of it, in either form) clamped to [-clip, clip].
     Returns (h_next (B, H), cache).
     """
     x, h, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, W_ih, W_hh, b_ih, b_hh)
@@ -348,20 +386,24 @@ def gru_cell_forward(
     if reset_after:
         # one matmul of h for all three gates; r then scales the whole n-block incl. b_hn
         gh_r, gh_z, gh_n = np.split(_affine(h, W_hh, b_hh, precision), 3, axis=1)
-        r = _sigmoid(gi_r + gh_r)
-        z = _sigmoid(gi_z + gh_z)
+        a_r, keep_r = _bound(gi_r + gh_r, clip)
+        a_z, keep_z = _bound(gi_z + gh_z, clip)
+        r, z = _sigmoid(a_r), _sigmoid(a_z)
         rh = None
-        n = np.tanh(gi_n + r * gh_n)
+        a_n, keep_n = _bound(gi_n + r * gh_n, clip)
+        n = np.tanh(a_n)
     else:
         # r has to be known before the n-block matmul, because r scales h itself
         b_rz = None if b_hh is None else b_hh[: 2 * H]
         b_hn = None if b_hh is None else b_hh[2 * H :]
         gh_r, gh_z = np.split(_affine(h, W_hh[: 2 * H], b_rz, precision), 2, axis=1)
-        r = _sigmoid(gi_r + gh_r)
-        z = _sigmoid(gi_z + gh_z)
+        a_r, keep_r = _bound(gi_r + gh_r, clip)
+        a_z, keep_z = _bound(gi_z + gh_z, clip)
+        r, z = _sigmoid(a_r), _sigmoid(a_z)
         rh = r * h
         gh_n = _affine(rh, W_hh[2 * H :], b_hn, precision)
-        n = np.tanh(gi_n + gh_n)
+        a_n, keep_n = _bound(gi_n + gh_n, clip)
+        n = np.tanh(a_n)
     h_next = (1 - z) * n + z * h
     cache = {
         "cell": _GRU,
@@ -379,6 +421,7 @@ def gru_cell_forward(
         "n": n,
         "gh_n": gh_n,
         "rh": rh,
+        "keep": (keep_r, keep_z, keep_n),
     }
     return h_next, cache
 
@@ -401,11 +444,12 @@ def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
     dn = dh_next * (1 - z)
     dz = dh_next * (h - n)
     dh = dh_next * z
-    da_n = dn * _dtanh(n)  # gradient w.r.t. the argument of tanh in n
-    da_z = dz * _dsigmoid(z)
+    keep_r, keep_z, keep_n = k["keep"]
+    da_n = _kept(dn * _dtanh(n), keep_n)  # gradient w.r.t. the argument of tanh in n
+    da_z = _kept(dz * _dsigmoid(z), keep_z)
     if k["reset_after"]:
         # n = tanh(gi_n + r * gh_n), gh_n = h W_hn^T + b_hn
-        da_r = da_n * k["gh_n"] * _dsigmoid(r)
+        da_r = _kept(da_n * k["gh_n"] * _dsigmoid(r), keep_r)
         d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
         d_gh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (B, 3H)
         dh = dh + _mm(d_gh, W_hh, p)
@@ -414,7 +458,7 @@ def gru_cell_backward(dh_next: np.ndarray | None, cache: dict[str, Any]) -> Cell
     else:
         # n = tanh(gi_n + (r * h) W_hn^T + b_hn): r and h meet before the matmul
         d_rh = _mm(da_n, W_hh[2 * H :], p)  # gradient w.r.t. r * h
-        da_r = d_rh * h * _dsigmoid(r)
+        da_r = _kept(d_rh * h * _dsigmoid(r), keep_r)
         dh = dh + d_rh * r
         d_gi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H)
         d_gh_rz = d_gi[:, : 2 * H]  # the r and z blocks multiply h itself
@@ -562,11 +606,13 @@ def rnn_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     """Vanilla RNN over a sequence: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
     x (T, B, I); h0 (B, H) or None; W_ih (H, I); W_hh (H, H); b_ih, b_hh (H,) or None;
-    nonlinearity "tanh" or "relu"; lengths (B,) or None; precision "float32" or "bf16".
+    nonlinearity "tanh" or "relu"; lengths (B,) or None; precision "float32" or "bf16";
+    clip None or a bound (``rnn_cell_forward``).
     Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
     """
     x, h0, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h0, W_ih, W_hh, b_ih, b_hh)
@@ -574,7 +620,7 @@ def rnn_forward(
 
     def step(x_t, h):
         h_next, cache = rnn_cell_forward(
-            x_t, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity, precision=precision
+            x_t, h, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity, precision=precision, clip=clip
         )
         return (h_next,), cache
 
@@ -607,6 +653,8 @@ def lstm_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
+    input_forget: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
     """LSTM over a sequence (gate order i, f, g, o).
 
@@ -614,7 +662,7 @@ def lstm_forward(
     lengths (B,) or None.
     With a projection W_hr (P, H) (PyTorch's proj_size): m_t = o * tanh(c_t) is the cell's
     output and h_t = m_t W_hr^T, so h0, y and h_T have P columns and W_hh is (4H, P).
-    precision "float32" or "bf16".
+    precision "float32" or "bf16"; clip None or a bound, input_forget (``lstm_cell_forward``).
     Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
     """
     x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr = _inputs_for(precision, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr)
@@ -624,7 +672,9 @@ def lstm_forward(
     c0 = _zeros_state(c0, B, H, x.dtype)
 
     def step(x_t, h, c):
-        (m, c_next), cache = lstm_cell_forward(x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision)
+        (m, c_next), cache = lstm_cell_forward(
+            x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision, clip=clip, input_forget=input_forget
+        )
         if W_hr is None:
             return (m, c_next), cache
         return (_mm(m, W_hr.T, precision), c_next), {
@@ -692,11 +742,12 @@ def gru_forward(
     lengths: npt.ArrayLike | None = None,
     training: bool = True,
     precision: str = "float32",
+    clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after).
+    """GRU over a sequence (gate order r, z, n; see ``gru_cell_forward`` for reset_after and clip).
 
     x (T, B, I); h0 (B, H) or None; W_ih (3H, I); W_hh (3H, H); b_ih, b_hh (3H,) or None;
-    lengths (B,) or None; precision "float32" or "bf16".
+    lengths (B,) or None; precision "float32" or "bf16"; clip None or a bound.
     Returns (y (T, B, H), h_T (B, H), workspace dict, or None when training=False).
     """
     x, h0, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h0, W_ih, W_hh, b_ih, b_hh)
@@ -704,7 +755,7 @@ def gru_forward(
 
     def step(x_t, h):
         h_next, cache = gru_cell_forward(
-            x_t, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after, precision=precision
+            x_t, h, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after, precision=precision, clip=clip
         )
         return (h_next,), cache
 
