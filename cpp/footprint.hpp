@@ -54,7 +54,9 @@ inline std::size_t pair_panel_elements(index_t K, index_t N, int nthreads = 2) {
   const index_t K2p = PairPanels::pairs_for(K);
   return std::size_t(K2p * N + nthreads * K2p * PairPanels::width_for(1));
 }
-inline std::size_t pair_row_elements(index_t n, index_t K) { return std::size_t(n * PairPanels::pairs_for(K)); }
+inline std::size_t pair_row_elements(index_t n, index_t K) {
+  return std::size_t(n * PairPanels::pairs_for(K));
+}
 
 // Elements rnnkit's blocked kernel packs for C (M, N) = A (M, K) @ op(B) (sequence_gemm).
 inline std::size_t sequence_gemm_elements(index_t M, index_t N, index_t K, bool few_rows_on_blas = true) {
@@ -102,7 +104,8 @@ Terms sequence_forward_terms(const SequenceCall& c) {
     pairs("rec", pair_panel_elements(c.S, index_t(GH1)) + 2 * pair_row_elements(c.B, c.S));
     if (small_projection)
       pairs("in_proj", pair_panel_elements(c.I, index_t(GH)) + 2 * pair_row_elements(c.T * c.B, c.I));
-    if (Cell::kSplitRecurrent) pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
+    if (Cell::kSplitRecurrent)
+      pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
     if (c.project) pairs("proj", pair_panel_elements(c.H, c.S) + 2 * pair_row_elements(c.B, c.H));
     packed = false;  // (no float32 panels)
   } else if (!small_projection) {
@@ -153,7 +156,8 @@ Terms sequence_backward_terms(const SequenceCall& c) {
   if (c.bf16) {  // pair panels and rows; the weight gradients' operands rounded into copies
     auto pairs = [&](const char* name, std::size_t count) { terms.push_back({name, count, 4}); };
     pairs("rec", pair_panel_elements(index_t(GH1), c.S) + 2 * pair_row_elements(c.B, index_t(GH)));
-    if (Cell::kSplitRecurrent) pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
+    if (Cell::kSplitRecurrent)
+      pairs("rec_n", pair_panel_elements(c.H, c.H) + 2 * pair_row_elements(c.B, c.H));
     if (c.project) pairs("proj", pair_panel_elements(c.S, c.H) + 2 * pair_row_elements(c.B, c.S));
     pairs("dx = dG W_ih (dG as pairs)", pair_row_elements(c.T * c.B, index_t(GH)));
     pairs("dx = dG W_ih (panels)", pair_panel_elements(index_t(GH), c.I));
