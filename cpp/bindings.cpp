@@ -103,14 +103,15 @@ Bf16Kernel precision_kernel(const std::string& precision, bool float64) {
 // Whether a cell is the coupled-gate LSTM (ONNX's input_forget), which its workspace records.
 template <class Cell>
 constexpr bool is_coupled = false;
-template <bool Clip>
-constexpr bool is_coupled<LstmCell<Clip, true>> = true;
+template <bool Clip, bool Peep>
+constexpr bool is_coupled<LstmCell<Clip, true, Peep>> = true;
 
 template <class Cell, class T>
 py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0,
                   const Array<T>& W_ih, const Array<T>& W_hh, const OptArray<T>& b_ih,
                   const OptArray<T>& b_hh, const OptArray<T>& W_hr, const Lengths& lengths, bool reverse,
-                  bool training, const std::string& precision, double clip) {
+                  bool training, const std::string& precision, double clip,
+                  const OptArray<T>& W_peep = std::nullopt) {
   const Bf16Kernel bf16 = precision_kernel(precision, sizeof(T) == 8);
   SeqShape s = shape_of<Cell>(x, W_ih, W_hh, W_hr, lengths, reverse);
   const index_t T_ = s.T, B = s.B, H = s.H, S = s.S, GH = Cell::G * H;
@@ -118,6 +119,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   if (c0) require_shape(*c0, {B, H}, "c0");
   if (b_ih) require_shape(*b_ih, {GH}, "b_ih");
   if (b_hh) require_shape(*b_hh, {GH}, "b_hh");
+  if (Cell::kPeep) require_shape(*W_peep, {3, H}, "W_peep");
 
   Array<T> y = cached_array<T>({T_, B, S}), h_T = cached_array<T>({B, S});
   std::optional<Array<T>> c_T, hprev, cprev, gates, extra, m, keep;
@@ -148,6 +150,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
       w.lengths = copy;
     }
     if (W_hr) w.W_hr = *W_hr;
+    if (Cell::kPeep) w.W_peep = *W_peep;
     if (!hprev && h0) w.h0 = *h0;  // backward rebuilds h_{t-1} from the gates and h0
     w.fingerprint_inputs();
   }
@@ -155,7 +158,7 @@ py::tuple forward(CellVariant variant, const Array<T>& x, const OptArray<T>& h0,
   ForwardArgs<T> p{x.data(),  ptr(h0),    ptr(c0),    W_ih.data(),      W_hh.data(),
                    ptr(b_ih), ptr(b_hh),  ptr(W_hr),  y.mutable_data(), h_T.mutable_data(),
                    out(c_T),  out(hprev), out(cprev), out(gates),       out(extra),
-                   out(m),    bf16,       T(clip),    out(keep)};
+                   out(m),    bf16,       T(clip),    out(keep),        ptr(W_peep)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -219,8 +222,10 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
 
   Array<T> dx = cached_array<T>({T_, B, I}), dh0 = cached_array<T>({B, S}), dW_ih = cached_array<T>({GH, I}),
            dW_hh = cached_array<T>({GH, S});
-  std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr;
+  std::optional<Array<T>> dc0, db_ih, db_hh, dW_hr, dW_peep;
   if (W_hr) dW_hr = cached_array<T>({S, H});
+  const OptArray<T> W_peep = saved_array<T>(w.W_peep);
+  if (Cell::kPeep) dW_peep = cached_array<T>({3, H});
   if (Cell::kHasCellState) dc0 = cached_array<T>({B, H});
   if (w.has_b_ih) db_ih = cached_array<T>({GH});
   if (w.has_b_hh) db_hh = cached_array<T>({GH});
@@ -247,7 +252,9 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
                     out(db_hh),
                     out(dW_hr),
                     w.bf16,
-                    ptr(keep)};
+                    ptr(keep),
+                    ptr(W_peep),
+                    out(dW_peep)};
   {
     py::gil_scoped_release release;
     const KernelFpScope fp;
@@ -255,7 +262,7 @@ py::tuple backward(const py::object& dy_, const py::object& dh_T_, const py::obj
   }
   raise_if_interrupted();  // Ctrl-C during the call: the outputs are unfinished
   auto obj = [](std::optional<Array<T>>& a) { return a ? py::object(*a) : py::object(py::none()); };
-  return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh), obj(dW_hr));
+  return py::make_tuple(dx, dh0, obj(dc0), dW_ih, dW_hh, obj(db_ih), obj(db_hh), obj(dW_hr), obj(dW_peep));
 }
 
 // The public kernels, one per cell family, named as in rnnkit and rnnkit.reference.
@@ -287,12 +294,17 @@ template <class T>
 py::tuple lstm_forward(const Array<T>& x, const OptArray<T>& h0, const OptArray<T>& c0, const Array<T>& W_ih,
                        const Array<T>& W_hh, const OptArray<T>& b_ih, const OptArray<T>& b_hh,
                        const OptArray<T>& W_hr, const Lengths& lengths, bool reverse, bool training,
-                       const std::string& precision, const std::optional<double>& clip, bool input_forget) {
+                       const std::string& precision, const std::optional<double>& clip, bool input_forget,
+                       const OptArray<T>& W_peep) {
   const double bound = clip_bound(clip);
   auto run = [&](auto cell) {
     return forward<decltype(cell), T>(CellVariant::kLstm, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths,
-                                      reverse, training, precision, bound);
+                                      reverse, training, precision, bound, W_peep);
   };
+  if (W_peep) {
+    if (clip) return input_forget ? run(LstmCell<true, true, true>{}) : run(LstmCell<true, false, true>{});
+    return input_forget ? run(LstmCell<false, true, true>{}) : run(LstmCell<false, false, true>{});
+  }
   if (clip) return input_forget ? run(LstmCell<true, true>{}) : run(LstmCell<true>{});
   return input_forget ? run(LstmCell<false, true>{}) : run(LstmCell<>{});
 }
@@ -334,6 +346,10 @@ py::tuple sequence_backward_of(const char* family, const py::object& dy, const p
     case CellVariant::kRnnRelu:
       return run(RnnCell<true>{}, RnnCell<true, true>{});
     case CellVariant::kLstm:
+      if (!w.W_peep.is_none()) {
+        if (w.input_forget) return run(LstmCell<false, true, true>{}, LstmCell<true, true, true>{});
+        return run(LstmCell<false, false, true>{}, LstmCell<true, false, true>{});
+      }
       if (w.input_forget) return run(LstmCell<false, true>{}, LstmCell<true, true>{});
       return run(LstmCell<>{}, LstmCell<true>{});
     case CellVariant::kGruResetAfter:
@@ -450,7 +466,7 @@ void bind_dtype(py::module_& m) {
         "precision"_a = "float32", "clip"_a = py::none());
   m.def("lstm_forward", &lstm_forward<T>, "x"_a, "h0"_a.none(), "c0"_a.none(), "W_ih"_a, "W_hh"_a,
         "b_ih"_a.none(), "b_hh"_a.none(), "W_hr"_a.none(), "lengths"_a.none(), "reverse"_a, "training"_a,
-        "precision"_a = "float32", "clip"_a = py::none(), "input_forget"_a = false);
+        "precision"_a = "float32", "clip"_a = py::none(), "input_forget"_a = false, "W_peep"_a = py::none());
   m.def("gru_forward", &gru_forward<T>, "x"_a, "h0"_a.none(), "W_ih"_a, "W_hh"_a, "b_ih"_a.none(),
         "b_hh"_a.none(), "lengths"_a.none(), "reset_after"_a, "reverse"_a, "training"_a,
         "precision"_a = "float32", "clip"_a = py::none());
@@ -522,6 +538,7 @@ void bind_workspace(py::module_& m) {
   c.def_property_readonly("cell", [](const SavedSequence& w) { return family_name(w.variant); });
   c.def_property_readonly("reverse", [](const SavedSequence& w) { return w.reverse; });
   c.def_property_readonly("input_forget", [](const SavedSequence& w) { return w.input_forget; });
+  c.def_readonly("W_peep", &SavedSequence::W_peep);
   c.def_property_readonly("clip", [](const SavedSequence& w) -> py::object {
     return w.has_clip ? py::object(py::float_(w.clip)) : py::object(py::none());
   });

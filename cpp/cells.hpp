@@ -23,6 +23,7 @@
 //   kClip                  the template argument Clip: ONNX's clip, every activation's input
 //                          bounded to [-clip, clip] (a compile-time choice, so the cells without
 //                          it run the unchanged loops)
+//   kPeep                  LSTM peepholes (ONNX's P), likewise a compile-time choice
 #pragma once
 
 #include "common.hpp"
@@ -42,6 +43,7 @@ namespace rnnkit {
 //     clip         the bound (Clip cells only)
 //     keep (G*H)   out (Clip cells only): 1 where a gate's pre-activation was within the bound,
 //                  0 where it was cut (saved for backward: its gradient is zero there)
+//     peep (3*H)   the peephole weights of the i, f, o gates (Peep LSTM cells only)
 //
 //   backward(H, dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep)
 //     dy (H) gradient of y_t; gates, extra, h_prev, c_prev as saved by forward
@@ -51,6 +53,7 @@ namespace rnnkit {
 //     dg (G*H)     out: recurrent-side gate gradient (for dh_{t-1}, dW_hh, db_hh)
 //     d_reset_h (H) in (split cell, part two): the gradient of reset_h
 //     keep (G*H)   as saved by forward (Clip cells only)
+//     peep (3*H)   as forward's (Peep LSTM cells only)
 
 // Gate blocks of one row are H apart: iteration j touches only index j of each block, so no
 // iteration depends on another. The compiler cannot prove that for a runtime H; tell it.
@@ -59,11 +62,12 @@ namespace rnnkit {
 #define RNNKIT_FORWARD_ARGS(T)                                                                               \
   int H, T *__restrict gates, const T *__restrict gh, const T *__restrict b_ih, const T *__restrict b_hh,    \
       T *__restrict h, T *__restrict c, T *__restrict y, T *__restrict extra, T *__restrict reset_h, T clip, \
-      T *__restrict keep
-#define RNNKIT_BACKWARD_ARGS(T)                                                                   \
-  int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,            \
-      const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh, T *__restrict dc, \
-      T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h, const T *__restrict keep
+      T *__restrict keep, const T *__restrict peep
+#define RNNKIT_BACKWARD_ARGS(T)                                                                     \
+  int H, const T *__restrict dy, const T *__restrict gates, const T *__restrict extra,              \
+      const T *__restrict h_prev, const T *__restrict c_prev, T *__restrict dh, T *__restrict dc,   \
+      T *__restrict dgx, T *__restrict dg, const T *__restrict d_reset_h, const T *__restrict keep, \
+      const T *__restrict peep
 
 // ONNX's clip: an activation's input a bounded to [-clip, clip]; *keep records whether a was
 // within (1: the gradient passes, as through a clamp at its bounds) or cut (0). NaN stays NaN.
@@ -95,6 +99,7 @@ template <bool Relu, bool Clip = false>
 struct RnnCell {
   static constexpr int G = 1;
   static constexpr bool kClip = Clip;
+  static constexpr bool kPeep = false;
   static constexpr bool kHasCellState = false, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
                         kSplitRecurrent = false, kHasExtra = false, kGatesAreState = true;
 
@@ -127,34 +132,58 @@ struct RnnCell {
 // c_t = f c_{t-1} + i g, h_t = o tanh(c_t). Saves the gates and tanh(c_t).
 // Coupled (ONNX's input_forget = 1): f = 1 - i; the f block's pre-activation is not used (its
 // gradient is zero), as in onnxruntime.
-template <bool Clip = false, bool Coupled = false>
+// Peep (ONNX's P): the i and f pre-activations add peep_i c_{t-1}, peep_f c_{t-1}, the o
+// pre-activation adds peep_o c_t (inside the clip, as onnxruntime; Coupled: peep_f unused).
+template <bool Clip = false, bool Coupled = false, bool Peep = false>
 struct LstmCell {
   static constexpr int G = 4;
   static constexpr bool kClip = Clip;
+  static constexpr bool kPeep = Peep;
   // Gate blocks of a (G*H) row, in PyTorch's order (block k holds units [k*H, (k+1)*H)).
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3;
+  // Blocks of the peephole row (3*H): i, f, o.
+  static constexpr int kPI = 0, kPF = 1, kPO = 2;
   static constexpr bool kHasCellState = true, kDirectStateGrad = false, kSeparateRecurrentGrad = false,
                         kSplitRecurrent = false, kHasExtra = true, kGatesAreState = false;
+
+  // peep_k * c where the cell has peepholes, else nothing (the default cell's sums unchanged).
+  template <class T>
+  RNNKIT_INLINE static T peephole(T a, const T* __restrict peep, T c) {
+    if constexpr (Peep) {
+      return a + *peep * c;
+    } else {
+      (void)peep;
+      (void)c;
+      return a;
+    }
+  }
 
   template <class T>
   RNNKIT_INLINE static void forward(RNNKIT_FORWARD_ARGS(T)) {
     RNNKIT_IVDEP
     for (int j = 0; j < H; ++j) {
-      const T i = sigmoid_(bound<Clip>(
-          gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j], clip, keep + kI * H + j));
+      const T c_prev = c[j];
+      const T i = sigmoid_(
+          bound<Clip>(peephole(gates[kI * H + j] + b_ih[kI * H + j] + gh[kI * H + j] + b_hh[kI * H + j],
+                               peep + kPI * H + j, c_prev),
+                      clip, keep + kI * H + j));
       T f;
       if constexpr (Coupled) {
         f = T(1) - i;
         if constexpr (Clip) keep[kF * H + j] = T(0);  // no input of its own: nothing passes
       } else {
-        f = sigmoid_(bound<Clip>(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j],
-                                 clip, keep + kF * H + j));
+        f = sigmoid_(
+            bound<Clip>(peephole(gates[kF * H + j] + b_ih[kF * H + j] + gh[kF * H + j] + b_hh[kF * H + j],
+                                 peep + kPF * H + j, c_prev),
+                        clip, keep + kF * H + j));
       }
       const T g = tanh_(bound<Clip>(gates[kG * H + j] + b_ih[kG * H + j] + gh[kG * H + j] + b_hh[kG * H + j],
                                     clip, keep + kG * H + j));
-      const T o = sigmoid_(bound<Clip>(
-          gates[kO * H + j] + b_ih[kO * H + j] + gh[kO * H + j] + b_hh[kO * H + j], clip, keep + kO * H + j));
-      const T c_new = f * c[j] + i * g;
+      const T c_new = f * c_prev + i * g;
+      const T o = sigmoid_(
+          bound<Clip>(peephole(gates[kO * H + j] + b_ih[kO * H + j] + gh[kO * H + j] + b_hh[kO * H + j],
+                               peep + kPO * H + j, c_new),
+                      clip, keep + kO * H + j));
       const T tc = tanh_(c_new);
       const T h_new = o * tc;
       c[j] = c_new;
@@ -175,7 +204,9 @@ struct LstmCell {
       const T i = gates[kI * H + j], f = gates[kF * H + j], g = gates[kG * H + j], o = gates[kO * H + j];
       const T tc = extra[j];
       const T dh_t = dh[j] + dy[j];
-      const T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
+      const T dout = kept<Clip>(dh_t * tc * o * (T(1) - o), keep + kO * H + j);
+      T dc_t = dc[j] + dh_t * o * (T(1) - tc * tc);
+      if constexpr (Peep) dc_t += dout * peep[kPO * H + j];  // o saw c_t
       T di, df;
       if constexpr (Coupled) {  // c_t = (1 - i) c_{t-1} + i g
         di = kept<Clip>(dc_t * (g - c_prev[j]) * i * (T(1) - i), keep + kI * H + j);
@@ -185,8 +216,10 @@ struct LstmCell {
         df = kept<Clip>(dc_t * c_prev[j] * f * (T(1) - f), keep + kF * H + j);
       }
       const T dgg = kept<Clip>(dc_t * i * (T(1) - g * g), keep + kG * H + j);
-      const T dout = kept<Clip>(dh_t * tc * o * (T(1) - o), keep + kO * H + j);
-      dc[j] = dc_t * f;
+      if constexpr (Peep)  // i and f saw c_{t-1}
+        dc[j] = dc_t * f + di * peep[kPI * H + j] + df * peep[kPF * H + j];
+      else
+        dc[j] = dc_t * f;
       dgx[kI * H + j] = dg[kI * H + j] = di;
       dgx[kF * H + j] = dg[kF * H + j] = df;
       dgx[kG * H + j] = dg[kG * H + j] = dgg;
@@ -203,6 +236,7 @@ template <bool Clip = false>
 struct GruResetAfterCell {
   static constexpr int G = 3;
   static constexpr bool kClip = Clip;
+  static constexpr bool kPeep = false;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = true,
                         kSplitRecurrent = false, kHasExtra = true, kGatesAreState = false;
@@ -253,6 +287,7 @@ template <bool Clip = false>
 struct GruResetBeforeCell {
   static constexpr int G = 3;
   static constexpr bool kClip = Clip;
+  static constexpr bool kPeep = false;
   static constexpr int kR = 0, kZ = 1, kN = 2;  // gate blocks, PyTorch's order
   static constexpr bool kHasCellState = false, kDirectStateGrad = true, kSeparateRecurrentGrad = false,
                         kSplitRecurrent = true, kHasExtra = true, kGatesAreState = false;

@@ -350,23 +350,25 @@ struct ForwardArgs {
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16" (float32): the kernel of its products
   T clip = T(0);                        // the bound of a Clip cell (cells.hpp)
   T* keep = nullptr;                    // (T, B, G*H) saved clip mask of a Clip cell, or null
+  const T* peep = nullptr;              // (3*H) peephole weights of a Peep LSTM cell, or null
 };
 
 // One step's buffers, each at its time index: gates and y are indexed by original batch row b,
 // gh, h, c and reset_h by visiting position r (see RowSchedule). extra/c/reset_h may be null.
 template <class T>
 struct StepForward {
-  T* gates;           // (B, G*H)
-  const T* gh;        // (n, G*H)
-  const T* b_ih;      // (G*H)
-  const T* b_hh;      // (G*H)
-  T* h;               // (B, H) (the cell's output m with a projection)
-  T* c;               // (B, H)
-  T* y;               // (B, H)
-  T* extra;           // (B, H)
-  T* reset_h;         // (B, H)
-  T clip = T(0);      // Clip cells only
-  T* keep = nullptr;  // (B, G*H), Clip cells only
+  T* gates;                 // (B, G*H)
+  const T* gh;              // (n, G*H)
+  const T* b_ih;            // (G*H)
+  const T* b_hh;            // (G*H)
+  T* h;                     // (B, H) (the cell's output m with a projection)
+  T* c;                     // (B, H)
+  T* y;                     // (B, H)
+  T* extra;                 // (B, H)
+  T* reset_h;               // (B, H)
+  T clip = T(0);            // Clip cells only
+  T* keep = nullptr;        // (B, G*H), Clip cells only
+  const T* peep = nullptr;  // (3*H), Peep LSTM cells only
 };
 
 // Visiting positions [r0, r1) of one step.
@@ -386,12 +388,12 @@ RNNKIT_CLONES void forward_rows(index_t r0, index_t r1, index_t H, const index_t
     T* keep = offset(s.keep, b * GH);
     if constexpr (Cell::kSplitRecurrent) {
       if (part == 1)
-        Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
+        Cell::forward_part1(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep, s.peep);
       else
-        Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
+        Cell::forward_part2(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep, s.peep);
     } else {
       (void)part;
-      Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep);
+      Cell::forward(int(H), gates, gh, s.b_ih, s.b_hh, h, c, y, extra, reset_h, s.clip, keep, s.peep);
     }
   }
 }
@@ -477,7 +479,8 @@ void sequence_forward(const SeqShape& s, const ForwardArgs<T>& p) {
                           Cell::kHasExtra ? (training ? p.extra + tBH : extra_scratch.data()) : nullptr,
                           Cell::kSplitRecurrent ? reset_h.data() : nullptr,
                           p.clip,
-                          Cell::kClip ? (training ? p.keep + t * B * GH : keep_scratch.data()) : nullptr};
+                          Cell::kClip ? (training ? p.keep + t * B * GH : keep_scratch.data()) : nullptr,
+                          p.peep};
       rec[tid].apply(n, h.data(), S, T(0), gh.data(), GH);
       ctx.barrier();
       if (p.hprev) {  // h_{t-1} (and c_{t-1}) of this thread's rows, for backward
@@ -539,6 +542,8 @@ struct BackwardArgs {
   T* dW_hr;        // (P, H) projection only
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // as the forward's
   const T* keep = nullptr;              // (T, B, G*H) the forward's clip mask (Clip cells)
+  const T* peep = nullptr;              // (3*H) the forward's peephole weights (Peep LSTM cells)
+  T* dpeep = nullptr;                   // (3*H) out: their gradient (Peep LSTM cells)
 };
 
 // One backward step's buffers: dy, gates, extra, h_prev, c_prev and dgx by original row b;
@@ -556,6 +561,7 @@ struct StepBackward {
   T* dg;               // (n, G*H)
   const T* d_reset_h;  // (n, H)
   const T* keep;       // (B, G*H) or null
+  const T* peep;       // (3*H) or null
 };
 
 template <class Cell, class T>
@@ -577,12 +583,14 @@ RNNKIT_CLONES void backward_rows(index_t r0, index_t r1, index_t H, const index_
     const T* keep = offset(s.keep, b * GH);
     if constexpr (Cell::kSplitRecurrent) {
       if (part == 1)
-        Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
+        Cell::backward_part1(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep,
+                             s.peep);
       else
-        Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
+        Cell::backward_part2(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep,
+                             s.peep);
     } else {
       (void)part;
-      Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep);
+      Cell::backward(int(H), dy, gates, extra, h_prev, c_prev, dh, dc, dgx, dg, d_reset_h, keep, s.peep);
     }
   }
 }
@@ -690,7 +698,8 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
                            dgx + t * B * GH,
                            dg.data(),
                            Cell::kSplitRecurrent ? d_reset_h.data() : nullptr,
-                           Cell::kClip ? p.keep + t * B * GH : nullptr};
+                           Cell::kClip ? p.keep + t * B * GH : nullptr,
+                           p.peep};
       if constexpr (Cell::kSplitRecurrent) {
         backward_rows<Cell>(r0, r1, H, rows, base, 1);
         ctx.barrier();
@@ -718,6 +727,29 @@ void sequence_backward(const SeqShape& s, const BackwardArgs<T>& p) {
   for (index_t r = 0; r < B; ++r) {
     std::copy_n(dh.data() + r * S, S, p.dh0 + rows[r] * S);
     if constexpr (Cell::kHasCellState) std::copy_n(dc.data() + r * H, H, p.dc0 + rows[r] * H);
+  }
+
+  // Peephole gradients: i and f saw c_{t-1}, o saw c_t = f c_{t-1} + i g (from the saved gates);
+  // summed over the valid rows after the loop, one thread, in a fixed order (never rounded).
+  if constexpr (Cell::kPeep) {
+    std::fill_n(p.dpeep, 3 * H, T(0));
+    T* dp_i = p.dpeep;
+    T* dp_f = p.dpeep + H;
+    T* dp_o = p.dpeep + 2 * H;
+    for (index_t t = 0; t < T_; ++t)
+      for (index_t b = 0; b < B; ++b) {
+        if (s.lengths && s.lengths[b] <= t) continue;
+        const index_t row = t * B + b;
+        const T* d = dgx + row * GH;
+        const T* gt = p.gates + row * GH;
+        const T* cp = p.cprev + row * H;
+        for (index_t j = 0; j < H; ++j) {
+          const T c_t = gt[H + j] * cp[j] + gt[j] * gt[2 * H + j];
+          dp_i[j] += d[j] * cp[j];
+          dp_f[j] += d[H + j] * cp[j];
+          dp_o[j] += d[3 * H + j] * c_t;
+        }
+      }
   }
 
   // Bias gradients: sums of the gate gradients (never rounded).

@@ -87,7 +87,8 @@ struct SavedSequence {
   Bf16Kernel bf16 = Bf16Kernel::kNone;  // precision="bf16": the kernel its forward ran on
   bool has_clip = false;                // the forward ran the Clip cell (cells.hpp) with this bound
   double clip = 0.0;
-  bool input_forget = false;  // LSTM: the forward ran the Coupled cell (f = 1 - i)
+  bool input_forget = false;                   // LSTM: the forward ran the Coupled cell (f = 1 - i)
+  pybind11::object W_peep = pybind11::none();  // LSTM: the Peep cell's weights (3, H), or None
   // Arrays or None (a default py::object is a null handle, not None).
   pybind11::object W_hr = pybind11::none(), h0 = pybind11::none(), lengths = pybind11::none();
   pybind11::object hprev = pybind11::none(), cprev = pybind11::none(), gates = pybind11::none(),
@@ -113,6 +114,7 @@ struct SavedSequence {
     add("W_ih", W_ih);
     add("W_hh", W_hh);
     add("W_hr", W_hr);
+    add("W_peep", W_peep);
     add("h0", h0);
   }
 

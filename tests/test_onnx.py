@@ -162,6 +162,11 @@ NODE_CASES = [
     ("LSTM", "forward", "coupled"),
     ("LSTM", "bidirectional", "coupled_clip_lengths_states"),
     ("LSTM", "reverse", "coupled_lengths"),
+    # peepholes P (ONNX's order i, o, f; o sees c_t), with and without clip and input_forget
+    ("LSTM", "forward", "peep"),
+    ("LSTM", "bidirectional", "peep_clip_lengths_states"),
+    ("LSTM", "reverse", "peep_coupled_lengths"),
+    ("LSTM", "forward", "peep_coupled_clip_states"),
 ]
 CLIP = 0.75  # cuts a good part of the pre-activations of these weights (0.5 * N(0, 1))
 
@@ -192,6 +197,7 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
         bias=extra != "nobias",
         lengths=with_lengths,
         states=with_states,
+        peepholes="peep" in extra,
     )
     feed = node_feed(op, D, rng, lengths=with_lengths, states=with_states)
     expected = ort_run(model, feed)
@@ -203,6 +209,7 @@ def test_helper_node_matches_onnxruntime(op, direction, extra):
     assert (m.rnn if direction == "reverse" else m).clip == attrs.get("clip")
     if op == "LSTM":
         assert (m.rnn if direction == "reverse" else m).input_forget == bool(attrs.get("input_forget"))
+        assert (m.rnn if direction == "reverse" else m).peepholes == ("peep" in extra)
     state = call_state(op, [feed[s] for s in ("h0", "c0") if s in feed])
     results = m(feed["x"], state, feed.get("lengths"))
     for a, e, what in zip(onnx_outputs(op, results, D), expected, ("Y", "Y_h", "Y_c")):
@@ -239,7 +246,6 @@ REFUSED = [
     ("GRU", {"attrs": {"clip": -1.5}}, "attribute 'clip' = -1.5"),
     ("RNN", {"attrs": {"clip": float("inf")}}, "attribute 'clip' = inf"),
     ("LSTM", {"attrs": {"input_forget": 2}}, "attribute 'input_forget' = 2"),
-    ("LSTM", {"peepholes": True}, "input 'P' (peepholes"),
     ("LSTM", {"attrs": {"activations": ["HardSigmoid", "Tanh", "Tanh"]}}, "attribute 'activations'"),
     ("GRU", {"attrs": {"activations": ["Sigmoid", "Relu"]}}, "attribute 'activations'"),
     ("RNN", {"attrs": {"activations": ["Sigmoid"]}}, "attribute 'activations'"),
@@ -265,6 +271,21 @@ def test_refused_attribute_names_node_and_attribute(op, kw, message):
         text = str(info.value)
         assert text.startswith(f"{op} node 'rec': "), text
         assert message in text and "not supported" in text, text
+
+
+def test_peepholes_computed_or_misshapen_are_refused():
+    rng = np.random.default_rng(12)
+    model = make_node_model("LSTM", 1, rng, peepholes=True)
+    model.graph.input.append(helper.make_tensor_value_info("P2", TensorProto.FLOAT, [1, 3 * H]))
+    model.graph.node[0].input[7] = "P2"
+    with pytest.raises(ValueError, match=r"LSTM node 'rec': input 'P' \('P2'\) computed in the graph"):
+        ronnx.load(model)
+    model = make_node_model("LSTM", 1, rng, peepholes=True)
+    model.graph.initializer[-1].CopyFrom(numpy_helper.from_array(np.zeros((1, 2 * H), np.float32), "P"))
+    with pytest.raises(
+        ValueError, match=r"LSTM node 'rec': input 'P': expected shape \[1, 15\], got \[1, 10\]"
+    ):
+        ronnx.load(model)
 
 
 def test_refused_computed_weights_and_constant_state():
@@ -378,6 +399,8 @@ EXPORT_CASES = [
     ("RNN", dict(nonlinearity="relu", clip=0.2)),
     ("LSTM", dict(num_layers=2, input_forget=True)),
     ("LSTM", dict(bidirectional=True, input_forget=True, clip=0.3)),
+    ("LSTM", dict(peepholes=True)),
+    ("LSTM", dict(num_layers=2, bidirectional=True, peepholes=True, input_forget=True, clip=0.3)),
 ]
 
 
@@ -461,10 +484,14 @@ def test_convert_cli_one_node_graph_and_refusal(tmp_path, capsys):
     diffs = [float(d) for d in re.findall(r"max \|onnxruntime - rnnkit\| of (?:Y|Y_h): (\S+)", printed)]
     assert len(diffs) == 2 and max(diffs) < TOL, printed
     assert isinstance(ronnx.load_npz(tmp_path / "rev.npz"), ronnx.Reversed)
-    onnx.save(make_node_model("LSTM", 1, rng, peepholes=True), str(src))
-    assert main(["convert", str(src), str(tmp_path / "peep.npz")]) == 1
-    assert "LSTM node 'rec': input 'P' (peepholes, 'P') is not supported" in capsys.readouterr().err
-    assert not (tmp_path / "peep.npz").exists()
+    onnx.save(
+        make_node_model("LSTM", 1, rng, attrs={"activations": ["HardSigmoid", "Tanh", "Tanh"]}), str(src)
+    )
+    assert main(["convert", str(src), str(tmp_path / "act.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "LSTM node 'rec': attribute 'activations' = [" in err and "HardSigmoid" in err, err
+    assert "is not supported" in err, err
+    assert not (tmp_path / "act.npz").exists()
 
 
 def test_import_rnnkit_does_not_import_onnx():

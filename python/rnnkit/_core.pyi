@@ -39,6 +39,9 @@ class SavedSequence:
     def clip(self) -> float | None:
         """The forward's clip bound, or None."""
     @property
+    def W_peep(self) -> npt.NDArray[Any] | None:
+        """An LSTM forward's peephole weights (3, H), or None."""
+    @property
     def has_b_ih(self) -> bool: ...
     @property
     def has_b_hh(self) -> bool: ...
@@ -95,6 +98,7 @@ _Grads = tuple[
     npt.NDArray[Any] | None,
     npt.NDArray[Any] | None,
     npt.NDArray[Any] | None,
+    npt.NDArray[Any] | None,
 ]
 _LSTMGrads = tuple[
     npt.NDArray[Any],
@@ -102,6 +106,7 @@ _LSTMGrads = tuple[
     npt.NDArray[Any],
     npt.NDArray[Any],
     npt.NDArray[Any],
+    npt.NDArray[Any] | None,
     npt.NDArray[Any] | None,
     npt.NDArray[Any] | None,
     npt.NDArray[Any] | None,
@@ -136,7 +141,7 @@ def rnn_backward(
 ) -> _Grads:
     """Backprop through time of :func:`rnn_forward`: dy (T, B, H) and dh_T (B, H), each None
     (zero) or a C-contiguous array of the workspace's dtype. Returns ``(dx (T, B, I), dh0 (B, H),
-    None, dW_ih (H, I), dW_hh (H, H), db_ih (H,) or None, db_hh (H,) or None, None)``.
+    None, dW_ih (H, I), dW_hh (H, H), db_ih (H,) or None, db_hh (H,) or None, None, None)``.
     """
 
 def lstm_forward(
@@ -154,10 +159,12 @@ def lstm_forward(
     precision: str = "float32",
     clip: float | None = None,
     input_forget: bool = False,
+    W_peep: npt.NDArray[_F] | None = None,
 ) -> tuple[npt.NDArray[_F], npt.NDArray[_F], npt.NDArray[_F], SavedSequence | None]:
     """LSTM (G = 4, gates i, f, g, o) over a sequence: x (T, B, I), h0 (B, S) and c0 (B, H) or
     None, W_ih (4*H, I), W_hh (4*H, S), b_ih and b_hh (4*H,) or None, W_hr (P, H) or None (S = P
-    with it, else S = H), lengths (B,) int64 or None, reverse, input_forget (f = 1 - i).
+    with it, else S = H), lengths (B,) int64 or None, reverse, input_forget (f = 1 - i), W_peep
+    (3, H) peepholes (rows i, f, o) or None.
     Returns ``(y (T, B, S), h_T (B, S), c_T (B, H), workspace)``; the workspace is a
     SavedSequence (training=True only).
     """
@@ -215,7 +222,7 @@ def lstm_backward(
     """Backprop through time of :func:`lstm_forward`: dy (T, B, S), dh_T (B, S), dc_T (B, H),
     each None (zero) or of the workspace's dtype. Returns ``(dx (T, B, I), dh0 (B, S), dc0
     (B, H), dW_ih (4*H, I), dW_hh (4*H, S), db_ih (4*H,) or None, db_hh (4*H,) or None, dW_hr
-    (P, H) or None)``.
+    (P, H) or None, dW_peep (3, H) or None)``.
     """
 
 def gru_forward(
@@ -243,7 +250,7 @@ def gru_backward(
 ) -> _Grads:
     """Backprop through time of :func:`gru_forward`: dy (T, B, H) and dh_T (B, H), each None or
     of the workspace's dtype. Returns ``(dx (T, B, I), dh0 (B, H), None, dW_ih (3*H, I), dW_hh
-    (3*H, H), db_ih (3*H,) or None, db_hh (3*H,) or None, None)``.
+    (3*H, H), db_ih (3*H,) or None, db_hh (3*H,) or None, None, None)``.
     """
 
 # ----------------------------------------------------------------------------- losses

@@ -26,6 +26,7 @@ __all__ = [
     "LSTMCellGrads",
     "LSTMSequenceGrads",
     "LSTMProjSequenceGrads",
+    "LSTMPeepSequenceGrads",
     "CrossEntropyResult",
     "AdditiveAttentionGrads",
     "DotAttentionGrads",
@@ -91,6 +92,22 @@ class LSTMProjSequenceGrads(NamedTuple):
     db_ih: Optional[np.ndarray]  # (4*H,) or None
     db_hh: Optional[np.ndarray]  # (4*H,) or None
     dW_hr: np.ndarray  # (P, H)
+
+
+class LSTMPeepSequenceGrads(NamedTuple):
+    """Gradients of a whole LSTM sequence with peepholes (``lstm_backward`` after
+    ``lstm_forward(..., W_peep=...)``): the fields of ``LSTMProjSequenceGrads`` (``dW_hr`` None
+    without a projection) plus ``dW_peep``."""
+
+    dx: np.ndarray  # (T, B, I)   zero at padded positions
+    dh0: np.ndarray  # (B, S)     S = P with a projection, else H
+    dc0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (4*H, I)
+    dW_hh: np.ndarray  # (4*H, S)
+    db_ih: Optional[np.ndarray]  # (4*H,) or None
+    db_hh: Optional[np.ndarray]  # (4*H,) or None
+    dW_hr: Optional[np.ndarray]  # (P, H) or None
+    dW_peep: np.ndarray  # (3, H)     rows i, f, o
 
 
 class CrossEntropyResult(NamedTuple):

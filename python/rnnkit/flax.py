@@ -173,6 +173,11 @@ def _check_gated(module: Any, target: str) -> None:
             f"module: proj_size = {module.proj_size}; {target}'s LSTM cells have no projection, so an "
             "LSTM with proj_size > 0 does not convert"
         )
+    if isinstance(module, LSTM) and module.peepholes:
+        raise ValueError(
+            f"module: peepholes = True; {target}'s LSTM cells have no peephole connections, so an "
+            "LSTM with peepholes does not convert"
+        )
     if isinstance(module, GRU) and not module.reset_after:
         raise ValueError(
             f"module: reset_after=False (the textbook GRU, (r * h) W_hn^T); {target}'s GRUCell is "
@@ -228,7 +233,7 @@ def to_linen(module: LSTM | GRU, layer: int = 0) -> dict[str, Any]:
     'backward_rnn': {'cell': ...}}`` for ``nn.Bidirectional(nn.RNN(cell), nn.RNN(cell))``.
     A module without biases gets zero biases.
 
-    Refused: LSTM projections (``proj_size > 0``), the reset-before GRU (``reset_after=False``:
+    Refused: LSTM projections (``proj_size > 0``) and peepholes, the reset-before GRU (``reset_after=False``:
     linen's GRUCell is reset-after), ``layer`` out of range.
     """
     _check_gated(module, "flax.linen")

@@ -405,7 +405,8 @@ def to_weights(module: RNN | LSTM | GRU | GoBackwards | MergeDirections, layer: 
     reset gate, so it joins the input bias. The Keras layer must have the same configuration:
     units H, ``use_bias``, ``reset_after``, ``activation='relu'`` for a relu RNN.
 
-    Refused: LSTM projections (``proj_size > 0``: Keras has none), ``layer`` out of range.
+    Refused: LSTM projections (``proj_size > 0``: Keras has none), LSTM peepholes (likewise),
+    ``layer`` out of range.
     """
     if isinstance(module, (GoBackwards, MergeDirections)):
         module = module.module
@@ -415,6 +416,11 @@ def to_weights(module: RNN | LSTM | GRU | GoBackwards | MergeDirections, layer: 
         raise ValueError(
             f"module: proj_size = {module.proj_size}; Keras's LSTM has no projection, so an "
             "LSTM with proj_size > 0 does not convert"
+        )
+    if getattr(module, "peepholes", False):
+        raise ValueError(
+            "module: peepholes = True; Keras's LSTM has no peephole connections, so an LSTM with "
+            "peepholes does not convert"
         )
     k = v.int_arg("layer", layer, minimum=0)
     if k >= module.num_layers:

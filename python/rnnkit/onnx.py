@@ -13,8 +13,9 @@ Y_h [D, B, H] (layout 1: [B, D, H]); weights W [D, G*H, I], R [D, G*H, H], B [D,
 the gate blocks in ONNX's order (LSTM i, o, f, c; GRU z, r, h), which rnnkit's order (LSTM i, f,
 g, o; GRU r, z, n) is a permutation of. ``clip`` maps to the modules' ``clip`` (the fused
 kernels bound every activation's input, as onnxruntime does), LSTM ``input_forget`` to the
-LSTM's ``input_forget`` (f = 1 - i). Attributes rnnkit does not compute (peepholes ``P``,
-activations other than the defaults and the RNN's Relu,
+LSTM's ``input_forget`` (f = 1 - i), LSTM peepholes ``P`` [D, 3*H] (ONNX's order i, o, f) to
+the LSTM's ``peepholes=True`` and its ``weight_peep_l{k}`` (3, H) (rnnkit's order i, f, o).
+Attributes rnnkit does not compute (activations other than the defaults and the RNN's Relu,
 ``activation_alpha`` / ``activation_beta``) are refused with a ValueError naming the node and
 the attribute, never approximated. See docs/interop-onnx.md.
 
@@ -157,6 +158,7 @@ class _Node:
     weights: list = field(default_factory=list)  # per direction (W_ih, W_hh, b_ih or None, b_hh)
     lengths: str = ""  # the sequence_lens input's name ("" absent)
     states: tuple = ()  # the initial_h (, initial_c) inputs' names ("" absent)
+    peep: list = field(default_factory=list)  # LSTM peepholes per direction (3, H), rows i, f, o
 
 
 class _Graph:
@@ -280,10 +282,6 @@ def _read_node(g: _Graph, node: Any) -> _Node:
         options["reset_after"] = bool(lbr)
 
     inputs = list(node.input) + [""] * (8 - len(node.input))
-    if cell.has_cell_state and inputs[7]:
-        raise _refuse(
-            where, f"input 'P' (peepholes, {inputs[7]!r})", "rnnkit's LSTM has no peephole connections"
-        )
     arrays: list[np.ndarray | None] = []
     for k, name in ((1, "W"), (2, "R"), (3, "B")):
         if not inputs[k]:
@@ -318,6 +316,18 @@ def _read_node(g: _Graph, node: Any) -> _Node:
             b_ih = _permute(Bias[d, : G * H], cell, False)
             b_hh = _permute(Bias[d, G * H :], cell, False)
         weights.append((_permute(W[d], cell, False), _permute(R[d], cell, False), b_ih, b_hh))
+    peep = []
+    if cell.has_cell_state and inputs[7]:
+        P = g.const(inputs[7])
+        if P is None:
+            raise _refuse(
+                where, f"input 'P' ({inputs[7]!r}) computed in the graph", "weights must be constants"
+            )
+        if P.shape != (D, 3 * H):
+            raise ValueError(f"{where}: input 'P': expected shape {[D, 3 * H]}, got {list(P.shape)}")
+        options["peepholes"] = True
+        # ONNX's rows i, o, f -> rnnkit's i, f, o
+        peep = [np.ascontiguousarray(P[d].reshape(3, H)[[0, 2, 1]], dtype=dtype) for d in range(D)]
     n_states = len(cell.state_names)
     # what the graph fixes but a module takes as a call argument cannot be dropped silently
     if inputs[4] and g.const(inputs[4]) is not None:
@@ -347,6 +357,7 @@ def _read_node(g: _Graph, node: Any) -> _Node:
         weights,
         inputs[4],
         tuple(inputs[5 : 5 + n_states]),
+        peep,
     )
 
 
@@ -376,6 +387,8 @@ def _build(nodes: list[_Node], batch_first: bool) -> Module:
                 zeros = np.zeros(W_ih.shape[0], first.dtype)
                 state["bias_ih" + suffix] = zeros if b_ih is None else b_ih
                 state["bias_hh" + suffix] = zeros if b_hh is None else b_hh
+            if n.peep:
+                state["weight_peep" + suffix] = n.peep[d]
     m.load_state_dict(state)
     return Reversed(m) if first.reverse else m
 
@@ -678,8 +691,8 @@ def load(path_or_model: Any) -> Module:
     torch's batch_first transposes) and h_n (L*D, B, H) (LSTM: (h_n, c_n)). Pass the graph's
     sequence lengths as ``lengths`` and its initial states (if it takes them) as the state.
 
-    ``clip`` and ``input_forget`` become the module's. ValueError naming the node and the
-    attribute for what rnnkit does not compute (peepholes, other activations), and for
+    ``clip``, ``input_forget`` and peepholes ``P`` become the module's. ValueError naming the node and the
+    attribute for what rnnkit does not compute (activations other than the defaults), and for
     graphs whose recurrent nodes are not one stack (use :func:`load_nodes`).
     """
     g = _Graph(_model(path_or_model).graph)
@@ -760,6 +773,10 @@ def _recurrent_nodes_for(
                 ins.append(sliced)
             else:
                 ins.append("")
+        if getattr(rnn, "peepholes", False):  # input 7, P [D, 3*H]: rnnkit's rows i, f, o -> ONNX's i, o, f
+            ins += [""] * (7 - len(ins))
+            P = [rnn._weights(layer, d)["weight_peep"][[0, 2, 1]].reshape(-1) for d in range(D)]
+            ins.append(const(f"P_l{layer}", np.stack(P)))
         while ins and not ins[-1]:
             ins.pop()
         Y = f"{prefix}Y_l{layer}"
@@ -899,6 +916,8 @@ def _config(module: Any) -> dict[str, Any]:
         cfg["clip"] = rnn.clip
     if getattr(rnn, "input_forget", False):
         cfg["input_forget"] = True
+    if getattr(rnn, "peepholes", False):
+        cfg["peepholes"] = True
     return cfg
 
 

@@ -73,13 +73,14 @@ __all__ = ["RNN", "LSTM", "GRU", "Stream", "module_class"]
 
 # Parameter kinds in torch's order within one layer and direction, and the field of the
 # kernels' backward NamedTuple holding each one's gradient.
-_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peep")
 _GRAD_FIELD = {
     "weight_ih": "dW_ih",
     "weight_hh": "dW_hh",
     "bias_ih": "db_ih",
     "bias_hh": "db_hh",
     "weight_hr": "dW_hr",
+    "weight_peep": "dW_peep",
 }
 
 
@@ -206,6 +207,8 @@ class _RNNBase(Module):
             shapes["bias_hh"] = ((G * H,), f"({gh},)")
         if self.proj_size:
             shapes["weight_hr"] = ((self.proj_size, H), "(P, H)")
+        if getattr(self, "peepholes", False):  # LSTM only: rows i, f, o
+            shapes["weight_peep"] = ((3, H), "(3, H)")
         return shapes
 
     @staticmethod
@@ -669,7 +672,10 @@ class LSTM(_RNNBase):
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any state may be None.
     ``clip`` as :class:`RNN`'s; ``input_forget=True``: ONNX's coupled gates, ``f = 1 - i`` (the
-    forget blocks' parameters are unused and get zero gradients).
+    forget blocks' parameters are unused and get zero gradients). ``peepholes=True``: ONNX's
+    peepholes, a parameter ``weight_peep_l{k}`` (3, H) per layer and direction, rows i, f, o: the
+    i and f pre-activations add ``weight_peep[0] * c_{t-1}``, ``weight_peep[1] * c_{t-1}``, the o
+    pre-activation ``weight_peep[2] * c_t`` (:func:`rnnkit.lstm_forward`'s ``W_peep``).
 
     Examples
     --------
@@ -703,9 +709,13 @@ class LSTM(_RNNBase):
         precision: str = "float32",
         clip: float | None = None,
         input_forget: bool = False,
+        peepholes: bool = False,
     ) -> None:
         # ONNX's coupled input and forget gates: f = 1 - i (the f blocks' parameters unused).
         self.input_forget = v.flag("input_forget", input_forget)
+        # ONNX's peepholes: one (3, H) parameter per layer and direction (set before the base
+        # class makes the parameters from _shapes).
+        self.peepholes = v.flag("peepholes", peepholes)
         super().__init__(
             input_size,
             hidden_size,
@@ -744,6 +754,8 @@ class LSTM(_RNNBase):
 
     def _kernel_forward(self, x, states, w, **kw):
         proj = {"W_hr": w["weight_hr"]} if self.proj_size else {}
+        if self.peepholes:
+            proj["W_peep"] = w["weight_peep"]
         y, (h_T, c_T), ws = lstm_forward(
             x,
             states[0],
@@ -763,7 +775,9 @@ class LSTM(_RNNBase):
         return g, (g.dh0, g.dc0)
 
     def _extra_repr(self):
-        return ["input_forget=True"] if self.input_forget else []
+        return (["input_forget=True"] if self.input_forget else []) + (
+            ["peepholes=True"] if self.peepholes else []
+        )
 
     def _layer_stream(self, layer, batch):
         w = self._weights(layer, 0)
@@ -777,6 +791,7 @@ class LSTM(_RNNBase):
             self.precision,
             self.clip,
             self.input_forget,
+            w["weight_peep"],
         )
 
 

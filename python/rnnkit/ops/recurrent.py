@@ -35,7 +35,14 @@ import numpy.typing as npt
 from .. import _core
 from .. import _validate as v
 from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL, cell_spec
-from .._types import CellGrads, LSTMCellGrads, LSTMProjSequenceGrads, LSTMSequenceGrads, SequenceGrads
+from .._types import (
+    CellGrads,
+    LSTMCellGrads,
+    LSTMPeepSequenceGrads,
+    LSTMProjSequenceGrads,
+    LSTMSequenceGrads,
+    SequenceGrads,
+)
 
 __all__ = [
     "Workspace",
@@ -443,7 +450,7 @@ def rnn_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace
 def _rnn_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     _check_backward_memory(ws, dy)
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.rnn_backward(dy, dh_T, ws.saved)
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _, _ = _core.rnn_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -500,6 +507,7 @@ def lstm_forward(
     precision: str = "float32",
     clip: float | None = None,
     input_forget: bool = False,
+    W_peep: npt.ArrayLike | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Workspace | None]:
     """LSTM over a sequence (PyTorch's equations, gate order i, f, g, o):
 
@@ -514,7 +522,10 @@ def lstm_forward(
     precision "float32" or "bf16" (as :func:`rnn_forward`); clip None or a bound > 0 (ONNX's:
     the four gates' pre-activations clamped to [-clip, clip]; c_t is not); input_forget: ONNX's
     coupled input and forget gates, ``f = 1 - i`` (the f block's weights and biases are then
-    unused, their gradients zero).
+    unused, their gradients zero); W_peep (3, H) or None: peepholes (ONNX's P, rows in rnnkit's
+    order i, f, o): the i and f pre-activations add ``W_peep[0] * c_{t-1}`` and
+    ``W_peep[1] * c_{t-1}``, the o pre-activation ``W_peep[2] * c_t`` (inside the clip; with
+    input_forget ``W_peep[1]`` is unused).
     Returns ``(y (T, B, H), (h_T (B, H), c_T (B, H)), workspace)``.
 
     Examples
@@ -552,6 +563,9 @@ def lstm_forward(
         clip=clip,
     )
     (h0, c0) = a.states
+    if W_peep is not None:
+        W_peep = v.float_array("W_peep", W_peep, a.x.dtype)
+        v.check_shape("W_peep", W_peep, (3, a.W_ih.shape[0] // 4), "(3, H)")
     y, h_T, c_T, saved = _core.lstm_forward(
         a.x,
         h0,
@@ -567,6 +581,7 @@ def lstm_forward(
         precision=a.precision,
         clip=clip,
         input_forget=input_forget,
+        W_peep=W_peep,
     )
     ws = _workspace(_LSTM, {}, saved)
     return y, (h_T, c_T), ws
@@ -574,13 +589,15 @@ def lstm_forward(
 
 def lstm_backward(
     dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, dc_T: npt.ArrayLike | None, workspace: Workspace
-) -> LSTMSequenceGrads | LSTMProjSequenceGrads:
+) -> LSTMSequenceGrads | LSTMProjSequenceGrads | LSTMPeepSequenceGrads:
     """Backprop through time for :func:`lstm_forward`.
 
     Args: dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from a training forward.
     Returns ``LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4*H, I),
     dW_hh (4*H, H), db_ih, db_hh)``; with a projection, ``LSTMProjSequenceGrads`` with the
-    same fields (h-sized ones P wide) plus ``dW_hr (P, H)``.
+    same fields (h-sized ones P wide) plus ``dW_hr (P, H)``; with peepholes (``W_peep``),
+    ``LSTMPeepSequenceGrads``: those fields (``dW_hr`` None without a projection) plus
+    ``dW_peep (3, H)``.
     """
     _check_workspace(workspace, _LSTM, "lstm_backward", single_step=False)
     return _lstm_backward(dy, dh_T, dc_T, workspace)
@@ -589,7 +606,9 @@ def lstm_backward(
 def _lstm_backward(dy, dh_T, dc_T, ws):
     dy, dh_T, dc_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True), ("dc_T", dc_T, True)])
     _check_backward_memory(ws, dy)
-    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr = _core.lstm_backward(dy, dh_T, dc_T, ws.saved)
+    dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr, dW_peep = _core.lstm_backward(dy, dh_T, dc_T, ws.saved)
+    if dW_peep is not None:  # returned exactly when the forward had peepholes (W_peep)
+        return LSTMPeepSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr, dW_peep)
     if dW_hr is not None:  # returned exactly when the forward projected (W_hr)
         return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
     return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
@@ -713,7 +732,7 @@ def gru_backward(dy: npt.ArrayLike | None, dh_T: npt.ArrayLike | None, workspace
 def _gru_backward(dy, dh_T, ws):
     dy, dh_T = _check_grads(ws, [("dy", dy, False), ("dh_T", dh_T, True)])
     _check_backward_memory(ws, dy)
-    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _ = _core.gru_backward(dy, dh_T, ws.saved)
+    dx, dh0, _, dW_ih, dW_hh, db_ih, db_hh, _, _ = _core.gru_backward(dy, dh_T, ws.saved)
     return SequenceGrads(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -842,9 +861,10 @@ def _rnn_layer_stream(
 
 
 def _lstm_layer_stream(
-    W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32", clip=None, input_forget=False
+    W_ih, W_hh, b_ih, b_hh, W_hr, batch, precision="float32", clip=None, input_forget=False, W_peep=None
 ) -> LayerStream:
-    if _compiled(batch) and precision == "float32":
+    # The compiled stream has no peephole cell: with peepholes each chunk runs the sequence kernel.
+    if _compiled(batch) and precision == "float32" and W_peep is None:
         return _core.lstm_stream(W_ih, W_hh, b_ih, b_hh, W_hr, batch, clip=clip, input_forget=input_forget)
 
     def call(x, h, c):
@@ -863,6 +883,7 @@ def _lstm_layer_stream(
             precision=precision,
             clip=clip,
             input_forget=input_forget,
+            W_peep=W_peep,
         )
         return y, h_T, c_T
 

@@ -56,6 +56,7 @@ from .._cells import GRU_CELL, LSTM_CELL, RNN_CELL
 from .._types import (
     CellGrads,
     LSTMCellGrads,
+    LSTMPeepSequenceGrads,
     LSTMProjSequenceGrads,
     LSTMSequenceGrads,
     SequenceGrads,
@@ -272,17 +273,34 @@ def lstm_cell_forward(
     input_forget: ONNX's coupled gates, f = 1 - i (the f block's pre-activation is unused).
     Returns ((h_next (B, H), c_next (B, H)), cache).
     """
+    return _lstm_step(x, h, c, W_ih, W_hh, b_ih, b_hh, precision, clip, input_forget, None)
+
+
+def _lstm_step(x, h, c, W_ih, W_hh, b_ih, b_hh, precision, clip, input_forget, W_peep):
+    """``lstm_cell_forward`` with peepholes W_peep (3, H) (rows i, f, o) or None."""
     x, h, c, W_ih, W_hh, b_ih, b_hh = _inputs_for(precision, x, h, c, W_ih, W_hh, b_ih, b_hh)
     B, H = x.shape[0], W_hh.shape[1]
     h = _zeros_state(h, B, H, x.dtype)
     c = _zeros_state(c, B, H, x.dtype)
     gates = _affine(x, W_ih, b_ih, precision) + _affine(h, W_hh, b_hh, precision)  # (B, 4H) [a_i|a_f|a_g|a_o]
-    gates, keep = _bound(gates, clip)
-    a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
-    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
-    if input_forget:
-        f = 1 - i
-    c_next = f * c + i * g
+    if W_peep is None:
+        gates, keep = _bound(gates, clip)
+        a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
+        i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+        if input_forget:
+            f = 1 - i
+        c_next = f * c + i * g
+    else:  # peepholes: i and f see c, o sees c_next (each inside the clip, as ONNX)
+        a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
+        ifg, keep_ifg = _bound(np.concatenate([a_i + W_peep[0] * c, a_f + W_peep[1] * c, a_g], axis=1), clip)
+        a_i, a_f, a_g = np.split(ifg, 3, axis=1)
+        i, f, g = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g)
+        if input_forget:
+            f = 1 - i
+        c_next = f * c + i * g
+        a_o, keep_o = _bound(a_o + W_peep[2] * c_next, clip)
+        o = _sigmoid(a_o)
+        keep = None if keep_ifg is None else np.concatenate([keep_ifg, keep_o], axis=1)
     tc = np.tanh(c_next)
     h_next = o * tc
     cache = {
@@ -303,6 +321,8 @@ def lstm_cell_forward(
         "tc": tc,
         "keep": keep,
         "input_forget": input_forget,
+        "W_peep": W_peep,
+        "c_next": c_next,
     }
     return (h_next, c_next), cache
 
@@ -316,8 +336,14 @@ def lstm_cell_backward(
     Returns LSTMCellGrads(dx (B, I), dh (B, H), dc (B, H), dW_ih (4H, I), dW_hh (4H, H),
     db_ih, db_hh (4H,) or None).
     """
+    return _lstm_step_backward(dh_next, dc_next, cache)[0]
+
+
+def _lstm_step_backward(dh_next, dc_next, cache):
+    """``lstm_cell_backward`` of a ``_lstm_step`` cache: (LSTMCellGrads, dW_peep (3, H) or None)."""
     k = _check_cache(cache, _LSTM, "cell")
     x, h, c, W_ih, W_hh = k["x"], k["h"], k["c"], k["W_ih"], k["W_hh"]
+    W_peep = k["W_peep"]
     i, f, g, o, tc = k["i"], k["f"], k["g"], k["o"], k["tc"]
     if dh_next is None:
         dh_next = np.zeros_like(tc)
@@ -326,6 +352,9 @@ def lstm_cell_backward(
     do = dh_next * tc
     # c_next reaches the loss directly (dc_next) and through h_next = o * tanh(c_next)
     dc_total = dc_next + dh_next * o * _dtanh(tc)
+    if W_peep is not None:  # ... and through o's peephole
+        keep_o = None if k["keep"] is None else k["keep"][:, 3 * tc.shape[1] :]
+        dc_total = dc_total + _kept(do * _dsigmoid(o), keep_o) * W_peep[2]
     di = dc_total * g
     df = dc_total * c
     if k["input_forget"]:  # f = 1 - i: f's gradient reaches i, and f's own input has none
@@ -344,8 +373,13 @@ def lstm_cell_backward(
         axis=1,
     )  # (B, 4H)
     dA = _kept(dA, k["keep"])
+    dW_peep = None
+    if W_peep is not None:  # i and f saw c, o saw c_next
+        dA_i, dA_f, _, dA_o = np.split(dA, 4, axis=1)
+        dc = dc + dA_i * W_peep[0] + dA_f * W_peep[1]
+        dW_peep = np.stack([(dA_i * c).sum(0), (dA_f * c).sum(0), (dA_o * k["c_next"]).sum(0)])
     p = k["precision"]
-    return LSTMCellGrads(
+    grads = LSTMCellGrads(
         dx=_mm(dA, W_ih, p),
         dh=_mm(dA, W_hh, p),
         dc=dc,
@@ -354,6 +388,7 @@ def lstm_cell_backward(
         db_ih=_bias_grad(dA, k["b_ih"]),
         db_hh=_bias_grad(dA, k["b_hh"]),
     )
+    return grads, dW_peep
 
 
 def gru_cell_forward(
@@ -655,6 +690,7 @@ def lstm_forward(
     precision: str = "float32",
     clip: float | None = None,
     input_forget: bool = False,
+    W_peep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
     """LSTM over a sequence (gate order i, f, g, o).
 
@@ -663,17 +699,22 @@ def lstm_forward(
     With a projection W_hr (P, H) (PyTorch's proj_size): m_t = o * tanh(c_t) is the cell's
     output and h_t = m_t W_hr^T, so h0, y and h_T have P columns and W_hh is (4H, P).
     precision "float32" or "bf16"; clip None or a bound, input_forget (``lstm_cell_forward``).
+    W_peep (3, H) or None: peepholes, rows i, f, o: the i and f pre-activations add
+    W_peep[0] * c_{t-1}, W_peep[1] * c_{t-1}, the o pre-activation W_peep[2] * c_t (inside the
+    clip; with input_forget W_peep[1] is unused).
     Returns (y (T, B, H), (h_T (B, H), c_T (B, H)), workspace dict, or None when training=False).
     """
-    x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr = _inputs_for(precision, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr)
+    x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, W_peep = _inputs_for(
+        precision, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, W_peep
+    )
     B, H = x.shape[1], W_ih.shape[0] // 4
     P = H if W_hr is None else W_hr.shape[0]
     h0 = _zeros_state(h0, B, P, x.dtype)
     c0 = _zeros_state(c0, B, H, x.dtype)
 
     def step(x_t, h, c):
-        (m, c_next), cache = lstm_cell_forward(
-            x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision=precision, clip=clip, input_forget=input_forget
+        (m, c_next), cache = _lstm_step(
+            x_t, h, c, W_ih, W_hh, b_ih, b_hh, precision, clip, input_forget, W_peep
         )
         if W_hr is None:
             return (m, c_next), cache
@@ -689,44 +730,51 @@ def lstm_forward(
     )
     if ws is not None:
         ws["W_hr"] = W_hr
+        ws["W_peep"] = W_peep
         ws["precision"] = precision
     return y, (h_T, c_T), ws
 
 
 def lstm_backward(
     dy: np.ndarray | None, dh_T: np.ndarray | None, dc_T: np.ndarray | None, workspace: dict[str, Any]
-) -> LSTMSequenceGrads | LSTMProjSequenceGrads:
+) -> LSTMSequenceGrads | LSTMProjSequenceGrads | LSTMPeepSequenceGrads:
     """Backward of ``lstm_forward``.
 
     dy (T, B, H) or None; dh_T, dc_T (B, H) or None; workspace from lstm_forward(training=True).
     Returns LSTMSequenceGrads(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
     dW_hh (4H, H), db_ih, db_hh (4H,) or None); with a projection, LSTMProjSequenceGrads with
-    the same fields (h-sized ones P wide) and dW_hr (P, H).
+    the same fields (h-sized ones P wide) and dW_hr (P, H); with peepholes (W_peep),
+    LSTMPeepSequenceGrads: those fields (dW_hr None without a projection) and dW_peep (3, H).
     """
     ws = _check_cache(workspace, _LSTM, "sequence")
     W_hr = ws.get("W_hr")
-    if W_hr is None:
-        dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
-            _LSTM, lstm_cell_backward, dy, [dh_T, dc_T], workspace
-        )
-        return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
-    # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t.
-    dW_hr = np.zeros_like(W_hr)
-
+    W_peep = ws.get("W_peep")
     p = ws["precision"]
+    # h_t = m_t W_hr^T: dm_t = dh_t W_hr feeds the cell, and dW_hr sums dh_t^T m_t; dW_peep sums
+    # each step's peephole gradient.
+    dW_hr = None if W_hr is None else np.zeros_like(W_hr)
+    dW_peep = None if W_peep is None else np.zeros_like(W_peep)
 
     def step_backward(dh, dc, cache):
-        nonlocal dW_hr
-        dW_hr = dW_hr + _mm(dh.T, cache["m"], p)
-        return lstm_cell_backward(_mm(dh, W_hr, p), dc, cache["cell_cache"])
+        nonlocal dW_hr, dW_peep
+        if W_hr is not None:
+            dW_hr = dW_hr + _mm(dh.T, cache["m"], p)
+            dh, cache = _mm(dh, W_hr, p), cache["cell_cache"]
+        grads, dW_peep_t = _lstm_step_backward(dh, dc, cache)
+        if dW_peep_t is not None:
+            dW_peep = dW_peep + dW_peep_t
+        return grads
 
-    B = ws["x_shape"][1]
-    if dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
-        dc_T = np.zeros((B, W_hr.shape[1]), dtype=ws["dtype"])
+    if W_hr is not None and dc_T is None:  # the driver sizes missing gradients like h (P); c is H wide
+        dc_T = np.zeros((ws["x_shape"][1], W_hr.shape[1]), dtype=ws["dtype"])
     dx, (dh0, dc0), dW_ih, dW_hh, db_ih, db_hh = _backward_driver(
         _LSTM, step_backward, dy, [dh_T, dc_T], workspace
     )
-    return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
+    if dW_peep is not None:
+        return LSTMPeepSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr, dW_peep)
+    if dW_hr is not None:
+        return LSTMProjSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr)
+    return LSTMSequenceGrads(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh)
 
 
 def gru_forward(
