@@ -162,6 +162,7 @@ class _SequenceArgs(NamedTuple):
     lengths: np.ndarray | None
     W_hr: np.ndarray | None
     precision: str
+    clip: float | None
 
 
 # What the size check names: every buffer a call allocates (cpp/footprint.hpp lists them).
@@ -284,6 +285,7 @@ def _check_sequence_args(
     v.flag("reverse", reverse)
     v.flag("training", training)
     precision = v.precision(precision, dtype)
+    clip = v.clip(clip)
     v.check_gemm_sizes(**{"T*B": T * B, "G*H": G * H, "I": I})
     _check_call_memory(
         "x",
@@ -302,7 +304,7 @@ def _check_sequence_args(
         bf16=precision == "bf16",
         clip=clip is not None,
     )
-    return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr, precision)
+    return _SequenceArgs(x, checked_states, W_ih, W_hh, b_ih, b_hh, lengths, W_hr, precision, clip)
 
 
 def _workspace(cell, options, saved, single_step=False):
@@ -402,7 +404,6 @@ def rnn_forward(
     ((5, 2, 3), (4, 4), True)
     """
     v.choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-    clip = v.clip(clip)
     a = _check_sequence_args(
         _RNN,
         x,
@@ -429,7 +430,7 @@ def rnn_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
-        clip=clip,
+        clip=a.clip,
     )
     ws = _workspace(_RNN, {"nonlinearity": nonlinearity}, saved)
     return y, h_T, ws
@@ -545,7 +546,6 @@ def lstm_forward(
     >>> bool(np.allclose(y, y_ref, atol=1e-5) and np.allclose(c_T, c_ref, atol=1e-5))
     True
     """
-    clip = v.clip(clip)
     input_forget = v.flag("input_forget", input_forget)
     a = _check_sequence_args(
         _LSTM,
@@ -579,7 +579,7 @@ def lstm_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
-        clip=clip,
+        clip=a.clip,
         input_forget=input_forget,
         W_peep=W_peep,
     )
@@ -684,7 +684,6 @@ def gru_forward(
     Returns ``(y (T, B, H), h_T (B, H), workspace)``.
     """
     v.flag("reset_after", reset_after)
-    clip = v.clip(clip)
     a = _check_sequence_args(
         _GRU,
         x,
@@ -712,7 +711,7 @@ def gru_forward(
         bool(reverse),
         bool(training),
         precision=a.precision,
-        clip=clip,
+        clip=a.clip,
     )
     ws = _workspace(_GRU, {"reset_after": bool(reset_after)}, saved)
     return y, h_T, ws
